@@ -1,0 +1,1 @@
+//! Universal restore (see issue "Universal restore").

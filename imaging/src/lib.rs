@@ -1,0 +1,11 @@
+//! The imaging engine: block devices, partition tables, filesystem used-block
+//! maps, the image format, and the plans and executors for backup, restore,
+//! clone and check. Binaries (`rescue`) stay thin and call into this crate.
+
+pub mod extent;
+pub mod fs;
+pub mod part;
+pub mod read_at;
+
+pub use extent::Extent;
+pub use read_at::ReadAt;

@@ -1,0 +1,100 @@
+//! Positional reads over disks, partitions, files and byte buffers.
+//!
+//! Every parser in this crate (partition tables, filesystem maps, the image
+//! reader) reads through [`ReadAt`], so the same code runs on a block device,
+//! a raw disk image file, a window of either (a partition), or an in-memory
+//! fixture in a unit test.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Read exactly `buf.len()` bytes at `offset`; reading past the end is an
+/// `UnexpectedEof` error, never a short read.
+pub trait ReadAt: Sync {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| eof())?;
+        let end = start.checked_add(buf.len()).ok_or_else(eof)?;
+        let src = self.get(start..end).ok_or_else(eof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.as_slice().read_exact_at(buf, offset)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+}
+
+impl<T: ReadAt + ?Sized + Send> ReadAt for std::sync::Arc<T> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+}
+
+/// A window `[start, start + len)` of another reader, e.g. one partition of a
+/// disk. Offsets are relative to the window; reads past its end fail.
+pub struct Window<R> {
+    inner: R,
+    start: u64,
+    len: u64,
+}
+
+impl<R: ReadAt> Window<R> {
+    pub fn new(inner: R, start: u64, len: u64) -> Self {
+        Self { inner, start, len }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<R: ReadAt> ReadAt for Window<R> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64).ok_or_else(eof)?;
+        if end > self.len {
+            return Err(eof());
+        }
+        self.inner.read_exact_at(buf, self.start + offset)
+    }
+}
+
+fn eof() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end")
+}
+
+/// Read `len` bytes at `offset` into a new buffer; `len` is checked against
+/// `limit` first so corrupt length fields cannot make us allocate gigabytes.
+pub fn read_vec(r: &dyn ReadAt, offset: u64, len: u64, limit: u64) -> io::Result<Vec<u8>> {
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("refusing to read {len} bytes at {offset} (limit {limit})"),
+        ));
+    }
+    let mut v = vec![0u8; len as usize];
+    r.read_exact_at(&mut v, offset)?;
+    Ok(v)
+}
