@@ -9,3 +9,15 @@ pub mod read_at;
 
 pub use extent::Extent;
 pub use read_at::ReadAt;
+pub mod image;
+pub mod task;
+pub mod blockdev;
+pub mod inventory;
+pub mod error;
+pub use error::{Error, ErrorClass};
+pub mod backup;
+pub mod layout;
+pub mod exec;
+pub mod check;
+pub mod clone;
+pub mod restore;

@@ -1,1 +1,16 @@
-fn main() {}
+//! `rescue`: back up, restore, clone and check disks. This file only parses
+//! arguments, dispatches to `cli`, and maps the result to an exit code.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.verbose);
+    let code = match cli::run(args) {
+        Ok(()) => 0,
+        Err(e) => cli::report_error(&e),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,538 @@
+//! Block devices and disk image files: identity, geometry, who is using them,
+//! and exclusive opening for writing.
+//!
+//! Facts come from sysfs (`/sys/class/block`), the udev database
+//! (`/run/udev/data`), `/proc/self/mountinfo` and `/proc/swaps`, so no external
+//! tool is needed in the initramfs. A regular file is treated as a disk with
+//! 512-byte sectors (or the size the caller says).
+
+mod sys;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Block device or regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskKind {
+    Block,
+    File,
+}
+
+/// Identity and geometry of a disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    pub path: PathBuf,
+    /// Kernel name (`sda`, `nvme0n1`, `loop3`) or the file name.
+    pub name: String,
+    pub kind: DiskKind,
+    pub model: Option<String>,
+    pub vendor: Option<String>,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+    pub size: u64,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    /// sata, nvme, usb, virtio, scsi, mmc, loop, file.
+    pub transport: Option<String>,
+    pub rotational: Option<bool>,
+    pub removable: bool,
+    pub read_only: bool,
+    /// "major:minor" of a block device.
+    pub devnum: Option<String>,
+    /// For loop devices: the file behind it.
+    pub loop_backing: Option<PathBuf>,
+    /// (st_dev, st_ino) of a regular file, to recognise it again.
+    pub file_id: Option<(u64, u64)>,
+}
+
+impl DiskInfo {
+    /// One line a person recognises the disk by.
+    pub fn describe(&self) -> String {
+        let mut s = self.path.display().to_string();
+        if let Some(m) = &self.model {
+            s.push_str(&format!(" {m}"));
+        }
+        if let Some(se) = &self.serial {
+            s.push_str(&format!(" (serial {se})"));
+        }
+        s.push_str(&format!(", {}", human_size(self.size)));
+        s
+    }
+}
+
+/// Errors about devices.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is neither a block device nor a regular file")]
+    NotADisk { path: PathBuf },
+    #[error("{path} is in use: {reasons}")]
+    Busy { path: PathBuf, reasons: String },
+    #[error("{path} changed since the plan was made: {what}")]
+    IdentityChanged { path: PathBuf, what: String },
+}
+
+impl BlockError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            BlockError::Io { .. } => "check the device path and that you are root",
+            BlockError::NotADisk { .. } => "pass a disk such as /dev/sdb, /dev/nvme0n1, /dev/loop0, or a disk image file",
+            BlockError::Busy { .. } => "unmount its filesystems, swapoff, stop LVM/md users (vgchange -an, mdadm --stop), then try again",
+            BlockError::IdentityChanged { .. } => "the disks changed (hot-plug?): run the command again to make a new plan",
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BlockError + '_ {
+    move |source| BlockError::Io { path: path.to_path_buf(), source }
+}
+
+fn read_trim(p: impl AsRef<Path>) -> Option<String> {
+    let s = std::fs::read_to_string(p).ok()?;
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// `/sys/class/block/NAME` for a block device node, found via major:minor so
+/// symlinks like /dev/disk/by-id work.
+fn sysfs_dir(devnum: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(format!("/sys/dev/block/{devnum}"));
+    std::fs::canonicalize(p).ok()
+}
+
+fn devnum_of(meta: &std::fs::Metadata) -> String {
+    let rdev = meta.rdev();
+    format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+}
+
+fn udev_property(devnum: &str, key: &str) -> Option<String> {
+    let db = std::fs::read_to_string(format!("/run/udev/data/b{devnum}")).ok()?;
+    db.lines().find_map(|l| l.strip_prefix("E:")?.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+}
+
+fn transport_of(sys: &Path, name: &str) -> Option<String> {
+    let s = sys.to_string_lossy();
+    let t = if name.starts_with("loop") {
+        "loop"
+    } else if name.starts_with("nvme") {
+        "nvme"
+    } else if name.starts_with("mmcblk") {
+        "mmc"
+    } else if s.contains("/usb") {
+        "usb"
+    } else if s.contains("/virtio") && name.starts_with("vd") {
+        "virtio"
+    } else if s.contains("/ata") {
+        "sata"
+    } else if s.contains("/virtio") {
+        "virtio-scsi"
+    } else if s.contains("/host") {
+        "scsi"
+    } else {
+        return None;
+    };
+    Some(t.into())
+}
+
+/// Facts about a disk (block device or image file). `file_sector_size` is used
+/// for regular files (512 when None).
+pub fn probe_disk(path: &Path, file_sector_size: Option<u32>) -> Result<DiskInfo, BlockError> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let ss = file_sector_size.unwrap_or(512);
+        return Ok(DiskInfo {
+            path: path.to_path_buf(),
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            kind: DiskKind::File,
+            model: Some("disk image file".into()),
+            vendor: None,
+            serial: None,
+            wwn: None,
+            size: meta.len(),
+            logical_sector_size: ss,
+            physical_sector_size: ss,
+            transport: Some("file".into()),
+            rotational: None,
+            removable: false,
+            read_only: meta.permissions().readonly(),
+            devnum: None,
+            loop_backing: None,
+            file_id: Some((meta.dev(), meta.ino())),
+        });
+    }
+    if !ft.is_block_device() {
+        return Err(BlockError::NotADisk { path: path.to_path_buf() });
+    }
+    let devnum = devnum_of(&meta);
+    let sys = sysfs_dir(&devnum).ok_or_else(|| BlockError::NotADisk { path: path.to_path_buf() })?;
+    let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // A partition's queue/ and device/ live in the parent disk's directory.
+    let disk_sys = if sys.join("partition").exists() { sys.parent().map(Path::to_path_buf).unwrap_or(sys.clone()) } else { sys.clone() };
+    let size = read_trim(sys.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512;
+    let lss = read_trim(disk_sys.join("queue/logical_block_size")).and_then(|s| s.parse().ok()).unwrap_or(512);
+    let pss = read_trim(disk_sys.join("queue/physical_block_size")).and_then(|s| s.parse().ok()).unwrap_or(lss);
+    let dev = disk_sys.join("device");
+    let model = read_trim(dev.join("model")).or_else(|| udev_property(&devnum, "ID_MODEL"));
+    let serial = read_trim(dev.join("serial"))
+        .or_else(|| udev_property(&devnum, "ID_SERIAL_SHORT"))
+        .or_else(|| udev_property(&devnum, "ID_SERIAL"));
+    let wwn = read_trim(disk_sys.join("wwid")).or_else(|| read_trim(dev.join("wwid"))).or_else(|| udev_property(&devnum, "ID_WWN"));
+    let loop_backing = read_trim(sys.join("loop/backing_file")).map(PathBuf::from);
+    Ok(DiskInfo {
+        path: path.to_path_buf(),
+        name: name.clone(),
+        kind: DiskKind::Block,
+        model,
+        vendor: read_trim(dev.join("vendor")),
+        serial,
+        wwn,
+        size,
+        logical_sector_size: lss,
+        physical_sector_size: pss,
+        transport: transport_of(&sys, &name),
+        rotational: read_trim(disk_sys.join("queue/rotational")).map(|s| s == "1"),
+        removable: read_trim(disk_sys.join("removable")).is_some_and(|s| s == "1"),
+        read_only: read_trim(sys.join("ro")).is_some_and(|s| s == "1"),
+        devnum: Some(devnum),
+        loop_backing,
+        file_id: None,
+    })
+}
+
+/// Whole disks the kernel knows, as /dev paths: skips partitions, RAM disks,
+/// zram, device-mapper and md devices (they are listed as holders instead),
+/// unattached loop devices and empty drives.
+pub fn list_block_disks() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/sys/block") else { return out };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ["ram", "zram", "dm-", "md", "sr", "fd", "nbd"].iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let size = read_trim(e.path().join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        if size == 0 {
+            continue;
+        }
+        out.push(PathBuf::from(format!("/dev/{name}")));
+    }
+    out.sort();
+    out
+}
+
+/// A partition device of a whole block device: (number, /dev path, major:minor).
+pub fn partition_devices(disk: &DiskInfo) -> Vec<(u32, PathBuf, String)> {
+    let mut out = Vec::new();
+    let Some(devnum) = &disk.devnum else { return out };
+    let Some(sys) = sysfs_dir(devnum) else { return out };
+    let Ok(rd) = std::fs::read_dir(&sys) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if let Some(n) = read_trim(p.join("partition")).and_then(|s| s.parse().ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dn = read_trim(p.join("dev")).unwrap_or_default();
+            out.push((n, PathBuf::from(format!("/dev/{name}")), dn));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// One mounted filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub devnum: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// Current mounts (from /proc/self/mountinfo).
+pub fn mounts() -> Vec<Mount> {
+    let Ok(s) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    s.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let g: Vec<&str> = post.split(' ').collect();
+            Some(Mount {
+                devnum: f.get(2)?.to_string(),
+                mountpoint: unescape_mount(f.get(4)?),
+                fstype: g.first()?.to_string(),
+                source: g.get(1).map(|x| unescape_mount(x)).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// major:minor of the active swap devices.
+pub fn swap_devnums() -> Vec<String> {
+    let Ok(s) = std::fs::read_to_string("/proc/swaps") else { return Vec::new() };
+    s.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter(|m| m.file_type().is_block_device())
+        .map(|m| devnum_of(&m))
+        .collect()
+}
+
+/// Devices stacked on top of a block device (LVM, md, dm-crypt), by name.
+pub fn holders(devnum: &str) -> Vec<String> {
+    let Some(sys) = sysfs_dir(devnum) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(sys.join("holders")) else { return Vec::new() };
+    rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// Loop devices whose backing file is `file` (by device and inode).
+pub fn loops_backed_by(file_id: (u64, u64)) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in list_block_disks() {
+        if let Ok(info) = probe_disk(&p, None) {
+            if let Some(b) = &info.loop_backing {
+                if let Ok(m) = std::fs::metadata(b) {
+                    if (m.dev(), m.ino()) == file_id {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Why a disk (or any of its partitions) cannot be written now; empty = free.
+pub fn busy_reasons(disk: &DiskInfo) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let mounts = mounts();
+    let swaps = swap_devnums();
+    let mut check = |label: String, devnum: &str| {
+        for m in mounts.iter().filter(|m| m.devnum == devnum) {
+            reasons.push(format!("{label} is mounted on {}", m.mountpoint));
+        }
+        if swaps.iter().any(|s| s == devnum) {
+            reasons.push(format!("{label} is active swap"));
+        }
+        for h in holders(devnum) {
+            reasons.push(format!("{label} is used by {h} (LVM/md/dm)"));
+        }
+    };
+    match disk.kind {
+        DiskKind::Block => {
+            if let Some(dn) = &disk.devnum {
+                check(disk.path.display().to_string(), dn);
+                for (_, p, dn) in partition_devices(disk) {
+                    check(p.display().to_string(), &dn);
+                }
+            }
+        }
+        DiskKind::File => {
+            if let Some(id) = disk.file_id {
+                for l in loops_backed_by(id) {
+                    if let Ok(li) = probe_disk(&l, None) {
+                        reasons.push(format!("attached as {}", l.display()));
+                        reasons.extend(busy_reasons(&li));
+                    }
+                }
+            }
+        }
+    }
+    reasons.sort();
+    reasons.dedup();
+    reasons
+}
+
+/// A disk opened for reading.
+#[derive(Debug)]
+pub struct SourceDisk {
+    pub info: DiskInfo,
+    pub file: File,
+}
+
+impl SourceDisk {
+    pub fn open(path: &Path, file_sector_size: Option<u32>) -> Result<Self, BlockError> {
+        let info = probe_disk(path, file_sector_size)?;
+        let file = File::open(path).map_err(io_err(path))?;
+        Ok(Self { info, file })
+    }
+}
+
+/// A disk opened for writing, exclusively, for the whole operation.
+#[derive(Debug)]
+pub struct TargetDisk {
+    pub info: DiskInfo,
+    pub file: File,
+}
+
+impl TargetDisk {
+    /// Open with O_EXCL (block devices: the kernel answers EBUSY while the disk
+    /// or a partition is claimed by a mount, swap, md or dm) or an exclusive
+    /// lock (files), after checking our own list of users.
+    pub fn open(path: &Path, file_sector_size: Option<u32>) -> Result<Self, BlockError> {
+        let info = probe_disk(path, file_sector_size)?;
+        let reasons = busy_reasons(&info);
+        if !reasons.is_empty() {
+            return Err(BlockError::Busy { path: path.to_path_buf(), reasons: reasons.join("; ") });
+        }
+        let mut oo = OpenOptions::new();
+        oo.read(true).write(true);
+        if info.kind == DiskKind::Block {
+            oo.custom_flags(libc::O_EXCL);
+        }
+        let file = oo.open(path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                BlockError::Busy { path: path.to_path_buf(), reasons: "the kernel reports it busy (a partition is mounted or claimed)".into() }
+            } else {
+                BlockError::Io { path: path.to_path_buf(), source: e }
+            }
+        })?;
+        if info.kind == DiskKind::File {
+            sys::lock_exclusive(&file).map_err(|_| BlockError::Busy { path: path.to_path_buf(), reasons: "another program holds a lock on it".into() })?;
+        }
+        Ok(Self { info, file })
+    }
+
+    /// Check that the device is still the one the plan was made for.
+    pub fn check_identity(&self, expected: &DiskInfo) -> Result<(), BlockError> {
+        let now = probe_disk(&self.info.path, Some(expected.logical_sector_size))?;
+        let mut diffs = Vec::new();
+        if now.size != expected.size {
+            diffs.push(format!("size {} is now {}", expected.size, now.size));
+        }
+        if now.serial != expected.serial {
+            diffs.push("serial number".to_string());
+        }
+        if now.wwn != expected.wwn {
+            diffs.push("WWN".to_string());
+        }
+        if now.devnum != expected.devnum || now.file_id != expected.file_id {
+            diffs.push("device number".to_string());
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(BlockError::IdentityChanged { path: self.info.path.clone(), what: diffs.join(", ") })
+        }
+    }
+
+    /// Flush data to stable storage and, for block devices, have the kernel
+    /// re-read the partition table (retrying while udev still holds it).
+    pub fn sync_and_reread(&self) -> Result<Vec<String>, BlockError> {
+        self.file.sync_all().map_err(io_err(&self.info.path))?;
+        let mut notes = Vec::new();
+        if self.info.kind == DiskKind::Block {
+            let _ = sys::flush_buffers(&self.file);
+            let mut last = None;
+            for i in 0..10 {
+                match sys::reread_partitions(&self.file) {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        std::thread::sleep(std::time::Duration::from_millis(100 * (i + 1)));
+                    }
+                }
+            }
+            if let Some(e) = last {
+                notes.push(format!("the kernel did not re-read the partition table of {} ({e}); reboot or run `partprobe`", self.info.path.display()));
+            }
+            // Let udev create the partition nodes.
+            let _ = std::process::Command::new("udevadm").args(["settle", "--timeout=10"]).status();
+        }
+        Ok(notes)
+    }
+}
+
+/// Sizes the way people read them: 1.5 GiB, 512 MiB, 4.0 KiB.
+pub fn human_size(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Parse sizes like `4G`, `700MiB`, `50M`, `1T`, `512` (bytes).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    Some((v * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50M"), Some(50 << 20));
+        assert_eq!(parse_size("4GiB"), Some(4 << 30));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("12Q"), None);
+        assert_eq!(human_size(1536 << 20), "1.5 GiB");
+        assert_eq!(human_size(100), "100 B");
+    }
+
+    #[test]
+    fn mount_escapes() {
+        assert_eq!(unescape_mount("/mnt/my\\040disk"), "/mnt/my disk");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+    }
+
+    #[test]
+    fn file_as_disk() {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        t.as_file().set_len(1 << 20).unwrap();
+        let d = probe_disk(t.path(), None).unwrap();
+        assert_eq!(d.kind, DiskKind::File);
+        assert_eq!(d.size, 1 << 20);
+        assert_eq!(d.logical_sector_size, 512);
+        let tgt = TargetDisk::open(t.path(), None).unwrap();
+        // A second writer is refused while the first holds the file.
+        assert!(matches!(TargetDisk::open(t.path(), None), Err(BlockError::Busy { .. })));
+        tgt.check_identity(&d).unwrap();
+    }
+}

@@ -1,0 +1,48 @@
+//! The few system calls the safe standard library does not offer: block
+//! device ioctls and advisory locks. Every `unsafe` block of the crate is here.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+// From <linux/fs.h>: _IO(0x12, 95) and _IO(0x12, 97).
+const BLKRRPART: libc::c_ulong = 0x125f;
+const BLKFLSBUF: libc::c_ulong = 0x1261;
+
+/// Ask the kernel to re-read the partition table (fails with EBUSY while a
+/// partition of the disk is in use).
+pub fn reread_partitions(f: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: BLKRRPART takes no argument; the fd is valid for the lifetime of
+    // `f`, and the kernel only reads the fd.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), BLKRRPART as _, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Flush the device's buffer cache (so a later read sees what was written
+/// through another path, e.g. a partition device).
+pub fn flush_buffers(f: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: BLKFLSBUF takes no argument; the fd is valid while `f` lives.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF as _, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Take an exclusive, non-blocking advisory lock (for image files used as
+/// disks: two `rescue` runs must not write the same file).
+pub fn lock_exclusive(f: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: flock only reads the fd, which is valid while `f` lives; the
+    // flags are constants.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

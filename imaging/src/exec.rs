@@ -1,0 +1,276 @@
+//! The executor shared by restore and clone: runs a [`WritePlan`] against the
+//! target disk in the order that keeps a crash recognisable.
+//!
+//! 1. open the target exclusively and re-check its identity;
+//! 2. verify the source (for images: every stored byte of the regions used);
+//! 3. whole-disk plans: blank the partition-table sectors, so an interrupted
+//!    run leaves a disk that looks empty rather than one with a valid table
+//!    over half-written data;
+//! 4. copy the partitions and gaps;
+//! 5. write the boot area and the new partition table last, sync, re-read;
+//! 6. grow filesystems that got larger partitions.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blockdev::{self, DiskInfo, DiskKind, TargetDisk};
+use crate::error::Error;
+use crate::image::format::RegionKind;
+use crate::layout::{FsGrow, Layout};
+use crate::part::{self, PartitionTable};
+use crate::task::Task;
+
+/// What a restore or clone will do to the target. Shown by --dry-run, then
+/// executed exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WritePlan {
+    /// "restore" or "clone".
+    pub operation: String,
+    /// The image path or the source disk, as the user named it.
+    pub source: String,
+    pub target: DiskInfo,
+    /// When writing into one existing partition of a block device: its node,
+    /// opened exclusively instead of the whole disk (other partitions may be in use).
+    pub target_partition_device: Option<PathBuf>,
+    /// Byte offset of `target_partition_device` on the disk.
+    pub target_partition_offset: u64,
+    /// Whether the whole disk is rewritten (table included).
+    pub whole_disk: bool,
+    pub table_before: Option<PartitionTable>,
+    #[serde(flatten)]
+    pub layout: Layout,
+    /// First sector of the source (boot code, MBR signature) for the new table.
+    #[serde(skip)]
+    pub sector0: Option<Vec<u8>>,
+    /// Total bytes of data to write.
+    pub bytes: u64,
+}
+
+/// Kinds of source regions, to order the writes.
+pub trait RegionSource: Sync {
+    fn region_kind(&self, region: u32) -> Option<RegionKind>;
+    /// Check the source before the first write (image: stored bytes).
+    fn verify(&self, regions: &[u32], task: &Task) -> Result<(), Error>;
+    /// Give every byte of `region` to `write(region_offset, data)`.
+    fn copy(&self, region: u32, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error>;
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    pub bytes_written: u64,
+    pub seconds: f64,
+    pub notes: Vec<String>,
+    pub grown: Vec<String>,
+}
+
+/// Refuse when an image volume lives on the target (or is the target).
+pub fn refuse_if_target_holds(target: &DiskInfo, files: &[(PathBuf, &File)]) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let parts = blockdev::partition_devices(target);
+    for (path, f) in files {
+        let Ok(m) = f.metadata() else { continue };
+        let fsdev = format!("{}:{}", libc::major(m.dev()), libc::minor(m.dev()));
+        let on_target = match target.kind {
+            DiskKind::Block => target.devnum.as_deref() == Some(fsdev.as_str()) || parts.iter().any(|(_, _, dn)| *dn == fsdev),
+            DiskKind::File => target.file_id == Some((m.dev(), m.ino())),
+        };
+        let backing = target.loop_backing.as_ref().and_then(|b| std::fs::metadata(b).ok()).is_some_and(|b| (b.dev(), b.ino()) == (m.dev(), m.ino()));
+        // The image on a filesystem of a loop device whose backing file is the target.
+        let via_loop = target.kind == DiskKind::File
+            && blockdev::loops_backed_by(target.file_id.unwrap_or((0, 0))).iter().any(|l| {
+                blockdev::probe_disk(l, None).ok().is_some_and(|li| {
+                    li.devnum.as_deref() == Some(fsdev.as_str()) || blockdev::partition_devices(&li).iter().any(|(_, _, dn)| *dn == fsdev)
+                })
+            });
+        if on_target || backing || via_loop {
+            return Err(Error::refused(
+                format!("{} holds the image being read ({})", target.path.display(), path.display()),
+                "copy the image to another disk first, or choose another target",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Run `plan`, reading from `src`.
+pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<WriteOutcome, Error> {
+    let t0 = std::time::Instant::now();
+    // 1. Exclusive open and identity.
+    let (target, base) = match &plan.target_partition_device {
+        Some(dev) => (TargetDisk::open(dev, None)?, plan.target_partition_offset),
+        None => {
+            let t = TargetDisk::open(&plan.target.path, Some(plan.target.logical_sector_size))?;
+            t.check_identity(&plan.target)?;
+            (t, 0)
+        }
+    };
+    if plan.target_partition_device.is_some() {
+        let disk = blockdev::probe_disk(&plan.target.path, None)?;
+        if disk.size != plan.target.size || disk.serial != plan.target.serial || disk.wwn != plan.target.wwn {
+            return Err(blockdev::BlockError::IdentityChanged { path: plan.target.path.clone(), what: "size or serial".into() }.into());
+        }
+    }
+    let tsize = if plan.target_partition_device.is_some() { target.info.size } else { plan.target.size };
+    // 2. Verify the source.
+    let ids: Vec<u32> = plan.layout.moves.iter().map(|m| m.region).collect();
+    src.verify(&ids, task)?;
+    task.check_cancelled()?;
+    let f = &target.file;
+    let write_abs = |abs: u64, data: &[u8]| -> io::Result<()> {
+        let rel = abs.checked_sub(base).ok_or_else(|| io::Error::other(format!("write at byte {abs} lies before the target partition")))?;
+        if rel + data.len() as u64 > tsize {
+            return Err(io::Error::other(format!("write at byte {abs} ({} bytes) lies past the end of the target", data.len())));
+        }
+        f.write_all_at(data, rel)
+    };
+    let mut written = 0u64;
+    // 3. Blank the table sectors (whole disk only).
+    let table_writes = match (&plan.layout.table_after, plan.layout.writes_table) {
+        (Some(t), true) => Some(part::serialize(t, plan.target.size, plan.sector0.as_deref())?),
+        _ => None,
+    };
+    if plan.whole_disk {
+        let mut blank: Vec<(u64, u64)> = Vec::new();
+        let ss = u64::from(plan.target.logical_sector_size);
+        blank.push((0, ss * 2));
+        if plan.target.size >= ss * 2 {
+            blank.push((plan.target.size - ss, ss));
+        }
+        if let Some(t) = &plan.layout.table_after {
+            blank.extend(part::table_extents(t, plan.target.size).iter().map(|e| (e.start, e.len)));
+        }
+        for (off, len) in blank {
+            write_abs(off, &vec![0u8; len as usize]).map_err(Error::io(format!("blanking the partition table of {}", plan.target.path.display())))?;
+        }
+        f.sync_data().map_err(Error::io("syncing the target"))?;
+    }
+    // 4. Data regions, then 5. the boot area.
+    let total: u64 = plan.layout.moves.iter().map(|m| m.len).sum();
+    let _ = total;
+    let (heads, rest): (Vec<_>, Vec<_>) = plan.layout.moves.iter().partition(|m| src.region_kind(m.region) == Some(RegionKind::Head));
+    for m in rest.iter().chain(heads.iter()) {
+        task.check_cancelled()?;
+        let limit = m.len;
+        let to = m.target_offset;
+        let w = |off: u64, data: &[u8]| -> io::Result<()> {
+            if off >= limit {
+                return Ok(());
+            }
+            let n = ((limit - off) as usize).min(data.len());
+            write_abs(to + off, &data[..n])
+        };
+        src.copy(m.region, &w, task).map_err(|e| annotate_target_state(e, plan, written))?;
+        written += m.bytes;
+    }
+    if let Some(ws) = &table_writes {
+        for w in ws {
+            write_abs(w.offset, &w.data).map_err(Error::io(format!("writing the partition table of {}", plan.target.path.display())))?;
+        }
+    }
+    // Wipe a stale GPT backup header left at the end of a disk that now has MBR.
+    if plan.whole_disk {
+        if let Some(t) = &plan.layout.table_after {
+            let ss = u64::from(plan.target.logical_sector_size);
+            let last = plan.target.size / ss * ss - ss;
+            if t.kind == part::TableKind::Mbr && !t.partitions.iter().any(|p| p.start <= last && last < p.end()) {
+                write_abs(last, &vec![0u8; ss as usize]).map_err(Error::io("clearing the old GPT backup header"))?;
+            }
+        }
+    }
+    let mut notes = target.sync_and_reread()?;
+    drop(target);
+    // 6. Grow filesystems.
+    let mut grown = Vec::new();
+    for g in plan.layout.grows.iter().filter(|g| g.grows) {
+        match grow_fs(&plan.target.path, g) {
+            Ok(msg) => grown.push(msg),
+            Err(e) => notes.push(format!("partition {}: {} was not grown: {e}", g.partition, g.fs)),
+        }
+    }
+    Ok(WriteOutcome { bytes_written: written, seconds: t0.elapsed().as_secs_f64(), notes, grown })
+}
+
+fn annotate_target_state(e: Error, plan: &WritePlan, written: u64) -> Error {
+    let state = if plan.whole_disk {
+        format!(
+            "{} is incomplete: its partition table was cleared and {written} bytes of data were written; it holds no usable system until a restore completes",
+            plan.target.path.display()
+        )
+    } else {
+        format!("the target partition on {} is incomplete and its filesystem unusable until a restore completes", plan.target.path.display())
+    };
+    match e {
+        Error::Cancelled => Error::Refused { reason: format!("cancelled: {state}"), hint: "run the restore again to complete it".into() },
+        Error::Image(ie) if ie.is_verification_failure() => Error::Verify(format!("{ie}; {state}")),
+        other => Error::Tool { cmd: "restore".into(), detail: format!("{other}; {state}") },
+    }
+}
+
+/// A loop device over a byte range of a disk or file, detached on drop.
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn attach(backing: &Path, offset: u64, size: u64) -> Result<Self, Error> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()])
+            .arg(backing)
+            .output()
+            .map_err(|e| Error::Tool { cmd: "losetup".into(), detail: format!("{e} (is util-linux installed and are you root?)") })?;
+        if !out.status.success() {
+            return Err(Error::Tool { cmd: "losetup".into(), detail: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        }
+        Ok(Self { path: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()) })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        for _ in 0..10 {
+            if Command::new("losetup").arg("-d").arg(&self.path).status().is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<String, Error> {
+    let name = format!("{:?}", cmd.get_program());
+    let out = cmd.output().map_err(|e| Error::Tool { cmd: name.clone(), detail: e.to_string() })?;
+    if !out.status.success() {
+        let mut d = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if d.is_empty() {
+            d = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        return Err(Error::Tool { cmd: name, detail: format!("{}: {}", out.status, d.lines().last().unwrap_or("")) });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Grow the filesystem of one partition to its new size.
+fn grow_fs(disk: &Path, g: &FsGrow) -> Result<String, Error> {
+    let lo = LoopDevice::attach(disk, g.offset, g.to)?;
+    match g.fs.as_str() {
+        "ext2" | "ext3" | "ext4" => {
+            // e2fsck exits 1 when it fixed something: that is fine here.
+            let st = Command::new("e2fsck").args(["-f", "-y"]).arg(&lo.path).output().map_err(|e| Error::Tool { cmd: "e2fsck".into(), detail: e.to_string() })?;
+            if st.status.code().is_none_or(|c| c > 1) {
+                return Err(Error::Tool { cmd: "e2fsck".into(), detail: String::from_utf8_lossy(&st.stdout).lines().last().unwrap_or("").to_string() });
+            }
+            run(Command::new("resize2fs").arg(&lo.path))?;
+        }
+        "ntfs" => {
+            run(Command::new("ntfsresize").args(["--force", "--force", "--no-progress-bar"]).arg(&lo.path))?;
+        }
+        other => return Err(Error::Tool { cmd: "grow".into(), detail: format!("no grow tool for {other}") }),
+    }
+    Ok(format!("partition {}: {} grown from {} to {}", g.partition, g.fs, blockdev::human_size(g.from), blockdev::human_size(g.to)))
+}

@@ -1,0 +1,445 @@
+//! Reading an image: open and authenticate, walk the index, and the parallel
+//! decode pipeline used by restore and check.
+//!
+//! ```text
+//! reader thread --(frames read in index order)--> N workers: check stored
+//!     hash, decrypt, decompress, check every chunk hash --> sink.write_at
+//! ```
+//! Workers hand each verified chunk straight to the sink with its position, so
+//! no reorder buffer is needed; the sink (a disk, a file, nothing for check)
+//! writes positionally.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+
+use super::crypto::{self, KdfParams, Keys};
+use super::format::*;
+use super::volume::VolumeSet;
+use super::ImageError;
+use crate::read_at::ReadAt;
+use crate::task::Task;
+
+/// Receives verified chunks of a region. Offsets are region-relative.
+pub trait ChunkSink: Sync {
+    fn write_at(&self, region: &Region, offset: u64, data: &[u8]) -> io::Result<()>;
+}
+
+/// A sink that drops everything (for `check`).
+pub struct NullSink;
+impl ChunkSink for NullSink {
+    fn write_at(&self, _: &Region, _: u64, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What can be learned from an image without its password.
+#[derive(Debug, Clone)]
+pub struct Peek {
+    pub header: Header,
+    pub footer: Footer,
+    pub volumes: Vec<PathBuf>,
+    pub logical_len: u64,
+}
+
+/// An open, authenticated image.
+pub struct ImageReader {
+    vols: VolumeSet,
+    header: Header,
+    keys: Option<Keys>,
+    catalog: Catalog,
+    footer: Footer,
+    threads: usize,
+}
+
+impl std::fmt::Debug for ImageReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageReader").field("volumes", &self.vols).finish()
+    }
+}
+
+fn corrupt(vols: &VolumeSet, offset: u64, what: impl Into<String>) -> ImageError {
+    let (volume, volume_offset) = vols.locate(offset);
+    ImageError::Corrupt { what: what.into(), offset, volume, volume_offset }
+}
+
+fn read_range(vols: &VolumeSet, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>, ImageError> {
+    if len > limit || offset.checked_add(len).is_none_or(|e| e > vols.len()) {
+        return Err(corrupt(vols, offset, format!("{what} of {len} bytes lies outside the image")));
+    }
+    let mut b = vec![0u8; len as usize];
+    vols.read_exact_at(&mut b, offset).map_err(|e| {
+        let (v, vo) = vols.locate(offset);
+        ImageError::Io { path: PathBuf::from(format!("volume {v} at byte {vo}")), source: e }
+    })?;
+    Ok(b)
+}
+
+/// Read header and footer: everything that needs no password.
+fn peek_set(vols: &VolumeSet) -> Result<(Header, Footer), ImageError> {
+    let path0 = vols.paths().first().cloned().unwrap_or_default();
+    if vols.len() < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(ImageError::Incomplete { what: format!("{} holds only {} bytes", path0.display(), vols.len()) });
+    }
+    let hb = read_range(vols, 0, HEADER_LEN as u64, HEADER_LEN as u64, "header")?;
+    let header = Header::decode(&hb).map_err(|e| match e {
+        DecodeError::Magic => ImageError::NotAnImage { path: path0.clone(), offset: 64 },
+        DecodeError::Version(v) => ImageError::Version { path: path0.clone(), version: v, supported: FORMAT_VERSION },
+        DecodeError::Hash => corrupt(vols, 0, "the image header is damaged"),
+        DecodeError::Invalid(w) => corrupt(vols, 0, format!("the image header is invalid: {w}")),
+    })?;
+    if header.image_id != vols.image_id {
+        return Err(corrupt(vols, 0, "the image header does not match its volume header"));
+    }
+    let fpos = vols.len() - FOOTER_LEN as u64;
+    let fb = read_range(vols, fpos, FOOTER_LEN as u64, FOOTER_LEN as u64, "footer")?;
+    let footer = Footer::decode(&fb).map_err(|e| match e {
+        DecodeError::Magic => ImageError::Incomplete {
+            what: if vols.split_size > 0 {
+                format!(
+                    "no end marker after volume {}: the backup was interrupted or volume {} is missing",
+                    vols.volume_count(),
+                    vols.volume_count() + 1
+                )
+            } else {
+                "no end marker: the backup was interrupted or the file was truncated".to_string()
+            },
+        },
+        DecodeError::Version(v) => ImageError::Version { path: path0.clone(), version: v, supported: FORMAT_VERSION },
+        _ => corrupt(vols, fpos, "the end marker (footer) is damaged"),
+    })?;
+    if footer.logical_len != vols.len() {
+        return Err(ImageError::Incomplete { what: format!("the image should hold {} bytes but holds {}", footer.logical_len, vols.len()) });
+    }
+    if footer.volume_count != vols.volume_count() {
+        return Err(ImageError::Incomplete {
+            what: format!("the image has {} volumes but {} were found", footer.volume_count, vols.volume_count()),
+        });
+    }
+    Ok((header, footer))
+}
+
+/// Open an image without a password: header, footer and volume list.
+pub fn peek(path: &Path) -> Result<Peek, ImageError> {
+    let vols = VolumeSet::open(path)?;
+    let (header, footer) = peek_set(&vols)?;
+    Ok(Peek { header, footer, volumes: vols.paths(), logical_len: vols.len() })
+}
+
+impl ImageReader {
+    /// Open an image (every volume), check header and footer, derive keys
+    /// when encrypted, and read and authenticate the catalog.
+    pub fn open(path: &Path, password: Option<&[u8]>) -> Result<Self, ImageError> {
+        let vols = VolumeSet::open(path)?;
+        let (header, footer) = peek_set(&vols)?;
+        let keys = if header.encrypted() {
+            let pw = password.ok_or(ImageError::PasswordNeeded)?;
+            let params = KdfParams { m_kib: header.kdf_m_kib, t: header.kdf_t, p: header.kdf_p };
+            if params.m_kib > 4 << 20 || params.t > 100 || params.p > 64 {
+                return Err(corrupt(&vols, 0, "the header asks for an absurd key derivation cost"));
+            }
+            let k = Keys::derive(pw, &header.salt, params, &header.image_id).map_err(|e| ImageError::Invalid(e.to_string()))?;
+            if k.key_check() != header.key_check {
+                return Err(ImageError::WrongPassword);
+            }
+            Some(k)
+        } else {
+            None
+        };
+        let stored = read_range(&vols, footer.catalog_offset, footer.catalog_len, MAX_CATALOG, "catalog")?;
+        if blake3::hash(&stored).as_bytes() != &footer.catalog_hash {
+            return Err(corrupt(&vols, footer.catalog_offset, "the catalog is damaged (hash mismatch)"));
+        }
+        let plain = open_record(keys.as_ref(), &stored, MAX_CATALOG).map_err(|w| corrupt(&vols, footer.catalog_offset, format!("catalog: {w}")))?;
+        let catalog: Catalog = serde_json::from_slice(&plain).map_err(|e| corrupt(&vols, footer.catalog_offset, format!("catalog: {e}")))?;
+        if catalog.image_id != hex(&header.image_id) || catalog.header_hash != header.digest() {
+            return Err(corrupt(&vols, 0, "the catalog belongs to another header (image spliced or header replaced)"));
+        }
+        if catalog.options.chunk_size != header.chunk_size {
+            return Err(corrupt(&vols, 0, "catalog and header disagree on the chunk size"));
+        }
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Self { vols, header, keys, catalog, footer, threads })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+
+    pub fn volumes(&self) -> Vec<PathBuf> {
+        self.vols.paths()
+    }
+
+    pub fn volume_set(&self) -> &VolumeSet {
+        &self.vols
+    }
+
+    pub fn len(&self) -> u64 {
+        self.vols.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vols.is_empty()
+    }
+
+    pub fn set_threads(&mut self, n: usize) {
+        self.threads = n.max(1);
+    }
+
+    /// Read, authenticate and decode one index segment.
+    pub fn segment(&self, region: &Region, r: &SegmentRef) -> Result<Segment, ImageError> {
+        let stored = read_range(&self.vols, r.offset, r.stored_len, MAX_SEGMENT, "index segment")?;
+        if hex(blake3::hash(&stored).as_bytes()) != r.hash {
+            return Err(corrupt(&self.vols, r.offset, format!("index of region {} is damaged (hash mismatch)", region.id)));
+        }
+        let plain = open_record(self.keys.as_ref(), &stored, MAX_SEGMENT * 4)
+            .map_err(|w| corrupt(&self.vols, r.offset, format!("index of region {}: {w}", region.id)))?;
+        let seg = Segment::decode(&plain, self.header.chunk_size)
+            .map_err(|e| corrupt(&self.vols, r.offset, format!("index of region {}: {e:?}", region.id)))?;
+        if seg.region != region.id || seg.entries.len() as u32 != r.entries {
+            return Err(corrupt(&self.vols, r.offset, format!("index segment does not belong to region {}", region.id)));
+        }
+        let chunks = region.len.div_ceil(u64::from(self.header.chunk_size));
+        if let Some(e) = seg.entries.iter().find(|e| e.chunk >= chunks) {
+            return Err(corrupt(&self.vols, r.offset, format!("chunk {} lies past the end of region {}", e.chunk, region.id)));
+        }
+        Ok(seg)
+    }
+
+    /// Fast integrity pass over the stored bytes of the given regions: every
+    /// index segment and frame is read and its BLAKE3 compared with the index.
+    /// Needs no decompression, so it runs at the speed of reading. Restore runs
+    /// it before writing the first byte.
+    pub fn verify_stored(&self, regions: &[u32], task: &Task) -> Result<(), ImageError> {
+        let total: u64 = regions.iter().filter_map(|id| self.catalog.region(*id)).map(|r| r.stored_bytes).sum();
+        task.progress.begin("verifying image", total);
+        for id in regions {
+            let region = self.catalog.region(*id).ok_or_else(|| ImageError::Invalid(format!("no region {id}")))?;
+            for sref in &region.segments {
+                let seg = self.segment(region, sref)?;
+                for f in &seg.frames {
+                    task.check_cancelled()?;
+                    let b = read_range(&self.vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")?;
+                    if blake3::hash(&b).as_bytes() != &f.hash {
+                        return Err(corrupt(&self.vols, f.offset, format!("frame of region {} is damaged (hash mismatch)", region.id)));
+                    }
+                    task.progress.advance(b.len() as u64);
+                }
+            }
+        }
+        task.progress.finish();
+        Ok(())
+    }
+
+    /// Decode every chunk of `region` and give it to `sink`; every chunk is
+    /// verified against its hash before the sink sees it. Zero chunks are
+    /// passed as zeros (the target may hold old data there).
+    pub fn read_region(&self, region: &Region, sink: &dyn ChunkSink, task: &Task) -> Result<(), ImageError> {
+        self.read_region_with(region, sink, task, false)
+    }
+
+    /// Like [`read_region`](Self::read_region); with `fill_unstored`, chunks the
+    /// image does not hold (unused by the filesystem) are written as zeros
+    /// too, so the target becomes an exact copy (sector-by-sector restore).
+    pub fn read_region_with(&self, region: &Region, sink: &dyn ChunkSink, task: &Task, fill_unstored: bool) -> Result<(), ImageError> {
+        let cs = self.header.chunk_size as usize;
+        let threads = self.threads;
+        let keys = self.keys.clone().map(Arc::new);
+        let expected = if fill_unstored { region.len } else { region.chunks * cs as u64 };
+        task.progress.begin(&format!("restoring {}", describe(region)), expected);
+        let (tx, rx) = bounded::<Result<(FrameRef, Vec<Entry>, Vec<u8>), ImageError>>(threads * 2);
+        let zeros = vec![0u8; cs];
+        std::thread::scope(|s| -> Result<(), ImageError> {
+            let vols = &self.vols;
+            let task_r = task.clone();
+            let reader = s.spawn(move || {
+                let total_chunks = region.len.div_ceil(cs as u64);
+                let zero_entry = |k: u64| Entry {
+                    chunk: k,
+                    frame: u32::MAX,
+                    offset_in_frame: 0,
+                    len: (region.len - k * cs as u64).min(cs as u64) as u32,
+                    flags: ENTRY_ZERO,
+                    hash: [0; 32],
+                };
+                let zero_group = |from: u64, to: u64| (FrameRef { offset: 0, stored_len: 0, raw_len: 0, flags: 0, hash: [0; 32] }, (from..to).map(zero_entry).collect::<Vec<_>>(), Vec::new());
+                // Send zero chunks [from, to) in groups (sector-by-sector restore).
+                let fill = |from: u64, to: u64| -> bool {
+                    let mut k = from;
+                    while k < to {
+                        if task_r.check_cancelled().is_err() {
+                            return false;
+                        }
+                        let end = (k + 64).min(to);
+                        if tx.send(Ok(zero_group(k, end))).is_err() {
+                            return false;
+                        }
+                        k = end;
+                    }
+                    true
+                };
+                let mut next_chunk = 0u64;
+                for sref in &region.segments {
+                    let seg = match self.segment(region, sref) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    // Group consecutive entries by frame (zero entries form their own group).
+                    let mut i = 0;
+                    while i < seg.entries.len() {
+                        if let Err(e) = task_r.check_cancelled() {
+                            let _ = tx.send(Err(e.into()));
+                            return;
+                        }
+                        let e0 = seg.entries[i];
+                        if fill_unstored && e0.chunk > next_chunk && !fill(next_chunk, e0.chunk) {
+                            return;
+                        }
+                        let mut j = i + 1;
+                        while j < seg.entries.len() && seg.entries[j].is_zero() == e0.is_zero() && (e0.is_zero() || seg.entries[j].frame == e0.frame) && j - i < 64 {
+                            j += 1;
+                        }
+                        let group = seg.entries[i..j].to_vec();
+                        next_chunk = group.last().map_or(next_chunk, |e| e.chunk + 1);
+                        i = j;
+                        let msg = if e0.is_zero() {
+                            Ok((FrameRef { offset: 0, stored_len: 0, raw_len: 0, flags: 0, hash: [0; 32] }, group, Vec::new()))
+                        } else {
+                            let f = seg.frames[e0.frame as usize];
+                            read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame").map(|b| (f, group, b))
+                        };
+                        let stop = msg.is_err();
+                        if tx.send(msg).is_err() || stop {
+                            return;
+                        }
+                    }
+                }
+                if fill_unstored {
+                    fill(next_chunk, total_chunks);
+                }
+            });
+            let mut workers = Vec::new();
+            for _ in 0..threads {
+                let rx = rx.clone();
+                let keys = keys.clone();
+                let zeros = &zeros;
+                workers.push(s.spawn(move || -> Result<(), ImageError> {
+                    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| ImageError::Invalid(format!("zstd: {e}")))?;
+                    for msg in rx.iter() {
+                        let (f, entries, stored) = msg?;
+                        if entries.first().is_some_and(|e| e.is_zero()) {
+                            for e in &entries {
+                                let off = e.chunk * cs as u64;
+                                sink.write_at(region, off, &zeros[..e.len as usize]).map_err(|err| sink_error(region, e.chunk, off, err))?;
+                                task.progress.advance(u64::from(e.len));
+                            }
+                            continue;
+                        }
+                        let plain = decode_frame(vols, keys.as_deref(), &f, &stored, &mut dec)?;
+                        for e in &entries {
+                            let start = e.offset_in_frame as usize;
+                            let data = plain.get(start..start + e.len as usize).ok_or_else(|| bad(region, e, cs, "chunk lies outside its frame"))?;
+                            if crypto::chunk_hash(keys.as_deref(), data) != e.hash {
+                                return Err(bad(region, e, cs, "content does not match its hash"));
+                            }
+                            let off = e.chunk * cs as u64;
+                            sink.write_at(region, off, data).map_err(|err| sink_error(region, e.chunk, off, err))?;
+                            task.progress.advance(u64::from(e.len));
+                        }
+                    }
+                    Ok(())
+                }));
+            }
+            drop(rx);
+            let mut first_err = None;
+            for w in workers {
+                match w.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        first_err.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        first_err.get_or_insert(ImageError::Invalid("a restore worker panicked".into()));
+                    }
+                }
+            }
+            let _ = reader.join();
+            match first_err {
+                Some(e) => Err(e),
+                None => {
+                    task.check_cancelled()?;
+                    Ok(())
+                }
+            }
+        })?;
+        task.progress.finish();
+        Ok(())
+    }
+}
+
+fn describe(r: &Region) -> String {
+    match (r.kind, r.partition) {
+        (RegionKind::Partition, Some(n)) => format!("partition {n}"),
+        (RegionKind::Head, _) => "boot area".into(),
+        (RegionKind::Gap, _) => "gap".into(),
+        (RegionKind::Disk, _) => "disk".into(),
+        _ => "region".into(),
+    }
+}
+
+fn bad(region: &Region, e: &Entry, cs: usize, what: &str) -> ImageError {
+    ImageError::BadChunk { region: region.id, chunk: e.chunk, disk_offset: region.disk_offset + e.chunk * cs as u64, what: what.into() }
+}
+
+fn sink_error(region: &Region, chunk: u64, off: u64, err: io::Error) -> ImageError {
+    ImageError::Io { path: PathBuf::from(format!("target (region {} chunk {chunk}, region byte {off})", region.id)), source: err }
+}
+
+fn decode_frame(vols: &VolumeSet, keys: Option<&Keys>, f: &FrameRef, stored: &[u8], dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Vec<u8>, ImageError> {
+    if blake3::hash(stored).as_bytes() != &f.hash {
+        return Err(corrupt(vols, f.offset, "frame is damaged (hash mismatch)"));
+    }
+    let payload = match keys {
+        Some(k) => k.open(stored).map_err(|e| corrupt(vols, f.offset, format!("frame: {e}")))?,
+        None => stored.to_vec(),
+    };
+    let plain = if f.flags & FRAME_COMPRESSED != 0 {
+        dec.decompress(&payload, f.raw_len as usize).map_err(|e| corrupt(vols, f.offset, format!("frame does not decompress: {e}")))?
+    } else {
+        payload
+    };
+    if plain.len() != f.raw_len as usize {
+        return Err(corrupt(vols, f.offset, format!("frame holds {} bytes, index says {}", plain.len(), f.raw_len)));
+    }
+    Ok(plain)
+}
+
+/// Decrypt (when keyed) and decompress a record written by the writer's
+/// `write_record`.
+fn open_record(keys: Option<&Keys>, stored: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    let z = match keys {
+        Some(k) => k.open(stored).map_err(|e| e.to_string())?,
+        None => stored.to_vec(),
+    };
+    let mut out = Vec::new();
+    let mut d = zstd::stream::read::Decoder::new(&z[..]).map_err(|e| e.to_string())?;
+    use std::io::Read;
+    (&mut d).take(limit + 1).read_to_end(&mut out).map_err(|e| e.to_string())?;
+    if out.len() as u64 > limit {
+        return Err(format!("record larger than {limit} bytes"));
+    }
+    Ok(out)
+}

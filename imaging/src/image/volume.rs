@@ -1,0 +1,398 @@
+//! Volume files: a single image file, a split set (`NAME.001`, `NAME.002`, ...)
+//! or a stream (stdout), each volume starting with a [`VolumeHeader`].
+//!
+//! Writers create `*.partial` files and rename them to their final names only
+//! after the footer is on disk and synced, never over an existing file, so a
+//! half-written backup can never be mistaken for a complete one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::format::{VolumeHeader, VOLUME_HEADER_LEN};
+use super::ImageError;
+use crate::read_at::ReadAt;
+
+/// Smallest split size accepted: smaller volumes make thousands of files.
+pub const MIN_SPLIT: u64 = 50 << 20;
+const MAX_VOLUMES: u32 = 9999;
+
+/// Name of volume `index` (0-based) of a split set.
+pub fn split_name(base: &Path, index: u32) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    if index < 999 {
+        s.push(format!(".{:03}", index + 1));
+    } else {
+        s.push(format!(".{}", index + 1));
+    }
+    PathBuf::from(s)
+}
+
+fn partial_name(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+enum Sink {
+    File { file: BufWriter<File>, tmp: PathBuf, fin: PathBuf },
+    Stream(Box<dyn Write + Send>),
+}
+
+/// Where an image goes.
+pub enum Output {
+    Path(PathBuf),
+    /// A pipe (never a terminal: the caller checks).
+    Stream(Box<dyn Write + Send>),
+}
+
+/// Writes the logical stream into one or more volumes.
+pub struct VolumeWriter {
+    base: Option<PathBuf>,
+    split: Option<u64>,
+    image_id: [u8; 16],
+    sink: Option<Sink>,
+    index: u32,
+    /// Payload bytes in the current volume.
+    in_volume: u64,
+    logical: u64,
+    done: Vec<(PathBuf, PathBuf)>,
+    finished: bool,
+}
+
+impl VolumeWriter {
+    /// Refuses when any final name already exists (nothing is overwritten).
+    pub fn create(out: Output, split: Option<u64>, image_id: [u8; 16]) -> Result<Self, ImageError> {
+        if let Some(s) = split {
+            if s < MIN_SPLIT {
+                return Err(ImageError::Invalid(format!("split size {s} is below the minimum of 50 MiB")));
+            }
+        }
+        let (base, sink) = match out {
+            Output::Stream(w) => {
+                if split.is_some() {
+                    return Err(ImageError::Invalid("a streamed image cannot be split".into()));
+                }
+                (None, Some(Sink::Stream(w)))
+            }
+            Output::Path(p) => {
+                let first = if split.is_some() { split_name(&p, 0) } else { p.clone() };
+                for check in [&p, &first] {
+                    if check.exists() {
+                        return Err(ImageError::Invalid(format!(
+                            "{} already exists; choose another name or remove it first",
+                            check.display()
+                        )));
+                    }
+                }
+                (Some(p), None)
+            }
+        };
+        let mut w = VolumeWriter { base, split, image_id, sink, index: 0, in_volume: 0, logical: 0, done: Vec::new(), finished: false };
+        w.open_volume()?;
+        Ok(w)
+    }
+
+    fn open_volume(&mut self) -> Result<(), ImageError> {
+        let hdr = VolumeHeader { index: self.index, image_id: self.image_id, split_size: self.split.unwrap_or(0) }.encode();
+        if let Some(base) = &self.base {
+            let fin = if self.split.is_some() { split_name(base, self.index) } else { base.clone() };
+            if fin.exists() {
+                return Err(ImageError::Invalid(format!("{} already exists; choose another name or remove it first", fin.display())));
+            }
+            let tmp = partial_name(&fin);
+            let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+            let mut file = BufWriter::with_capacity(1 << 20, f);
+            file.write_all(&hdr).map_err(|e| ImageError::io(&tmp, e))?;
+            self.sink = Some(Sink::File { file, tmp, fin });
+        } else if let Some(Sink::Stream(w)) = &mut self.sink {
+            w.write_all(&hdr).map_err(|e| ImageError::io("<stdout>", e))?;
+        }
+        self.in_volume = 0;
+        Ok(())
+    }
+
+    fn close_volume(&mut self) -> Result<(), ImageError> {
+        match self.sink.take() {
+            Some(Sink::File { file, tmp, fin }) => {
+                let f = file.into_inner().map_err(|e| ImageError::io(&tmp, e.into_error()))?;
+                f.sync_all().map_err(|e| ImageError::io(&tmp, e))?;
+                self.done.push((tmp, fin));
+            }
+            Some(Sink::Stream(mut w)) => {
+                w.flush().map_err(|e| ImageError::io("<stdout>", e))?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Logical offset of the next byte written.
+    pub fn position(&self) -> u64 {
+        self.logical
+    }
+
+    pub fn write_all(&mut self, mut data: &[u8]) -> Result<(), ImageError> {
+        while !data.is_empty() {
+            let room = match self.split {
+                Some(s) => s - VOLUME_HEADER_LEN as u64 - self.in_volume,
+                None => u64::MAX,
+            };
+            if room == 0 {
+                self.close_volume()?;
+                self.index += 1;
+                if self.index >= MAX_VOLUMES {
+                    return Err(ImageError::Invalid("more than 9999 volumes: choose a larger split size".into()));
+                }
+                self.open_volume()?;
+                continue;
+            }
+            let n = (data.len() as u64).min(room) as usize;
+            match &mut self.sink {
+                Some(Sink::File { file, tmp, .. }) => file.write_all(&data[..n]).map_err(|e| ImageError::io(&*tmp, e))?,
+                Some(Sink::Stream(w)) => w.write_all(&data[..n]).map_err(|e| ImageError::io("<stdout>", e))?,
+                None => return Err(ImageError::Invalid("volume writer used after close".into())),
+            }
+            self.in_volume += n as u64;
+            self.logical += n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    pub fn volume_count(&self) -> u32 {
+        self.index + 1
+    }
+
+    /// Sync every volume and give them their final names. Returns the paths.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, ImageError> {
+        self.close_volume()?;
+        let mut out = Vec::new();
+        for (tmp, fin) in &self.done {
+            rename_noclobber(tmp, fin)?;
+            out.push(fin.clone());
+        }
+        if let Some(dir) = self.base.as_ref().and_then(|b| b.parent()) {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.finished = true;
+        Ok(out)
+    }
+}
+
+impl Drop for VolumeWriter {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Some(Sink::File { tmp, .. }) = self.sink.take() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        for (tmp, _) in &self.done {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Rename without replacing an existing file. Hard links make it atomic where
+/// the filesystem has them; FAT and exFAT sticks do not, so fall back to a
+/// check followed by a rename there.
+fn rename_noclobber(tmp: &Path, fin: &Path) -> Result<(), ImageError> {
+    match std::fs::hard_link(tmp, fin) {
+        Ok(()) => std::fs::remove_file(tmp).map_err(|e| ImageError::io(tmp, e)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(ImageError::Invalid(format!("{} appeared while the backup ran; the new image is left as {}", fin.display(), tmp.display())))
+        }
+        Err(_) => {
+            if fin.exists() {
+                return Err(ImageError::Invalid(format!(
+                    "{} appeared while the backup ran; the new image is left as {}",
+                    fin.display(),
+                    tmp.display()
+                )));
+            }
+            std::fs::rename(tmp, fin).map_err(|e| ImageError::io(fin, e))
+        }
+    }
+}
+
+struct Vol {
+    path: PathBuf,
+    file: File,
+    /// Logical offset of this volume's first payload byte.
+    start: u64,
+    len: u64,
+}
+
+/// The volumes of an image, read as one logical stream.
+pub struct VolumeSet {
+    vols: Vec<Vol>,
+    total: u64,
+    pub image_id: [u8; 16],
+    pub split_size: u64,
+}
+
+impl std::fmt::Debug for VolumeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeSet").field("volumes", &self.paths()).field("total", &self.total).finish()
+    }
+}
+
+fn read_vol_header(path: &Path) -> Result<(File, VolumeHeader, u64), ImageError> {
+    let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+    let len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+    let mut b = [0u8; VOLUME_HEADER_LEN];
+    if len < VOLUME_HEADER_LEN as u64 {
+        return Err(ImageError::NotAnImage { path: path.into(), offset: 0 });
+    }
+    FileExt::read_exact_at(&file, &mut b, 0).map_err(|e| ImageError::io(path, e))?;
+    let h = VolumeHeader::decode(&b).map_err(|e| match e {
+        super::format::DecodeError::Version(v) => ImageError::Version { path: path.into(), version: v, supported: super::format::FORMAT_VERSION },
+        super::format::DecodeError::Hash => ImageError::Corrupt { what: format!("volume header of {} is damaged", path.display()), offset: 0, volume: 0, volume_offset: 0 },
+        _ => ImageError::NotAnImage { path: path.into(), offset: 0 },
+    })?;
+    Ok((file, h, len))
+}
+
+/// `NAME.001` → `NAME` when the suffix is a volume number.
+fn strip_volume_suffix(p: &Path) -> Option<PathBuf> {
+    let s = p.to_str()?;
+    let (base, num) = s.rsplit_once('.')?;
+    if num.len() >= 3 && num.bytes().all(|b| b.is_ascii_digit()) {
+        Some(PathBuf::from(base))
+    } else {
+        None
+    }
+}
+
+impl VolumeSet {
+    /// Open an image by any of its names: `NAME` (single file or split base),
+    /// `NAME.001`, or another volume of the set.
+    pub fn open(path: &Path) -> Result<Self, ImageError> {
+        let first = if path.exists() {
+            path.to_path_buf()
+        } else if split_name(path, 0).exists() {
+            split_name(path, 0)
+        } else {
+            return Err(ImageError::io(path, io::Error::new(io::ErrorKind::NotFound, "no such image file (nor a .001 volume)")));
+        };
+        let (file, h, len) = read_vol_header(&first)?;
+        if h.split_size == 0 {
+            if h.index != 0 {
+                return Err(ImageError::WrongVolume { path: first, expected: 0, what: format!("it says it is volume {}", h.index + 1) });
+            }
+            let payload = len - VOLUME_HEADER_LEN as u64;
+            return Ok(VolumeSet {
+                vols: vec![Vol { path: first, file, start: 0, len: payload }],
+                total: payload,
+                image_id: h.image_id,
+                split_size: 0,
+            });
+        }
+        let base = strip_volume_suffix(&first).ok_or_else(|| ImageError::WrongVolume {
+            path: first.clone(),
+            expected: 0,
+            what: "a split volume must be named NAME.001, NAME.002, ...".into(),
+        })?;
+        let image_id = h.image_id;
+        let split = h.split_size;
+        let mut vols = Vec::new();
+        let mut start = 0u64;
+        let mut index = 0u32;
+        loop {
+            let p = split_name(&base, index);
+            if !p.exists() {
+                break;
+            }
+            let (file, vh, len) = read_vol_header(&p)?;
+            if vh.image_id != image_id {
+                return Err(ImageError::WrongVolume { path: p, expected: index + 1, what: "it belongs to another image".into() });
+            }
+            if vh.index != index {
+                return Err(ImageError::WrongVolume { path: p, expected: index + 1, what: format!("it is volume {} of this image", vh.index + 1) });
+            }
+            if vh.split_size != split {
+                return Err(ImageError::WrongVolume { path: p, expected: index + 1, what: "its split size differs".into() });
+            }
+            let payload = len - VOLUME_HEADER_LEN as u64;
+            vols.push(Vol { path: p, file, start, len: payload });
+            start += payload;
+            index += 1;
+            if index >= MAX_VOLUMES {
+                break;
+            }
+        }
+        if vols.is_empty() {
+            return Err(ImageError::MissingVolume { index: 1, path: split_name(&base, 0) });
+        }
+        // A later volume present while an earlier one is missing.
+        for gap in 1..=3 {
+            let p = split_name(&base, index + gap);
+            if p.exists() {
+                return Err(ImageError::MissingVolume { index: index + 1, path: split_name(&base, index) });
+            }
+        }
+        // Every volume but the last is exactly split_size long.
+        let n = vols.len();
+        for (i, v) in vols.iter().enumerate().take(n - 1) {
+            if v.len + VOLUME_HEADER_LEN as u64 != split {
+                return Err(ImageError::Incomplete {
+                    what: format!("volume {} ({}) has {} bytes, expected {split}", i + 1, v.path.display(), v.len + VOLUME_HEADER_LEN as u64),
+                });
+            }
+        }
+        Ok(VolumeSet { vols, total: start, image_id, split_size: split })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    pub fn volume_count(&self) -> u32 {
+        self.vols.len() as u32
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.vols.iter().map(|v| v.path.clone()).collect()
+    }
+
+    /// (volume number starting at 1, byte offset in that file) of a logical offset.
+    pub fn locate(&self, offset: u64) -> (u32, u64) {
+        let i = self.vols.partition_point(|v| v.start + v.len <= offset).min(self.vols.len().saturating_sub(1));
+        let v = &self.vols[i];
+        (i as u32 + 1, offset.saturating_sub(v.start) + VOLUME_HEADER_LEN as u64)
+    }
+
+    /// Device numbers (st_dev) of the filesystems holding the volumes, so a
+    /// restore can refuse to overwrite the disk the image lives on.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &File)> {
+        self.vols.iter().map(|v| (v.path.as_path(), &v.file))
+    }
+}
+
+impl ReadAt for VolumeSet {
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.total) {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the image"));
+        }
+        let mut i = self.vols.partition_point(|v| v.start + v.len <= offset);
+        while !buf.is_empty() {
+            let v = self.vols.get(i).ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the last volume"))?;
+            let within = offset - v.start;
+            let n = ((v.len - within) as usize).min(buf.len());
+            FileExt::read_exact_at(&v.file, &mut buf[..n], within + VOLUME_HEADER_LEN as u64)?;
+            buf = &mut buf[n..];
+            offset += n as u64;
+            i += 1;
+        }
+        Ok(())
+    }
+}

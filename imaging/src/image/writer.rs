@@ -1,0 +1,460 @@
+//! Writing an image: the parallel backup pipeline.
+//!
+//! ```text
+//! reader thread --(frame jobs: up to 16 chunks)--> N workers: zero test, hash,
+//!     zstd, encrypt --(out of order)--> this thread: reorder, write frames,
+//!     build index segments
+//! ```
+//! Channels are bounded, so memory stays at a few MiB whatever the disk size.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+
+use super::crypto::{self, KdfParams, Keys};
+use super::format::*;
+use super::volume::{Output, VolumeWriter};
+use super::{Compression, ImageError};
+use crate::extent::Extent;
+use crate::read_at::ReadAt;
+use crate::task::Task;
+
+/// How to write an image.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub compression: Compression,
+    pub password: Option<Vec<u8>>,
+    pub kdf: KdfParams,
+    pub split: Option<u64>,
+    pub chunk_size: u32,
+    /// Worker threads for hashing, compression and encryption.
+    pub threads: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::Normal,
+            password: None,
+            kdf: KdfParams::default(),
+            split: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+/// Statistics of one stored region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegionStats {
+    pub used_bytes: u64,
+    pub stored_bytes: u64,
+    pub chunks: u64,
+    pub zero_chunks: u64,
+}
+
+/// A chunk to read: chunk number and the pieces of it that hold data
+/// (region-relative byte ranges); the rest of the chunk reads as zero.
+struct ChunkPlan {
+    chunk: u64,
+    len: u32,
+    pieces: Vec<Extent>,
+}
+
+struct FrameJob {
+    seq: u64,
+    chunks: Vec<ChunkPlan>,
+    /// `chunks.len() * chunk_size` bytes; chunk i starts at i * chunk_size.
+    buf: Vec<u8>,
+}
+
+struct ChunkOut {
+    chunk: u64,
+    offset_in_frame: u32,
+    len: u32,
+    zero: bool,
+    hash: [u8; 32],
+}
+
+struct FrameOut {
+    seq: u64,
+    stored: Vec<u8>,
+    raw_len: u32,
+    flags: u32,
+    chunks: Vec<ChunkOut>,
+    used: u64,
+}
+
+/// Split normalized extents of a region into chunk plans, in chunk order.
+fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64) -> impl Iterator<Item = ChunkPlan> + '_ {
+    let mut i = 0usize;
+    let mut next_chunk = 0u64;
+    std::iter::from_fn(move || {
+        while i < extents.len() && extents[i].end() <= next_chunk * cs {
+            i += 1;
+        }
+        let e = extents.get(i)?;
+        let k = next_chunk.max(e.start / cs);
+        let wstart = k * cs;
+        if wstart >= region_len {
+            return None;
+        }
+        let wend = (wstart + cs).min(region_len);
+        let mut pieces = Vec::new();
+        let mut j = i;
+        while let Some(x) = extents.get(j) {
+            if x.start >= wend {
+                break;
+            }
+            let s = x.start.max(wstart);
+            let t = x.end().min(wend);
+            if t > s {
+                pieces.push(Extent::new(s, t - s));
+            }
+            j += 1;
+        }
+        next_chunk = k + 1;
+        Some(ChunkPlan { chunk: k, len: (wend - wstart) as u32, pieces })
+    })
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    b.chunks(512).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+}
+
+/// Writes one image.
+pub struct ImageWriter {
+    vol: VolumeWriter,
+    header: Header,
+    keys: Option<Keys>,
+    opts: WriterOptions,
+    regions: Vec<Region>,
+}
+
+impl ImageWriter {
+    pub fn create(out: Output, opts: WriterOptions) -> Result<Self, ImageError> {
+        if !opts.chunk_size.is_power_of_two() || !(4096..=(1 << 22)).contains(&opts.chunk_size) {
+            return Err(ImageError::Invalid(format!("chunk size {} must be a power of two from 4 KiB to 4 MiB", opts.chunk_size)));
+        }
+        let image_id: [u8; 16] = crypto::random();
+        let salt: [u8; 32] = crypto::random();
+        let keys = match &opts.password {
+            Some(p) => {
+                Some(Keys::derive(p, &salt, opts.kdf, &image_id).map_err(|e| ImageError::Invalid(e.to_string()))?)
+            }
+            None => None,
+        };
+        let header = Header {
+            image_id,
+            created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            chunk_size: opts.chunk_size,
+            flags: if keys.is_some() { FLAG_ENCRYPTED } else { 0 },
+            kdf_m_kib: opts.kdf.m_kib,
+            kdf_t: opts.kdf.t,
+            kdf_p: opts.kdf.p,
+            salt: if keys.is_some() { salt } else { [0; 32] },
+            key_check: keys.as_ref().map(|k| k.key_check()).unwrap_or([0; 32]),
+        };
+        let mut vol = VolumeWriter::create(out, opts.split, image_id)?;
+        vol.write_all(&header.encode())?;
+        Ok(Self { vol, header, keys, opts, regions: Vec::new() })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Compress, encrypt and write a record (index segment or catalog);
+    /// returns (offset, stored length, hash of stored bytes).
+    fn write_record(&mut self, plain: &[u8]) -> Result<(u64, u64, [u8; 32]), ImageError> {
+        let z = zstd::bulk::compress(plain, 3).map_err(|e| ImageError::Invalid(format!("zstd: {e}")))?;
+        let stored = match &self.keys {
+            Some(k) => k.seal(&z),
+            None => z,
+        };
+        let off = self.vol.position();
+        self.vol.write_all(&stored)?;
+        Ok((off, stored.len() as u64, *blake3::hash(&stored).as_bytes()))
+    }
+
+    /// Store one region. `src` reads the region (offset 0 = region start);
+    /// `extents` (normalized, region-relative) are the bytes to keep, the rest
+    /// is stored as zero. Fills in the region's statistics and index.
+    pub fn add_region(&mut self, src: &dyn ReadAt, mut region: Region, extents: &[Extent], task: &Task) -> Result<RegionStats, ImageError> {
+        region.id = self.regions.len() as u32;
+        let cs = u64::from(self.opts.chunk_size);
+        let per_frame = (FRAME_TARGET as u64 / cs).max(1) as usize;
+        let threads = self.opts.threads.max(1);
+        let level = self.opts.compression.zstd_level();
+        let keys = self.keys.clone().map(Arc::new);
+        let region_len = region.len;
+        let region_id = region.id;
+        let used_total = crate::extent::total(extents);
+        task.progress.begin(&region_label(&region), used_total);
+
+        let (job_tx, job_rx) = bounded::<Result<FrameJob, ImageError>>(threads * 2);
+        let (out_tx, out_rx) = bounded::<Result<FrameOut, ImageError>>(threads * 2);
+        let mut stats = RegionStats::default();
+        let mut segment = Segment { region: region_id, ..Default::default() };
+        let mut segs = Vec::new();
+
+        let result: Result<(), ImageError> = std::thread::scope(|s| {
+            // Reader.
+            let task_r = task.clone();
+            s.spawn(move || {
+                let mut plans = chunk_plans(extents, region_len, cs).peekable();
+                let mut seq = 0u64;
+                while plans.peek().is_some() {
+                    if let Err(e) = task_r.check_cancelled() {
+                        let _ = job_tx.send(Err(e.into()));
+                        return;
+                    }
+                    let chunks: Vec<ChunkPlan> = plans.by_ref().take(per_frame).collect();
+                    let mut buf = vec![0u8; chunks.len() * cs as usize];
+                    // Coalesce pieces that are adjacent both on disk and in the buffer.
+                    let mut runs: Vec<(u64, usize, usize)> = Vec::new(); // (disk, buf, len)
+                    for (ci, c) in chunks.iter().enumerate() {
+                        for p in &c.pieces {
+                            let bo = ci * cs as usize + (p.start - c.chunk * cs) as usize;
+                            match runs.last_mut() {
+                                Some((d, b, l)) if *d + *l as u64 == p.start && *b + *l == bo => *l += p.len as usize,
+                                _ => runs.push((p.start, bo, p.len as usize)),
+                            }
+                        }
+                    }
+                    for (d, b, l) in runs {
+                        if let Err(e) = src.read_exact_at(&mut buf[b..b + l], d) {
+                            let _ = job_tx.send(Err(ImageError::Invalid(format!(
+                                "reading source at byte {} of region {region_id}: {e}",
+                                d
+                            ))));
+                            return;
+                        }
+                    }
+                    if job_tx.send(Ok(FrameJob { seq, chunks, buf })).is_err() {
+                        return;
+                    }
+                    seq += 1;
+                }
+            });
+            // Workers.
+            for _ in 0..threads {
+                let job_rx = job_rx.clone();
+                let out_tx = out_tx.clone();
+                let keys = keys.clone();
+                s.spawn(move || {
+                    let mut comp = match level.map(zstd::bulk::Compressor::new).transpose() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = out_tx.send(Err(ImageError::Invalid(format!("zstd: {e}"))));
+                            return;
+                        }
+                    };
+                    for job in job_rx.iter() {
+                        let r = job.and_then(|j| encode_frame(j, cs, comp.as_mut(), keys.as_deref()));
+                        if out_tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(job_rx);
+            drop(out_tx);
+            // Ordered writer (this thread).
+            let mut pending: BTreeMap<u64, FrameOut> = BTreeMap::new();
+            let mut next = 0u64;
+            for r in out_rx.iter() {
+                let f = r?;
+                pending.insert(f.seq, f);
+                while let Some(f) = pending.remove(&next) {
+                    next += 1;
+                    task.progress.advance(f.used);
+                    stats.used_bytes += f.used;
+                    let frame_idx = segment.frames.len() as u32;
+                    if f.raw_len > 0 {
+                        let off = self.vol.position();
+                        self.vol.write_all(&f.stored)?;
+                        stats.stored_bytes += f.stored.len() as u64;
+                        segment.frames.push(FrameRef {
+                            offset: off,
+                            stored_len: f.stored.len() as u32,
+                            raw_len: f.raw_len,
+                            flags: f.flags,
+                            hash: *blake3::hash(&f.stored).as_bytes(),
+                        });
+                    }
+                    for c in f.chunks {
+                        stats.chunks += 1;
+                        if c.zero {
+                            stats.zero_chunks += 1;
+                        }
+                        segment.entries.push(Entry {
+                            chunk: c.chunk,
+                            frame: if c.zero { u32::MAX } else { frame_idx },
+                            offset_in_frame: c.offset_in_frame,
+                            len: c.len,
+                            flags: if c.zero { ENTRY_ZERO } else { 0 },
+                            hash: c.hash,
+                        });
+                    }
+                    if segment.entries.len() >= SEGMENT_ENTRIES {
+                        let full = std::mem::replace(&mut segment, Segment { region: region_id, ..Default::default() });
+                        segs.push(self.write_segment(&full)?);
+                    }
+                }
+            }
+            task.check_cancelled()?;
+            Ok(())
+        });
+        result?;
+        if !segment.entries.is_empty() {
+            segs.push(self.write_segment(&segment)?);
+        }
+        task.progress.finish();
+        region.used_bytes = stats.used_bytes;
+        region.stored_bytes = stats.stored_bytes;
+        region.chunks = stats.chunks;
+        region.zero_chunks = stats.zero_chunks;
+        region.segments = segs;
+        self.regions.push(region);
+        Ok(stats)
+    }
+
+    fn write_segment(&mut self, seg: &Segment) -> Result<SegmentRef, ImageError> {
+        let (offset, stored_len, hash) = self.write_record(&seg.encode())?;
+        Ok(SegmentRef {
+            offset,
+            stored_len,
+            hash: hex(&hash),
+            first_chunk: seg.entries.first().map(|e| e.chunk).unwrap_or(0),
+            last_chunk: seg.entries.last().map(|e| e.chunk).unwrap_or(0),
+            entries: seg.entries.len() as u32,
+        })
+    }
+
+    /// Write the catalog and the footer, sync, and give the volumes their final
+    /// names. `catalog.regions`, ids, header binding and options are filled in here.
+    pub fn finish(mut self, mut catalog: Catalog) -> Result<(Vec<std::path::PathBuf>, Catalog), ImageError> {
+        catalog.format_version = FORMAT_VERSION;
+        catalog.image_id = hex(&self.header.image_id);
+        catalog.header_hash = self.header.digest();
+        catalog.created = self.header.created;
+        catalog.regions = std::mem::take(&mut self.regions);
+        catalog.options.compression = self.opts.compression;
+        catalog.options.encrypted = self.keys.is_some();
+        catalog.options.chunk_size = self.opts.chunk_size;
+        catalog.options.split_size = self.opts.split;
+        let json = serde_json::to_vec(&catalog).map_err(|e| ImageError::Invalid(format!("catalog: {e}")))?;
+        let (catalog_offset, catalog_len, catalog_hash) = self.write_record(&json)?;
+        let footer_pos = self.vol.position();
+        let mut footer = Footer {
+            volume_count: 0,
+            catalog_offset,
+            catalog_len,
+            logical_len: footer_pos + FOOTER_LEN as u64,
+            catalog_hash,
+        };
+        // The footer may itself start a new volume; count volumes after writing
+        // a placeholder-free footer: compute where it lands first.
+        footer.volume_count = volumes_after(self.vol.volume_count(), self.opts.split, footer_pos);
+        self.vol.write_all(&footer.encode())?;
+        debug_assert_eq!(self.vol.volume_count(), footer.volume_count);
+        let paths = self.vol.finish()?;
+        Ok((paths, catalog))
+    }
+}
+
+/// How many volumes the set has once `FOOTER_LEN` more bytes are written at
+/// logical position `pos`.
+fn volumes_after(current: u32, split: Option<u64>, pos: u64) -> u32 {
+    match split {
+        None => 1,
+        Some(s) => {
+            let per = s - VOLUME_HEADER_LEN as u64;
+            let end = pos + FOOTER_LEN as u64;
+            (end.div_ceil(per) as u32).max(current)
+        }
+    }
+}
+
+fn region_label(r: &Region) -> String {
+    match (r.kind, r.partition) {
+        (RegionKind::Partition, Some(n)) => format!("partition {n}"),
+        (RegionKind::Head, _) => "partition table and boot area".into(),
+        (RegionKind::Gap, _) => format!("gap at byte {}", r.disk_offset),
+        (RegionKind::Disk, _) => "whole disk".into(),
+        _ => format!("region {}", r.id),
+    }
+}
+
+fn encode_frame(job: FrameJob, cs: u64, comp: Option<&mut zstd::bulk::Compressor<'static>>, keys: Option<&Keys>) -> Result<FrameOut, ImageError> {
+    let mut plain = Vec::with_capacity(job.buf.len());
+    let mut chunks = Vec::with_capacity(job.chunks.len());
+    let mut used = 0u64;
+    for (i, c) in job.chunks.iter().enumerate() {
+        let data = &job.buf[i * cs as usize..i * cs as usize + c.len as usize];
+        used += c.pieces.iter().map(|p| p.len).sum::<u64>();
+        if is_zero(data) {
+            chunks.push(ChunkOut { chunk: c.chunk, offset_in_frame: 0, len: c.len, zero: true, hash: [0; 32] });
+        } else {
+            chunks.push(ChunkOut {
+                chunk: c.chunk,
+                offset_in_frame: plain.len() as u32,
+                len: c.len,
+                zero: false,
+                hash: crypto::chunk_hash(keys, data),
+            });
+            plain.extend_from_slice(data);
+        }
+    }
+    let raw_len = plain.len() as u32;
+    if plain.is_empty() {
+        return Ok(FrameOut { seq: job.seq, stored: Vec::new(), raw_len: 0, flags: 0, chunks, used });
+    }
+    let (payload, flags) = match comp {
+        Some(c) => {
+            let z = c.compress(&plain).map_err(|e| ImageError::Invalid(format!("zstd: {e}")))?;
+            if z.len() < plain.len() {
+                (z, FRAME_COMPRESSED)
+            } else {
+                (plain, 0)
+            }
+        }
+        None => (plain, 0),
+    };
+    let stored = match keys {
+        Some(k) => k.seal(&payload),
+        None => payload,
+    };
+    Ok(FrameOut { seq: job.seq, stored, raw_len, flags, chunks, used })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_plans_cover_extents() {
+        let ex = vec![Extent::new(100, 50), Extent::new(16384 * 2 - 10, 30), Extent::new(16384 * 5, 16384 * 2 + 5)];
+        let plans: Vec<_> = chunk_plans(&ex, 16384 * 7 + 100, 16384).collect();
+        let ks: Vec<u64> = plans.iter().map(|p| p.chunk).collect();
+        assert_eq!(ks, vec![0, 1, 2, 5, 6, 7]);
+        assert_eq!(plans[1].pieces, vec![Extent::new(16384 * 2 - 10, 10)]);
+        assert_eq!(plans[2].pieces, vec![Extent::new(16384 * 2, 20)]);
+        assert_eq!(plans[5].len, 100);
+        assert_eq!(plans[5].pieces, vec![Extent::new(16384 * 7, 5)]);
+        let covered: u64 = plans.iter().flat_map(|p| p.pieces.iter()).map(|e| e.len).sum();
+        assert_eq!(covered, crate::extent::total(&ex));
+    }
+
+    #[test]
+    fn volume_count_for_footer() {
+        let s = 50 << 20;
+        let per = s - 64;
+        assert_eq!(volumes_after(1, Some(s), 10), 1);
+        assert_eq!(volumes_after(1, Some(s), per - 10), 2);
+        assert_eq!(volumes_after(1, Some(s), per - 128), 1);
+        assert_eq!(volumes_after(3, None, 5), 1);
+    }
+}

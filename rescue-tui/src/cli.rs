@@ -1,0 +1,350 @@
+//! The command line: clap definitions, dispatch, output and exit codes.
+
+mod backup;
+mod disks;
+mod image;
+mod progress;
+mod prompt;
+mod show;
+mod write;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes (STYLE.md): 0 ok, 1 failed, 2 usage, 3 refused by a safety
+/// check, 4 verification failed, 130 cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Exit {
+    Failed = 1,
+    Usage = 2,
+    Refused = 3,
+    Verification = 4,
+    Cancelled = 130,
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub error: anyhow::Error,
+    pub hint: Option<String>,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        let error: anyhow::Error = e.into();
+        let (exit, hint) = classify(&error);
+        CliError { exit, error, hint }
+    }
+}
+
+fn classify(e: &anyhow::Error) -> (Exit, Option<String>) {
+    for cause in e.chain() {
+        if let Some(ie) = cause.downcast_ref::<imaging::Error>() {
+            let exit = match ie.class() {
+                imaging::ErrorClass::Refused => Exit::Refused,
+                imaging::ErrorClass::Verification => Exit::Verification,
+                imaging::ErrorClass::Cancelled => Exit::Cancelled,
+                imaging::ErrorClass::Failed => Exit::Failed,
+            };
+            return (exit, Some(ie.hint()));
+        }
+        if let Some(ie) = cause.downcast_ref::<imaging::image::ImageError>() {
+            let exit = if ie.is_verification_failure() {
+                Exit::Verification
+            } else if matches!(ie, imaging::image::ImageError::Cancelled(_)) {
+                Exit::Cancelled
+            } else {
+                Exit::Failed
+            };
+            return (exit, Some(ie.hint().to_string()));
+        }
+        if let Some(be) = cause.downcast_ref::<imaging::blockdev::BlockError>() {
+            let exit = match be {
+                imaging::blockdev::BlockError::Busy { .. } | imaging::blockdev::BlockError::IdentityChanged { .. } => Exit::Refused,
+                _ => Exit::Failed,
+            };
+            return (exit, Some(be.hint().to_string()));
+        }
+        if let Some(u) = cause.downcast_ref::<UsageError>() {
+            return (Exit::Usage, Some(u.1.clone()));
+        }
+    }
+    (Exit::Failed, None)
+}
+
+/// A wrong argument found after parsing (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String, pub String);
+
+pub fn usage(msg: impl Into<String>, hint: impl Into<String>) -> CliError {
+    CliError { exit: Exit::Usage, error: UsageError(msg.into(), hint.into()).into(), hint: None }
+}
+
+/// Print the error chain and the hint; return the exit code.
+pub fn report_error(e: &CliError) -> i32 {
+    eprintln!("error: {}", e.error);
+    for cause in e.error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    let hint = e.hint.clone().or_else(|| e.error.chain().find_map(|c| c.downcast_ref::<UsageError>().map(|u| u.1.clone())));
+    if let Some(h) = hint.filter(|h| !h.is_empty()) {
+        eprintln!("hint: {h}");
+    }
+    e.exit as i32
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RESCUE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Back up, restore and clone disks offline; check and inspect images.
+///
+/// DISK is a block device (/dev/sdb, /dev/nvme0n1, /dev/loop0) or a raw disk
+/// image file. Results go to stdout (--json for machines); progress, messages
+/// and questions to stderr. Exit codes: 0 ok, 1 failed, 2 usage, 3 refused by
+/// a safety check, 4 verification failed, 130 cancelled.
+#[derive(Debug, Parser)]
+#[command(name = "rescue", version, max_term_width = 80)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Do not ask for confirmation (safety checks still apply).
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// More log output on stderr (-v, -vv); RESCUE_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List disks with their partitions, filesystems and users.
+    Disks(DisksArgs),
+    /// Back up a disk, its system partitions, or chosen partitions.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+    /// Show what an image holds.
+    Info(ImageArgs),
+    /// Verify every byte of an image (exit 4 when damaged).
+    Check(ImageArgs),
+    /// Restore an image to a disk, a partition, or free space.
+    Restore(RestoreArgs),
+    /// Copy a disk or a partition to another, without an image.
+    Clone(CloneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DisksArgs {
+    /// Disk image files to list as well.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// The whole disk: every partition, the partition table and the
+    /// boot-loader gaps.
+    Disk {
+        /// The disk to back up.
+        disk: PathBuf,
+        #[command(flatten)]
+        opts: BackupOpts,
+    },
+    /// Chosen partitions: DISK:N[,N...] (e.g. /dev/sda:2,3).
+    Part {
+        /// DISK:N[,N...]
+        spec: String,
+        #[command(flatten)]
+        opts: BackupOpts,
+    },
+    /// The partitions needed to boot the OS on the disk (EFI, MSR, Windows,
+    /// recovery; or EFI/BIOS boot, /boot, root, swap). Says which and why.
+    System {
+        disk: PathBuf,
+        #[command(flatten)]
+        opts: BackupOpts,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CompressArg {
+    None,
+    Fast,
+    Normal,
+    High,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupOpts {
+    /// The image to write ("-" for stdout); split images get .001, .002, ...
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// zstd level: none, fast (1), normal (3), high (12).
+    #[arg(long, value_enum, default_value = "normal")]
+    pub compress: CompressArg,
+    /// Encrypt with AES-256-GCM (password from --password-file,
+    /// RESCUE_PASSWORD, or asked twice on the terminal).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Read the password from this file (first line).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Split into volumes of this size (e.g. 4000M for FAT32, 4480M for
+    /// DVD); at least 50M.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Copy every sector, not only the blocks filesystems use.
+    #[arg(long)]
+    pub sector_by_sector: bool,
+    /// Check the whole image right after writing it.
+    #[arg(long)]
+    pub verify: bool,
+    /// A comment stored in the image.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Show the plan and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sector size to assume for a disk image file source.
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The image (a single file, or NAME / NAME.001 of a split set).
+    pub image: PathBuf,
+    /// Read the password from this file (encrypted images).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LayoutArg {
+    /// Same partition sizes as the source.
+    Keep,
+    /// Grow data partitions proportionally to fill a larger disk, and their
+    /// filesystems (ext2/3/4 with resize2fs, NTFS with ntfsresize; FAT stays).
+    Fill,
+}
+
+#[derive(Debug, Args)]
+pub struct LayoutOpts {
+    /// Partition sizes on the target.
+    #[arg(long, value_enum, default_value = "keep")]
+    pub layout: LayoutArg,
+    /// Move partition starts to multiples of this size (SSD alignment), e.g. 1MiB.
+    #[arg(long)]
+    pub align: Option<String>,
+    /// Write every sector of the restored regions (zeros where the source
+    /// filesystem had free blocks).
+    #[arg(long)]
+    pub sector_by_sector: bool,
+    /// Show the plan and exit without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sector size to assume for disk image files.
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The image to restore.
+    pub image: PathBuf,
+    /// Target: DISK (whole disk; with --part: new partition in free space) or
+    /// DISK:M (into existing partition M).
+    #[arg(long)]
+    pub to: String,
+    /// Restore only this partition of the image.
+    #[arg(long)]
+    pub part: Option<u32>,
+    /// Read the password from this file (encrypted images).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub layout: LayoutOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// Source: DISK or DISK:N.
+    pub source: String,
+    /// Target: DISK, or DISK:M (existing partition), or DISK with a DISK:N
+    /// source (new partition in free space).
+    pub target: String,
+    #[command(flatten)]
+    pub layout: LayoutOpts,
+}
+
+/// Split `DISK:N` (the suffix must be a number; paths may contain ':').
+pub fn split_disk_part(s: &str) -> (PathBuf, Option<String>) {
+    match s.rsplit_once(':') {
+        Some((d, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b',') => (PathBuf::from(d), Some(n.to_string())),
+        _ => (PathBuf::from(s), None),
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let g = Global { json: cli.json, yes: cli.yes };
+    match cli.command {
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+        Some(Command::Disks(a)) => disks::run(&g, a),
+        Some(Command::Backup(b)) => backup::run(&g, b),
+        Some(Command::Info(a)) => image::info(&g, a),
+        Some(Command::Check(a)) => image::check(&g, a),
+        Some(Command::Restore(a)) => write::restore(&g, a),
+        Some(Command::Clone(a)) => write::clone(&g, a),
+    }
+}
+
+/// Flags every command shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Global {
+    pub json: bool,
+    pub yes: bool,
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn disk_part_split() {
+        assert_eq!(split_disk_part("/dev/sda:2"), (PathBuf::from("/dev/sda"), Some("2".into())));
+        assert_eq!(split_disk_part("/dev/sda:2,3"), (PathBuf::from("/dev/sda"), Some("2,3".into())));
+        assert_eq!(split_disk_part("/dev/disk/by-path/pci-0000:00:1f.2-ata-1"), (PathBuf::from("/dev/disk/by-path/pci-0000:00:1f.2-ata-1"), None));
+        assert_eq!(split_disk_part("disk.img"), (PathBuf::from("disk.img"), None));
+    }
+}

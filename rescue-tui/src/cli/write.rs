@@ -1,0 +1,108 @@
+//! `rescue restore` and `rescue clone`: plan, show, confirm, execute.
+
+use anyhow::Context;
+use imaging::clone::{self, CloneRequest};
+use imaging::exec::{WriteOutcome, WritePlan};
+use imaging::layout::{LayoutMode, LayoutOptions};
+use imaging::restore::{self, RestoreRequest};
+
+use super::{backup::task, image, print_json, prompt, show, split_disk_part, usage, CliError, CloneArgs, Global, LayoutArg, LayoutOpts, RestoreArgs};
+
+fn layout_options(l: &LayoutOpts) -> Result<LayoutOptions, CliError> {
+    let align = match &l.align {
+        Some(s) => {
+            let v = imaging::blockdev::parse_size(s).filter(|v| *v >= 512 && v.is_power_of_two()).ok_or_else(|| usage(format!("--align {s}: not a power-of-two size"), "use e.g. --align 1MiB"))?;
+            Some(v)
+        }
+        None => None,
+    };
+    Ok(LayoutOptions { mode: if l.layout == LayoutArg::Fill { LayoutMode::Fill } else { LayoutMode::Keep }, align })
+}
+
+fn one_partition(spec: Option<String>, what: &str) -> Result<Option<u32>, CliError> {
+    match spec {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| usage(format!("{what}: `{s}` is not one partition number"), "give one partition, e.g. /dev/sdb:2")),
+    }
+}
+
+/// Show the plan, ask, and report the outcome.
+fn confirm_and_report(g: &Global, plan: &WritePlan, dry_run: bool, run: impl FnOnce() -> Result<WriteOutcome, CliError>) -> Result<(), CliError> {
+    if dry_run {
+        return if g.json {
+            print_json(plan)
+        } else {
+            print!("{}", show::write_plan(plan));
+            Ok(())
+        };
+    }
+    eprint!("{}", show::write_plan(plan));
+    let what = if plan.whole_disk {
+        format!("This overwrites ALL data on {}.", plan.target.describe())
+    } else {
+        format!("This overwrites data on {}.", plan.target.describe())
+    };
+    prompt::confirm(g.yes, &what, &plan.target.name)?;
+    let out = run()?;
+    if g.json {
+        return print_json(&serde_json::json!({"ok": true, "plan": plan, "outcome": out}));
+    }
+    for n in &out.notes {
+        eprintln!("note: {n}");
+    }
+    for gr in &out.grown {
+        println!("{gr}");
+    }
+    println!(
+        "{} complete: {} written to {} in {:.1} s",
+        if plan.operation == "clone" { "Clone" } else { "Restore" },
+        imaging::blockdev::human_size(out.bytes_written),
+        plan.target.path.display(),
+        out.seconds
+    );
+    Ok(())
+}
+
+pub fn restore(g: &Global, a: RestoreArgs) -> Result<(), CliError> {
+    let (target, tpart) = split_disk_part(&a.to);
+    let target_partition = one_partition(tpart, "--to")?;
+    let reader = image::open_path(&a.image, a.password_file.as_deref())?;
+    let req = RestoreRequest {
+        image: a.image.clone(),
+        target: target.clone(),
+        source_partition: a.part,
+        target_partition,
+        layout: layout_options(&a.layout)?,
+        file_sector_size: a.layout.sector_size,
+        sector_by_sector: a.layout.sector_by_sector,
+    };
+    let plan = restore::plan_restore(&req, &reader).with_context(|| format!("planning the restore to {}", target.display()))?;
+    confirm_and_report(g, &plan, a.layout.dry_run, || {
+        let t = task(g.json);
+        Ok(restore::run_restore(&plan, &reader, a.layout.sector_by_sector, &t).with_context(|| format!("restoring to {}", target.display()))?)
+    })
+}
+
+pub fn clone(g: &Global, a: CloneArgs) -> Result<(), CliError> {
+    let (src, spart) = split_disk_part(&a.source);
+    let (dst, dpart) = split_disk_part(&a.target);
+    let source_partition = one_partition(spart, "source")?;
+    let target_partition = one_partition(dpart, "target")?;
+    if target_partition.is_some() && source_partition.is_none() {
+        return Err(usage("a whole disk cannot be cloned into one partition", "clone a partition: SRC:N DST:M"));
+    }
+    let req = CloneRequest {
+        source: src.clone(),
+        source_partition,
+        target: dst.clone(),
+        target_partition,
+        layout: layout_options(&a.layout)?,
+        sector_by_sector: a.layout.sector_by_sector,
+        file_sector_size: a.layout.sector_size,
+    };
+    let plan = clone::plan_clone(&req).with_context(|| format!("planning the clone of {} to {}", src.display(), dst.display()))?;
+    confirm_and_report(g, &plan.write, a.layout.dry_run, || {
+        let t = task(g.json);
+        Ok(clone::run_clone(&plan, &t).with_context(|| format!("cloning to {}", dst.display()))?)
+    })
+}
