@@ -278,6 +278,14 @@ pub fn plan_backup(req: &BackupRequest) -> Result<BackupPlan, Error> {
         }
     };
     // Refuse to image filesystems that are being written to.
+    if let Some(dn) = &src.info.devnum {
+        if let Some(m) = blockdev::mounts().iter().find(|m| &m.devnum == dn && mount_is_rw(&m.mountpoint)) {
+            return Err(Error::refused(
+                format!("{} is mounted read-write on {}: its image would be inconsistent", req.source.display(), m.mountpoint),
+                "unmount it (or remount it read-only) and run the backup again",
+            ));
+        }
+    }
     for n in &wanted {
         if let Some(p) = report.partition(*n) {
             let rw_mounted = p.device.as_ref().is_some_and(|d| {

@@ -326,42 +326,51 @@ pub fn loops_backed_by(file_id: (u64, u64)) -> Vec<PathBuf> {
 
 /// Why a disk (or any of its partitions) cannot be written now; empty = free.
 pub fn busy_reasons(disk: &DiskInfo) -> Vec<String> {
-    let mut reasons = Vec::new();
-    let mounts = mounts();
-    let swaps = swap_devnums();
-    let mut check = |label: String, devnum: &str| {
-        for m in mounts.iter().filter(|m| m.devnum == devnum) {
-            reasons.push(format!("{label} is mounted on {}", m.mountpoint));
-        }
-        if swaps.iter().any(|s| s == devnum) {
-            reasons.push(format!("{label} is active swap"));
-        }
-        for h in holders(devnum) {
-            reasons.push(format!("{label} is used by {h} (LVM/md/dm)"));
-        }
+    let mut reasons = busy_reasons_direct(disk);
+    // The file behind this disk (or this file) may be attached as other loop
+    // devices, e.g. one per partition with `losetup -o`: their users count.
+    let backing_id = match disk.kind {
+        DiskKind::File => disk.file_id,
+        DiskKind::Block => disk.loop_backing.as_ref().and_then(|b| std::fs::metadata(b).ok()).map(|m| (m.dev(), m.ino())),
     };
-    match disk.kind {
-        DiskKind::Block => {
-            if let Some(dn) = &disk.devnum {
-                check(disk.path.display().to_string(), dn);
-                for (_, p, dn) in partition_devices(disk) {
-                    check(p.display().to_string(), &dn);
-                }
+    if let Some(id) = backing_id {
+        for l in loops_backed_by(id) {
+            if l.canonicalize().ok() == disk.path.canonicalize().ok() {
+                continue;
             }
-        }
-        DiskKind::File => {
-            if let Some(id) = disk.file_id {
-                for l in loops_backed_by(id) {
-                    if let Ok(li) = probe_disk(&l, None) {
-                        reasons.push(format!("attached as {}", l.display()));
-                        reasons.extend(busy_reasons(&li));
-                    }
+            if let Ok(li) = probe_disk(&l, None) {
+                let inner = busy_reasons_direct(&li);
+                if !inner.is_empty() || disk.kind == DiskKind::File {
+                    reasons.push(format!("its file is attached as {}", l.display()));
                 }
+                reasons.extend(inner);
             }
         }
     }
     reasons.sort();
     reasons.dedup();
+    reasons
+}
+
+/// Users of a block device and its partitions, without following loop backing files.
+fn busy_reasons_direct(disk: &DiskInfo) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let Some(dn) = &disk.devnum else { return reasons };
+    let mounts = mounts();
+    let swaps = swap_devnums();
+    let mut all = vec![(disk.path.display().to_string(), dn.clone())];
+    all.extend(partition_devices(disk).into_iter().map(|(_, p, d)| (p.display().to_string(), d)));
+    for (label, devnum) in all {
+        for m in mounts.iter().filter(|m| m.devnum == devnum) {
+            reasons.push(format!("{label} is mounted on {}", m.mountpoint));
+        }
+        if swaps.iter().any(|s| *s == devnum) {
+            reasons.push(format!("{label} is active swap"));
+        }
+        for h in holders(&devnum) {
+            reasons.push(format!("{label} is used by {h} (LVM/md/dm)"));
+        }
+    }
     reasons
 }
 

@@ -1,0 +1,264 @@
+//! Helpers for the CLI integration tests: sample disks, loop devices (always
+//! detached, even when a test fails), filesystem checkers and tree comparison.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate lives in the workspace").to_path_buf()
+}
+
+/// These tests use loop devices and mounts: root is required (CI is root).
+pub fn require_root() {
+    // SAFETY-free check through /proc: uid is the second field of "Uid:".
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("1");
+    assert_eq!(uid, "0", "these integration tests need root (loop devices, mounts); run them as root as CI does");
+}
+
+pub fn sh(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e} (run scripts/setup to install the tools)"));
+    out
+}
+
+pub fn sh_ok(cmd: &mut Command) -> String {
+    let out = sh(cmd);
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run the real `rescue` binary.
+pub fn rescue(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.args(args).env_remove("RESCUE_PASSWORD").stdin(std::process::Stdio::null());
+    sh(&mut c)
+}
+
+pub fn rescue_ok(args: &[&str]) -> String {
+    let out = rescue(args);
+    assert!(
+        out.status.success(),
+        "rescue {args:?} failed with {:?}:\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Assert `rescue` failed with `code` and its stderr mentions `needle`.
+pub fn rescue_fails(args: &[&str], code: i32, needle: &str) -> String {
+    let out = rescue(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "rescue {args:?}: expected exit {code}, stderr:\n{err}");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "rescue {args:?}: stderr lacks {needle:?}:\n{err}");
+    err
+}
+
+/// The shared sample disk (made once per test binary; read-only for tests).
+pub fn sample_disk() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rescue-test-sample-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let p = dir.join("sample.img");
+        sh_ok(Command::new(repo().join("scripts/make-sample-disk")).arg(&p).arg("300"));
+        p
+    })
+}
+
+/// A loop device over part of a file, detached on drop.
+pub struct Loop(pub PathBuf);
+
+impl Loop {
+    pub fn attach(file: &Path, offset: u64, size: u64, read_only: bool) -> Loop {
+        let mut c = Command::new("losetup");
+        c.args(["--find", "--show", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()]);
+        if read_only {
+            c.arg("--read-only");
+        }
+        let out = sh_ok(c.arg(file));
+        Loop(PathBuf::from(out.trim()))
+    }
+
+    /// Attach a whole file as a disk with the given logical sector size.
+    pub fn attach_sector_size(file: &Path, sector_size: u32) -> Loop {
+        let out = sh_ok(Command::new("losetup").args(["--find", "--show", "--sector-size", &sector_size.to_string()]).arg(file));
+        Loop(PathBuf::from(out.trim()))
+    }
+
+    /// Attach a whole file with partition scanning (/dev/loopNpM).
+    pub fn attach_partscan(file: &Path) -> Loop {
+        let out = sh_ok(Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(file));
+        let l = Loop(PathBuf::from(out.trim()));
+        let _ = Command::new("udevadm").args(["settle", "--timeout=5"]).status();
+        l
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("loop paths are UTF-8")
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            if Command::new("losetup").arg("-d").arg(&self.0).status().is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        eprintln!("warning: could not detach {}", self.0.display());
+    }
+}
+
+/// A mount, unmounted on drop.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    pub fn new(dev: &str, dir: &Path, fstype: &str, ro: bool) -> Mount {
+        std::fs::create_dir_all(dir).expect("mount point");
+        // ro,noload: a read-only ext4 mount must not replay the journal (it would write).
+        let opts = match (ro, fstype) {
+            (true, "ext4") => "ro,noload",
+            (true, _) => "ro",
+            (false, _) => "rw",
+        };
+        if fstype == "ntfs" {
+            sh_ok(Command::new("ntfs-3g").args(["-o", opts, dev]).arg(dir));
+        } else {
+            sh_ok(Command::new("mount").args(["-t", fstype, "-o", opts, dev]).arg(dir));
+        }
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            if Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Partitions of a disk image as sfdisk sees them: (number, start byte, size bytes, type).
+pub fn partitions(img: &Path) -> Vec<(u32, u64, u64, String)> {
+    let j = sh_ok(Command::new("sfdisk").arg("-J").arg(img));
+    let v: serde_json::Value = serde_json::from_str(&j).expect("sfdisk -J output");
+    let t = &v["partitiontable"];
+    let ss = t["sectorsize"].as_u64().unwrap_or(512);
+    t["partitions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let node = p["node"].as_str().unwrap_or("");
+                    let digits: String = node.chars().rev().take_while(char::is_ascii_digit).collect();
+                    let n: u32 = digits.chars().rev().collect::<String>().parse().unwrap_or(0);
+                    (n, p["start"].as_u64().unwrap_or(0) * ss, p["size"].as_u64().unwrap_or(0) * ss, p["type"].as_str().unwrap_or("").to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Run the filesystem's own checker on a partition of an image file.
+pub fn fsck(img: &Path, start: u64, len: u64, fs: &str) {
+    let lo = Loop::attach(img, start, len, true);
+    let out = match fs {
+        "ext4" | "ext3" | "ext2" => sh(Command::new("e2fsck").args(["-fn", lo.path()])),
+        "vfat" => sh(Command::new("fsck.vfat").args(["-n", lo.path()])),
+        "ntfs" => sh(Command::new("ntfsfix").args(["-n", lo.path()])),
+        "exfat" => sh(Command::new("fsck.exfat").args(["-n", lo.path()])),
+        other => panic!("no checker for {other}"),
+    };
+    assert!(
+        out.status.success(),
+        "{fs} check of {} at byte {start} failed:\n{}\n{}",
+        img.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Files under a directory: relative path -> (kind+mode, size, mtime, BLAKE3).
+pub fn tree(dir: &Path) -> BTreeMap<String, (String, u64, i64, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("reading {}: {e}", d.display())) {
+            let e = e.expect("dir entry");
+            let p = e.path();
+            let rel = p.strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
+            if rel == "lost+found" || rel.starts_with("System Volume Information") || rel.starts_with('$') {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).expect("metadata");
+            if m.is_dir() {
+                out.insert(rel, (format!("d{:o}", m.mode() & 0o7777), 0, m.mtime(), String::new()));
+                stack.push(p);
+            } else if m.is_file() {
+                let data = std::fs::read(&p).expect("read file");
+                out.insert(rel, (format!("f{:o}", m.mode() & 0o7777), m.len(), m.mtime(), blake3::hash(&data).to_hex().to_string()));
+            } else {
+                out.insert(rel, (format!("o{:o}", m.mode()), 0, m.mtime(), String::new()));
+            }
+        }
+    }
+    out
+}
+
+/// Mount partition `a` of image A and `b` of image B read-only and compare
+/// every file's content and metadata.
+pub fn same_files(a: &Path, a_start: u64, a_len: u64, b: &Path, b_start: u64, b_len: u64, fs: &str) {
+    let la = Loop::attach(a, a_start, a_len, true);
+    let lb = Loop::attach(b, b_start, b_len, true);
+    let base = tempfile::tempdir().expect("tempdir");
+    let (da, db) = (base.path().join("a"), base.path().join("b"));
+    let (ta, tb) = if fs == "vfat" {
+        // No vfat in this kernel: extract with mtools (keeps modification times).
+        for (l, d) in [(&la, &da), (&lb, &db)] {
+            std::fs::create_dir_all(d).expect("dir");
+            sh_ok(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-s", "-m", "-n", "-i", l.path(), "::/"]).arg(d));
+        }
+        (tree(&da), tree(&db))
+    } else {
+        let ma = Mount::new(la.path(), &da, fs, true);
+        let mb = Mount::new(lb.path(), &db, fs, true);
+        (tree(&ma.0), tree(&mb.0))
+    };
+    assert!(!ta.is_empty(), "{fs} partition of {} holds nothing", a.display());
+    for (k, v) in &ta {
+        assert_eq!(tb.get(k), Some(v), "{fs}: {k} differs between {} and {}", a.display(), b.display());
+    }
+    assert_eq!(ta.len(), tb.len(), "{fs}: file counts differ");
+}
+
+/// Which filesystems the kernel (or FUSE) can mount here for comparison.
+pub fn mount_type(fs: &str) -> &'static str {
+    match fs {
+        "ext4" => "ext4",
+        "ntfs" => "ntfs",
+        "vfat" => "vfat",
+        _ => "auto",
+    }
+}
+
+pub fn file_hash(p: &Path) -> String {
+    blake3::hash(&std::fs::read(p).expect("read")).to_hex().to_string()
+}
+
+pub fn new_file(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).expect("create");
+    f.set_len(size).expect("set_len");
+    p
+}
