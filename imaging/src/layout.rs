@@ -506,3 +506,149 @@ pub fn single_partition(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blockdev::DiskKind;
+    use crate::fs::FsKind;
+
+    const MIB: u64 = 1 << 20;
+
+    fn disk(size: u64, ss: u32) -> DiskInfo {
+        DiskInfo {
+            path: "t.img".into(),
+            name: "t.img".into(),
+            kind: DiskKind::File,
+            model: None,
+            vendor: None,
+            serial: None,
+            wwn: None,
+            size,
+            logical_sector_size: ss,
+            physical_sector_size: ss,
+            transport: None,
+            rotational: None,
+            removable: false,
+            read_only: false,
+            devnum: None,
+            loop_backing: None,
+            file_id: None,
+        }
+    }
+
+    fn fs(kind: FsKind) -> Option<FsInfo> {
+        Some(FsInfo { kind, label: None, uuid: None, block_size: 4096, size: 0, used: None, sector_size: None })
+    }
+
+    fn gpt(parts: &[(u32, u64, u64, &str)]) -> PartitionTable {
+        PartitionTable {
+            kind: TableKind::Gpt,
+            sector_size: 512,
+            disk_id: "0b2394a9-095e-487d-8d48-719ecd4d78ca".into(),
+            first_usable: 34 * 512,
+            last_usable: 0,
+            partitions: parts
+                .iter()
+                .map(|&(n, s, l, t)| Partition {
+                    number: n,
+                    start: s,
+                    len: l,
+                    ptype: PartType::Gpt(t.into()),
+                    guid: Some(part::new_guid()),
+                    name: String::new(),
+                    attributes: 0,
+                    bootable: false,
+                    logical: false,
+                })
+                .collect(),
+            max_entries: 128,
+            warnings: Vec::new(),
+        }
+    }
+
+    const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+    const DATA: &str = "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
+    const LINUX: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+
+    fn src() -> SrcLayout {
+        let t = gpt(&[(1, MIB, 100 * MIB, ESP), (2, 101 * MIB, 300 * MIB, DATA), (3, 401 * MIB, 100 * MIB, LINUX)]);
+        let mut regions = vec![SrcRegion { id: 0, kind: RegionKind::Head, partition: None, disk_offset: 0, len: MIB, fs: None, bytes: MIB }];
+        for (i, (p, k)) in t.partitions.iter().zip([FsKind::Fat32, FsKind::Ntfs, FsKind::Ext4]).enumerate() {
+            regions.push(SrcRegion { id: i as u32 + 1, kind: RegionKind::Partition, partition: Some(p.number), disk_offset: p.start, len: p.len, fs: fs(k), bytes: p.len / 2 });
+        }
+        SrcLayout { size: 502 * MIB, sector_size: 512, table: Some(t), sector0: None, regions }
+    }
+
+    #[test]
+    fn keep_places_partitions_where_they_were() {
+        let l = whole_disk(&src(), &disk(600 * MIB, 512), &LayoutOptions::default()).unwrap();
+        let t = l.table_after.unwrap();
+        assert_eq!(t.partitions.iter().map(|p| (p.start, p.len)).collect::<Vec<_>>(), vec![(MIB, 100 * MIB), (101 * MIB, 300 * MIB), (401 * MIB, 100 * MIB)]);
+        assert!(l.grows.is_empty());
+        assert_eq!(l.moves.len(), 4);
+        assert!(l.moves.iter().all(|m| m.source_offset == m.target_offset));
+    }
+
+    #[test]
+    fn fill_grows_data_partitions_proportionally() {
+        let l = whole_disk(&src(), &disk(1002 * MIB, 512), &LayoutOptions { mode: LayoutMode::Fill, align: None }).unwrap();
+        let t = l.table_after.unwrap();
+        let p: Vec<_> = t.partitions.iter().map(|p| (p.start, p.len)).collect();
+        assert_eq!(p[0], (MIB, 100 * MIB), "the ESP keeps its size");
+        // 500 MiB more (minus the GPT backup area), split 3:1 between NTFS and ext4.
+        assert!(p[1].1 > 660 * MIB && p[1].1 < 680 * MIB, "{p:?}");
+        assert!(p[2].1 > 220 * MIB && p[2].1 < 230 * MIB, "{p:?}");
+        assert!(p.iter().all(|(s, l)| s % MIB == 0 && l % MIB == 0), "{p:?}");
+        assert!(p[2].0 + p[2].1 <= 1002 * MIB - 33 * 512);
+        assert_eq!(l.grows.len(), 2);
+        assert!(l.grows.iter().all(|g| g.grows));
+    }
+
+    #[test]
+    fn align_moves_starts() {
+        let mut s = src();
+        let t = s.table.as_mut().unwrap();
+        t.partitions[0].start = 63 * 512;
+        s.regions[1].disk_offset = 63 * 512;
+        let l = whole_disk(&s, &disk(600 * MIB, 512), &LayoutOptions { mode: LayoutMode::Keep, align: Some(MIB) }).unwrap();
+        let t = l.table_after.unwrap();
+        assert!(t.partitions.iter().all(|p| p.start % MIB == 0), "{:?}", t.partitions);
+        let m = l.moves.iter().find(|m| m.region == 1).unwrap();
+        assert_eq!((m.source_offset, m.target_offset), (63 * 512, MIB));
+    }
+
+    #[test]
+    fn too_small_and_untranslatable_are_refused() {
+        let e = whole_disk(&src(), &disk(400 * MIB, 512), &LayoutOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("too small"), "{e}");
+        let mut s = src();
+        s.table.as_mut().unwrap().partitions[0].start = 63 * 512;
+        let e = whole_disk(&s, &disk(600 * MIB, 4096), &LayoutOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("cannot be translated"), "{e}");
+    }
+
+    #[test]
+    fn single_partition_goes_into_free_space_with_a_new_number() {
+        let s = src();
+        let target_table = gpt(&[(1, MIB, 50 * MIB, DATA), (3, 300 * MIB, 50 * MIB, DATA)]);
+        let r = &s.regions[3]; // ext4, 100 MiB
+        let sp = &s.table.as_ref().unwrap().partitions[2];
+        let l = single_partition(r, Some(sp), &disk(600 * MIB, 512), Some(&target_table), None, &LayoutOptions::default()).unwrap();
+        let t = l.table_after.unwrap();
+        let new = t.partitions.iter().find(|p| p.number == 2).unwrap();
+        assert_eq!((new.start, new.len), (51 * MIB, 100 * MIB));
+        assert_eq!(new.ptype, sp.ptype);
+        // No room anywhere.
+        let full = gpt(&[(1, MIB, 590 * MIB, DATA)]);
+        assert!(single_partition(r, Some(sp), &disk(600 * MIB, 512), Some(&full), None, &LayoutOptions::default()).is_err());
+    }
+
+    #[test]
+    fn types_convert_between_table_kinds() {
+        let esp = PartType::Gpt(ESP.into());
+        assert_eq!(convert_type(&esp, None, TableKind::Mbr), PartType::Mbr(0xef));
+        assert_eq!(convert_type(&PartType::Gpt(DATA.into()), fs(FsKind::Fat32).as_ref(), TableKind::Mbr), PartType::Mbr(0x0c));
+        assert_eq!(convert_type(&PartType::Mbr(0x83), None, TableKind::Gpt), PartType::Gpt(LINUX.into()));
+    }
+}

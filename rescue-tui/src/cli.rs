@@ -139,7 +139,7 @@ pub enum Command {
     /// Show what an image holds.
     Info(ImageArgs),
     /// Verify every byte of an image (exit 4 when damaged).
-    Check(ImageArgs),
+    Check(CheckArgs),
     /// Restore an image to a disk, a partition, or free space.
     Restore(RestoreArgs),
     /// Copy a disk or a partition to another, without an image.
@@ -232,6 +232,16 @@ pub struct ImageArgs {
     /// Read the password from this file (encrypted images).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Also decrypt and decompress every chunk and check its own hash
+    /// (slower; the default already checks every stored byte).
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

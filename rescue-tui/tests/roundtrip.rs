@@ -322,3 +322,82 @@ fn gpt_from_4096_byte_sectors_is_translated() {
     let t4k = new_file(d.path(), "t4k.img", 64 << 20);
     rescue_fails(&["restore", img2.to_str().unwrap(), "--to", t4k.to_str().unwrap(), "--sector-size", "4096", "--yes"], 3, "cannot be translated");
 }
+
+/// MBR with an extended partition and logical partitions, restored as it
+/// was and grown into a larger disk.
+#[test]
+fn mbr_with_logical_partitions_round_trip() {
+    require_root();
+    let d = tempfile::tempdir().unwrap();
+    let src = new_file(d.path(), "mbr.img", 200 << 20);
+    std::fs::write(
+        d.path().join("l"),
+        "label: dos\nstart=2048, size=40MiB, type=c, bootable\nstart=83968, size=150MiB, type=5\nstart=86016, size=60MiB, type=83\nstart=210944, size=40MiB, type=7\n",
+    )
+    .unwrap();
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&src).stdin(std::fs::File::open(d.path().join("l")).unwrap()));
+    let parts = partitions(&src);
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    let content = d.path().join("c");
+    std::fs::create_dir(&content).unwrap();
+    for i in 0..20 {
+        std::fs::write(content.join(format!("f{i}.txt")), format!("logical partition file {i}\n").repeat(500 * (i + 1))).unwrap();
+    }
+    let by_num = |n: u32| parts.iter().find(|p| p.0 == n).unwrap().clone();
+    {
+        let (_, s, l, _) = by_num(1);
+        let lo = Loop::attach(&src, s, l, false);
+        sh_ok(Command::new("mkfs.vfat").args(["-F", "32", lo.path()]));
+        sh_ok(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").args(["-s", "-m", "-i", lo.path()]).arg(content.join("f1.txt")).arg("::/"));
+        let (_, s, l, _) = by_num(5);
+        let lo = Loop::attach(&src, s, l, false);
+        sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&content).arg(lo.path()));
+        let (_, s, l, _) = by_num(6);
+        let lo = Loop::attach(&src, s, l, false);
+        sh_ok(Command::new("mkfs.ntfs").args(["-q", "-F", "-f", lo.path()]));
+        sh_ok(Command::new("ntfscp").args(["-f", lo.path()]).arg(content.join("f7.txt")).arg("f7.txt"));
+    }
+    let img = d.path().join("mbr.rimg");
+    rescue_ok(&["backup", "disk", src.to_str().unwrap(), "-o", img.to_str().unwrap()]);
+    for (name, size, extra) in [("same", 200u64 << 20, vec![]), ("fill", 400 << 20, vec!["--layout", "fill"])] {
+        let tgt = new_file(d.path(), &format!("{name}.img"), size);
+        let mut args = vec!["restore", img.to_str().unwrap(), "--to", tgt.to_str().unwrap(), "--yes"];
+        args.extend(extra.iter().copied());
+        rescue_ok(&args);
+        let pb = partitions(&tgt);
+        assert_eq!(pb.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 5, 6], "{name}: {pb:?}");
+        assert_eq!(pb.iter().map(|p| p.3.clone()).collect::<Vec<_>>(), parts.iter().map(|p| p.3.clone()).collect::<Vec<_>>(), "{name}: types");
+        for (n, fs) in [(1u32, "vfat"), (5, "ext4"), (6, "ntfs")] {
+            let (_, s, l, _) = pb.iter().find(|p| p.0 == n).unwrap().clone();
+            fsck(&tgt, s, l, fs);
+            let (_, s0, l0, _) = by_num(n);
+            same_files(&src, s0, l0, &tgt, s, l, fs);
+        }
+        if name == "fill" {
+            assert!(pb.iter().find(|p| p.0 == 5).unwrap().2 > by_num(5).2, "logical ext4 did not grow: {pb:?}");
+        }
+        // The boot flag and the disk signature survive.
+        let dump = sh_ok(Command::new("sfdisk").arg("-d").arg(&tgt));
+        assert!(dump.contains("bootable"), "{dump}");
+        let id = |s: &str| s.lines().find(|l| l.starts_with("label-id")).map(str::to_string);
+        assert_eq!(id(&dump), id(&sh_ok(Command::new("sfdisk").arg("-d").arg(&src))));
+    }
+}
+
+/// `backup system` picks the boot partitions and says why.
+#[test]
+fn system_backup_selects_boot_partitions() {
+    require_root();
+    let src = sample_disk();
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("sys.rimg");
+    let plan: serde_json::Value = serde_json::from_str(&rescue_ok(&["backup", "system", src.to_str().unwrap(), "-o", img.to_str().unwrap(), "--dry-run", "--json"])).unwrap();
+    let why: Vec<String> = plan["selection"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert!(why.iter().any(|w| w.starts_with("partition 1: EFI system partition")), "{why:?}");
+    assert!(why.iter().any(|w| w.starts_with("partition 2:") && w.contains("Windows")), "{why:?}");
+    assert!(why.iter().any(|w| w.starts_with("partition 3:") && w.contains("root")), "{why:?}");
+    assert!(!img.exists(), "--dry-run wrote an image");
+    rescue_ok(&["backup", "system", src.to_str().unwrap(), "-o", img.to_str().unwrap()]);
+    let info = rescue_ok(&["info", img.to_str().unwrap()]);
+    assert!(info.contains("System backup") && info.contains("EFI system partition"), "{info}");
+}

@@ -52,6 +52,8 @@ pub struct RegionStats {
     pub stored_bytes: u64,
     pub chunks: u64,
     pub zero_chunks: u64,
+    /// Chunks stored once for several places.
+    pub dup_chunks: u64,
 }
 
 /// A chunk to read: chunk number and the pieces of it that hold data
@@ -62,9 +64,21 @@ struct ChunkPlan {
     pieces: Vec<Extent>,
 }
 
+/// What the reader found in a chunk.
+#[derive(Clone, Copy)]
+enum ChunkKind {
+    Zero,
+    /// Same content as an earlier chunk of this image: stored once.
+    Dup,
+    /// New content; `register`: remember it for deduplication.
+    Unique { register: bool },
+}
+
 struct FrameJob {
     seq: u64,
     chunks: Vec<ChunkPlan>,
+    kinds: Vec<ChunkKind>,
+    hashes: Vec<[u8; 32]>,
     /// `chunks.len() * chunk_size` bytes; chunk i starts at i * chunk_size.
     buf: Vec<u8>,
 }
@@ -73,7 +87,7 @@ struct ChunkOut {
     chunk: u64,
     offset_in_frame: u32,
     len: u32,
-    zero: bool,
+    kind: ChunkKind,
     hash: [u8; 32],
 }
 
@@ -85,6 +99,18 @@ struct FrameOut {
     chunks: Vec<ChunkOut>,
     used: u64,
 }
+
+/// Deduplication keys are the first 16 bytes of the chunk hash.
+type DedupKey = [u8; 16];
+fn dedup_key(h: &[u8; 32]) -> DedupKey {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h[..16]);
+    k
+}
+/// Chunks remembered for deduplication (about 8 GiB of distinct data at
+/// 16 KiB chunks; ~60 MiB of memory). Later chunks are still stored, just not
+/// deduplicated, so memory stays bounded whatever the disk size.
+const DEDUP_CAPACITY: usize = 512 * 1024;
 
 /// Split normalized extents of a region into chunk plans, in chunk order.
 fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64) -> impl Iterator<Item = ChunkPlan> + '_ {
@@ -130,6 +156,11 @@ pub struct ImageWriter {
     keys: Option<Keys>,
     opts: WriterOptions,
     regions: Vec<Region>,
+    /// Where each remembered chunk is stored (writer side).
+    dedup: std::collections::HashMap<DedupKey, (FrameRef, u32)>,
+    /// Which chunks the reader decided to remember (reader side); shared
+    /// across regions so a partition copy in another partition dedups too.
+    seen: std::collections::HashSet<DedupKey>,
 }
 
 impl ImageWriter {
@@ -158,7 +189,7 @@ impl ImageWriter {
         };
         let mut vol = VolumeWriter::create(out, opts.split, image_id)?;
         vol.write_all(&header.encode())?;
-        Ok(Self { vol, header, keys, opts, regions: Vec::new() })
+        Ok(Self { vol, header, keys, opts, regions: Vec::new(), dedup: Default::default(), seen: Default::default() })
     }
 
     pub fn header(&self) -> &Header {
@@ -200,15 +231,18 @@ impl ImageWriter {
         let mut segs = Vec::new();
 
         let result: Result<(), ImageError> = std::thread::scope(|s| {
-            // Reader.
+            // Reader: reads, tests for zeros, hashes, and decides deduplication,
+            // so workers only compress what is new.
             let task_r = task.clone();
-            s.spawn(move || {
+            let keys_r = keys.clone();
+            let mut seen = std::mem::take(&mut self.seen);
+            let reader = s.spawn(move || {
                 let mut plans = chunk_plans(extents, region_len, cs).peekable();
                 let mut seq = 0u64;
                 while plans.peek().is_some() {
                     if let Err(e) = task_r.check_cancelled() {
                         let _ = job_tx.send(Err(e.into()));
-                        return;
+                        return seen;
                     }
                     let chunks: Vec<ChunkPlan> = plans.by_ref().take(per_frame).collect();
                     let mut buf = vec![0u8; chunks.len() * cs as usize];
@@ -229,14 +263,37 @@ impl ImageWriter {
                                 "reading source at byte {} of region {region_id}: {e}",
                                 d
                             ))));
-                            return;
+                            return seen;
                         }
                     }
-                    if job_tx.send(Ok(FrameJob { seq, chunks, buf })).is_err() {
-                        return;
+                    let mut kinds = Vec::with_capacity(chunks.len());
+                    let mut hashes = Vec::with_capacity(chunks.len());
+                    for (i, c) in chunks.iter().enumerate() {
+                        let data = &buf[i * cs as usize..i * cs as usize + c.len as usize];
+                        if is_zero(data) {
+                            kinds.push(ChunkKind::Zero);
+                            hashes.push([0; 32]);
+                            continue;
+                        }
+                        let h = crypto::chunk_hash(keys_r.as_deref(), data);
+                        let k = dedup_key(&h);
+                        if seen.contains(&k) {
+                            kinds.push(ChunkKind::Dup);
+                        } else {
+                            let register = seen.len() < DEDUP_CAPACITY;
+                            if register {
+                                seen.insert(k);
+                            }
+                            kinds.push(ChunkKind::Unique { register });
+                        }
+                        hashes.push(h);
+                    }
+                    if job_tx.send(Ok(FrameJob { seq, chunks, kinds, hashes, buf })).is_err() {
+                        return seen;
                     }
                     seq += 1;
                 }
+                seen
             });
             // Workers.
             for _ in 0..threads {
@@ -284,19 +341,38 @@ impl ImageWriter {
                             hash: *blake3::hash(&f.stored).as_bytes(),
                         });
                     }
+                    // Remember where new chunks went before resolving
+                    // duplicates (a duplicate may sit in the same frame).
+                    let this_frame = segment.frames.last().copied().filter(|_| f.raw_len > 0);
+                    for c in &f.chunks {
+                        if let (ChunkKind::Unique { register: true }, Some(fr)) = (c.kind, this_frame) {
+                            self.dedup.insert(dedup_key(&c.hash), (fr, c.offset_in_frame));
+                        }
+                    }
                     for c in f.chunks {
                         stats.chunks += 1;
-                        if c.zero {
-                            stats.zero_chunks += 1;
-                        }
-                        segment.entries.push(Entry {
-                            chunk: c.chunk,
-                            frame: if c.zero { u32::MAX } else { frame_idx },
-                            offset_in_frame: c.offset_in_frame,
-                            len: c.len,
-                            flags: if c.zero { ENTRY_ZERO } else { 0 },
-                            hash: c.hash,
-                        });
+                        let (frame, offset_in_frame, flags) = match c.kind {
+                            ChunkKind::Zero => {
+                                stats.zero_chunks += 1;
+                                (u32::MAX, 0, ENTRY_ZERO)
+                            }
+                            ChunkKind::Unique { .. } => (frame_idx, c.offset_in_frame, 0),
+                            ChunkKind::Dup => {
+                                stats.dup_chunks += 1;
+                                let (fr, off) = *self.dedup.get(&dedup_key(&c.hash)).ok_or_else(|| {
+                                    ImageError::Invalid(format!("internal: duplicate chunk {} has no original", c.chunk))
+                                })?;
+                                let idx = match segment.frames.iter().rposition(|x| x.offset == fr.offset) {
+                                    Some(i) => i as u32,
+                                    None => {
+                                        segment.frames.push(fr);
+                                        segment.frames.len() as u32 - 1
+                                    }
+                                };
+                                (idx, off, 0)
+                            }
+                        };
+                        segment.entries.push(Entry { chunk: c.chunk, frame, offset_in_frame, len: c.len, flags, hash: c.hash });
                     }
                     if segment.entries.len() >= SEGMENT_ENTRIES {
                         let full = std::mem::replace(&mut segment, Segment { region: region_id, ..Default::default() });
@@ -304,6 +380,7 @@ impl ImageWriter {
                     }
                 }
             }
+            self.seen = reader.join().map_err(|_| ImageError::Invalid("the backup reader thread panicked".into()))?;
             task.check_cancelled()?;
             Ok(())
         });
@@ -393,20 +470,14 @@ fn encode_frame(job: FrameJob, cs: u64, comp: Option<&mut zstd::bulk::Compressor
     let mut chunks = Vec::with_capacity(job.chunks.len());
     let mut used = 0u64;
     for (i, c) in job.chunks.iter().enumerate() {
-        let data = &job.buf[i * cs as usize..i * cs as usize + c.len as usize];
         used += c.pieces.iter().map(|p| p.len).sum::<u64>();
-        if is_zero(data) {
-            chunks.push(ChunkOut { chunk: c.chunk, offset_in_frame: 0, len: c.len, zero: true, hash: [0; 32] });
-        } else {
-            chunks.push(ChunkOut {
-                chunk: c.chunk,
-                offset_in_frame: plain.len() as u32,
-                len: c.len,
-                zero: false,
-                hash: crypto::chunk_hash(keys, data),
-            });
-            plain.extend_from_slice(data);
+        let kind = job.kinds[i];
+        let mut out = ChunkOut { chunk: c.chunk, offset_in_frame: 0, len: c.len, kind, hash: job.hashes[i] };
+        if let ChunkKind::Unique { .. } = kind {
+            out.offset_in_frame = plain.len() as u32;
+            plain.extend_from_slice(&job.buf[i * cs as usize..i * cs as usize + c.len as usize]);
         }
+        chunks.push(out);
     }
     let raw_len = plain.len() as u32;
     if plain.is_empty() {

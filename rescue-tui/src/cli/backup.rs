@@ -86,7 +86,7 @@ fn backup(g: &Global, disk: PathBuf, selection: Selection, o: BackupOpts) -> Res
     let mut verified = None;
     if o.verify {
         let reader = imaging::image::ImageReader::open(&res.paths[0], password.as_deref()).context("opening the new image to verify it")?;
-        let rep = imaging::check::check_reader(&reader, &task).context("verifying the new image")?;
+        let rep = imaging::check::check_reader(&reader, true, &task).context("verifying the new image")?;
         verified = Some(rep);
     }
     let image_bytes: u64 = res.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use imaging::image::{reader, ImageError, ImageReader};
 
-use super::{backup::task, print_json, prompt, show, CliError, Global, ImageArgs};
+use super::{backup::task, print_json, prompt, show, CheckArgs, CliError, Global, ImageArgs};
 
 /// Open an image, asking for the password only when it is encrypted.
 pub fn open(a: &ImageArgs) -> Result<ImageReader, CliError> {
@@ -49,20 +49,22 @@ pub fn info(g: &Global, a: ImageArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn check(g: &Global, a: ImageArgs) -> Result<(), CliError> {
+pub fn check(g: &Global, c: CheckArgs) -> Result<(), CliError> {
+    let a = c.image;
     let r = open(&a)?;
     let t = task(g.json);
-    let rep = imaging::check::check_reader(&r, &t).with_context(|| format!("checking {}", a.image.display()))?;
+    let rep = imaging::check::check_reader(&r, c.deep, &t).with_context(|| format!("checking {}", a.image.display()))?;
     if g.json {
         return print_json(&rep);
     }
     println!(
-        "Image OK: {} volume{}, {} regions, {} chunks, {} of data verified in {:.1} s",
+        "Image OK: {} volume{}, {} regions, {} chunks, {} of data verified{} in {:.1} s",
         rep.volumes,
         if rep.volumes == 1 { "" } else { "s" },
         rep.regions,
         rep.chunks,
         imaging::blockdev::human_size(rep.data_bytes),
+        if rep.deep { " (deep)" } else { "" },
         rep.seconds
     );
     Ok(())

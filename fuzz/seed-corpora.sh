@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Fill fuzz/corpus/<target>/ with seeds made from the unit-test fixtures
+# (imaging/tests/fixtures/{part,fs}), cut to sizes libFuzzer handles quickly,
+# plus a few tiny disks made with sfdisk when it is installed. Corpora are
+# not committed (.gitignore); rerunning is cheap and idempotent.
+# Needs: zstd; optional: sfdisk (util-linux/fdisk).
+set -euo pipefail
+
+fuzz=$(cd "$(dirname "$0")" && pwd)
+fixtures=$fuzz/../imaging/tests/fixtures
+MiB=$((1024 * 1024))
+KiB=1024
+
+command -v zstd >/dev/null || {
+	echo "seed-corpora: zstd is needed (apt-get install zstd)" >&2
+	exit 1
+}
+
+# part_read: whole disks. GPT fixtures keep their first and last 64 KiB
+# (MBR, headers, entry arrays); MBR fixtures their first 64 KiB (their EBRs
+# are MiBs in, so tiny sfdisk disks below cover the chains).
+out=$fuzz/corpus/part_read
+mkdir -p "$out"
+while read -r name _size _ss head _; do
+	case $name in '#'* | '') continue ;; esac
+	raw=$(mktemp)
+	zstd -q -d -c "$fixtures/part/$name.zst" >"$raw"
+	{
+		head -c $((64 * KiB)) "$raw"
+		if [ "$head" = $MiB ]; then tail -c $((64 * KiB)) "$raw"; fi
+	} >"$out/fixture-$name"
+	rm -f "$raw"
+done <"$fixtures/part/INDEX"
+
+if command -v sfdisk >/dev/null; then
+	tiny() {
+		local name=$1 script=$2 img
+		img=$(mktemp)
+		truncate -s $((128 * KiB)) "$img"
+		if printf "$script" | sfdisk -q "$img" >/dev/null 2>&1; then
+			cp "$img" "$out/tiny-$name"
+		fi
+		rm -f "$img"
+	}
+	tiny mbr-logical 'label: dos\nlabel-id: 0x0badcafe\nstart=4, size=8, type=c, bootable\nstart=12, size=8, type=83\nstart=20, size=200, type=5\nstart=22, size=8, type=83\nstart=32, size=8, type=82\nstart=42, size=8, type=7\nstart=60, size=100, type=83\n'
+	tiny gpt 'label: gpt\nfirst-lba: 34\nstart=34, size=8, type=U, name=esp\nstart=42, size=16, type=L, name=root\nstart=100, size=8, type=S, name=swap\n'
+fi
+
+# fs_probe_used: filesystem images, first 1 MiB (superblocks, FATs, the
+# first bitmaps; the rest reads past the end and must fail cleanly).
+out=$fuzz/corpus/fs_probe_used
+mkdir -p "$out"
+for z in "$fixtures"/fs/*.zst; do
+	[ -e "$z" ] || continue
+	zstd -q -d -c "$z" | head -c $MiB >"$out/fixture-$(basename "$z" .zst)" || true
+done
+
+echo "seed-corpora: corpus now $(ls "$fuzz/corpus/part_read" | wc -l) part_read, $(ls "$fuzz/corpus/fs_probe_used" | wc -l) fs_probe_used inputs"
