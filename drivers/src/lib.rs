@@ -1,1 +1,28 @@
-//! Universal restore (see issue "Universal restore").
+//! Universal restore (see issue "Universal restore"): make a restored Windows
+//! system boot on different storage hardware, offline.
+//!
+//! - [`inf`]: driver INF parser (encodings, `[Strings]`, decorations, install sections).
+//! - [`hive`]: pure-Rust registry hive (regf) reader and writer with log replay.
+//! - [`windows`]: find offline Windows installations, their version/arch/control
+//!   sets; target controller detection (sysfs) and `--for` profiles.
+//! - [`inject`]: the [`inject::Plan`] of registry and file changes and `apply`.
+//! - [`bcd`]: BCD device element and `MountedDevices` rewrite.
+//! - [`linux`]: fstab/crypttab/grub UUID rewriting (initramfs rebuild and boot
+//!   loader reinstall in a chroot are not implemented yet).
+//!
+//! Everything is a plan first: [`inject::plan`] → [`inject::Plan`] (serde, and
+//! `Display` for `--dry-run`) → [`inject::apply`].
+
+pub mod bcd;
+pub mod hive;
+pub mod inf;
+pub mod inject;
+pub mod linux;
+pub mod windows;
+
+/// Fuzz entry points (never panic on any input).
+pub use hive::open_hive_bytes;
+pub use inf::parse_inf;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -229,11 +229,24 @@ impl ImageReader {
         }
         let total: u64 = list.iter().map(|r| r.stored_bytes).sum();
         task.progress.begin("verifying image", total);
-        let (tx, rx) = bounded::<Result<(FrameRef, Vec<u8>), ImageError>>(self.threads * 4);
+        // Frames that follow each other in the image are read with one call
+        // (up to 8 MiB), then hashed frame by frame on the worker threads.
+        type Batch = (Vec<FrameRef>, u64, Vec<u8>);
+        const BATCH: u64 = 8 << 20;
+        let (tx, rx) = bounded::<Result<Batch, ImageError>>(self.threads * 2);
         std::thread::scope(|s| -> Result<(), ImageError> {
             let task_r = task.clone();
             let list = &list;
             s.spawn(move || {
+                let mut batch: Vec<FrameRef> = Vec::new();
+                let flush = |batch: &mut Vec<FrameRef>| -> bool {
+                    let Some(first) = batch.first() else { return true };
+                    let start = first.offset;
+                    let end = batch.last().map_or(start, |f| f.offset + u64::from(f.stored_len));
+                    let r = read_range(&self.vols, start, end - start, BATCH + MAX_FRAME, "frames").map(|b| (std::mem::take(batch), start, b));
+                    let stop = r.is_err();
+                    !(tx.send(r).is_err() || stop)
+                };
                 let mut last = None;
                 for region in list {
                     for sref in &region.segments {
@@ -254,25 +267,31 @@ impl ImageReader {
                                 let _ = tx.send(Err(e.into()));
                                 return;
                             }
-                            let r = read_range(&self.vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame").map(|b| (*f, b));
-                            let stop = r.is_err();
-                            if tx.send(r).is_err() || stop {
+                            let contiguous = batch.last().is_some_and(|p| p.offset + u64::from(p.stored_len) == f.offset);
+                            let size = batch.first().map_or(0, |b| f.offset + u64::from(f.stored_len) - b.offset);
+                            if !batch.is_empty() && (!contiguous || size > BATCH) && !flush(&mut batch) {
                                 return;
                             }
+                            batch.push(*f);
                         }
                     }
                 }
+                flush(&mut batch);
             });
             let workers: Vec<_> = (0..self.threads)
                 .map(|_| {
                     let rx = rx.clone();
                     s.spawn(move || -> Result<(), ImageError> {
                         for msg in rx.iter() {
-                            let (f, b) = msg?;
-                            if blake3::hash(&b).as_bytes() != &f.hash {
-                                return Err(corrupt(&self.vols, f.offset, "frame is damaged (hash mismatch)"));
+                            let (frames, start, b) = msg?;
+                            for f in &frames {
+                                let at = (f.offset - start) as usize;
+                                let bytes = &b[at..at + f.stored_len as usize];
+                                if blake3::hash(bytes).as_bytes() != &f.hash {
+                                    return Err(corrupt(&self.vols, f.offset, "frame is damaged (hash mismatch)"));
+                                }
+                                task.progress.advance(bytes.len() as u64);
                             }
-                            task.progress.advance(b.len() as u64);
                         }
                         Ok(())
                     })
