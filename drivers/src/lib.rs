@@ -7,6 +7,7 @@
 //!   sets; target controller detection (sysfs) and `--for` profiles.
 //! - [`inject`]: the [`inject::Plan`] of registry and file changes and `apply`.
 //! - [`bcd`]: BCD device element and `MountedDevices` rewrite.
+//! - [`offline`]: mount the target disk's NTFS partitions and find Windows on them.
 //! - [`linux`]: fstab/crypttab/grub UUID rewriting (initramfs rebuild and boot
 //!   loader reinstall in a chroot are not implemented yet).
 //!
@@ -18,6 +19,7 @@ pub mod hive;
 pub mod inf;
 pub mod inject;
 pub mod linux;
+pub mod offline;
 pub mod windows;
 
 /// Fuzz entry points (never panic on any input).

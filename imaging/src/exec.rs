@@ -213,6 +213,7 @@ fn annotate_target_state(e: Error, plan: &WritePlan, written: u64) -> Error {
 }
 
 /// A loop device over a byte range of a disk or file, detached on drop.
+#[derive(Debug)]
 pub struct LoopDevice {
     pub path: PathBuf,
 }

@@ -1,0 +1,143 @@
+//! Finding and mounting the offline system on a target disk, for `rescue
+//! universal-restore`: every NTFS partition of the disk is mounted (ntfs-3g,
+//! through a loop device over the partition's byte range, so disk image files
+//! and disks without partition nodes work alike) and searched for Windows
+//! installations. Mounts and loop devices are released on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imaging::exec::LoopDevice;
+use imaging::fs::FsKind;
+use imaging::inventory;
+
+use crate::windows::{self, WindowsInstall};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("{0}")]
+    Inspect(String),
+    #[error("{disk} has no NTFS partition{}", .part.map(|p| format!(" {p}")).unwrap_or_default())]
+    NoNtfs { disk: String, part: Option<u32> },
+    #[error("partition {part} of {disk} is in use: {why}")]
+    Busy { disk: String, part: u32, why: String },
+    #[error("mounting partition {part} of {disk}: {detail}")]
+    Mount { disk: String, part: u32, detail: String },
+    #[error("no Windows installation found on {disk} (searched partitions {searched})")]
+    NoWindows { disk: String, searched: String },
+    #[error(transparent)]
+    Windows(#[from] windows::WindowsError),
+}
+
+impl OfflineError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            OfflineError::Inspect(_) => "check the disk path (see `rescue disks`)",
+            OfflineError::NoNtfs { .. } | OfflineError::NoWindows { .. } => {
+                "restore the Windows system first, or name the partition that holds it with --part N"
+            }
+            OfflineError::Busy { .. } => "unmount the partition first",
+            OfflineError::Mount { .. } => {
+                "if Windows was hibernated or shut down with Fast Startup, boot it once and shut it down fully, or run `ntfsfix` on the partition"
+            }
+            OfflineError::Windows(e) => e.hint(),
+        }
+    }
+}
+
+/// An NTFS partition mounted on a private directory; unmounted on drop.
+#[derive(Debug)]
+pub struct MountedVolume {
+    pub partition: u32,
+    pub dir: PathBuf,
+    _loop: LoopDevice,
+}
+
+impl Drop for MountedVolume {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            if Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        // umount returns before the ntfs-3g process has flushed and closed the
+        // device: wait for it, so the data is on the disk before the loop
+        // device goes and anyone reads the disk again.
+        wait_for_process_using(&self._loop.path, std::time::Duration::from_secs(30));
+        let _ = Command::new("sync").status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Wait (bounded) until no process has `needle` on its command line.
+pub fn wait_for_process_using(needle: &Path, limit: std::time::Duration) {
+    let needle = needle.as_os_str().as_encoded_bytes().to_vec();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == needle.as_slice()))
+        });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A Windows installation found on a mounted partition.
+#[derive(Debug)]
+pub struct FoundWindows {
+    pub volume: MountedVolume,
+    pub installs: Vec<WindowsInstall>,
+}
+
+fn mount_ntfs(disk: &Path, number: u32, start: u64, len: u64, write: bool) -> Result<MountedVolume, OfflineError> {
+    let err = |detail: String| OfflineError::Mount { disk: disk.display().to_string(), part: number, detail };
+    let lo = LoopDevice::attach(disk, start, len).map_err(|e| err(e.to_string()))?;
+    let dir = std::env::temp_dir().join(format!("rescue-ur-{}-{number}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+    let opts = if write { "rw" } else { "ro" };
+    let out = Command::new("ntfs-3g")
+        .args(["-o", opts])
+        .arg(&lo.path)
+        .arg(&dir)
+        .output()
+        .map_err(|e| err(format!("ntfs-3g: {e} (install ntfs-3g)")))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir(&dir);
+        return Err(err(String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("ntfs-3g failed").to_string()));
+    }
+    Ok(MountedVolume { partition: number, dir, _loop: lo })
+}
+
+/// Mount the NTFS partitions of `disk` (or only `part`) and find Windows on
+/// them. `write`: mount read-write (to apply a plan).
+pub fn find_windows(disk: &Path, part: Option<u32>, write: bool) -> Result<Vec<FoundWindows>, OfflineError> {
+    let report = inventory::inspect(disk, None).map_err(|e| OfflineError::Inspect(e.to_string()))?;
+    let candidates: Vec<_> = report
+        .partitions
+        .iter()
+        .filter(|p| part.is_none_or(|n| n == p.partition.number))
+        .filter(|p| p.fs.as_ref().is_some_and(|f| f.kind == FsKind::Ntfs))
+        .collect();
+    if candidates.is_empty() {
+        return Err(OfflineError::NoNtfs { disk: disk.display().to_string(), part });
+    }
+    let mut found = Vec::new();
+    for p in &candidates {
+        if !p.busy.is_empty() {
+            return Err(OfflineError::Busy { disk: disk.display().to_string(), part: p.partition.number, why: p.busy.join(", ") });
+        }
+        let vol = mount_ntfs(disk, p.partition.number, p.partition.start, p.partition.len, write)?;
+        let installs = windows::find_installations(&vol.dir)?;
+        if !installs.is_empty() {
+            found.push(FoundWindows { volume: vol, installs });
+        }
+    }
+    if found.is_empty() {
+        let searched: Vec<String> = candidates.iter().map(|p| p.partition.number.to_string()).collect();
+        return Err(OfflineError::NoWindows { disk: disk.display().to_string(), searched: searched.join(", ") });
+    }
+    Ok(found)
+}

@@ -1,0 +1,373 @@
+//! Who gets what: firmware detection from DHCP options 93 / 60 / 77 / 175 and
+//! the choice of the first file to serve (RFC 4578 architecture types).
+//!
+//! Chains:
+//! - BIOS PXE ROM (0) -> `undionly.kpxe` over TFTP -> iPXE -> HTTP script.
+//! - UEFI x64 (7, 9) -> `snponly.efi` (or `ipxe.efi`) -> iPXE -> HTTP script;
+//!   with Secure Boot requested and full DHCP mode: `shimx64.efi` ->
+//!   `grubx64.efi` (signed) -> kernel. Under proxyDHCP GRUB 2.06 cannot find
+//!   the boot server, so Secure Boot clients are chained to iPXE instead and
+//!   a warning says so.
+//! - UEFI HTTP boot (16 / vendor class `HTTPClient`) -> iPXE binary by URL.
+//! - iPXE itself (user class `iPXE` or option 175) -> script URL.
+//! - arm64 UEFI (11, HTTP 19) when the bundle holds `ipxe-arm64.efi`.
+//! - Anything else is refused with the reason.
+
+use std::net::Ipv4Addr;
+
+use crate::bundle::{names, Bundle};
+use crate::dhcp::Packet;
+use crate::mac::Mac;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Bios,
+    UefiX64,
+    UefiX64Http,
+    UefiArm64,
+    UefiArm64Http,
+    Other(u16),
+}
+
+impl Arch {
+    pub fn from_code(c: u16) -> Arch {
+        match c {
+            0 => Arch::Bios,
+            7 | 9 => Arch::UefiX64,
+            16 => Arch::UefiX64Http,
+            11 => Arch::UefiArm64,
+            19 => Arch::UefiArm64Http,
+            o => Arch::Other(o),
+        }
+    }
+}
+
+/// RFC 4578 / IANA names, for log lines about refused clients.
+pub fn arch_name(code: u16) -> &'static str {
+    match code {
+        0 => "x86 BIOS",
+        1 => "NEC/PC98",
+        2 => "Itanium EFI",
+        3 => "DEC Alpha",
+        4 => "Arc x86",
+        5 => "Intel Lean Client",
+        6 => "x86 UEFI (32-bit)",
+        7 | 9 => "x64 UEFI",
+        8 => "Xscale EFI",
+        10 => "ARM 32-bit UEFI",
+        11 => "ARM 64-bit UEFI",
+        12 | 13 => "PowerPC",
+        14 => "PowerPC ePAPR",
+        15 => "x86 UEFI HTTP (32-bit)",
+        16 => "x64 UEFI HTTP",
+        18 => "ARM 32-bit UEFI HTTP",
+        19 => "ARM 64-bit UEFI HTTP",
+        22..=25 => "RISC-V UEFI",
+        _ => "unassigned",
+    }
+}
+
+/// What the DHCP request says about the client's firmware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    pub arch_code: u16,
+    pub arch: Arch,
+    /// Running iPXE already (user class "iPXE" or option 175).
+    pub ipxe: bool,
+    /// UEFI HTTP boot client (vendor class "HTTPClient").
+    pub http_client: bool,
+}
+
+impl Detected {
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} ({})", arch_name(self.arch_code), self.arch_code);
+        if self.ipxe {
+            s.push_str(" iPXE");
+        }
+        if self.http_client {
+            s.push_str(" HTTPClient");
+        }
+        s
+    }
+}
+
+/// Reads option 93, falling back to the `Arch:NNNNN` part of option 60
+/// (`PXEClient:Arch:00007:UNDI:003016`), then to BIOS (PXE 2.0 ROMs).
+pub fn detect(p: &Packet) -> Detected {
+    let vc = p.vendor_class().unwrap_or_default();
+    let from_vc = vc
+        .split(':')
+        .skip_while(|s| *s != "Arch")
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok());
+    let arch_code = p.client_arch().or(from_vc).unwrap_or(0);
+    let ipxe = p.option(175).is_some() || p.user_classes().iter().any(|c| c == "iPXE");
+    Detected {
+        arch_code,
+        arch: Arch::from_code(arch_code),
+        ipxe,
+        http_client: vc.starts_with("HTTPClient"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpMode {
+    Proxy,
+    Full,
+}
+
+/// Everything the decision depends on besides the request.
+pub struct BootContext<'a> {
+    pub mode: DhcpMode,
+    pub server_ip: Ipv4Addr,
+    pub http_port: u16,
+    pub bundle: &'a Bundle,
+    /// The policy asks for the Secure Boot chain for this client.
+    pub secure_boot: bool,
+    pub mac: Mac,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootAction {
+    /// Put this file name in the reply; the client fetches it over TFTP.
+    Tftp {
+        file: String,
+    },
+    /// Put this URL in the reply (iPXE script, UEFI HTTP boot).
+    Http {
+        url: String,
+    },
+    Refuse {
+        reason: String,
+    },
+}
+
+impl BootAction {
+    pub fn describe(&self) -> String {
+        match self {
+            BootAction::Tftp { file } => format!("tftp {file}"),
+            BootAction::Http { url } => url.clone(),
+            BootAction::Refuse { reason } => format!("refused: {reason}"),
+        }
+    }
+}
+
+/// URL of the generated iPXE script for `mac`.
+pub fn script_url(server_ip: Ipv4Addr, port: u16, mac: Mac) -> String {
+    format!("http://{server_ip}:{port}/boot/{}.ipxe", mac.dashed())
+}
+
+pub fn decide(d: &Detected, ctx: &BootContext<'_>) -> BootAction {
+    let has = |n: &str| ctx.bundle.has(n);
+    let http = |file: &str| format!("http://{}:{}/{file}", ctx.server_ip, ctx.http_port);
+    if d.ipxe {
+        return BootAction::Http {
+            url: script_url(ctx.server_ip, ctx.http_port, ctx.mac),
+        };
+    }
+    let x64_ipxe = if has(names::SNPONLY) {
+        Some(names::SNPONLY)
+    } else if has(names::IPXE_EFI) {
+        Some(names::IPXE_EFI)
+    } else {
+        None
+    };
+    match (d.arch, d.http_client) {
+        (Arch::UefiX64Http, _) | (Arch::UefiX64, true) => match x64_ipxe {
+            Some(f) => BootAction::Http { url: http(f) },
+            None => BootAction::Refuse {
+                reason: "x64 UEFI HTTP client but the bundle has neither snponly.efi nor ipxe.efi"
+                    .into(),
+            },
+        },
+        (Arch::UefiArm64Http, _) | (Arch::UefiArm64, true) => {
+            if has(names::IPXE_ARM64) {
+                BootAction::Http {
+                    url: http(names::IPXE_ARM64),
+                }
+            } else {
+                BootAction::Refuse {
+                    reason: format!("arm64 UEFI HTTP client but the bundle has no {}", names::IPXE_ARM64),
+                }
+            }
+        }
+        (Arch::Bios, _) => {
+            if has(names::UNDIONLY) {
+                BootAction::Tftp {
+                    file: names::UNDIONLY.into(),
+                }
+            } else {
+                BootAction::Refuse {
+                    reason: format!("BIOS client but the bundle has no {}", names::UNDIONLY),
+                }
+            }
+        }
+        (Arch::UefiX64, false) => {
+            let chain = has(names::SHIM) && has(names::GRUB);
+            if ctx.secure_boot && ctx.mode == DhcpMode::Full && chain {
+                return BootAction::Tftp {
+                    file: names::SHIM.into(),
+                };
+            }
+            if ctx.secure_boot {
+                tracing::warn!(
+                    mac = %ctx.mac,
+                    reason = if chain { "proxyDHCP: GRUB cannot find a proxy boot server" } else { "bundle has no shimx64.efi + grubx64.efi" },
+                    "secure boot chain not used, chaining to iPXE (boots only with Secure Boot off)"
+                );
+            }
+            match x64_ipxe {
+                Some(f) => BootAction::Tftp { file: f.into() },
+                None => BootAction::Refuse {
+                    reason: "x64 UEFI client but the bundle has neither snponly.efi nor ipxe.efi"
+                        .into(),
+                },
+            }
+        }
+        (Arch::UefiArm64, false) => {
+            if has(names::IPXE_ARM64) {
+                BootAction::Tftp {
+                    file: names::IPXE_ARM64.into(),
+                }
+            } else {
+                BootAction::Refuse {
+                    reason: format!("arm64 UEFI client but the bundle has no {}", names::IPXE_ARM64),
+                }
+            }
+        }
+        (Arch::Other(c), _) => BootAction::Refuse {
+            reason: format!(
+                "client architecture {c} ({}) is not supported: only x86 BIOS, x64 UEFI and arm64 UEFI are",
+                arch_name(c)
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::packet::{Packet, BOOTREQUEST};
+
+    fn req(arch: Option<u16>, vc: &str, uc: Option<&str>) -> Packet {
+        let mut p = Packet {
+            op: BOOTREQUEST,
+            htype: 1,
+            hlen: 6,
+            hops: 0,
+            xid: 1,
+            secs: 0,
+            flags: 0,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr: [0; 16],
+            sname: vec![],
+            file: vec![],
+            options: vec![],
+        };
+        p.set_option(53, vec![1]);
+        if let Some(a) = arch {
+            p.set_option(93, a.to_be_bytes().to_vec());
+        }
+        p.set_option(60, vc.as_bytes().to_vec());
+        if let Some(u) = uc {
+            p.set_option(77, u.as_bytes().to_vec());
+        }
+        p
+    }
+
+    fn bundle(files: &[&str]) -> (tempfile::TempDir, Bundle) {
+        let t = tempfile::tempdir().expect("tempdir");
+        for f in files {
+            std::fs::write(t.path().join(f), b"x").expect("write");
+        }
+        let b = Bundle::unchecked(t.path()).expect("bundle");
+        (t, b)
+    }
+
+    fn ctx(b: &Bundle, mode: DhcpMode, sb: bool) -> BootContext<'_> {
+        BootContext {
+            mode,
+            server_ip: Ipv4Addr::new(10, 0, 0, 1),
+            http_port: 8080,
+            bundle: b,
+            secure_boot: sb,
+            mac: Mac([0x52, 0x54, 0, 0, 0, 1]),
+        }
+    }
+
+    #[test]
+    fn firmware_matrix() {
+        let (_t, b) = bundle(&["undionly.kpxe", "snponly.efi", "shimx64.efi", "grubx64.efi"]);
+        let full = ctx(&b, DhcpMode::Full, false);
+        let tftp = |f: &str| BootAction::Tftp { file: f.into() };
+        let pxe = "PXEClient:Arch:00000:UNDI:002001";
+        assert_eq!(
+            decide(&detect(&req(Some(0), pxe, None)), &full),
+            tftp("undionly.kpxe")
+        );
+        assert_eq!(
+            decide(&detect(&req(Some(7), "PXEClient", None)), &full),
+            tftp("snponly.efi")
+        );
+        assert_eq!(
+            decide(&detect(&req(Some(9), "PXEClient", None)), &full),
+            tftp("snponly.efi")
+        );
+        // Arch from the vendor class when option 93 is missing.
+        assert_eq!(
+            decide(
+                &detect(&req(None, "PXEClient:Arch:00007:UNDI:003016", None)),
+                &full
+            ),
+            tftp("snponly.efi")
+        );
+        assert_eq!(
+            decide(
+                &detect(&req(Some(16), "HTTPClient:Arch:00016", None)),
+                &full
+            ),
+            BootAction::Http {
+                url: "http://10.0.0.1:8080/snponly.efi".into()
+            }
+        );
+        assert_eq!(
+            decide(&detect(&req(Some(0), pxe, Some("iPXE"))), &full),
+            BootAction::Http {
+                url: "http://10.0.0.1:8080/boot/52-54-00-00-00-01.ipxe".into()
+            }
+        );
+        // Secure Boot: shim in full mode, iPXE under proxyDHCP.
+        let sb_full = ctx(&b, DhcpMode::Full, true);
+        let sb_proxy = ctx(&b, DhcpMode::Proxy, true);
+        assert_eq!(
+            decide(&detect(&req(Some(7), "PXEClient", None)), &sb_full),
+            tftp("shimx64.efi")
+        );
+        assert_eq!(
+            decide(&detect(&req(Some(7), "PXEClient", None)), &sb_proxy),
+            tftp("snponly.efi")
+        );
+        // arm64 only when the bundle has it; unknown archs refused with the name.
+        assert!(matches!(
+            decide(&detect(&req(Some(11), "PXEClient", None)), &full),
+            BootAction::Refuse { .. }
+        ));
+        match decide(&detect(&req(Some(2), "PXEClient", None)), &full) {
+            BootAction::Refuse { reason } => assert!(reason.contains("Itanium"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let (_t2, b2) = bundle(&["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"]);
+        let c2 = ctx(&b2, DhcpMode::Proxy, false);
+        assert_eq!(
+            decide(&detect(&req(Some(11), "PXEClient", None)), &c2),
+            tftp("ipxe-arm64.efi")
+        );
+        assert_eq!(
+            decide(&detect(&req(Some(7), "PXEClient", None)), &c2),
+            tftp("ipxe.efi")
+        );
+    }
+}

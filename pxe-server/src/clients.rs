@@ -1,0 +1,187 @@
+//! Every client the server has seen, for `GET /clients` and `pxe-server status`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mac::Mac;
+
+/// What the live system reports (`POST /clients/<mac>/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientStatus {
+    /// e.g. "running", "done", "failed".
+    pub state: String,
+    /// 0.0 ..= 1.0
+    #[serde(default)]
+    pub progress: Option<f64>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub mac: Mac,
+    pub ip: Option<Ipv4Addr>,
+    pub firmware: Option<String>,
+    /// Files and URLs handed out, most recent last (bounded).
+    pub served: Vec<String>,
+    pub job: Option<String>,
+    pub status: Option<ClientStatus>,
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+const MAX_SERVED: usize = 16;
+/// Bound on remembered clients so a flood of fake MACs cannot eat memory.
+const MAX_CLIENTS: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<BTreeMap<Mac, ClientRecord>>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Registry {
+    fn with<R>(&self, mac: Mac, f: impl FnOnce(&mut ClientRecord) -> R) -> Option<R> {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !m.contains_key(&mac) && m.len() >= MAX_CLIENTS {
+            return None;
+        }
+        let t = now();
+        let r = m.entry(mac).or_insert_with(|| ClientRecord {
+            mac,
+            ip: None,
+            firmware: None,
+            served: Vec::new(),
+            job: None,
+            status: None,
+            first_seen: t,
+            last_seen: t,
+        });
+        r.last_seen = t;
+        Some(f(r))
+    }
+
+    /// A DHCP exchange: firmware, what it was told to load, its job.
+    pub fn dhcp(&self, mac: Mac, firmware: &str, served: &str, job: Option<String>) {
+        self.with(mac, |r| {
+            r.firmware = Some(firmware.to_string());
+            push_served(r, served);
+            if job.is_some() {
+                r.job = job;
+            }
+        });
+    }
+
+    pub fn set_ip(&self, mac: Mac, ip: Ipv4Addr) {
+        self.with(mac, |r| r.ip = Some(ip));
+    }
+
+    /// A file served over TFTP/HTTP, attributed by IP when the MAC is unknown.
+    pub fn served_to_ip(&self, ip: Ipv4Addr, what: &str) {
+        let mac = {
+            let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            m.values().find(|r| r.ip == Some(ip)).map(|r| r.mac)
+        };
+        if let Some(mac) = mac {
+            self.with(mac, |r| push_served(r, what));
+        }
+    }
+
+    pub fn served_to_mac(&self, mac: Mac, what: &str) {
+        self.with(mac, |r| push_served(r, what));
+    }
+
+    pub fn set_status(&self, mac: Mac, status: ClientStatus) -> bool {
+        self.with(mac, |r| r.status = Some(status)).is_some()
+    }
+
+    pub fn list(&self) -> Vec<ClientRecord> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.values().cloned().collect()
+    }
+}
+
+fn push_served(r: &mut ClientRecord, what: &str) {
+    if r.served.last().map(String::as_str) == Some(what) {
+        return;
+    }
+    if r.served.len() >= MAX_SERVED {
+        r.served.remove(0);
+    }
+    r.served.push(what.to_string());
+}
+
+/// Plain-text table for `pxe-server status`.
+pub fn format_table(clients: &[ClientRecord]) -> String {
+    let mut out = format!(
+        "{:<17} {:<15} {:<22} {:<24} {:<12} {}\n",
+        "MAC", "IP", "FIRMWARE", "SERVED", "STATE", "JOB"
+    );
+    for c in clients {
+        let state = c
+            .status
+            .as_ref()
+            .map(|s| match s.progress {
+                Some(p) => format!("{} {:.0}%", s.state, p * 100.0),
+                None => s.state.clone(),
+            })
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<17} {:<15} {:<22} {:<24} {:<12} {}\n",
+            c.mac.to_string(),
+            c.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            c.firmware.as_deref().unwrap_or("-"),
+            c.served.last().map(String::as_str).unwrap_or("-"),
+            state,
+            c.job.as_deref().unwrap_or("-"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_table() {
+        let r = Registry::default();
+        let m = Mac([0x52, 0x54, 0, 0, 0, 1]);
+        r.dhcp(
+            m,
+            "x86 BIOS (0)",
+            "tftp undionly.kpxe",
+            Some("restore a to b".into()),
+        );
+        r.set_ip(m, Ipv4Addr::new(10, 0, 0, 50));
+        r.served_to_ip(Ipv4Addr::new(10, 0, 0, 50), "vmlinuz");
+        r.served_to_ip(Ipv4Addr::new(10, 0, 0, 51), "nobody");
+        assert!(r.set_status(
+            m,
+            ClientStatus {
+                state: "running".into(),
+                progress: Some(0.5),
+                message: None
+            }
+        ));
+        let l = r.list();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].served, vec!["tftp undionly.kpxe", "vmlinuz"]);
+        let t = format_table(&l);
+        assert!(t.contains("running 50%"), "{t}");
+        assert!(t.contains("10.0.0.50"), "{t}");
+        let json = serde_json::to_string(&l).expect("json");
+        assert!(json.contains("\"mac\":\"52:54:00:00:00:01\""), "{json}");
+    }
+}

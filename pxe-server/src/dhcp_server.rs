@@ -1,0 +1,465 @@
+//! The DHCP responder: proxyDHCP (PXE spec 2.1 section 2.2.3, ports 67 and
+//! 4011, boot information only, never an address) and full DHCP (RFC 2131
+//! with the [`LeasePool`]). Offers go out at once: no ping probe before an
+//! offer (a declined address is handled by DHCPDECLINE instead).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::boot::{decide, detect, BootAction, BootContext, DhcpMode};
+use crate::bundle::Bundle;
+use crate::clients::Registry;
+use crate::dhcp::options::{code, PxeVendorOptions, DISCOVERY_USE_BOOTFILE};
+use crate::dhcp::packet::{Packet, BOOTREQUEST, FLAG_BROADCAST};
+use crate::dhcp::MessageType;
+use crate::leases::LeasePool;
+use crate::mac::Mac;
+use crate::policy::Policy;
+
+pub struct DhcpContext {
+    pub mode: DhcpMode,
+    pub server_ip: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    /// Router and DNS handed out in full mode, if configured.
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub http_port: u16,
+    pub bundle: Arc<Bundle>,
+    pub policy: Arc<RwLock<Policy>>,
+    pub registry: Arc<Registry>,
+    /// Full mode only.
+    pub pool: Option<Mutex<LeasePool>>,
+}
+
+/// Which socket a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// 67: broadcast DHCP.
+    Dhcp,
+    /// 4011: PXE boot server discovery / proxyDHCP requests, unicast.
+    ProxyBoot,
+}
+
+/// Where to send a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Broadcast(u16),
+    Unicast(SocketAddrV4),
+}
+
+/// Computes the reply to `req` (no I/O besides lease persistence).
+pub fn respond(
+    ctx: &DhcpContext,
+    req: &Packet,
+    port: Port,
+    src: SocketAddrV4,
+) -> Option<(Packet, Destination)> {
+    if req.op != BOOTREQUEST || req.htype != 1 || req.hlen != 6 {
+        return None;
+    }
+    let mt = req.message_type()?;
+    let mac = Mac(req.mac());
+    let netboot = req.is_netboot_client();
+    // A request naming another server is not for us (RFC 2131 4.3.2).
+    if let Some(sid) = req.server_id() {
+        if sid != ctx.server_ip && mt == MessageType::Request && port == Port::Dhcp {
+            if let Some(pool) = &ctx.pool {
+                // The client chose another server's offer: free ours.
+                let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = p.release(mac, req.requested_ip().unwrap_or(Ipv4Addr::UNSPECIFIED));
+            }
+            return None;
+        }
+    }
+    match (port, ctx.mode) {
+        (Port::ProxyBoot, _) => {
+            if !netboot || !matches!(mt, MessageType::Request | MessageType::Inform) {
+                return None;
+            }
+            let mut reply = Packet::reply_to(req);
+            reply.ciaddr = req.ciaddr;
+            reply.set_option(code::MESSAGE_TYPE, vec![MessageType::Ack as u8]);
+            reply.set_option(code::SERVER_ID, ctx.server_ip.octets().to_vec());
+            if !add_boot(ctx, req, &mut reply, mac) {
+                return None;
+            }
+            let dst = if req.ciaddr.is_unspecified() {
+                Destination::Unicast(src)
+            } else {
+                Destination::Unicast(SocketAddrV4::new(req.ciaddr, src.port()))
+            };
+            Some((reply, dst))
+        }
+        (Port::Dhcp, DhcpMode::Proxy) => {
+            // proxyDHCP answers DISCOVERs of PXE clients only; the real DHCP
+            // server does the rest.
+            if !netboot || mt != MessageType::Discover {
+                return None;
+            }
+            let mut reply = Packet::reply_to(req);
+            reply.set_option(code::MESSAGE_TYPE, vec![MessageType::Offer as u8]);
+            reply.set_option(code::SERVER_ID, ctx.server_ip.octets().to_vec());
+            if !add_boot(ctx, req, &mut reply, mac) {
+                return None;
+            }
+            Some((reply, broadcast_or_relay(req)))
+        }
+        (Port::Dhcp, DhcpMode::Full) => full(ctx, req, mt, mac, netboot),
+    }
+}
+
+fn broadcast_or_relay(req: &Packet) -> Destination {
+    if !req.giaddr.is_unspecified() {
+        Destination::Unicast(SocketAddrV4::new(req.giaddr, 67))
+    } else {
+        Destination::Broadcast(68)
+    }
+}
+
+fn full(
+    ctx: &DhcpContext,
+    req: &Packet,
+    mt: MessageType,
+    mac: Mac,
+    netboot: bool,
+) -> Option<(Packet, Destination)> {
+    let pool = ctx.pool.as_ref()?;
+    let mut reply = Packet::reply_to(req);
+    let yiaddr = {
+        let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+        match mt {
+            MessageType::Discover => match p.offer(mac, req.requested_ip()) {
+                Some(ip) => {
+                    reply.set_option(code::MESSAGE_TYPE, vec![MessageType::Offer as u8]);
+                    ip
+                }
+                None => {
+                    warn!(%mac, "address pool exhausted, no offer");
+                    return None;
+                }
+            },
+            MessageType::Request => {
+                let want = req
+                    .requested_ip()
+                    .or(Some(req.ciaddr).filter(|c| !c.is_unspecified()))?;
+                match p.request(mac, want) {
+                    Ok(Some(ip)) => {
+                        reply.set_option(code::MESSAGE_TYPE, vec![MessageType::Ack as u8]);
+                        ip
+                    }
+                    Ok(None) => {
+                        info!(%mac, ip = %want, "NAK: address not available for this client");
+                        let mut nak = Packet::reply_to(req);
+                        nak.set_option(code::MESSAGE_TYPE, vec![MessageType::Nak as u8]);
+                        nak.set_option(code::SERVER_ID, ctx.server_ip.octets().to_vec());
+                        nak.flags |= FLAG_BROADCAST;
+                        return Some((nak, broadcast_or_relay(req)));
+                    }
+                    Err(e) => {
+                        warn!(%mac, error = %e, hint = e.hint(), "lease not saved");
+                        return None;
+                    }
+                }
+            }
+            MessageType::Decline => {
+                let ip = req.requested_ip()?;
+                warn!(%mac, %ip, "client declined address (in use on the segment)");
+                if let Err(e) = p.decline(mac, ip) {
+                    warn!(error = %e, "lease file not updated");
+                }
+                return None;
+            }
+            MessageType::Release => {
+                if let Err(e) = p.release(mac, req.ciaddr) {
+                    warn!(error = %e, "lease file not updated");
+                }
+                debug!(%mac, ip = %req.ciaddr, "released");
+                return None;
+            }
+            MessageType::Inform => {
+                reply.set_option(code::MESSAGE_TYPE, vec![MessageType::Ack as u8]);
+                Ipv4Addr::UNSPECIFIED
+            }
+            _ => return None,
+        }
+    };
+    let lease = pool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lease_time()
+        .as_secs() as u32;
+    reply.yiaddr = yiaddr;
+    reply.ciaddr = req.ciaddr;
+    reply.set_option(code::SERVER_ID, ctx.server_ip.octets().to_vec());
+    if mt != MessageType::Inform {
+        reply.set_option(code::LEASE_TIME, lease.to_be_bytes().to_vec());
+        reply.set_option(code::RENEWAL_TIME, (lease / 2).to_be_bytes().to_vec());
+        reply.set_option(code::REBINDING_TIME, (lease / 8 * 7).to_be_bytes().to_vec());
+    }
+    reply.set_option(code::SUBNET_MASK, ctx.netmask.octets().to_vec());
+    if let Some(r) = ctx.router {
+        reply.set_option(code::ROUTER, r.octets().to_vec());
+    }
+    if !ctx.dns.is_empty() {
+        reply.set_option(code::DNS, ctx.dns.iter().flat_map(|d| d.octets()).collect());
+    }
+    if netboot {
+        add_boot(ctx, req, &mut reply, mac);
+    }
+    if mt == MessageType::Request {
+        ctx.registry.set_ip(mac, yiaddr);
+    }
+    let dst = if !req.giaddr.is_unspecified() {
+        Destination::Unicast(SocketAddrV4::new(req.giaddr, 67))
+    } else if !req.ciaddr.is_unspecified() {
+        Destination::Unicast(SocketAddrV4::new(req.ciaddr, 68))
+    } else {
+        // No ARP entry for the client yet and no raw socket: broadcast
+        // (RFC 2131 4.1 allows it whatever the broadcast bit says).
+        Destination::Broadcast(68)
+    };
+    Some((reply, dst))
+}
+
+/// Adds the boot fields (PXE spec table 2-1). Returns false if refused.
+fn add_boot(ctx: &DhcpContext, req: &Packet, reply: &mut Packet, mac: Mac) -> bool {
+    let d = detect(req);
+    let assignment = ctx
+        .policy
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .for_client(mac);
+    let bctx = BootContext {
+        mode: ctx.mode,
+        server_ip: ctx.server_ip,
+        http_port: ctx.http_port,
+        bundle: &ctx.bundle,
+        secure_boot: assignment.secure_boot,
+        mac,
+    };
+    let action = decide(&d, &bctx);
+    let job = assignment.job.as_ref().map(|j| j.describe());
+    ctx.registry
+        .dhcp(mac, &d.describe(), &action.describe(), job.clone());
+    let file = match &action {
+        BootAction::Refuse { reason } => {
+            warn!(%mac, firmware = %d.describe(), %reason, "not answering boot request");
+            return false;
+        }
+        BootAction::Tftp { file } => file.clone(),
+        BootAction::Http { url } => url.clone(),
+    };
+    info!(%mac, firmware = %d.describe(), boot = %action.describe(), policy = %assignment.source, job = ?job, "boot reply");
+    reply.siaddr = ctx.server_ip;
+    reply.sname = ctx.server_ip.to_string().into_bytes();
+    reply.file = file.clone().into_bytes();
+    // Option 60 echoes the class so PXE ROMs and iPXE accept the reply as a
+    // PXE offer without waiting for another proxy offer.
+    let class = if d.http_client {
+        "HTTPClient"
+    } else {
+        "PXEClient"
+    };
+    reply.set_option(code::VENDOR_CLASS, class.as_bytes().to_vec());
+    reply.set_option(code::TFTP_SERVER, ctx.server_ip.to_string().into_bytes());
+    reply.set_option(code::BOOTFILE, file.into_bytes());
+    if let Some(uuid) = req.client_uuid() {
+        reply.set_option(code::CLIENT_UUID, uuid.to_vec());
+    }
+    if !d.ipxe && !d.http_client {
+        let v = PxeVendorOptions {
+            discovery_control: Some(DISCOVERY_USE_BOOTFILE),
+            ..Default::default()
+        };
+        reply.set_option(code::VENDOR_SPECIFIC, v.to_bytes());
+    }
+    true
+}
+
+/// Receives on `sock` until `stop`, answering through `send`.
+pub fn serve(
+    ctx: &DhcpContext,
+    sock: &UdpSocket,
+    port: Port,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut buf = vec![0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        let (n, src) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                debug!(error = %e, "dhcp recv error");
+                continue;
+            }
+        };
+        let SocketAddr::V4(src) = src else { continue };
+        let req = match Packet::parse(&buf[..n]) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(%src, error = %e, "dropping malformed dhcp packet");
+                continue;
+            }
+        };
+        let started = Instant::now();
+        if let Some((reply, dst)) = respond(ctx, &req, port, src) {
+            let to = match dst {
+                Destination::Broadcast(p) => SocketAddrV4::new(Ipv4Addr::BROADCAST, p),
+                Destination::Unicast(a) => a,
+            };
+            if let Err(e) = sock.send_to(&reply.to_bytes(), to) {
+                warn!(%to, error = %e, "cannot send dhcp reply");
+            }
+            debug!(%to, micros = started.elapsed().as_micros() as u64, "dhcp reply sent");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::packet::tests_support::discover;
+
+    fn ctx(mode: DhcpMode, dir: &std::path::Path) -> DhcpContext {
+        for f in ["undionly.kpxe", "snponly.efi", "vmlinuz", "initrd.img"] {
+            std::fs::write(dir.join(f), b"x").expect("write");
+        }
+        DhcpContext {
+            mode,
+            server_ip: Ipv4Addr::new(10, 0, 0, 1),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            router: None,
+            dns: vec![],
+            http_port: 8080,
+            bundle: Arc::new(Bundle::unchecked(dir).expect("bundle")),
+            policy: Arc::new(RwLock::new(Policy::default())),
+            registry: Arc::new(Registry::default()),
+            pool: (mode == DhcpMode::Full).then(|| {
+                Mutex::new(
+                    LeasePool::new(
+                        Ipv4Addr::new(10, 0, 0, 100),
+                        Ipv4Addr::new(10, 0, 0, 110),
+                        Duration::from_secs(600),
+                    )
+                    .expect("pool"),
+                )
+            }),
+        }
+    }
+
+    fn src() -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)
+    }
+
+    #[test]
+    fn proxy_offers_boot_info_only_to_pxe_clients() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(DhcpMode::Proxy, t.path());
+        let d = discover(Some(0), "PXEClient:Arch:00000:UNDI:002001", None);
+        let (r, dst) = respond(&c, &d, Port::Dhcp, src()).expect("offer");
+        assert_eq!(dst, Destination::Broadcast(68));
+        assert_eq!(r.message_type(), Some(MessageType::Offer));
+        assert_eq!(r.yiaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(r.siaddr, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(r.file, b"undionly.kpxe");
+        assert_eq!(r.vendor_class().as_deref(), Some("PXEClient"));
+        assert_eq!(r.client_uuid(), d.client_uuid());
+        assert_eq!(r.option(43), Some(&[6, 1, 8, 255][..]));
+        // Non-PXE clients and REQUESTs on 67 are the real server's business.
+        assert!(respond(
+            &c,
+            &discover(None, "android-dhcp-13", None),
+            Port::Dhcp,
+            src()
+        )
+        .is_none());
+        let mut rq = d.clone();
+        rq.set_option(53, vec![3]);
+        assert!(respond(&c, &rq, Port::Dhcp, src()).is_none());
+        // Port 4011: unicast ACK back to the sender.
+        rq.ciaddr = Ipv4Addr::new(10, 0, 0, 57);
+        let s = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 57), 68);
+        let (a, dst) = respond(&c, &rq, Port::ProxyBoot, s).expect("ack");
+        assert_eq!(a.message_type(), Some(MessageType::Ack));
+        assert_eq!(dst, Destination::Unicast(s));
+        // iPXE gets the script URL, no option 43.
+        let ip = discover(Some(7), "PXEClient:Arch:00007:UNDI:003016", Some("iPXE"));
+        let (r, _) = respond(&c, &ip, Port::Dhcp, src()).expect("offer");
+        assert_eq!(
+            String::from_utf8_lossy(&r.file),
+            format!("http://10.0.0.1:8080/boot/{}.ipxe", Mac(ip.mac()).dashed())
+        );
+        assert!(r.option(43).is_none());
+        // Unknown architecture: no reply.
+        assert!(respond(&c, &discover(Some(2), "PXEClient", None), Port::Dhcp, src()).is_none());
+        assert_eq!(c.registry.list().len(), 1);
+    }
+
+    #[test]
+    fn answers_to_captured_firmware_requests() {
+        use crate::dhcp::packet::tests::CAPTURED;
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(DhcpMode::Proxy, t.path());
+        let seabios = Packet::parse(CAPTURED[0].1).expect("parse");
+        let (r, _) = respond(&c, &seabios, Port::Dhcp, src()).expect("offer");
+        assert_eq!(r.file, b"http://10.0.0.1:8080/boot/52-54-00-c0-00-01.ipxe");
+        let ovmf = Packet::parse(CAPTURED[4].1).expect("parse");
+        let (r, _) = respond(&c, &ovmf, Port::Dhcp, src()).expect("offer");
+        assert_eq!(r.file, b"snponly.efi");
+        assert_eq!(r.xid, ovmf.xid);
+        assert_eq!(r.yiaddr, Ipv4Addr::UNSPECIFIED);
+        // The captured REQUESTs name the capture's server (10.92.0.1): not ours.
+        let req = Packet::parse(CAPTURED[5].1).expect("parse");
+        assert!(respond(&c, &req, Port::Dhcp, src()).is_none());
+    }
+
+    #[test]
+    fn full_mode_dora_with_boot_info() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(DhcpMode::Full, t.path());
+        let d = discover(Some(7), "PXEClient:Arch:00007:UNDI:003016", None);
+        let (o, _) = respond(&c, &d, Port::Dhcp, src()).expect("offer");
+        assert_eq!(o.yiaddr, Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(o.file, b"snponly.efi");
+        assert_eq!(o.option(51), Some(&600u32.to_be_bytes()[..]));
+        let mut r = d.clone();
+        r.set_option(53, vec![3]);
+        r.set_option(50, o.yiaddr.octets().to_vec());
+        r.set_option(54, vec![10, 0, 0, 1]);
+        let (a, _) = respond(&c, &r, Port::Dhcp, src()).expect("ack");
+        assert_eq!(a.message_type(), Some(MessageType::Ack));
+        assert_eq!(a.yiaddr, o.yiaddr);
+        // A plain client (the booted rescue system) gets an address, no boot file.
+        let plain = discover(None, "udhcp 1.36.1", None);
+        let mut plain = plain;
+        plain.chaddr[5] = 0x99;
+        let (o2, _) = respond(&c, &plain, Port::Dhcp, src()).expect("offer");
+        assert_eq!(o2.yiaddr, Ipv4Addr::new(10, 0, 0, 101));
+        assert!(o2.file.is_empty());
+        // Request for an address it does not own: NAK.
+        let mut bad = plain.clone();
+        bad.set_option(53, vec![3]);
+        bad.set_option(50, vec![10, 0, 0, 100]);
+        let (n, _) = respond(&c, &bad, Port::Dhcp, src()).expect("nak");
+        assert_eq!(n.message_type(), Some(MessageType::Nak));
+        // Request addressed to another server: silent.
+        let mut other = bad.clone();
+        other.set_option(54, vec![10, 0, 0, 2]);
+        assert!(respond(&c, &other, Port::Dhcp, src()).is_none());
+    }
+}

@@ -1,0 +1,353 @@
+//! Wires DHCP, TFTP and HTTP to one interface and runs them until stopped.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::boot::DhcpMode;
+use crate::bundle::Bundle;
+use crate::clients::Registry;
+use crate::dhcp_server::{self, DhcpContext, Port};
+use crate::http::{HttpBindError, HttpContext, HttpServer};
+use crate::leases::{LeaseError, LeasePool};
+use crate::netif::{self, NetError};
+use crate::policy::{Policy, PolicyError};
+use crate::tftp::{TftpConfig, TftpServer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeChoice {
+    /// Proxy if another DHCP server answers the probe, else refuse.
+    Auto,
+    Proxy,
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub interface: String,
+    pub mode: ModeChoice,
+    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub lease_file: Option<PathBuf>,
+    pub lease_time: Duration,
+    pub policy_file: Option<PathBuf>,
+    pub http_port: u16,
+    pub dhcp_port: u16,
+    pub proxy_port: u16,
+    pub tftp_port: u16,
+    /// How long to wait for another DHCP server's offer at start.
+    pub probe_wait: Duration,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub cmdline: String,
+    pub tftp: TftpConfig,
+    /// Send IPv6 router advertisements (see [`crate::ra`]).
+    pub ipv6_ra: bool,
+}
+
+impl ServerConfig {
+    pub fn new(interface: &str) -> Self {
+        ServerConfig {
+            interface: interface.into(),
+            mode: ModeChoice::Auto,
+            range: None,
+            lease_file: None,
+            lease_time: Duration::from_secs(3600),
+            policy_file: None,
+            http_port: 8080,
+            dhcp_port: 67,
+            proxy_port: 4011,
+            tftp_port: 69,
+            probe_wait: Duration::from_secs(4),
+            router: None,
+            dns: Vec::new(),
+            cmdline: String::new(),
+            tftp: TftpConfig::default(),
+            ipv6_ra: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Http(#[from] HttpBindError),
+    #[error("no DHCP server answered on {interface} within {waited:?}, and proxy mode needs one")]
+    NoDhcpServer { interface: String, waited: Duration },
+    #[error("full mode on {interface} needs --range")]
+    NoRange { interface: String },
+    #[error("range {start}-{end} is not inside {interface}'s subnet {ip}/{netmask}")]
+    RangeOutsideSubnet {
+        interface: String,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        ip: Ipv4Addr,
+        netmask: Ipv4Addr,
+    },
+    #[error("cannot start thread {name}")]
+    Thread {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServerError {
+    pub fn hint(&self) -> String {
+        match self {
+            ServerError::Net(e) => e.hint(),
+            ServerError::Policy(e) => e.hint().into(),
+            ServerError::Lease(e) => e.hint().into(),
+            ServerError::Http(e) => e.hint().into(),
+            ServerError::NoDhcpServer { .. } => {
+                "this segment has no DHCP server: run with --mode full --range FIRST-LAST".into()
+            }
+            ServerError::NoRange { interface } => {
+                format!("add --range FIRST-LAST inside {interface}'s subnet")
+            }
+            ServerError::RangeOutsideSubnet { .. } => {
+                "pick a range inside the interface's subnet".into()
+            }
+            ServerError::Thread { .. } => "the system is out of threads or memory".into(),
+        }
+    }
+}
+
+/// Signals from the binary: stop, and reload the policy (SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    pub stop: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+}
+
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, mask: Ipv4Addr) -> bool {
+    u32::from(a) & u32::from(mask) == u32::from(b) & u32::from(mask)
+}
+
+/// Binds everything, calls `after_bind` (privilege drop), then serves until
+/// `control.stop` is set.
+pub fn run(
+    cfg: &ServerConfig,
+    bundle: Bundle,
+    control: &Control,
+    after_bind: &dyn Fn(),
+) -> Result<(), ServerError> {
+    let addr = netif::interface_ipv4(&cfg.interface)?;
+    let policy = match &cfg.policy_file {
+        Some(p) => Policy::load(p)?,
+        None => Policy::default(),
+    };
+    // Probe before binding 67 ourselves.
+    let other = netif::probe_dhcp(&cfg.interface, cfg.probe_wait, addr.ip)?;
+    let mode = match (cfg.mode, other) {
+        (ModeChoice::Auto, Some(s)) | (ModeChoice::Proxy, Some(s)) => {
+            info!(server = %s, interface = %cfg.interface, "another DHCP server answered: running as proxyDHCP");
+            DhcpMode::Proxy
+        }
+        (ModeChoice::Proxy, None) => {
+            warn!(interface = %cfg.interface, "no other DHCP server answered; proxy mode as asked, clients will get no address");
+            DhcpMode::Proxy
+        }
+        (ModeChoice::Auto, None) => {
+            return Err(ServerError::NoDhcpServer {
+                interface: cfg.interface.clone(),
+                waited: cfg.probe_wait,
+            })
+        }
+        (ModeChoice::Full, Some(s)) => {
+            warn!(server = %s, "another DHCP server answers on this segment; two full DHCP servers will fight, consider --mode proxy");
+            DhcpMode::Full
+        }
+        (ModeChoice::Full, None) => DhcpMode::Full,
+    };
+    let pool = if mode == DhcpMode::Full {
+        let (start, end) = cfg.range.ok_or_else(|| ServerError::NoRange {
+            interface: cfg.interface.clone(),
+        })?;
+        if !same_subnet(start, addr.ip, addr.netmask) || !same_subnet(end, addr.ip, addr.netmask) {
+            return Err(ServerError::RangeOutsideSubnet {
+                interface: cfg.interface.clone(),
+                start,
+                end,
+                ip: addr.ip,
+                netmask: addr.netmask,
+            });
+        }
+        let mut p = LeasePool::new(start, end, cfg.lease_time)?;
+        p.exclude(addr.ip);
+        p.set_write_behind();
+        if let Some(f) = &cfg.lease_file {
+            p.persist_to(f)?;
+        }
+        Some(Mutex::new(p))
+    } else {
+        None
+    };
+
+    let dhcp_sock = netif::udp_on_interface("DHCP", &cfg.interface, cfg.dhcp_port, false)?;
+    let proxy_sock =
+        netif::udp_on_interface("PXE boot server", &cfg.interface, cfg.proxy_port, false)?;
+    let tftp_sock = netif::udp_on_interface("TFTP", &cfg.interface, cfg.tftp_port, false)?;
+    let http_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.http_port));
+    // Optional: failure to open it only costs boot time, so warn and go on.
+    let ra = if cfg.ipv6_ra {
+        let mac = netif::interface_mac(&cfg.interface).unwrap_or([0x02, 0, 0, 0, 0, 1]);
+        match crate::ra::RaSender::open(&cfg.interface, mac) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %e, hint = e.hint(), "no IPv6 router advertisements");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let bundle = Arc::new(bundle);
+    let policy = Arc::new(RwLock::new(policy));
+    let registry = Arc::new(Registry::default());
+    let http = HttpServer::bind(
+        http_addr,
+        Arc::new(HttpContext {
+            bundle: bundle.clone(),
+            policy: policy.clone(),
+            registry: registry.clone(),
+            server_ip: addr.ip,
+            port: cfg.http_port,
+            cmdline: cfg.cmdline.clone(),
+        }),
+    )?;
+    let mut tcfg = cfg.tftp.clone();
+    tcfg.reply_from = Some(addr.ip.into());
+    let reg2 = registry.clone();
+    let tftp = TftpServer::new(tftp_sock, bundle.clone(), tcfg).with_hook(Arc::new(
+        move |peer, file, _bytes| {
+            if let SocketAddr::V4(p) = peer {
+                reg2.served_to_ip(*p.ip(), file);
+            }
+        },
+    ));
+    let dctx = Arc::new(DhcpContext {
+        mode,
+        server_ip: addr.ip,
+        netmask: addr.netmask,
+        router: cfg.router,
+        dns: cfg.dns.clone(),
+        http_port: cfg.http_port,
+        bundle: bundle.clone(),
+        policy: policy.clone(),
+        registry,
+        pool,
+    });
+    after_bind();
+    info!(
+        interface = %cfg.interface,
+        ip = %addr.ip,
+        mode = ?mode,
+        http_port = cfg.http_port,
+        files = ?bundle.inventory(),
+        "pxe-server ready"
+    );
+
+    let stop = control.stop.clone();
+    let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|source| ServerError::Thread { name, source })
+    };
+    let mut handles = Vec::new();
+    {
+        let (c, s) = (dctx.clone(), stop.clone());
+        handles.push(spawn(
+            "dhcp",
+            Box::new(move || {
+                if let Err(e) = dhcp_server::serve(&c, &dhcp_sock, Port::Dhcp, &s) {
+                    error!(error = %e, "dhcp server stopped");
+                }
+            }),
+        )?);
+    }
+    {
+        let (c, s) = (dctx.clone(), stop.clone());
+        handles.push(spawn(
+            "pxe-4011",
+            Box::new(move || {
+                if let Err(e) = dhcp_server::serve(&c, &proxy_sock, Port::ProxyBoot, &s) {
+                    error!(error = %e, "port 4011 server stopped");
+                }
+            }),
+        )?);
+    }
+    {
+        let s = stop.clone();
+        handles.push(spawn(
+            "tftp",
+            Box::new(move || {
+                if let Err(e) = tftp.run(&s) {
+                    error!(error = %e, "tftp server stopped");
+                }
+            }),
+        )?);
+    }
+    {
+        let s = stop.clone();
+        handles.push(spawn(
+            "http",
+            Box::new(move || {
+                if let Err(e) = http.run(&s) {
+                    error!(error = %e, "http server stopped");
+                }
+            }),
+        )?);
+    }
+    if let Some(ra) = ra {
+        let s = stop.clone();
+        handles.push(spawn("ipv6-ra", Box::new(move || ra.run(&s)))?);
+    }
+    let flush_leases = || {
+        if let Some(pool) = &dctx.pool {
+            let r = pool.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            if let Err(e) = r {
+                error!(error = %e, hint = e.hint(), "lease file not written");
+            }
+        }
+    };
+    let mut next_flush = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if std::time::Instant::now() >= next_flush {
+            flush_leases();
+            next_flush = std::time::Instant::now() + Duration::from_millis(500);
+        }
+        if control.reload.swap(false, Ordering::Relaxed) {
+            match &cfg.policy_file {
+                Some(p) => match Policy::load(p) {
+                    Ok(newp) => {
+                        *policy.write().unwrap_or_else(|e| e.into_inner()) = newp;
+                        info!(file = %p.display(), "policy reloaded");
+                    }
+                    Err(e) => {
+                        error!(error = %e, hint = e.hint(), "policy reload failed, keeping the previous policy")
+                    }
+                },
+                None => info!("SIGHUP: no --policy file to reload"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    flush_leases();
+    info!("pxe-server stopped");
+    Ok(())
+}
