@@ -56,3 +56,20 @@ for z in "$fixtures"/fs/*.zst; do
 done
 
 echo "seed-corpora: corpus now $(ls "$fuzz/corpus/part_read" | wc -l) part_read, $(ls "$fuzz/corpus/fs_probe_used" | wc -l) fs_probe_used inputs"
+
+# dhcp_packet / tftp_packet: the captured packets of pxe-server's golden tests.
+for t in dhcp_packet tftp_packet; do mkdir -p "$fuzz/corpus/$t"; done
+for f in "$fuzz"/../pxe-server/src/testdata/*.bin; do
+	[ -e "$f" ] || continue
+	case $(basename "$f") in
+	*tftp*) cp "$f" "$fuzz/corpus/tftp_packet/" ;;
+	*) cp "$f" "$fuzz/corpus/dhcp_packet/" ;;
+	esac
+done
+# inf_parse: the INF fixtures; hive_open: the small hivex hives.
+mkdir -p "$fuzz/corpus/inf_parse" "$fuzz/corpus/hive_open"
+find "$fuzz/../drivers/tests/fixtures/inf" -type f \( -name '*.inf' -o -name '*.inx' \) -exec cp {} "$fuzz/corpus/inf_parse/" \;
+for h in "$fuzz"/../../shared/testdata/hives/hivex/*; do
+	[ -f "$h" ] && cp "$h" "$fuzz/corpus/hive_open/"
+done
+true
