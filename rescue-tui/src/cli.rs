@@ -5,7 +5,8 @@ mod disks;
 mod image;
 mod progress;
 mod prompt;
-mod show;
+pub(crate) mod show;
+mod universal;
 mod write;
 
 use std::path::PathBuf;
@@ -127,6 +128,10 @@ pub struct Cli {
     /// More log output on stderr (-v, -vv); RESCUE_LOG overrides.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// A disk image file the TUI shows as a disk (repeatable). Without a
+    /// subcommand, `rescue` starts the TUI.
+    #[arg(long = "disk", global = true, value_name = "FILE")]
+    pub disks: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +149,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Copy a disk or a partition to another, without an image.
     Clone(CloneArgs),
+    /// Make the Windows on a disk boot on other storage hardware: enable
+    /// inbox drivers or inject drivers offline.
+    UniversalRestore(UniversalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +297,42 @@ pub struct RestoreArgs {
     pub password_file: Option<PathBuf>,
     #[command(flatten)]
     pub layout: LayoutOpts,
+    /// After the restore, make the Windows on the target boot on this
+    /// machine's (or --for) storage hardware.
+    #[arg(long)]
+    pub universal: bool,
+    #[command(flatten)]
+    pub universal_opts: UniversalOpts,
+}
+
+/// Target hardware and driver sources for universal restore.
+#[derive(Debug, Args, Clone, Default)]
+pub struct UniversalOpts {
+    /// Target hardware: ahci, nvme, virtio, vmware, hyperv, intel-rst, or a
+    /// hardware ID like PCI\VEN_8086&DEV_2922 (repeatable; default: this
+    /// machine's storage controllers).
+    #[arg(long = "for", value_name = "HW")]
+    pub for_hw: Vec<String>,
+    /// Folders searched recursively for driver packages (.inf).
+    #[arg(long, value_name = "DIR")]
+    pub drivers: Vec<PathBuf>,
+    /// Switch off filter drivers of hardware that is gone (Intel RST).
+    #[arg(long)]
+    pub disable_stale: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UniversalArgs {
+    /// The disk holding the restored Windows.
+    pub disk: PathBuf,
+    /// Only this partition.
+    #[arg(long)]
+    pub part: Option<u32>,
+    #[command(flatten)]
+    pub opts: UniversalOpts,
+    /// Show every key and file that would change, and exit.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -313,17 +357,14 @@ pub fn split_disk_part(s: &str) -> (PathBuf, Option<String>) {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let g = Global { json: cli.json, yes: cli.yes };
     match cli.command {
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        None => Ok(crate::tui::run(cli.disks)?),
         Some(Command::Disks(a)) => disks::run(&g, a),
         Some(Command::Backup(b)) => backup::run(&g, b),
         Some(Command::Info(a)) => image::info(&g, a),
         Some(Command::Check(a)) => image::check(&g, a),
         Some(Command::Restore(a)) => write::restore(&g, a),
         Some(Command::Clone(a)) => write::clone(&g, a),
+        Some(Command::UniversalRestore(a)) => universal::run(&g, a),
     }
 }
 

@@ -268,7 +268,11 @@ impl ImageReader {
                                 return;
                             }
                             let contiguous = batch.last().is_some_and(|p| p.offset + u64::from(p.stored_len) == f.offset);
-                            let size = batch.first().map_or(0, |b| f.offset + u64::from(f.stored_len) - b.offset);
+                            // A deduplicated frame may lie before the batch: not contiguous then.
+                            let size = match batch.first() {
+                                Some(b) if contiguous => f.offset + u64::from(f.stored_len) - b.offset,
+                                _ => 0,
+                            };
                             if !batch.is_empty() && (!contiguous || size > BATCH) && !flush(&mut batch) {
                                 return;
                             }

@@ -80,7 +80,13 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<(), CliError> {
     confirm_and_report(g, &plan, a.layout.dry_run, || {
         let t = task(g.json);
         Ok(restore::run_restore(&plan, &reader, a.layout.sector_by_sector, &t).with_context(|| format!("restoring to {}", target.display()))?)
-    })
+    })?;
+    if a.universal && !a.layout.dry_run {
+        // The restore was confirmed already; the driver changes are part of it.
+        let part = if plan.whole_disk { None } else { target_partition };
+        super::universal::run_on(g, &target, part, &a.universal_opts, false, false)?;
+    }
+    Ok(())
 }
 
 pub fn clone(g: &Global, a: CloneArgs) -> Result<(), CliError> {

@@ -115,8 +115,8 @@ impl Drop for Loop {
     }
 }
 
-/// A mount, unmounted on drop.
-pub struct Mount(pub PathBuf);
+/// A mount, unmounted on drop (waiting for a FUSE daemon to finish writing).
+pub struct Mount(pub PathBuf, Option<String>);
 
 impl Mount {
     pub fn new(dev: &str, dir: &Path, fstype: &str, ro: bool) -> Mount {
@@ -129,22 +129,29 @@ impl Mount {
         };
         if fstype == "ntfs" {
             sh_ok(Command::new("ntfs-3g").args(["-o", opts, dev]).arg(dir));
-        } else {
-            sh_ok(Command::new("mount").args(["-t", fstype, "-o", opts, dev]).arg(dir));
+            return Mount(dir.to_path_buf(), Some(dev.to_string()));
         }
-        Mount(dir.to_path_buf())
+        sh_ok(Command::new("mount").args(["-t", fstype, "-o", opts, dev]).arg(dir));
+        Mount(dir.to_path_buf(), None)
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        let mut done = false;
         for _ in 0..20 {
             if Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success()) {
-                return;
+                done = true;
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        if !done {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+        if let Some(dev) = &self.1 {
+            drivers::offline::wait_for_process_using(Path::new(dev), std::time::Duration::from_secs(30));
+        }
     }
 }
 

@@ -1,0 +1,151 @@
+//! The rescue TUI: every job of the CLI as a guided, keyboard-driven wizard
+//! that works at 80x24 on a VGA console or a serial line (TERM=linux/vt100).
+//!
+//! Architecture (STYLE.md, "TUI architecture"):
+//! - [`state::State`] is plain data; [`state::update`] applies one
+//!   [`event::Event`] and returns [`event::Command`]s; [`view::render`] only
+//!   draws.
+//! - One std mpsc channel carries every event: keys and resizes (input
+//!   thread), ticks (tick thread), and answers and task progress from the
+//!   [`worker::Runner`]'s threads. Workers report through the engine's
+//!   `Task` and never touch the terminal.
+//! - Key bindings live in one table per screen ([`keys`]); the help bar and
+//!   the `?` overlay are generated from them.
+//! - Destructive steps go through a confirm screen that holds the real plan
+//!   and asks for the target's short name.
+//!
+//! Deliberately unsupported for now: mounting a partition read-write as a
+//! backup destination, SMB shares, image chains, universal restore, manual
+//! partition resizing, a shell, and the mouse.
+
+pub mod event;
+pub mod keys;
+pub mod state;
+pub mod view;
+pub mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use anyhow::Context;
+use crossterm::event::Event as CtEvent;
+use ratatui::backend::{Backend, CrosstermBackend};
+use ratatui::Terminal;
+
+use event::{Command, Event, PowerAction};
+use state::{update, State};
+use worker::{Flow, Runner};
+
+/// Feed events to `update`, hand commands to the runner, redraw; until quit.
+/// Generic over the backend so tests can drive it on a `TestBackend`.
+pub fn run_loop<B: Backend>(terminal: &mut Terminal<B>, state: &mut State, rx: &Receiver<Event>, runner: &mut Runner) -> io::Result<Flow> {
+    terminal.draw(|f| view::render(state, f))?;
+    while let Ok(ev) = rx.recv() {
+        let mut cmds = update(state, ev);
+        // Coalesce what is already queued into one redraw.
+        for _ in 0..64 {
+            match rx.try_recv() {
+                Ok(ev) => cmds.extend(update(state, ev)),
+                Err(_) => break,
+            }
+        }
+        for c in cmds {
+            match runner.run(c) {
+                Flow::Continue => {}
+                other => return Ok(other),
+            }
+        }
+        terminal.draw(|f| view::render(state, f))?;
+    }
+    Ok(Flow::Quit)
+}
+
+fn restore_terminal() {
+    let _ = crossterm::terminal::disable_raw_mode();
+    let _ = crossterm::execute!(io::stdout(), crossterm::terminal::LeaveAlternateScreen, crossterm::cursor::Show);
+}
+
+/// Log to a file: stderr belongs to the screen.
+fn init_file_logging() {
+    let path = std::env::var_os("RESCUE_LOG_FILE").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("rescue-tui.log"));
+    if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("RESCUE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(file)).try_init();
+    }
+}
+
+/// Start the TUI on the terminal; `extra_disks` are image files shown as disks.
+pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
+    init_file_logging();
+    let (tx, rx) = mpsc::channel();
+    crossterm::terminal::enable_raw_mode().context("switching the terminal to raw mode (is this a terminal?)")?;
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") {
+            restore_terminal();
+            prev(info);
+        } else {
+            // A worker: the runner turns it into an error screen; printing
+            // here would scribble over the TUI.
+            tracing::error!("worker thread panicked: {info}");
+        }
+    }));
+    crossterm::execute!(io::stdout(), crossterm::terminal::EnterAlternateScreen, crossterm::cursor::Hide).context("setting up the screen")?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the screen")?;
+
+    let input_tx = tx.clone();
+    std::thread::spawn(move || loop {
+        let ev = match crossterm::event::read() {
+            Ok(CtEvent::Key(k)) => Event::Key(k),
+            Ok(CtEvent::Resize(..)) => Event::Resize,
+            Ok(_) => continue,
+            Err(_) => break,
+        };
+        if input_tx.send(ev).is_err() {
+            break;
+        }
+    });
+    let tick_tx = tx.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if tick_tx.send(Event::Tick).is_err() {
+            break;
+        }
+    });
+
+    let mut state = State::new(state::default_dir());
+    // vt100-class terminals and serial lines often lack UTF-8 line drawing.
+    let term = std::env::var("TERM").unwrap_or_default();
+    state.ascii = std::env::var_os("RESCUE_ASCII").is_some_and(|v| v != "0") || ["vt100", "vt102", "vt220", "dumb", "ansi"].contains(&term.as_str());
+    let mut runner = Runner::new(tx, extra_disks);
+    runner.run(Command::Refresh);
+    let flow = run_loop(&mut terminal, &mut state, &rx, &mut runner);
+    restore_terminal();
+    match flow.context("drawing the screen")? {
+        Flow::Power(a) => power(a),
+        _ => Ok(()),
+    }
+}
+
+/// Power off or reboot through the init system, else the busybox tools.
+/// (As PID 1 the reboot syscall would be the way; it needs `unsafe`, which
+/// belongs in the engine's `sys.rs`, so the forced tools are used instead.)
+fn power(a: PowerAction) -> anyhow::Result<()> {
+    let (verb, forced) = match a {
+        PowerAction::PowerOff => ("poweroff", "poweroff"),
+        PowerAction::Reboot => ("reboot", "reboot"),
+    };
+    let sync = std::process::Command::new("sync").status();
+    let _ = sync;
+    let ok = std::process::Command::new("systemctl").arg(verb).status().is_ok_and(|s| s.success())
+        || std::process::Command::new(forced).arg("-f").status().is_ok_and(|s| s.success());
+    if !ok {
+        anyhow::bail!("could not {verb}: neither `systemctl {verb}` nor `{forced} -f` worked");
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! What flows through the TUI: [`Event`]s into `update` (keys, ticks, resize,
+//! answers from workers, task progress) and [`Command`]s out of it (work for
+//! the runner). Everything here is plain data, so tests can fabricate any of
+//! it without a disk or a terminal.
+
+use std::path::PathBuf;
+
+use crossterm::event::KeyEvent;
+use imaging::backup::{BackupPlan, BackupRequest};
+use imaging::clone::{ClonePlan, CloneRequest};
+use imaging::exec::WritePlan;
+use imaging::image::{Catalog, Compression};
+use imaging::inventory::DiskReport;
+use imaging::restore::RestoreRequest;
+use imaging::ErrorClass;
+
+/// One disk of the inventory, or why it could not be read.
+pub type DiskEntry = Result<DiskReport, (PathBuf, String)>;
+
+/// An engine error reduced to what the screens show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub message: String,
+    pub hint: String,
+    pub class: ErrorClass,
+    /// The image is encrypted and no (or a wrong) password was given.
+    pub needs_password: bool,
+}
+
+impl Failure {
+    pub fn from_error(context: &str, e: &imaging::Error) -> Self {
+        let needs_password = matches!(e, imaging::Error::Image(imaging::image::ImageError::PasswordNeeded | imaging::image::ImageError::WrongPassword));
+        Failure { message: format!("{context}: {e}"), hint: e.hint(), class: e.class(), needs_password }
+    }
+
+    pub fn from_image(context: &str, e: &imaging::image::ImageError) -> Self {
+        use imaging::image::ImageError;
+        let class = if e.is_verification_failure() {
+            ErrorClass::Verification
+        } else if matches!(e, ImageError::Cancelled(_)) {
+            ErrorClass::Cancelled
+        } else {
+            ErrorClass::Failed
+        };
+        Failure {
+            message: format!("{context}: {e}"),
+            hint: e.hint().to_string(),
+            class,
+            needs_password: matches!(e, ImageError::PasswordNeeded | ImageError::WrongPassword),
+        }
+    }
+}
+
+/// An opened image: what the restore wizard and "image info" show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSummary {
+    pub path: PathBuf,
+    pub password: Option<String>,
+    pub catalog: Catalog,
+    pub volumes: Vec<PathBuf>,
+    pub len: u64,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Key(KeyEvent),
+    /// Periodic wake-up (redraw; hot-plug refresh on the home screen).
+    Tick,
+    /// The terminal changed size (the next draw adapts).
+    Resize,
+    Disks(Vec<DiskEntry>),
+    /// Images found by a scan.
+    Scanned(Vec<PathBuf>),
+    ImageOpened(Result<ImageSummary, Failure>),
+    BackupPlanned(Result<BackupPlan, Failure>),
+    RestorePlanned(Result<WritePlan, Failure>),
+    ClonePlanned(Result<Box<ClonePlan>, Failure>),
+    /// Task progress: a phase begins.
+    Phase {
+        name: String,
+        total: u64,
+    },
+    /// Task progress: bytes done in the current phase, seconds since it began.
+    Advance {
+        done: u64,
+        secs: f64,
+    },
+    Note(String),
+    /// The running task ended: lines saying what it did, or why it failed.
+    Finished(Result<Vec<String>, Failure>),
+    /// A worker thread panicked (a bug): its message.
+    Crashed(String),
+}
+
+/// Everything the backup executor needs beyond the plan.
+#[derive(Debug, Clone)]
+pub struct BackupJob {
+    pub plan: BackupPlan,
+    pub output: PathBuf,
+    pub compression: Compression,
+    pub password: Option<String>,
+    pub split: Option<u64>,
+    pub verify: bool,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    PowerOff,
+    Reboot,
+}
+
+/// Work `update` asks for; the runner does it off the UI thread.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Quit,
+    /// Re-read the disk inventory.
+    Refresh,
+    /// Re-read the inventory only if disks were added or removed.
+    HotplugCheck,
+    /// Look for images under a folder.
+    Scan(PathBuf),
+    OpenImage {
+        path: PathBuf,
+        password: Option<String>,
+    },
+    PlanBackup(BackupRequest),
+    PlanRestore {
+        req: RestoreRequest,
+        password: Option<String>,
+    },
+    PlanClone(CloneRequest),
+    RunBackup(Box<BackupJob>),
+    RunRestore {
+        plan: Box<WritePlan>,
+        password: Option<String>,
+        sector_by_sector: bool,
+    },
+    RunClone(Box<ClonePlan>),
+    Check {
+        path: PathBuf,
+        password: Option<String>,
+    },
+    /// Ask the running task to stop (it returns the engine's Cancelled error).
+    Cancel,
+    Power(PowerAction),
+}

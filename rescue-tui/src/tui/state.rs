@@ -1,0 +1,1447 @@
+//! The TUI's state: plain data, changed only by [`update`]. Nothing here
+//! touches a disk or the terminal; long or blocking work goes out as a
+//! [`Command`] and comes back as an [`Event`].
+
+use std::path::{Path, PathBuf};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use imaging::backup::{BackupPlan, BackupRequest, Selection};
+use imaging::clone::{ClonePlan, CloneRequest};
+use imaging::exec::WritePlan;
+use imaging::image::format::{BackupKind, RegionKind};
+use imaging::image::Compression;
+use imaging::inventory::DiskReport;
+use imaging::layout::{LayoutMode, LayoutOptions};
+use imaging::restore::RestoreRequest;
+use imaging::ErrorClass;
+
+use super::event::{BackupJob, Command, DiskEntry, Event, Failure, ImageSummary, PowerAction};
+use super::keys::{self, Action, Binding};
+
+pub struct State {
+    pub disks: Vec<DiskEntry>,
+    pub loading: bool,
+    /// Selected disk on the home screen.
+    pub sel: usize,
+    pub screen: Screen,
+    pub help: bool,
+    /// Finished operations, newest first.
+    pub recent: Vec<String>,
+    /// Everything worth keeping: notes, results, errors.
+    pub log: Vec<String>,
+    /// Where new images go and where the image scan starts.
+    pub default_dir: PathBuf,
+    /// Ticks since the last inventory refresh (hot-plug).
+    pub idle_ticks: u32,
+    /// Draw with ASCII only (vt100 and serial consoles without UTF-8).
+    pub ascii: bool,
+    /// An inventory that arrived while a wizard was open: the wizards hold
+    /// indexes into `disks`, so it is applied back on the home screen.
+    pub pending_disks: Option<Vec<DiskEntry>>,
+}
+
+pub enum Screen {
+    Home,
+    Backup(BackupWiz),
+    Restore(RestoreWiz),
+    Clone(CloneWiz),
+    Tools(ToolsWiz),
+    Confirm(Box<Confirm>),
+    Progress(ProgressView),
+    Result(ResultView),
+}
+
+// ---------------------------------------------------------------- forms
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F {
+    Compression,
+    Encrypt,
+    Password,
+    Password2,
+    Split,
+    SplitCustom,
+    Copy,
+    Verify,
+    Comment,
+    Layout,
+    Align,
+    SectorBySector,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Choice(Vec<&'static str>, usize),
+    Text(String),
+    Secret(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub id: F,
+    pub label: &'static str,
+    pub value: Value,
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Form {
+    pub fields: Vec<Field>,
+    pub focus: usize,
+}
+
+impl Form {
+    fn new(fields: Vec<Field>) -> Self {
+        Form { fields, focus: 0 }
+    }
+
+    pub fn typing(&self) -> bool {
+        self.fields.get(self.focus).is_some_and(|f| !matches!(f.value, Value::Choice(..)))
+    }
+
+    fn move_focus(&mut self, d: i32) {
+        let n = self.fields.len() as i32;
+        let mut i = self.focus as i32;
+        for _ in 0..n {
+            i = (i + d).rem_euclid(n);
+            if !self.fields[i as usize].hidden {
+                self.focus = i as usize;
+                return;
+            }
+        }
+    }
+
+    /// Cycle the focused choice; returns whether something changed.
+    fn change(&mut self, d: i32) -> bool {
+        if let Some(Field { value: Value::Choice(opts, i), .. }) = self.fields.get_mut(self.focus) {
+            *i = (*i as i32 + d).rem_euclid(opts.len() as i32) as usize;
+            return true;
+        }
+        false
+    }
+
+    fn edit(&mut self, key: &KeyEvent) {
+        if let Some(Field { value: Value::Text(s) | Value::Secret(s), .. }) = self.fields.get_mut(self.focus) {
+            edit_text(s, key);
+        }
+    }
+
+    fn get(&self, id: F) -> &Field {
+        self.fields.iter().find(|f| f.id == id).expect("forms hold every field they are asked for")
+    }
+
+    pub fn choice(&self, id: F) -> usize {
+        match &self.get(id).value {
+            Value::Choice(_, i) => *i,
+            _ => 0,
+        }
+    }
+
+    pub fn text(&self, id: F) -> &str {
+        match &self.get(id).value {
+            Value::Text(s) | Value::Secret(s) => s,
+            Value::Choice(..) => "",
+        }
+    }
+
+    fn set_hidden(&mut self, id: F, hidden: bool) {
+        if let Some(f) = self.fields.iter_mut().find(|f| f.id == id) {
+            f.hidden = hidden;
+        }
+    }
+}
+
+fn choice(id: F, label: &'static str, opts: &[&'static str], i: usize) -> Field {
+    Field { id, label, value: Value::Choice(opts.to_vec(), i), hidden: false }
+}
+
+fn text(id: F, label: &'static str, secret: bool) -> Field {
+    Field { id, label, value: if secret { Value::Secret(String::new()) } else { Value::Text(String::new()) }, hidden: false }
+}
+
+/// Apply a key to a line of text: printable characters and Backspace.
+fn edit_text(s: &mut String, key: &KeyEvent) {
+    match key.code {
+        KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => s.clear(),
+        KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) && !key.modifiers.contains(KeyModifiers::ALT) => s.push(c),
+        KeyCode::Backspace => {
+            s.pop();
+        }
+        _ => {}
+    }
+}
+
+pub const SPLITS: &[&str] = &["none", "4000M (FAT32)", "4480M (DVD)", "custom"];
+pub const COMPRESSIONS: &[&str] = &["none", "fast", "normal", "high"];
+
+fn backup_form() -> Form {
+    let mut f = Form::new(vec![
+        choice(F::Compression, "Compression", COMPRESSIONS, 2),
+        choice(F::Encrypt, "Encryption", &["off", "AES-256"], 0),
+        text(F::Password, "Password", true),
+        text(F::Password2, "Repeat password", true),
+        choice(F::Split, "Split into volumes", SPLITS, 0),
+        text(F::SplitCustom, "Volume size", false),
+        choice(F::Copy, "Copy", &["used blocks", "sector by sector"], 0),
+        choice(F::Verify, "Verify after", &["no", "yes"], 1),
+        text(F::Comment, "Comment", false),
+    ]);
+    backup_form_visibility(&mut f);
+    f
+}
+
+fn backup_form_visibility(f: &mut Form) {
+    let enc = f.choice(F::Encrypt) == 1;
+    f.set_hidden(F::Password, !enc);
+    f.set_hidden(F::Password2, !enc);
+    let custom = f.choice(F::Split) == 3;
+    f.set_hidden(F::SplitCustom, !custom);
+}
+
+fn write_form() -> Form {
+    Form::new(vec![
+        choice(F::Layout, "Partition sizes", &["keep as the source", "fill the target disk"], 0),
+        choice(F::Align, "Align partitions (SSD)", &["as the source", "1 MiB"], 0),
+        choice(F::SectorBySector, "Sector by sector", &["no", "yes"], 0),
+    ])
+}
+
+fn layout_options(f: &Form) -> LayoutOptions {
+    LayoutOptions { mode: if f.choice(F::Layout) == 1 { LayoutMode::Fill } else { LayoutMode::Keep }, align: (f.choice(F::Align) == 1).then_some(1 << 20) }
+}
+
+// ---------------------------------------------------------------- wizards
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BStep {
+    Kind,
+    Disk,
+    Parts,
+    Dest,
+    Options,
+    Summary,
+}
+
+pub const BACKUP_KINDS: &[&str] =
+    &["Whole disk: partition table, boot code and every partition", "System: only what the installed OS needs to boot", "Partitions: the ones you choose"];
+
+pub struct BackupWiz {
+    pub step: BStep,
+    pub kind: usize,
+    /// Index into the readable disks.
+    pub disk: usize,
+    pub part_sel: usize,
+    pub parts: Vec<u32>,
+    pub dest: String,
+    pub form: Form,
+    pub plan: Option<BackupPlan>,
+    pub busy: bool,
+    pub error: Option<String>,
+    pub scroll: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RStep {
+    Image,
+    Password,
+    What,
+    Target,
+    TargetPart,
+    Summary,
+}
+
+pub struct RestoreWiz {
+    pub step: RStep,
+    pub path: String,
+    pub scan_dir: String,
+    pub found: Vec<PathBuf>,
+    /// 0: image path, 1: folder to scan, 2: found images.
+    pub focus: usize,
+    pub found_sel: usize,
+    pub password: String,
+    pub image: Option<ImageSummary>,
+    pub what_sel: usize,
+    pub target: usize,
+    pub tpart_sel: usize,
+    pub form: Form,
+    pub plan: Option<WritePlan>,
+    pub busy: bool,
+    pub error: Option<String>,
+    pub scroll: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CStep {
+    Kind,
+    Source,
+    SourcePart,
+    Target,
+    TargetPart,
+    Summary,
+}
+
+pub const CLONE_KINDS: &[&str] = &["Whole disk onto another disk", "One partition into a partition or free space"];
+
+pub struct CloneWiz {
+    pub step: CStep,
+    pub kind: usize,
+    pub src: usize,
+    pub src_part: usize,
+    pub dst: usize,
+    pub dst_part: usize,
+    pub form: Form,
+    pub plan: Option<ClonePlan>,
+    pub busy: bool,
+    pub error: Option<String>,
+    pub scroll: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Check,
+    Info,
+    Log,
+    PowerOff,
+    Reboot,
+}
+
+pub const TOOLS: &[(Tool, &str)] = &[
+    (Tool::Check, "Check an image (reads and verifies every byte)"),
+    (Tool::Info, "Image info (what an image holds)"),
+    (Tool::Log, "View the log"),
+    (Tool::PowerOff, "Power off"),
+    (Tool::Reboot, "Reboot"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TStep {
+    Menu,
+    Path,
+    Password,
+    View,
+}
+
+pub struct ToolsWiz {
+    pub step: TStep,
+    pub sel: usize,
+    pub tool: Tool,
+    pub path: String,
+    pub password: String,
+    pub info: Option<ImageSummary>,
+    pub busy: bool,
+    pub error: Option<String>,
+    pub scroll: u16,
+}
+
+/// A destructive step: the plan in words and the word to type.
+pub struct Confirm {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub word: String,
+    pub typed: String,
+    pub error: Option<String>,
+    pub then: Command,
+    pub op: Op,
+    pub back: Screen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Backup,
+    Restore,
+    Clone,
+    Check,
+    Power,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Backup => "Backup",
+            Op::Restore => "Restore",
+            Op::Clone => "Clone",
+            Op::Check => "Check",
+            Op::Power => "Power",
+        }
+    }
+}
+
+pub struct ProgressView {
+    pub op: Op,
+    pub title: String,
+    pub phase: String,
+    pub total: u64,
+    pub done: u64,
+    pub secs: f64,
+    pub phases: u32,
+    pub notes: Vec<String>,
+    pub ask_cancel: bool,
+    pub cancelling: bool,
+}
+
+pub struct ResultView {
+    /// OK, CANCELLED, REFUSED or FAILED: said in words, not only in colour.
+    pub status: &'static str,
+    pub title: String,
+    pub lines: Vec<String>,
+    pub hint: Option<String>,
+    pub next: Vec<String>,
+    pub scroll: u16,
+}
+
+// ---------------------------------------------------------------- state
+
+impl State {
+    pub fn new(default_dir: PathBuf) -> Self {
+        State {
+            disks: Vec::new(),
+            loading: true,
+            sel: 0,
+            screen: Screen::Home,
+            help: false,
+            recent: Vec::new(),
+            log: Vec::new(),
+            default_dir,
+            idle_ticks: 0,
+            ascii: false,
+            pending_disks: None,
+        }
+    }
+
+    /// The disks that could be read.
+    pub fn readable(&self) -> Vec<&DiskReport> {
+        self.disks.iter().filter_map(|d| d.as_ref().ok()).collect()
+    }
+
+    fn disk(&self, i: usize) -> Option<&DiskReport> {
+        self.readable().get(i).copied()
+    }
+
+    /// The key table of the current screen (help bar, `?`).
+    pub fn bindings(&self) -> &'static [Binding] {
+        match &self.screen {
+            Screen::Home => keys::HOME,
+            Screen::Backup(w) => match w.step {
+                BStep::Kind | BStep::Disk => keys::LIST,
+                BStep::Parts => keys::MULTI,
+                BStep::Dest => keys::TEXT,
+                BStep::Options => keys::FORM,
+                BStep::Summary => keys::PLAN,
+            },
+            Screen::Restore(w) => match w.step {
+                RStep::Image | RStep::Password => keys::TEXT,
+                RStep::What | RStep::Target | RStep::TargetPart => keys::LIST,
+                RStep::Summary => keys::SUMMARY,
+            },
+            Screen::Clone(w) => match w.step {
+                CStep::Summary => keys::SUMMARY,
+                _ => keys::LIST,
+            },
+            Screen::Tools(w) => match w.step {
+                TStep::Menu => keys::LIST,
+                TStep::Path | TStep::Password => keys::TEXT,
+                TStep::View => keys::VIEW,
+            },
+            Screen::Confirm(_) => keys::CONFIRM,
+            Screen::Progress(_) => keys::PROGRESS,
+            Screen::Result(_) => keys::RESULT,
+        }
+    }
+
+    /// Whether letters go into a text field on this screen.
+    fn typing(&self) -> bool {
+        match &self.screen {
+            Screen::Backup(w) => w.step == BStep::Dest || (w.step == BStep::Options && w.form.typing()),
+            Screen::Restore(w) => (w.step == RStep::Image && w.focus < 2) || w.step == RStep::Password,
+            Screen::Tools(w) => matches!(w.step, TStep::Path | TStep::Password),
+            Screen::Confirm(_) => true,
+            _ => false,
+        }
+    }
+
+    fn log_line(&mut self, s: impl Into<String>) {
+        self.log.push(s.into());
+        if self.log.len() > 2000 {
+            self.log.drain(..1000);
+        }
+    }
+}
+
+fn image_name(disk: &DiskReport, kind: usize) -> String {
+    let base = disk.disk.name.trim_end_matches(".img").trim_end_matches(".raw");
+    let suffix = ["disk", "system", "parts"][kind.min(2)];
+    format!("{base}-{suffix}.rimg")
+}
+
+/// Which parts of an image can be restored: None is the whole disk.
+pub fn restore_choices(cat: &imaging::image::Catalog) -> Vec<Option<u32>> {
+    let mut v = Vec::new();
+    if cat.kind != BackupKind::Partitions {
+        v.push(None);
+    }
+    v.extend(cat.regions.iter().filter(|r| r.kind == RegionKind::Partition).filter_map(|r| r.partition).map(Some));
+    v
+}
+
+/// Partitions a single-partition write can go to: None is free space.
+pub fn target_parts(d: &DiskReport) -> Vec<Option<u32>> {
+    let mut v = vec![None];
+    v.extend(d.partitions.iter().filter(|p| !p.partition.ptype.is_extended()).map(|p| Some(p.partition.number)));
+    v
+}
+
+fn source_parts(d: &DiskReport) -> Vec<u32> {
+    d.partitions.iter().filter(|p| !p.partition.ptype.is_extended()).map(|p| p.partition.number).collect()
+}
+
+fn step_sel(sel: &mut usize, len: usize, a: Action) {
+    if len == 0 {
+        *sel = 0;
+        return;
+    }
+    match a {
+        Action::Up => *sel = sel.saturating_sub(1),
+        Action::Down => *sel = (*sel + 1).min(len - 1),
+        _ => {}
+    }
+}
+
+fn scroll(s: &mut u16, a: Action) {
+    match a {
+        Action::Up => *s = s.saturating_sub(1),
+        Action::Down => *s = s.saturating_add(1),
+        Action::PageUp => *s = s.saturating_sub(10),
+        Action::PageDown => *s = s.saturating_add(10),
+        _ => {}
+    }
+}
+
+fn opt_password(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// The words a confirm screen shows for a write plan.
+pub fn write_plan_words(p: &WritePlan) -> Vec<String> {
+    let mut v = Vec::new();
+    let t = &p.target;
+    if p.whole_disk {
+        v.push(format!("EVERYTHING on disk {} will be overwritten:", t.name));
+    } else if let Some(dev) = &p.target_partition_device {
+        v.push(format!("The partition {} on disk {} will be overwritten:", dev.display(), t.name));
+    } else {
+        v.push(format!("Part of disk {} will be overwritten:", t.name));
+    }
+    v.push(format!(
+        "  {}  model {}  serial {}  size {}",
+        t.path.display(),
+        t.model.as_deref().unwrap_or("-"),
+        t.serial.as_deref().unwrap_or("-"),
+        imaging::blockdev::human_size(t.size)
+    ));
+    if let Some(tb) = &p.table_before {
+        if p.whole_disk {
+            for part in &tb.partitions {
+                v.push(format!("  partition {} ({}, {}) is lost", part.number, part.ptype.describe(), imaging::blockdev::human_size(part.len)));
+            }
+        }
+    }
+    for m in &p.layout.moves {
+        v.push(format!("  writes {} ({}) at byte {}", m.label, imaging::blockdev::human_size(m.len), m.target_offset));
+    }
+    if p.layout.writes_table {
+        v.push("  writes a new partition table last".into());
+    }
+    v.push(format!("Source: {}", p.source));
+    v
+}
+
+// ---------------------------------------------------------------- update
+
+/// Apply one event; return the work to do.
+pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
+    match ev {
+        Event::Key(k) => {
+            if k.kind != KeyEventKind::Press {
+                return vec![];
+            }
+            key(s, k)
+        }
+        Event::Tick => {
+            s.idle_ticks = s.idle_ticks.saturating_add(1);
+            // Hot-plug: every ~2 s on the idle home screen, ask whether the
+            // set of disks changed (cheap: sysfs only); rescan if so.
+            if matches!(s.screen, Screen::Home) && !s.loading && s.idle_ticks >= 8 {
+                s.idle_ticks = 0;
+                return vec![Command::HotplugCheck];
+            }
+            vec![]
+        }
+        Event::Resize => vec![],
+        Event::Disks(d) => {
+            if matches!(s.screen, Screen::Home) || s.disks.is_empty() {
+                set_disks(s, d);
+            } else {
+                s.pending_disks = Some(d);
+            }
+            vec![]
+        }
+        Event::Scanned(found) => {
+            if let Screen::Restore(w) = &mut s.screen {
+                w.busy = false;
+                w.error = found.is_empty().then(|| format!("no images (*.rimg, *.rimg.001) found under {}", w.scan_dir));
+                w.found = found;
+                w.found_sel = 0;
+                if !w.found.is_empty() {
+                    w.focus = 2;
+                }
+            }
+            vec![]
+        }
+        Event::ImageOpened(r) => image_opened(s, r),
+        Event::BackupPlanned(r) => {
+            if let Screen::Backup(w) = &mut s.screen {
+                w.busy = false;
+                match r {
+                    Ok(p) => {
+                        w.plan = Some(p);
+                        w.error = None;
+                    }
+                    Err(f) => w.error = Some(format!("{}\nhint: {}", f.message, f.hint)),
+                }
+            }
+            vec![]
+        }
+        Event::RestorePlanned(r) => {
+            if let Screen::Restore(w) = &mut s.screen {
+                w.busy = false;
+                match r {
+                    Ok(p) => {
+                        w.plan = Some(p);
+                        w.error = None;
+                    }
+                    Err(f) => {
+                        w.plan = None;
+                        w.error = Some(format!("{}\nhint: {}", f.message, f.hint));
+                    }
+                }
+            }
+            vec![]
+        }
+        Event::ClonePlanned(r) => {
+            if let Screen::Clone(w) = &mut s.screen {
+                w.busy = false;
+                match r {
+                    Ok(p) => {
+                        w.plan = Some(*p);
+                        w.error = None;
+                    }
+                    Err(f) => {
+                        w.plan = None;
+                        w.error = Some(format!("{}\nhint: {}", f.message, f.hint));
+                    }
+                }
+            }
+            vec![]
+        }
+        Event::Phase { name, total } => {
+            s.log_line(format!("phase: {name}"));
+            if let Screen::Progress(p) = &mut s.screen {
+                p.phase = name;
+                p.total = total;
+                p.done = 0;
+                p.secs = 0.0;
+                p.phases += 1;
+            }
+            vec![]
+        }
+        Event::Advance { done, secs } => {
+            if let Screen::Progress(p) = &mut s.screen {
+                p.done = done;
+                p.secs = secs;
+            }
+            vec![]
+        }
+        Event::Note(n) => {
+            s.log_line(format!("note: {n}"));
+            if let Screen::Progress(p) = &mut s.screen {
+                p.notes.push(n);
+            }
+            vec![]
+        }
+        Event::Finished(r) => finished(s, r),
+        Event::Crashed(msg) => {
+            s.log_line(format!("internal error: {msg}"));
+            let text = format!("internal error (a bug in rescue): {msg}\nhint: the log (Tools > View the log) has details; the CLI may work around it");
+            match &mut s.screen {
+                Screen::Progress(_) => {
+                    return finished(
+                        s,
+                        Err(Failure {
+                            message: format!("internal error (a bug in rescue): {msg}"),
+                            hint: "the log (Tools > View the log) has details; check the target before trusting it".into(),
+                            class: ErrorClass::Failed,
+                            needs_password: false,
+                        }),
+                    )
+                }
+                Screen::Backup(w) => (w.busy, w.error) = (false, Some(text)),
+                Screen::Restore(w) => (w.busy, w.error) = (false, Some(text)),
+                Screen::Clone(w) => (w.busy, w.error) = (false, Some(text)),
+                Screen::Tools(w) => (w.busy, w.error) = (false, Some(text)),
+                _ => {}
+            }
+            vec![]
+        }
+    }
+}
+
+fn set_disks(s: &mut State, d: Vec<DiskEntry>) {
+    s.disks = d;
+    s.loading = false;
+    s.idle_ticks = 0;
+    let n = s.disks.len();
+    if s.sel >= n {
+        s.sel = n.saturating_sub(1);
+    }
+}
+
+fn finished(s: &mut State, r: Result<Vec<String>, Failure>) -> Vec<Command> {
+    let (op, title, notes) = match &mut s.screen {
+        Screen::Progress(p) => (p.op, p.title.clone(), std::mem::take(&mut p.notes)),
+        _ => (Op::Check, "Task".to_string(), Vec::new()),
+    };
+    let view = match r {
+        Ok(mut lines) => {
+            lines.extend(notes.into_iter().map(|n| format!("note: {n}")));
+            let next = match op {
+                Op::Backup => {
+                    vec!["Keep the image on another disk than the one you backed up.".into(), "Tools > Check image verifies it again at any time.".into()]
+                }
+                Op::Restore | Op::Clone => vec![
+                    "Remove the rescue medium and boot from the target disk.".into(),
+                    "If Windows or Linux does not start, check the firmware's boot order (UEFI/BIOS).".into(),
+                ],
+                Op::Check => vec!["The image is sound: it can be restored.".into()],
+                Op::Power => vec![],
+            };
+            s.recent.insert(0, format!("[ok]     {title}"));
+            ResultView { status: "OK", title: format!("{} finished", op.name()), lines, hint: None, next, scroll: 0 }
+        }
+        Err(f) => {
+            let cancelled = f.class == ErrorClass::Cancelled || f.message.contains("cancelled");
+            let tag = if cancelled { "[cancelled]" } else { "[FAILED]" };
+            s.recent.insert(0, format!("{tag} {title}"));
+            let mut lines = vec![f.message.clone()];
+            lines.extend(notes.into_iter().map(|n| format!("note: {n}")));
+            ResultView {
+                status: match f.class {
+                    _ if cancelled => "CANCELLED",
+                    ErrorClass::Refused => "REFUSED",
+                    ErrorClass::Verification => "VERIFY FAILED",
+                    _ => "FAILED",
+                },
+                title: if cancelled { format!("{} cancelled", op.name()) } else { format!("{} failed", op.name()) },
+                lines,
+                hint: Some(f.hint.clone()),
+                next: vec!["Tools > View the log shows every step.".into()],
+                scroll: 0,
+            }
+        }
+    };
+    s.recent.truncate(20);
+    s.log_line(format!("{}: {}", view.title, view.lines.join("; ")));
+    s.screen = Screen::Result(view);
+    vec![]
+}
+
+fn image_opened(s: &mut State, r: Result<ImageSummary, Failure>) -> Vec<Command> {
+    match &mut s.screen {
+        Screen::Restore(w) => {
+            w.busy = false;
+            match r {
+                Ok(img) => {
+                    w.image = Some(img);
+                    w.error = None;
+                    w.what_sel = 0;
+                    w.step = RStep::What;
+                }
+                Err(f) if f.needs_password => {
+                    w.error = (w.step == RStep::Password).then(|| f.message.clone());
+                    w.step = RStep::Password;
+                    w.password.clear();
+                }
+                Err(f) => w.error = Some(format!("{}\nhint: {}", f.message, f.hint)),
+            }
+        }
+        Screen::Tools(w) => {
+            w.busy = false;
+            match r {
+                Ok(img) if w.tool == Tool::Check => {
+                    // Opened (and the password checked): now read every byte.
+                    let cmd = Command::Check { path: img.path.clone(), password: img.password.clone() };
+                    s.screen = start_progress(Op::Check, format!("Check of {}", img.path.display()));
+                    return vec![cmd];
+                }
+                Ok(img) => {
+                    w.info = Some(img);
+                    w.error = None;
+                    w.scroll = 0;
+                    w.step = TStep::View;
+                }
+                Err(f) if f.needs_password => {
+                    w.error = (w.step == TStep::Password).then(|| f.message.clone());
+                    w.step = TStep::Password;
+                    w.password.clear();
+                }
+                Err(f) => w.error = Some(format!("{}\nhint: {}", f.message, f.hint)),
+            }
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn key(s: &mut State, k: KeyEvent) -> Vec<Command> {
+    s.idle_ticks = 0;
+    let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+    if s.help {
+        // Any key closes the overview.
+        s.help = false;
+        return vec![];
+    }
+    let typing = s.typing();
+    let action =
+        if ctrl_c { Some(if matches!(s.screen, Screen::Progress(_)) { Action::Cancel } else { Action::Quit }) } else { keys::lookup(s.bindings(), &k, typing) };
+    if action == Some(Action::Help) {
+        s.help = true;
+        return vec![];
+    }
+    if ctrl_c && !matches!(s.screen, Screen::Home | Screen::Progress(_)) {
+        // Ctrl-C outside a task: leave the wizard, as Esc from its start would.
+        s.screen = Screen::Home;
+        return vec![];
+    }
+    let screen = std::mem::replace(&mut s.screen, Screen::Home);
+    let (screen, cmds) = match screen {
+        Screen::Home => home(s, action),
+        Screen::Backup(w) => backup(s, w, action, &k),
+        Screen::Restore(w) => restore(s, w, action, &k),
+        Screen::Clone(w) => clone(s, w, action),
+        Screen::Tools(w) => tools(s, w, action, &k),
+        Screen::Confirm(c) => confirm(*c, action, &k),
+        Screen::Progress(p) => progress(p, action),
+        Screen::Result(mut r) => match action {
+            Some(Action::Enter | Action::Back) => {
+                s.loading = true;
+                (Screen::Home, vec![Command::Refresh])
+            }
+            Some(a) => {
+                scroll(&mut r.scroll, a);
+                (Screen::Result(r), vec![])
+            }
+            None => (Screen::Result(r), vec![]),
+        },
+    };
+    s.screen = screen;
+    if matches!(s.screen, Screen::Home) {
+        if let Some(d) = s.pending_disks.take() {
+            set_disks(s, d);
+        }
+    }
+    cmds
+}
+
+fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
+    let n = s.disks.len();
+    match action {
+        Some(a @ (Action::Up | Action::Down)) => step_sel(&mut s.sel, n, a),
+        Some(Action::Quit) => return (Screen::Home, vec![Command::Quit]),
+        Some(Action::Refresh) => {
+            s.loading = true;
+            return (Screen::Home, vec![Command::Refresh]);
+        }
+        Some(Action::Backup) => {
+            // Start from the disk selected on the home screen.
+            let disk = s.disks.iter().take(s.sel + 1).filter(|d| d.is_ok()).count().saturating_sub(1);
+            let w = BackupWiz {
+                step: BStep::Kind,
+                kind: 0,
+                disk,
+                part_sel: 0,
+                parts: Vec::new(),
+                dest: String::new(),
+                form: backup_form(),
+                plan: None,
+                busy: false,
+                error: None,
+                scroll: 0,
+            };
+            return (Screen::Backup(w), vec![]);
+        }
+        Some(Action::Restore) => {
+            let w = RestoreWiz {
+                step: RStep::Image,
+                path: String::new(),
+                scan_dir: s.default_dir.display().to_string(),
+                found: Vec::new(),
+                focus: 0,
+                found_sel: 0,
+                password: String::new(),
+                image: None,
+                what_sel: 0,
+                target: 0,
+                tpart_sel: 0,
+                form: write_form(),
+                plan: None,
+                busy: false,
+                error: None,
+                scroll: 0,
+            };
+            return (Screen::Restore(w), vec![]);
+        }
+        Some(Action::Clone) => {
+            let w = CloneWiz {
+                step: CStep::Kind,
+                kind: 0,
+                src: 0,
+                src_part: 0,
+                dst: 0,
+                dst_part: 0,
+                form: write_form(),
+                plan: None,
+                busy: false,
+                error: None,
+                scroll: 0,
+            };
+            return (Screen::Clone(w), vec![]);
+        }
+        Some(Action::Tools) => {
+            let w = ToolsWiz {
+                step: TStep::Menu,
+                sel: 0,
+                tool: Tool::Check,
+                path: String::new(),
+                password: String::new(),
+                info: None,
+                busy: false,
+                error: None,
+                scroll: 0,
+            };
+            return (Screen::Tools(w), vec![]);
+        }
+        _ => {}
+    }
+    (Screen::Home, vec![])
+}
+
+fn start_progress(op: Op, title: String) -> Screen {
+    Screen::Progress(ProgressView {
+        op,
+        title,
+        phase: "starting".into(),
+        total: 0,
+        done: 0,
+        secs: 0.0,
+        phases: 0,
+        notes: Vec::new(),
+        ask_cancel: false,
+        cancelling: false,
+    })
+}
+
+fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {
+    let ndisks = s.readable().len();
+    let mut cmds = vec![];
+    match (w.step, action) {
+        (_, Some(Action::Back)) => {
+            w.error = None;
+            w.step = match w.step {
+                BStep::Kind => return (Screen::Home, cmds),
+                BStep::Disk => BStep::Kind,
+                BStep::Parts => BStep::Disk,
+                BStep::Dest if w.kind == 2 => BStep::Parts,
+                BStep::Dest => BStep::Disk,
+                BStep::Options => BStep::Dest,
+                BStep::Summary => BStep::Options,
+            };
+        }
+        (BStep::Kind, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.kind, BACKUP_KINDS.len(), a),
+        (BStep::Kind, Some(Action::Enter)) => w.step = BStep::Disk,
+        (BStep::Disk, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.disk, ndisks, a),
+        (BStep::Disk, Some(Action::Enter)) => {
+            if let Some(d) = s.disk(w.disk) {
+                let nparts = source_parts(d);
+                if w.kind == 2 {
+                    w.parts.retain(|p| nparts.contains(p));
+                    w.part_sel = 0;
+                    w.step = BStep::Parts;
+                } else {
+                    w.step = BStep::Dest;
+                }
+                w.dest = s.default_dir.join(image_name(d, w.kind)).display().to_string();
+            }
+        }
+        (BStep::Parts, Some(a @ (Action::Up | Action::Down))) => {
+            let n = s.disk(w.disk).map(|d| source_parts(d).len()).unwrap_or(0);
+            step_sel(&mut w.part_sel, n, a);
+        }
+        (BStep::Parts, Some(Action::Toggle)) => {
+            if let Some(n) = s.disk(w.disk).and_then(|d| source_parts(d).get(w.part_sel).copied()) {
+                if let Some(i) = w.parts.iter().position(|p| *p == n) {
+                    w.parts.remove(i);
+                } else {
+                    w.parts.push(n);
+                    w.parts.sort_unstable();
+                }
+            }
+        }
+        (BStep::Parts, Some(Action::Enter)) => {
+            if w.parts.is_empty() {
+                w.error = Some("select at least one partition with Space".into());
+            } else {
+                w.error = None;
+                w.step = BStep::Dest;
+            }
+        }
+        (BStep::Dest, Some(Action::Enter)) => {
+            if w.dest.trim().is_empty() {
+                w.error = Some("type where the image goes, e.g. /mnt/usb/pc.rimg".into());
+            } else {
+                w.error = None;
+                w.step = BStep::Options;
+            }
+        }
+        (BStep::Dest, None) => edit_text(&mut w.dest, k),
+        (BStep::Options, Some(Action::NextField)) => w.form.move_focus(1),
+        (BStep::Options, Some(Action::PrevField)) => w.form.move_focus(-1),
+        (BStep::Options, Some(Action::Left)) => {
+            w.form.change(-1);
+        }
+        (BStep::Options, Some(Action::Right)) => {
+            w.form.change(1);
+        }
+        (BStep::Options, Some(Action::Enter)) => match backup_options_error(&w.form) {
+            Some(e) => w.error = Some(e),
+            None => {
+                w.error = None;
+                w.plan = None;
+                w.busy = true;
+                w.scroll = 0;
+                w.step = BStep::Summary;
+                if let Some(d) = s.disk(w.disk) {
+                    cmds.push(Command::PlanBackup(BackupRequest {
+                        source: d.disk.path.clone(),
+                        selection: match w.kind {
+                            0 => Selection::Disk,
+                            1 => Selection::System,
+                            _ => Selection::Partitions(w.parts.clone()),
+                        },
+                        sector_by_sector: w.form.choice(F::Copy) == 1,
+                        file_sector_size: None,
+                        output: Some(PathBuf::from(w.dest.trim())),
+                    }));
+                }
+            }
+        },
+        (BStep::Options, None) => w.form.edit(k),
+        (BStep::Summary, Some(a @ (Action::PageUp | Action::PageDown | Action::Up | Action::Down))) => scroll(&mut w.scroll, a),
+        (BStep::Summary, Some(Action::Enter)) => {
+            if let (Some(plan), false) = (&w.plan, w.busy) {
+                let f = &w.form;
+                let split = match f.choice(F::Split) {
+                    1 => Some(4000 << 20),
+                    2 => Some(4480 << 20),
+                    3 => imaging::blockdev::parse_size(f.text(F::SplitCustom).trim()),
+                    _ => None,
+                };
+                let job = BackupJob {
+                    plan: plan.clone(),
+                    output: PathBuf::from(w.dest.trim()),
+                    compression: [Compression::None, Compression::Fast, Compression::Normal, Compression::High][f.choice(F::Compression)],
+                    password: (f.choice(F::Encrypt) == 1).then(|| f.text(F::Password).to_string()),
+                    split,
+                    verify: f.choice(F::Verify) == 1,
+                    comment: opt_password(f.text(F::Comment).trim()),
+                };
+                let title = format!("Backup of {} to {}", plan.source.name, w.dest.trim());
+                return (start_progress(Op::Backup, title), vec![Command::RunBackup(Box::new(job))]);
+            }
+        }
+        _ => {}
+    }
+    if w.step == BStep::Options {
+        backup_form_visibility(&mut w.form);
+    }
+    (Screen::Backup(w), cmds)
+}
+
+fn backup_options_error(f: &Form) -> Option<String> {
+    if f.choice(F::Encrypt) == 1 {
+        if f.text(F::Password).is_empty() {
+            return Some("type a password (twice) or turn encryption off".into());
+        }
+        if f.text(F::Password) != f.text(F::Password2) {
+            return Some("the two passwords differ: type them again".into());
+        }
+    }
+    if f.choice(F::Split) == 3 {
+        match imaging::blockdev::parse_size(f.text(F::SplitCustom).trim()) {
+            None => return Some("type a volume size such as 700M or 2G".into()),
+            Some(v) if v < imaging::image::volume::MIN_SPLIT => return Some("volumes must be at least 50M".into()),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {
+    let mut cmds = vec![];
+    let ndisks = s.readable().len();
+    match (w.step, action) {
+        (_, Some(Action::Back)) => {
+            w.error = None;
+            w.step = match w.step {
+                RStep::Image => return (Screen::Home, cmds),
+                RStep::Password | RStep::What => RStep::Image,
+                RStep::Target => RStep::What,
+                RStep::TargetPart => RStep::Target,
+                RStep::Summary => {
+                    let single = w.image.as_ref().and_then(|i| restore_choices(&i.catalog).get(w.what_sel).copied().flatten()).is_some();
+                    if single {
+                        RStep::TargetPart
+                    } else {
+                        RStep::Target
+                    }
+                }
+            };
+        }
+        (RStep::Image, Some(Action::NextField)) => w.focus = (w.focus + 1) % 3,
+        (RStep::Image, Some(a @ (Action::Up | Action::Down))) => {
+            w.focus = 2;
+            step_sel(&mut w.found_sel, w.found.len(), a);
+        }
+        (RStep::Image, Some(Action::Enter)) => {
+            let path = match w.focus {
+                1 => {
+                    w.busy = true;
+                    w.error = None;
+                    return (Screen::Restore(w.with_scan(&mut cmds)), cmds);
+                }
+                2 => w.found.get(w.found_sel).map(|p| p.display().to_string()).unwrap_or_default(),
+                _ => w.path.trim().to_string(),
+            };
+            if path.is_empty() {
+                w.error = Some("type the image's path, or scan a folder for images".into());
+            } else {
+                w.path = path.clone();
+                w.busy = true;
+                w.error = None;
+                w.password.clear();
+                cmds.push(Command::OpenImage { path: PathBuf::from(path), password: None });
+            }
+        }
+        (RStep::Image, None) => match w.focus {
+            0 => edit_text(&mut w.path, k),
+            1 => edit_text(&mut w.scan_dir, k),
+            _ => {}
+        },
+        (RStep::Password, Some(Action::Enter)) => {
+            w.busy = true;
+            cmds.push(Command::OpenImage { path: PathBuf::from(w.path.trim()), password: opt_password(&w.password) });
+        }
+        (RStep::Password, None) => edit_text(&mut w.password, k),
+        (RStep::What, Some(a @ (Action::Up | Action::Down))) => {
+            let n = w.image.as_ref().map(|i| restore_choices(&i.catalog).len()).unwrap_or(0);
+            step_sel(&mut w.what_sel, n, a);
+        }
+        (RStep::What, Some(Action::Enter)) => w.step = RStep::Target,
+        (RStep::Target, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.target, ndisks, a),
+        (RStep::Target, Some(Action::Enter)) => {
+            let single = w.image.as_ref().and_then(|i| restore_choices(&i.catalog).get(w.what_sel).copied().flatten()).is_some();
+            if s.disk(w.target).is_some() {
+                if single {
+                    w.tpart_sel = 0;
+                    w.step = RStep::TargetPart;
+                } else {
+                    w.step = RStep::Summary;
+                    plan_restore(s, &mut w, &mut cmds);
+                }
+            }
+        }
+        (RStep::TargetPart, Some(a @ (Action::Up | Action::Down))) => {
+            let n = s.disk(w.target).map(|d| target_parts(d).len()).unwrap_or(0);
+            step_sel(&mut w.tpart_sel, n, a);
+        }
+        (RStep::TargetPart, Some(Action::Enter)) => {
+            w.step = RStep::Summary;
+            plan_restore(s, &mut w, &mut cmds);
+        }
+        (RStep::Summary, Some(a @ (Action::NextField | Action::PrevField))) => w.form.move_focus(if a == Action::NextField { 1 } else { -1 }),
+        (RStep::Summary, Some(a @ (Action::Left | Action::Right))) => {
+            // Every field of the summary is a choice: a change means a new plan.
+            w.form.change(if a == Action::Right { 1 } else { -1 });
+            plan_restore(s, &mut w, &mut cmds);
+        }
+        (RStep::Summary, Some(a @ (Action::PageUp | Action::PageDown))) => scroll(&mut w.scroll, a),
+        (RStep::Summary, Some(Action::Enter)) => {
+            if let (Some(plan), false) = (&w.plan, w.busy) {
+                let then = Command::RunRestore {
+                    plan: Box::new(plan.clone()),
+                    password: w.image.as_ref().and_then(|i| i.password.clone()),
+                    sector_by_sector: w.form.choice(F::SectorBySector) == 1,
+                };
+                let c = Confirm {
+                    title: format!("Restore {} to {}", w.path.trim(), plan.target.name),
+                    lines: write_plan_words(plan),
+                    word: plan.target.name.clone(),
+                    typed: String::new(),
+                    error: None,
+                    then,
+                    op: Op::Restore,
+                    back: Screen::Home,
+                };
+                let mut c = Box::new(c);
+                c.back = Screen::Restore(w);
+                return (Screen::Confirm(c), cmds);
+            }
+        }
+        _ => {}
+    }
+    (Screen::Restore(w), cmds)
+}
+
+impl RestoreWiz {
+    fn with_scan(self, cmds: &mut Vec<Command>) -> Self {
+        cmds.push(Command::Scan(PathBuf::from(self.scan_dir.trim())));
+        self
+    }
+}
+
+fn plan_restore(s: &State, w: &mut RestoreWiz, cmds: &mut Vec<Command>) {
+    let (Some(img), Some(d)) = (&w.image, s.disk(w.target)) else { return };
+    let part = restore_choices(&img.catalog).get(w.what_sel).copied().flatten();
+    let tpart = if part.is_some() { target_parts(d).get(w.tpart_sel).copied().flatten() } else { None };
+    w.plan = None;
+    w.busy = true;
+    w.error = None;
+    w.scroll = 0;
+    cmds.push(Command::PlanRestore {
+        req: RestoreRequest {
+            image: img.path.clone(),
+            target: d.disk.path.clone(),
+            source_partition: part,
+            target_partition: tpart,
+            layout: layout_options(&w.form),
+            file_sector_size: None,
+            sector_by_sector: w.form.choice(F::SectorBySector) == 1,
+        },
+        password: img.password.clone(),
+    });
+}
+
+fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec<Command>) {
+    let mut cmds = vec![];
+    let ndisks = s.readable().len();
+    let part = w.kind == 1;
+    match (w.step, action) {
+        (_, Some(Action::Back)) => {
+            w.error = None;
+            w.step = match w.step {
+                CStep::Kind => return (Screen::Home, cmds),
+                CStep::Source => CStep::Kind,
+                CStep::SourcePart => CStep::Source,
+                CStep::Target if part => CStep::SourcePart,
+                CStep::Target => CStep::Source,
+                CStep::TargetPart => CStep::Target,
+                CStep::Summary if part => CStep::TargetPart,
+                CStep::Summary => CStep::Target,
+            };
+        }
+        (CStep::Kind, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.kind, CLONE_KINDS.len(), a),
+        (CStep::Kind, Some(Action::Enter)) => w.step = CStep::Source,
+        (CStep::Source, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.src, ndisks, a),
+        (CStep::Source, Some(Action::Enter)) if s.disk(w.src).is_some() => {
+            w.src_part = 0;
+            w.step = if part { CStep::SourcePart } else { CStep::Target };
+            if !part && w.dst == w.src {
+                w.dst = if w.src == 0 { 1 } else { 0 };
+            }
+        }
+        (CStep::SourcePart, Some(a @ (Action::Up | Action::Down))) => {
+            let n = s.disk(w.src).map(|d| source_parts(d).len()).unwrap_or(0);
+            step_sel(&mut w.src_part, n, a);
+        }
+        (CStep::SourcePart, Some(Action::Enter)) if s.disk(w.src).is_some_and(|d| !source_parts(d).is_empty()) => w.step = CStep::Target,
+        (CStep::Target, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.dst, ndisks, a),
+        (CStep::Target, Some(Action::Enter)) if s.disk(w.dst).is_some() => {
+            if part {
+                w.dst_part = 0;
+                w.step = CStep::TargetPart;
+            } else {
+                w.step = CStep::Summary;
+                plan_clone(s, &mut w, &mut cmds);
+            }
+        }
+        (CStep::TargetPart, Some(a @ (Action::Up | Action::Down))) => {
+            let n = s.disk(w.dst).map(|d| target_parts(d).len()).unwrap_or(0);
+            step_sel(&mut w.dst_part, n, a);
+        }
+        (CStep::TargetPart, Some(Action::Enter)) => {
+            w.step = CStep::Summary;
+            plan_clone(s, &mut w, &mut cmds);
+        }
+        (CStep::Summary, Some(a @ (Action::NextField | Action::PrevField))) => w.form.move_focus(if a == Action::NextField { 1 } else { -1 }),
+        (CStep::Summary, Some(a @ (Action::Left | Action::Right))) => {
+            w.form.change(if a == Action::Right { 1 } else { -1 });
+            plan_clone(s, &mut w, &mut cmds);
+        }
+        (CStep::Summary, Some(a @ (Action::PageUp | Action::PageDown))) => scroll(&mut w.scroll, a),
+        (CStep::Summary, Some(Action::Enter)) => {
+            if let (Some(plan), false) = (&w.plan, w.busy) {
+                let c = Confirm {
+                    title: format!("Clone {} to {}", plan.write.source, plan.write.target.name),
+                    lines: write_plan_words(&plan.write),
+                    word: plan.write.target.name.clone(),
+                    typed: String::new(),
+                    error: None,
+                    then: Command::RunClone(Box::new(plan.clone())),
+                    op: Op::Clone,
+                    back: Screen::Home,
+                };
+                let mut c = Box::new(c);
+                c.back = Screen::Clone(w);
+                return (Screen::Confirm(c), cmds);
+            }
+        }
+        _ => {}
+    }
+    (Screen::Clone(w), cmds)
+}
+
+fn plan_clone(s: &State, w: &mut CloneWiz, cmds: &mut Vec<Command>) {
+    let (Some(src), Some(dst)) = (s.disk(w.src), s.disk(w.dst)) else { return };
+    let part = w.kind == 1;
+    w.plan = None;
+    w.busy = true;
+    w.error = None;
+    w.scroll = 0;
+    cmds.push(Command::PlanClone(CloneRequest {
+        source: src.disk.path.clone(),
+        source_partition: if part { source_parts(src).get(w.src_part).copied() } else { None },
+        target: dst.disk.path.clone(),
+        target_partition: if part { target_parts(dst).get(w.dst_part).copied().flatten() } else { None },
+        layout: layout_options(&w.form),
+        sector_by_sector: w.form.choice(F::SectorBySector) == 1,
+        file_sector_size: None,
+    }));
+}
+
+fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {
+    let mut cmds = vec![];
+    match (w.step, action) {
+        (TStep::Menu, Some(Action::Back)) => return (Screen::Home, cmds),
+        (_, Some(Action::Back)) => {
+            w.error = None;
+            w.step = TStep::Menu;
+        }
+        (TStep::Menu, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.sel, TOOLS.len(), a),
+        (TStep::Menu, Some(Action::Enter)) => {
+            w.tool = TOOLS[w.sel.min(TOOLS.len() - 1)].0;
+            w.error = None;
+            match w.tool {
+                Tool::Check | Tool::Info => w.step = TStep::Path,
+                Tool::Log => {
+                    w.scroll = (s.log.len() as u16).saturating_sub(10);
+                    w.step = TStep::View;
+                }
+                Tool::PowerOff | Tool::Reboot => {
+                    let (word, action, what) = if w.tool == Tool::PowerOff {
+                        ("poweroff", PowerAction::PowerOff, "switch the machine off")
+                    } else {
+                        ("reboot", PowerAction::Reboot, "restart the machine")
+                    };
+                    let c = Confirm {
+                        title: format!("{} the machine", if w.tool == Tool::PowerOff { "Power off" } else { "Reboot" }),
+                        lines: vec![format!("This will {what} now."), "Any task still running is stopped; unsaved work in a shell is lost.".into()],
+                        word: word.into(),
+                        typed: String::new(),
+                        error: None,
+                        then: Command::Power(action),
+                        op: Op::Power,
+                        back: Screen::Home,
+                    };
+                    let mut c = Box::new(c);
+                    c.back = Screen::Tools(w);
+                    return (Screen::Confirm(c), cmds);
+                }
+            }
+        }
+        (TStep::Path | TStep::Password, Some(Action::Enter)) => {
+            let path = PathBuf::from(w.path.trim());
+            if w.path.trim().is_empty() {
+                w.error = Some("type the image's path".into());
+            } else {
+                w.busy = true;
+                cmds.push(Command::OpenImage { path, password: opt_password(&w.password) });
+            }
+        }
+        (TStep::Path, None) => edit_text(&mut w.path, k),
+        (TStep::Password, None) => edit_text(&mut w.password, k),
+        (TStep::View, Some(a)) => scroll(&mut w.scroll, a),
+        _ => {}
+    }
+    (Screen::Tools(w), cmds)
+}
+
+fn confirm(mut c: Confirm, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {
+    match action {
+        Some(Action::Back) => (c.back, vec![]),
+        Some(Action::Enter) => {
+            if c.typed.trim() == c.word {
+                let title = c.title.clone();
+                let then = c.then.clone();
+                if c.op == Op::Power {
+                    return (c.back, vec![then]);
+                }
+                (start_progress(c.op, title), vec![then])
+            } else {
+                c.error = Some(format!("that is not \"{}\": nothing was written; type it exactly, or press Esc", c.word));
+                c.typed.clear();
+                (Screen::Confirm(Box::new(c)), vec![])
+            }
+        }
+        _ => {
+            edit_text(&mut c.typed, k);
+            (Screen::Confirm(Box::new(c)), vec![])
+        }
+    }
+}
+
+fn progress(mut p: ProgressView, action: Option<Action>) -> (Screen, Vec<Command>) {
+    let mut cmds = vec![];
+    match action {
+        Some(Action::Cancel) if !p.cancelling => {
+            if p.ask_cancel {
+                // Second press: take it as yes.
+                p.ask_cancel = false;
+                p.cancelling = true;
+                cmds.push(Command::Cancel);
+            } else {
+                p.ask_cancel = true;
+            }
+        }
+        Some(Action::Yes) if p.ask_cancel => {
+            p.ask_cancel = false;
+            p.cancelling = true;
+            cmds.push(Command::Cancel);
+        }
+        Some(Action::No) => p.ask_cancel = false,
+        _ => {}
+    }
+    (Screen::Progress(p), cmds)
+}
+
+/// Default folder for images: the current one.
+pub fn default_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf())
+}

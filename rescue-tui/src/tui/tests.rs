@@ -1,0 +1,418 @@
+//! Screen snapshots: synthetic disks and plans, synthetic keys through
+//! `update`, drawn on ratatui's `TestBackend` at 80x24 and 160x50.
+//!
+//! The fixtures in `tests/snapshots/fixtures/` are the JSON the CLI prints
+//! for `scripts/make-sample-disk` disks (`rescue disks --json`, `rescue
+//! backup disk ... --dry-run --json`, `rescue restore ... --dry-run --json`,
+//! `rescue info --json`), with the identities changed to /dev/sda (SATA SSD),
+//! /dev/sdb (USB disk) and /dev/nvme0n1 (root mounted: busy).
+//! Snapshots live in `tests/snapshots/`; review changes with `cargo insta`.
+
+use std::path::PathBuf;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use imaging::backup::BackupPlan;
+use imaging::clone::ClonePlan;
+use imaging::exec::WritePlan;
+use imaging::image::Catalog;
+use imaging::inventory::DiskReport;
+use imaging::ErrorClass;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use super::event::{Command, Event, Failure, ImageSummary};
+use super::state::{update, Screen, State};
+use super::view::render;
+
+const DISKS: &str = include_str!("../../tests/snapshots/fixtures/disks.json");
+const BACKUP_PLAN: &str = include_str!("../../tests/snapshots/fixtures/backup_plan.json");
+const RESTORE_PLAN: &str = include_str!("../../tests/snapshots/fixtures/restore_plan.json");
+const CATALOG: &str = include_str!("../../tests/snapshots/fixtures/catalog.json");
+
+fn disks() -> Vec<DiskReport> {
+    serde_json::from_str(DISKS).expect("fixture parses")
+}
+
+fn backup_plan() -> BackupPlan {
+    serde_json::from_str(BACKUP_PLAN).expect("fixture parses")
+}
+
+fn restore_plan() -> WritePlan {
+    serde_json::from_str(RESTORE_PLAN).expect("fixture parses")
+}
+
+fn image() -> ImageSummary {
+    ImageSummary {
+        path: PathBuf::from("/mnt/usb/sda-disk.rimg"),
+        password: None,
+        catalog: serde_json::from_str::<Catalog>(CATALOG).expect("fixture parses"),
+        volumes: vec![PathBuf::from("/mnt/usb/sda-disk.rimg")],
+        len: 59_000_000,
+    }
+}
+
+fn state() -> State {
+    let mut s = State::new(PathBuf::from("/mnt/usb"));
+    let mut list: Vec<super::event::DiskEntry> = disks().into_iter().map(Ok).collect();
+    list.push(Err((PathBuf::from("/dev/sdc"), "/dev/sdc: Input/output error (os error 5)".into())));
+    update(&mut s, Event::Disks(list));
+    s
+}
+
+fn press(s: &mut State, code: KeyCode) -> Vec<Command> {
+    update(s, Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn keys(s: &mut State, seq: &[KeyCode]) -> Vec<Command> {
+    seq.iter().flat_map(|k| press(s, *k)).collect()
+}
+
+fn typed(s: &mut State, text: &str) {
+    for c in text.chars() {
+        press(s, KeyCode::Char(c));
+    }
+}
+
+fn draw(s: &State, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    t.draw(|f| render(s, f)).expect("draw");
+    let buf = t.backend().buffer();
+    buf.content.chunks(w as usize).map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// Snapshot the screen at 80x24 and 160x50.
+fn snap(name: &str, s: &State) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        insta::assert_snapshot!(format!("tui_{name}_80x24"), draw(s, 80, 24));
+        insta::assert_snapshot!(format!("tui_{name}_160x50"), draw(s, 160, 50));
+    });
+}
+
+use KeyCode::{Backspace, Down, Enter, Esc, Right, Tab};
+
+#[test]
+fn home() {
+    let mut s = state();
+    s.recent.push("[ok]     Backup of sda to /mnt/usb/sda-disk.rimg".into());
+    snap("home", &s);
+    press(&mut s, KeyCode::Char('j'));
+    press(&mut s, KeyCode::Char('j'));
+    snap("home_busy_selected", &s);
+    press(&mut s, KeyCode::Char('?'));
+    snap("home_help", &s);
+    press(&mut s, KeyCode::Char('x'));
+    assert!(!s.help);
+    // vt100: nothing but ASCII on the screen.
+    s.ascii = true;
+    press(&mut s, KeyCode::Char('?'));
+    snap("home_help_ascii", &s);
+    for line in draw(&s, 80, 24).lines() {
+        assert!(line.is_ascii(), "{line}");
+    }
+    press(&mut s, KeyCode::Char('x'));
+    s.ascii = false;
+    assert!(matches!(press(&mut s, KeyCode::Char('s'))[..], [Command::Refresh]));
+    assert!(matches!(press(&mut s, KeyCode::Char('q'))[..], [Command::Quit]));
+    // Idle on the home screen: a cheap hot-plug check every 8 ticks.
+    update(&mut s, Event::Disks(vec![]));
+    let c: Vec<Command> = (0..8).flat_map(|_| update(&mut s, Event::Tick)).collect();
+    assert!(matches!(c[..], [Command::HotplugCheck]), "{c:?}");
+}
+
+#[test]
+fn tiny_and_loading_screens_do_not_panic() {
+    let s = State::new(PathBuf::from("/"));
+    snap("home_loading", &s);
+    let mut s = state();
+    for (w, h) in [(1, 1), (10, 3), (20, 5), (80, 24), (300, 100)] {
+        draw(&s, w, h);
+    }
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter]);
+    for (w, h) in [(1, 1), (10, 3), (20, 5)] {
+        draw(&s, w, h);
+    }
+}
+
+#[test]
+fn backup_wizard() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('b'));
+    snap("backup_kind", &s);
+    keys(&mut s, &[Down, Down, Enter]);
+    snap("backup_disk", &s);
+    press(&mut s, Enter);
+    keys(&mut s, &[KeyCode::Char(' '), Down, Down, KeyCode::Char(' ')]);
+    snap("backup_parts", &s);
+    press(&mut s, Enter);
+    snap("backup_dest", &s);
+    for _ in 0..10 {
+        press(&mut s, Backspace);
+    }
+    typed(&mut s, "data.rimg");
+    press(&mut s, Enter);
+    // Encryption on, passwords that differ, a comment.
+    keys(&mut s, &[Tab, Right, Tab]);
+    typed(&mut s, "secret");
+    press(&mut s, Tab);
+    typed(&mut s, "secreT");
+    keys(&mut s, &[Tab, Right, Right, Right, Tab]);
+    typed(&mut s, "700M");
+    keys(&mut s, &[Tab, Tab, Tab]);
+    typed(&mut s, "before the upgrade");
+    let c = press(&mut s, Enter);
+    assert!(c.is_empty());
+    snap("backup_options_error", &s);
+    // Fix the second password.
+    keys(&mut s, &[Tab, Tab, Tab, Tab]);
+    press(&mut s, Backspace);
+    typed(&mut s, "t");
+    let c = press(&mut s, Enter);
+    let [Command::PlanBackup(req)] = &c[..] else { panic!("expected a plan request, got {c:?}") };
+    assert_eq!(req.source, PathBuf::from("/dev/sda"));
+    assert_eq!(req.selection, imaging::backup::Selection::Partitions(vec![1, 3]));
+    assert_eq!(req.output, Some(PathBuf::from("/mnt/usb/sda-data.rimg")));
+    snap("backup_planning", &s);
+    update(&mut s, Event::BackupPlanned(Ok(backup_plan())));
+    snap("backup_summary", &s);
+    let c = press(&mut s, Enter);
+    let [Command::RunBackup(job)] = &c[..] else { panic!("expected the backup to start, got {c:?}") };
+    assert_eq!(job.password.as_deref(), Some("secret"));
+    assert_eq!(job.split, Some(700 << 20));
+    assert_eq!(job.comment.as_deref(), Some("before the upgrade"));
+    assert!(job.verify);
+    progress_and_cancel(&mut s);
+}
+
+/// Progress, cancel asked once then confirmed, the engine's Cancelled error.
+fn progress_and_cancel(s: &mut State) {
+    update(s, Event::Phase { name: "reading partition 3 (ext4)".into(), total: 88_080_384 });
+    update(s, Event::Advance { done: 30_000_000, secs: 2.5 });
+    update(s, Event::Note("partition 2: ntfs looks damaged: copied sector by sector".into()));
+    snap("progress", s);
+    assert!(press(s, KeyCode::Char('c')).is_empty());
+    snap("progress_ask_cancel", s);
+    assert!(press(s, KeyCode::Char('n')).is_empty());
+    assert!(press(s, Esc).is_empty());
+    assert!(matches!(press(s, KeyCode::Char('y'))[..], [Command::Cancel]));
+    update(
+        s,
+        Event::Finished(Err(Failure {
+            message: "backing up /dev/sda: image is incomplete: cancelled by the user".into(),
+            hint: "nothing more to do: the operation stopped at your request".into(),
+            class: ErrorClass::Cancelled,
+            needs_password: false,
+        })),
+    );
+    snap("result_cancelled", s);
+    assert!(matches!(press(s, Enter)[..], [Command::Refresh]));
+    assert!(matches!(s.screen, Screen::Home));
+    assert!(s.recent[0].starts_with("[cancelled]"), "{:?}", s.recent);
+}
+
+#[test]
+fn restore_wizard() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('r'));
+    typed(&mut s, "/mnt/usb/sda");
+    press(&mut s, Tab);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::Scan(p)] if p == &PathBuf::from("/mnt/usb")), "{c:?}");
+    update(&mut s, Event::Scanned(vec![PathBuf::from("/mnt/usb/old/pc.rimg.001"), PathBuf::from("/mnt/usb/sda-disk.rimg")]));
+    press(&mut s, Down);
+    snap("restore_image", &s);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::OpenImage { path, password: None }] if path == &PathBuf::from("/mnt/usb/sda-disk.rimg")), "{c:?}");
+    update(
+        &mut s,
+        Event::ImageOpened(Err(Failure {
+            message: "image is encrypted: a password is needed".into(),
+            hint: String::new(),
+            class: ErrorClass::Failed,
+            needs_password: true,
+        })),
+    );
+    typed(&mut s, "pw");
+    snap("restore_password", &s);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::OpenImage { password: Some(p), .. }] if p == "pw"), "{c:?}");
+    update(&mut s, Event::ImageOpened(Ok(image())));
+    snap("restore_what", &s);
+    press(&mut s, Enter);
+    press(&mut s, Down);
+    snap("restore_target", &s);
+    let c = press(&mut s, Enter);
+    let [Command::PlanRestore { req, .. }] = &c[..] else { panic!("expected a restore plan request, got {c:?}") };
+    assert_eq!(req.target, PathBuf::from("/dev/sdb"));
+    assert_eq!(req.source_partition, None);
+    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    snap("restore_summary", &s);
+    // Changing an option plans again.
+    let c = keys(&mut s, &[Down, Right]);
+    let [Command::PlanRestore { req, .. }] = &c[..] else { panic!("expected a new plan, got {c:?}") };
+    assert_eq!(req.layout.align, Some(1 << 20));
+    assert!(press(&mut s, Enter).is_empty(), "no run while planning");
+    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    assert!(press(&mut s, Enter).is_empty());
+    snap("restore_confirm", &s);
+    typed(&mut s, "sda");
+    assert!(press(&mut s, Enter).is_empty(), "a wrong name never confirms");
+    snap("restore_confirm_wrong", &s);
+    typed(&mut s, "sdb");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::RunRestore { .. }]), "{c:?}");
+    update(&mut s, Event::Phase { name: "verifying image".into(), total: 59_000_000 });
+    update(
+        &mut s,
+        Event::Finished(Ok(vec!["Restore complete: 144.3 MiB written to /dev/sdb WD Elements 25A2 (serial WX12A3456789), 400.0 MiB in 9.1 s".into()])),
+    );
+    snap("result_restore_ok", &s);
+}
+
+#[test]
+fn restore_one_partition_and_failure() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('r'));
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    press(&mut s, Enter);
+    update(&mut s, Event::ImageOpened(Ok(image())));
+    keys(&mut s, &[Down, Down, Down, Enter, Down, Enter]);
+    snap("restore_target_partition", &s);
+    let c = keys(&mut s, &[Down, Down, Down, Enter]);
+    let [Command::PlanRestore { req, .. }] = &c[..] else { panic!("expected a plan request, got {c:?}") };
+    assert_eq!((req.source_partition, req.target_partition), (Some(3), Some(3)));
+    update(
+        &mut s,
+        Event::RestorePlanned(Err(Failure {
+            message: "planning the restore to /dev/sdb: /dev/sdb is in use: partition 3 mounted on /media/x".into(),
+            hint: "unmount its filesystems, swapoff, stop LVM/md users (vgchange -an, mdadm --stop), then try again".into(),
+            class: ErrorClass::Refused,
+            needs_password: false,
+        })),
+    );
+    snap("restore_refused", &s);
+    assert!(press(&mut s, Enter).is_empty());
+}
+
+#[test]
+fn inventory_waits_for_the_home_screen() {
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('c'), Enter, Down]);
+    update(&mut s, Event::Disks(vec![Ok(disks()[1].clone())]));
+    assert_eq!(s.readable().len(), 3, "a wizard's disk indexes stay valid");
+    keys(&mut s, &[Esc, Esc]);
+    assert_eq!(s.readable().len(), 1);
+}
+
+#[test]
+fn clone_wizard() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('c'));
+    snap("clone_kind", &s);
+    press(&mut s, Enter);
+    press(&mut s, Enter);
+    snap("clone_target", &s);
+    press(&mut s, Esc);
+    let c = keys(&mut s, &[Enter, Enter]);
+    let [Command::PlanClone(req)] = &c[..] else { panic!("expected a clone plan request, got {c:?}") };
+    assert_eq!((req.source.clone(), req.target.clone()), (PathBuf::from("/dev/sda"), PathBuf::from("/dev/sdb")));
+    let mut write = restore_plan();
+    write.operation = "clone".into();
+    write.source = "/dev/sda".into();
+    update(&mut s, Event::ClonePlanned(Ok(Box::new(ClonePlan { write, source: backup_plan() }))));
+    snap("clone_summary", &s);
+    press(&mut s, Enter);
+    typed(&mut s, "sdb");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::RunClone(_)]), "{c:?}");
+    update(
+        &mut s,
+        Event::Finished(Err(Failure {
+            message: "cloning to /dev/sdb: restore failed: reading the source at byte 1048576: Input/output error (os error 5); /dev/sdb is incomplete: its partition table was cleared and 0 bytes of data were written; it holds no usable system until a restore completes".into(),
+            hint: "install the tool or run the step by hand; the data itself was written".into(),
+            class: ErrorClass::Failed,
+            needs_password: false,
+        })),
+    );
+    snap("result_clone_failed", &s);
+}
+
+#[test]
+fn tools() {
+    let mut s = state();
+    s.log.push("phase: reading partition 1".into());
+    press(&mut s, KeyCode::Char('t'));
+    snap("tools", &s);
+    keys(&mut s, &[Down, Enter]);
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::OpenImage { .. }]), "{c:?}");
+    update(&mut s, Event::ImageOpened(Ok(image())));
+    snap("tools_info", &s);
+    keys(&mut s, &[Esc, Down, Down, Enter]);
+    snap("tools_power_confirm", &s);
+    typed(&mut s, "poweroff");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::Power(super::event::PowerAction::PowerOff)]), "{c:?}");
+    // Check runs as a task.
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('t'), Enter]);
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::OpenImage { .. }]), "{c:?}");
+    let c = update(&mut s, Event::ImageOpened(Ok(image())));
+    assert!(matches!(&c[..], [Command::Check { .. }]), "{c:?}");
+    assert!(matches!(s.screen, Screen::Progress(_)));
+    update(&mut s, Event::Phase { name: "verifying image".into(), total: 59_000_000 });
+    update(&mut s, Event::Crashed("attempt to subtract with overflow".into()));
+    snap("result_crashed", &s);
+}
+
+#[test]
+fn event_loop_on_test_backend() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut s = state();
+    let mut runner = super::worker::Runner::new(tx.clone(), vec![]);
+    let mut t = Terminal::new(TestBackend::new(80, 24)).expect("test backend");
+    for k in ['j', '?', 'x', 'q'] {
+        tx.send(Event::Key(KeyEvent::new(KeyCode::Char(k), KeyModifiers::NONE))).expect("send");
+    }
+    let flow = super::run_loop(&mut t, &mut s, &rx, &mut runner).expect("loop");
+    assert_eq!(flow, super::worker::Flow::Quit);
+    assert_eq!(s.sel, 1);
+    assert!(!s.help);
+}
+
+#[test]
+fn progress_sink_sends_events() {
+    use imaging::task::Progress;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = super::worker::ChannelProgress::new(tx);
+    p.begin("reading partition 1", 100);
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    p.advance(40);
+    p.advance(10);
+    p.note("fallback");
+    p.finish();
+    let evs: Vec<Event> = rx.try_iter().collect();
+    assert!(matches!(&evs[0], Event::Phase { name, total: 100 } if name == "reading partition 1"), "{evs:?}");
+    assert!(matches!(evs[1], Event::Advance { done: 40, .. }), "{evs:?}");
+    assert!(matches!(&evs[2], Event::Note(n) if n == "fallback"), "{evs:?}");
+    assert!(matches!(evs[3], Event::Advance { done: 50, .. }), "{evs:?}");
+}
+
+#[test]
+fn scan_finds_images_and_first_volumes() {
+    let d = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(d.path().join("a/b")).expect("mkdir");
+    for f in ["one.rimg", "a/split.rimg.001", "a/split.rimg.002", "a/b/two.rimg", "notes.txt", "x.rimg.partial"] {
+        std::fs::write(d.path().join(f), b"x").expect("write");
+    }
+    let mut found = Vec::new();
+    super::worker::scan(d.path(), 0, &mut found);
+    found.sort();
+    let rel: Vec<String> = found.iter().map(|p| p.strip_prefix(d.path()).expect("inside").display().to_string()).collect();
+    assert_eq!(rel, ["a/b/two.rimg", "a/split.rimg.001", "one.rimg"]);
+}

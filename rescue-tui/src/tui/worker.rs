@@ -1,0 +1,279 @@
+//! The runner: does what `update` asks, on worker threads, and answers with
+//! events on the UI channel. Workers report progress through the engine's
+//! `Task` (a [`ChannelProgress`] sink plus the cancel token) and never touch
+//! the terminal.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use imaging::blockdev::human_size as hs;
+use imaging::image::volume::Output;
+use imaging::image::{ImageError, ImageReader, WriterOptions};
+use imaging::task::{CancelToken, Progress, Task};
+
+use super::event::{BackupJob, Command, Event, Failure, ImageSummary, PowerAction};
+
+/// Sends progress as events, at most ten a second per phase.
+pub struct ChannelProgress {
+    tx: Mutex<Sender<Event>>,
+    phase: Mutex<PhaseState>,
+}
+
+struct PhaseState {
+    start: Instant,
+    last: Instant,
+    done: u64,
+}
+
+impl ChannelProgress {
+    pub fn new(tx: Sender<Event>) -> Self {
+        let now = Instant::now();
+        ChannelProgress { tx: Mutex::new(tx), phase: Mutex::new(PhaseState { start: now, last: now, done: 0 }) }
+    }
+
+    fn send(&self, ev: Event) {
+        if let Ok(tx) = self.tx.lock() {
+            let _ = tx.send(ev);
+        }
+    }
+}
+
+impl Progress for ChannelProgress {
+    fn begin(&self, phase: &str, total: u64) {
+        if let Ok(mut p) = self.phase.lock() {
+            p.start = Instant::now();
+            p.done = 0;
+        }
+        self.send(Event::Phase { name: phase.to_string(), total });
+    }
+
+    fn advance(&self, n: u64) {
+        let ev = {
+            let Ok(mut p) = self.phase.lock() else { return };
+            p.done += n;
+            if p.last.elapsed().as_millis() < 100 {
+                return;
+            }
+            p.last = Instant::now();
+            Event::Advance { done: p.done, secs: p.start.elapsed().as_secs_f64() }
+        };
+        self.send(ev);
+    }
+
+    fn note(&self, msg: &str) {
+        self.send(Event::Note(msg.to_string()));
+    }
+
+    fn finish(&self) {
+        let ev = {
+            let Ok(p) = self.phase.lock() else { return };
+            Event::Advance { done: p.done, secs: p.start.elapsed().as_secs_f64() }
+        };
+        self.send(ev);
+    }
+}
+
+pub struct Runner {
+    tx: Sender<Event>,
+    extra_disks: Vec<PathBuf>,
+    cancel: Option<CancelToken>,
+    /// Block disks at the last refresh, for hot-plug checks.
+    seen: Vec<PathBuf>,
+}
+
+/// What the loop does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+    Power(PowerAction),
+}
+
+impl Runner {
+    pub fn new(tx: Sender<Event>, extra_disks: Vec<PathBuf>) -> Self {
+        Runner { tx, extra_disks, cancel: None, seen: Vec::new() }
+    }
+
+    /// Run `f` on a new thread; a panic becomes an [`Event::Crashed`] so
+    /// the screen never waits for an answer that cannot come.
+    fn spawn(&self, f: impl FnOnce(Sender<Event>) + Send + 'static) {
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let tx2 = tx.clone();
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(tx))) {
+                let msg =
+                    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
+                let _ = tx2.send(Event::Crashed(msg));
+            }
+        });
+    }
+
+    fn task(&mut self) -> Task {
+        let t = Task::new(Arc::new(ChannelProgress::new(self.tx.clone())), CancelToken::new());
+        self.cancel = Some(t.cancel.clone());
+        t
+    }
+
+    pub fn run(&mut self, cmd: Command) -> Flow {
+        match cmd {
+            Command::Quit => {
+                if let Some(c) = &self.cancel {
+                    c.cancel();
+                }
+                return Flow::Quit;
+            }
+            Command::Power(a) => return Flow::Power(a),
+            Command::Cancel => {
+                if let Some(c) = &self.cancel {
+                    c.cancel();
+                }
+            }
+            Command::HotplugCheck => {
+                if imaging::blockdev::list_block_disks() != self.seen {
+                    return self.run(Command::Refresh);
+                }
+            }
+            Command::Refresh => {
+                self.seen = imaging::blockdev::list_block_disks();
+                let extra = self.extra_disks.clone();
+                self.spawn(move |tx| {
+                    let list = imaging::inventory::list(&extra).into_iter().map(|r| r.map_err(|(p, e)| (p, e.to_string()))).collect();
+                    let _ = tx.send(Event::Disks(list));
+                });
+            }
+            Command::Scan(dir) => self.spawn(move |tx| {
+                let mut found = Vec::new();
+                scan(&dir, 0, &mut found);
+                found.sort();
+                let _ = tx.send(Event::Scanned(found));
+            }),
+            Command::OpenImage { path, password } => self.spawn(move |tx| {
+                let r = open(&path, password.as_deref()).map(|reader| ImageSummary {
+                    path: path.clone(),
+                    password,
+                    catalog: reader.catalog().clone(),
+                    volumes: reader.volumes(),
+                    len: reader.len(),
+                });
+                let _ = tx.send(Event::ImageOpened(r));
+            }),
+            Command::PlanBackup(req) => self.spawn(move |tx| {
+                let r = imaging::backup::plan_backup(&req).map_err(|e| Failure::from_error(&format!("planning the backup of {}", req.source.display()), &e));
+                let _ = tx.send(Event::BackupPlanned(r));
+            }),
+            Command::PlanRestore { req, password } => self.spawn(move |tx| {
+                let r = open(&req.image, password.as_deref()).and_then(|reader| {
+                    imaging::restore::plan_restore(&req, &reader)
+                        .map_err(|e| Failure::from_error(&format!("planning the restore to {}", req.target.display()), &e))
+                });
+                let _ = tx.send(Event::RestorePlanned(r));
+            }),
+            Command::PlanClone(req) => self.spawn(move |tx| {
+                let r = imaging::clone::plan_clone(&req)
+                    .map(Box::new)
+                    .map_err(|e| Failure::from_error(&format!("planning the clone of {} to {}", req.source.display(), req.target.display()), &e));
+                let _ = tx.send(Event::ClonePlanned(r));
+            }),
+            Command::RunBackup(job) => {
+                let task = self.task();
+                self.spawn(move |tx| {
+                    let r = run_backup(*job, &task);
+                    let _ = tx.send(Event::Finished(r));
+                });
+            }
+            Command::RunRestore { plan, password, sector_by_sector } => {
+                let task = self.task();
+                self.spawn(move |tx| {
+                    let r = open(Path::new(&plan.source), password.as_deref()).and_then(|reader| {
+                        imaging::restore::run_restore(&plan, &reader, sector_by_sector, &task)
+                            .map(|o| outcome_lines("Restore", &plan, o))
+                            .map_err(|e| Failure::from_error(&format!("restoring to {}", plan.target.path.display()), &e))
+                    });
+                    let _ = tx.send(Event::Finished(r));
+                });
+            }
+            Command::RunClone(plan) => {
+                let task = self.task();
+                self.spawn(move |tx| {
+                    let r = imaging::clone::run_clone(&plan, &task)
+                        .map(|o| outcome_lines("Clone", &plan.write, o))
+                        .map_err(|e| Failure::from_error(&format!("cloning to {}", plan.write.target.path.display()), &e));
+                    let _ = tx.send(Event::Finished(r));
+                });
+            }
+            Command::Check { path, password } => {
+                let task = self.task();
+                self.spawn(move |tx| {
+                    let r = open(&path, password.as_deref()).and_then(|reader| {
+                        imaging::check::check_reader(&reader, false, &task)
+                            .map(|rep| {
+                                vec![format!(
+                                    "Image OK: {} volume(s), {} regions, {} chunks, {} of data verified in {:.1} s",
+                                    rep.volumes,
+                                    rep.regions,
+                                    rep.chunks,
+                                    hs(rep.data_bytes),
+                                    rep.seconds
+                                )]
+                            })
+                            .map_err(|e| Failure::from_error(&format!("checking {}", path.display()), &e))
+                    });
+                    let _ = tx.send(Event::Finished(r));
+                });
+            }
+        }
+        Flow::Continue
+    }
+}
+
+fn open(path: &Path, password: Option<&str>) -> Result<ImageReader, Failure> {
+    ImageReader::open(path, password.map(str::as_bytes)).map_err(|e: ImageError| Failure::from_image(&format!("opening {}", path.display()), &e))
+}
+
+fn outcome_lines(what: &str, plan: &imaging::exec::WritePlan, o: imaging::exec::WriteOutcome) -> Vec<String> {
+    let mut v = vec![format!("{what} complete: {} written to {} in {:.1} s", hs(o.bytes_written), plan.target.describe(), o.seconds)];
+    v.extend(o.grown);
+    v.extend(o.notes.into_iter().map(|n| format!("note: {n}")));
+    v
+}
+
+fn run_backup(job: BackupJob, task: &Task) -> Result<Vec<String>, Failure> {
+    let ctx = format!("backing up {}", job.plan.source.path.display());
+    let password = job.password.map(String::into_bytes);
+    let wo = WriterOptions { compression: job.compression, password: password.clone(), split: job.split, ..Default::default() };
+    let res = imaging::backup::run_backup(&job.plan, Output::Path(job.output.clone()), wo, job.comment, task).map_err(|e| Failure::from_error(&ctx, &e))?;
+    let image_bytes: u64 = res.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let data = res.catalog.used_bytes();
+    let mut lines = vec![
+        format!("Backup complete: {} ({} volume{})", res.paths[0].display(), res.paths.len(), if res.paths.len() == 1 { "" } else { "s" }),
+        format!("{} of data stored in {} of image, {:.1} s", hs(data), hs(image_bytes), res.seconds),
+    ];
+    if job.verify {
+        let reader = ImageReader::open(&res.paths[0], password.as_deref()).map_err(|e| Failure::from_image("opening the new image to verify it", &e))?;
+        imaging::check::check_reader(&reader, true, task).map_err(|e| Failure::from_error("verifying the new image", &e))?;
+        lines.push("Verified: every chunk of the new image reads back correctly.".into());
+    }
+    Ok(lines)
+}
+
+/// Images under `dir`: `*.rimg` and the first volume of split sets.
+pub fn scan(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    if depth > 4 || ["/proc", "/sys", "/dev", "/run"].iter().any(|p| dir == Path::new(p)) {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            scan(&p, depth + 1, out);
+        } else if ft.is_file() {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if n.ends_with(".rimg") || n.ends_with(".rimg.001") {
+                out.push(p);
+            }
+        }
+    }
+}

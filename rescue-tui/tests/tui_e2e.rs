@@ -1,0 +1,272 @@
+//! End-to-end: the real `rescue` TUI in tmux, driven with send-keys and read
+//! with capture-pane. A complete backup of a sample disk image, a restore
+//! onto a second image file, a clone onto a third, and a cancel mid-way;
+//! the results are checked with the CLI (`rescue check`, `rescue info`,
+//! `rescue disks`) and by comparing the partitions byte for byte.
+//! Needs tmux and the mkfs tools of `scripts/make-sample-disk` (scripts/setup).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A tmux session running the TUI; killed on drop, also when a test fails.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let name = format!("rescue-e2e-{}", std::process::id());
+        let _ = Command::new("tmux").args(["kill-session", "-t", &name]).output();
+        sh_ok(Command::new("tmux").args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", cmd]));
+        Tmux { name }
+    }
+
+    fn pane(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.name]).output().expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.name];
+        args.extend_from_slice(keys);
+        sh_ok(Command::new("tmux").args(&args));
+    }
+
+    fn text(&self, s: &str) {
+        sh_ok(Command::new("tmux").args(["send-keys", "-t", &self.name, "-l", s]));
+    }
+
+    /// Poll the pane until it shows `needle`; fail with the pane text.
+    fn wait(&self, needle: &str, secs: u64) -> String {
+        let t0 = Instant::now();
+        loop {
+            let p = self.pane();
+            if p.contains(needle) {
+                return p;
+            }
+            if t0.elapsed() > Duration::from_secs(secs) {
+                panic!("timed out after {secs} s waiting for {needle:?}; the pane shows:\n{p}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Move the list selection (`> ` marker) to the line containing `needle`.
+    fn select(&self, needle: &str) {
+        // Other disks of the machine (loop devices) come first: go to the top, then down.
+        self.keys(&["Home"]);
+        for _ in 0..40 {
+            self.keys(&["k"]);
+        }
+        for _ in 0..80 {
+            std::thread::sleep(Duration::from_millis(60));
+            let p = self.pane();
+            if p.lines().any(|l| l.starts_with("> ") && l.contains(needle)) {
+                return;
+            }
+            self.keys(&["j"]);
+        }
+        panic!("could not select {needle:?}; the pane shows:\n{}", self.pane());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).output();
+    }
+}
+
+fn disks_json(p: &Path) -> serde_json::Value {
+    let out = rescue_ok(&["disks", "--json", p.to_str().expect("utf-8 path")]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("disks --json");
+    v.as_array()
+        .and_then(|a| a.iter().find(|d| d["path"].as_str().is_some_and(|x| Path::new(x) == p)).cloned())
+        .unwrap_or_else(|| panic!("{} not in `rescue disks --json`: {out}", p.display()))
+}
+
+/// (number, start, len, fs kind) of each partition.
+fn parts(p: &Path) -> Vec<(u64, u64, u64, String)> {
+    let d = disks_json(p);
+    d["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|x| {
+            (
+                x["number"].as_u64().expect("number"),
+                x["start"].as_u64().expect("start"),
+                x["len"].as_u64().expect("len"),
+                x["fs"]["kind"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn hash_range(p: &Path, start: u64, len: u64) -> blake3::Hash {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(p).expect("open");
+    f.seek(SeekFrom::Start(start)).expect("seek");
+    let mut h = blake3::Hasher::new();
+    std::io::copy(&mut f.take(len), &mut h).expect("read");
+    h.finalize()
+}
+
+/// Same partitions, same filesystems, same bytes in every partition.
+fn same_partitions(a: &Path, b: &Path) {
+    let pa = parts(a);
+    let pb = parts(b);
+    assert_eq!(pa, pb, "partition tables differ");
+    assert_eq!(pa.iter().map(|p| p.3.as_str()).collect::<Vec<_>>(), ["fat32", "ntfs", "ext4"]);
+    for (n, start, len, _) in &pa {
+        assert_eq!(hash_range(a, *start, *len), hash_range(b, *start, *len), "partition {n} differs");
+    }
+}
+
+fn file(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).and_then(|f| f.set_len(size)).expect("create disk file");
+    p
+}
+
+#[test]
+fn tui_backup_restore_clone_cancel_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test: apt-get install tmux");
+    }
+    let src = sample_disk();
+    let d = tempfile::tempdir().expect("temp dir");
+    let dir = d.path();
+    let tgt = file(dir, "target.img", 400 << 20);
+    let cln = file(dir, "clone.img", 400 << 20);
+    // Sparse and without a partition table: copied sector by sector, slow
+    // enough to cancel.
+    let big = file(dir, "big.img", 40 << 30);
+    let img = dir.join("disk.rimg");
+    let cmd = format!(
+        "cd {dir} && TERM=vt100 RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {src} --disk {tgt} --disk {cln} --disk {big}; echo \"rescue exited with $?\"; sleep 120",
+        dir = dir.display(),
+        bin = env!("CARGO_BIN_EXE_rescue"),
+        src = src.display(),
+        tgt = tgt.display(),
+        cln = cln.display(),
+        big = big.display(),
+    );
+    let t = Tmux::start(&cmd);
+    t.wait("Recent operations", 30);
+    t.wait("> [", 30);
+
+    // 1. Backup of the whole sample disk, with a comment.
+    t.select("[sample.img]");
+    t.keys(&["b"]);
+    t.wait("What do you want to back up?", 10);
+    t.keys(&["Enter"]);
+    t.wait("Which disk?", 10);
+    t.select("[sample.img]");
+    t.keys(&["Enter"]);
+    t.wait("Image file:", 10);
+    t.keys(&["C-u"]);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Verify after", 10);
+    for _ in 0..5 {
+        t.keys(&["Tab"]);
+    }
+    t.text("made in tmux");
+    t.keys(&["Enter"]);
+    t.wait("total to read", 60);
+    t.keys(&["Enter"]);
+    let p = t.wait("Backup finished", 180);
+    assert!(p.contains("[OK]") && p.contains("Verified"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    let out = rescue_ok(&["check", img.to_str().expect("utf-8")]);
+    assert!(out.contains("Image OK"), "{out}");
+    let info: serde_json::Value = serde_json::from_str(&rescue_ok(&["info", "--json", img.to_str().expect("utf-8")])).expect("info --json");
+    assert_eq!(info["catalog"]["comment"], "made in tmux");
+    assert_eq!(info["catalog"]["kind"], "disk");
+
+    // 2. Restore it onto the second image file; a wrong name does nothing.
+    t.keys(&["r"]);
+    t.wait("Scan folder", 10);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Restore what?", 30);
+    t.keys(&["Enter"]);
+    t.wait("Restore onto which disk?", 10);
+    t.select("[target.img]");
+    t.keys(&["Enter"]);
+    t.wait("type target.img to start", 60);
+    t.keys(&["Enter"]);
+    t.wait("Type the name", 10);
+    t.text("sample.img");
+    t.keys(&["Enter"]);
+    t.wait("nothing was written", 10);
+    t.text("target.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Restore finished", 180);
+    assert!(p.contains("Restore complete"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    same_partitions(src, &tgt);
+
+    // 3. Clone the sample disk onto the third image file.
+    t.keys(&["c"]);
+    t.wait("What do you want to clone?", 10);
+    t.keys(&["Enter"]);
+    t.wait("Copy from which disk?", 10);
+    t.select("[sample.img]");
+    t.keys(&["Enter"]);
+    t.wait("Copy onto which disk?", 10);
+    t.select("[clone.img]");
+    t.keys(&["Enter"]);
+    t.wait("type clone.img to start", 60);
+    t.keys(&["Enter"]);
+    t.wait("Type the name", 10);
+    t.text("clone.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Clone finished", 180);
+    assert!(p.contains("Clone complete"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    same_partitions(src, &cln);
+
+    // 4. Cancel a long backup right after it starts: asks once, then stops.
+    t.select("[big.img]");
+    t.keys(&["b", "Enter"]);
+    t.wait("Which disk?", 10);
+    t.select("[big.img]");
+    t.keys(&["Enter"]);
+    t.wait("Image file:", 10);
+    t.keys(&["C-u"]);
+    let big_img = dir.join("big.rimg");
+    t.text(big_img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Verify after", 10);
+    t.keys(&["Enter"]);
+    t.wait("total to read", 60);
+    t.keys(&["Enter"]);
+    t.wait("Speed", 30);
+    t.keys(&["c"]);
+    t.wait("y = cancel", 10);
+    t.keys(&["y"]);
+    let p = t.wait("[CANCELLED]", 120);
+    assert!(p.contains("cancelled"), "{p}");
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("big.rimg"))
+        .collect();
+    assert!(left.is_empty(), "a cancelled backup left {left:?}");
+    t.keys(&["Enter"]);
+    t.wait("[cancelled]", 10);
+
+    // 5. Quit cleanly.
+    t.keys(&["q"]);
+    t.wait("rescue exited with 0", 10);
+}
