@@ -364,7 +364,7 @@ fn busy_reasons_direct(disk: &DiskInfo) -> Vec<String> {
         for m in mounts.iter().filter(|m| m.devnum == devnum) {
             reasons.push(format!("{label} is mounted on {}", m.mountpoint));
         }
-        if swaps.iter().any(|s| *s == devnum) {
+        if swaps.contains(&devnum) {
             reasons.push(format!("{label} is active swap"));
         }
         for h in holders(&devnum) {

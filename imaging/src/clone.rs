@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crossbeam_channel::bounded;
 
 use crate::backup::{self, BackupPlan, BackupRequest, Selection};
-use crate::blockdev::{self, BlockError, DiskKind, SourceDisk};
+use crate::blockdev::{self, SourceDisk};
 use crate::error::Error;
 use crate::exec::{self, RegionSource, WriteOutcome, WritePlan};
 use crate::image::format::RegionKind;
@@ -84,50 +84,9 @@ pub fn plan_clone(req: &CloneRequest) -> Result<ClonePlan, Error> {
             .map(|(i, r)| SrcRegion { id: i as u32, kind: r.kind, partition: r.partition, disk_offset: r.disk_offset, len: r.len, fs: r.fs.clone(), bytes: r.bytes })
             .collect(),
     };
-    let (layout, whole_disk, part_dev, part_off) = match req.source_partition {
-        None => {
-            let busy = blockdev::busy_reasons(&target);
-            if !busy.is_empty() {
-                return Err(BlockError::Busy { path: target.path.clone(), reasons: busy.join("; ") }.into());
-            }
-            (layout::whole_disk(&src, &target, &req.layout)?, true, None, 0)
-        }
-        Some(n) => {
-            let r = src.regions.iter().find(|r| r.partition == Some(n)).ok_or_else(|| Error::refused(format!("no partition {n} on the source"), "run `rescue disks`"))?;
-            let sp = bp.table.as_ref().and_then(|t| t.partitions.iter().find(|p| p.number == n));
-            let l = layout::single_partition(r, sp, &target, target_report.table.as_ref(), req.target_partition, &req.layout)?;
-            match req.target_partition {
-                Some(m) => {
-                    let p = target_report.partition(m).ok_or_else(|| Error::refused(format!("no partition {m}"), "run `rescue disks`"))?;
-                    if !p.busy.is_empty() {
-                        return Err(BlockError::Busy { path: target.path.clone(), reasons: format!("partition {m}: {}", p.busy.join("; ")) }.into());
-                    }
-                    (l, false, p.device.clone(), p.partition.start)
-                }
-                None => {
-                    let busy = blockdev::busy_reasons(&target);
-                    if !busy.is_empty() && target.kind == DiskKind::Block {
-                        return Err(BlockError::Busy { path: target.path.clone(), reasons: busy.join("; ") }.into());
-                    }
-                    (l, false, None, 0)
-                }
-            }
-        }
-    };
-    let bytes = layout.moves.iter().map(|m| m.bytes).sum();
+    let write = exec::plan_target("clone", req.source.display().to_string(), &src, req.source_partition, target_report, req.target_partition, &req.layout)?;
     Ok(ClonePlan {
-        write: WritePlan {
-            operation: "clone".into(),
-            source: req.source.display().to_string(),
-            target,
-            target_partition_device: part_dev,
-            target_partition_offset: part_off,
-            whole_disk,
-            table_before: target_report.table,
-            layout,
-            sector0: src.sector0,
-            bytes,
-        },
+        write,
         source: bp,
     })
 }

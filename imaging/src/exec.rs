@@ -18,10 +18,11 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::blockdev::{self, DiskInfo, DiskKind, TargetDisk};
+use crate::blockdev::{self, BlockError, DiskInfo, DiskKind, TargetDisk};
 use crate::error::Error;
 use crate::image::format::RegionKind;
-use crate::layout::{FsGrow, Layout};
+use crate::inventory::DiskReport;
+use crate::layout::{self, FsGrow, Layout, LayoutOptions, SrcLayout};
 use crate::part::{self, PartitionTable};
 use crate::task::Task;
 
@@ -49,6 +50,69 @@ pub struct WritePlan {
     pub sector0: Option<Vec<u8>>,
     /// Total bytes of data to write.
     pub bytes: u64,
+}
+
+/// Plan where `src` goes on the target: the whole disk (`source_partition`
+/// None), or one source partition into partition `target_partition` or, when
+/// that is None, into free space. Refuses targets whose users would be hurt.
+pub fn plan_target(
+    operation: &str,
+    source: String,
+    src: &SrcLayout,
+    source_partition: Option<u32>,
+    target_report: DiskReport,
+    target_partition: Option<u32>,
+    opts: &LayoutOptions,
+) -> Result<WritePlan, Error> {
+    let target = target_report.disk.clone();
+    let busy = |reasons: Vec<String>| -> Result<(), Error> {
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(BlockError::Busy { path: target.path.clone(), reasons: reasons.join("; ") }.into())
+        }
+    };
+    let (layout, whole_disk, part_dev, part_off) = match source_partition {
+        None => {
+            busy(blockdev::busy_reasons(&target))?;
+            (layout::whole_disk(src, &target, opts)?, true, None, 0)
+        }
+        Some(n) => {
+            let r = src.regions.iter().find(|r| r.kind == RegionKind::Partition && r.partition == Some(n)).ok_or_else(|| {
+                let have: Vec<String> = src.regions.iter().filter_map(|r| r.partition.map(|p| p.to_string())).collect();
+                Error::refused(format!("the source holds no partition {n}"), format!("the source holds partitions: {}", have.join(", ")))
+            })?;
+            let sp = src.table.as_ref().and_then(|t| t.partitions.iter().find(|p| p.number == n));
+            let l = layout::single_partition(r, sp, &target, target_report.table.as_ref(), target_partition, opts)?;
+            match target_partition {
+                Some(m) => {
+                    let p = target_report.partition(m).ok_or_else(|| Error::refused(format!("no partition {m}"), "run `rescue disks`"))?;
+                    busy(p.busy.iter().map(|b| format!("partition {m}: {b}")).collect())?;
+                    (l, false, p.device.clone(), p.partition.start)
+                }
+                None => {
+                    // A new partition: the table changes, so the whole disk must be free.
+                    if target.kind == DiskKind::Block {
+                        busy(blockdev::busy_reasons(&target))?;
+                    }
+                    (l, false, None, 0)
+                }
+            }
+        }
+    };
+    let bytes = layout.moves.iter().map(|m| m.bytes).sum();
+    Ok(WritePlan {
+        operation: operation.into(),
+        source,
+        target,
+        target_partition_device: part_dev,
+        target_partition_offset: part_off,
+        whole_disk,
+        table_before: target_report.table,
+        layout,
+        sector0: src.sector0.clone(),
+        bytes,
+    })
 }
 
 /// Kinds of source regions, to order the writes.

@@ -4,14 +4,14 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::blockdev::{self, BlockError, DiskKind};
+use crate::blockdev::DiskKind;
 use crate::error::Error;
 use crate::exec::{self, RegionSource, WriteOutcome, WritePlan};
 use crate::image::format::{unhex, BackupKind, RegionKind};
 use crate::image::reader::ChunkSink;
 use crate::image::{ImageReader, Region};
 use crate::inventory;
-use crate::layout::{self, LayoutOptions, SrcLayout, SrcRegion};
+use crate::layout::{LayoutOptions, SrcLayout, SrcRegion};
 use crate::task::Task;
 
 #[derive(Debug, Clone)]
@@ -72,66 +72,18 @@ pub fn plan_restore(req: &RestoreRequest, reader: &ImageReader) -> Result<WriteP
             "name the disk and the partition number, e.g. --to /dev/sdb:2",
         ));
     }
-    let (layout, whole_disk, part_dev, part_off) = match req.source_partition {
-        None => {
-            if cat.kind == BackupKind::Partitions {
-                return Err(Error::refused(
-                    "this is a partition image: it cannot be restored as a whole disk",
-                    "restore one partition with --part N --to DISK[:M]",
-                ));
-            }
-            if req.target_partition.is_some() {
-                return Err(Error::refused("--to DISK:M needs --part N (which partition of the image)", "add --part N, or give the whole disk"));
-            }
-            let busy = blockdev::busy_reasons(&target);
-            if !busy.is_empty() {
-                return Err(BlockError::Busy { path: target.path.clone(), reasons: busy.join("; ") }.into());
-            }
-            (layout::whole_disk(&src, &target, &req.layout)?, true, None, 0)
+    if req.source_partition.is_none() {
+        if cat.kind == BackupKind::Partitions {
+            return Err(Error::refused(
+                "this is a partition image: it cannot be restored as a whole disk",
+                "restore one partition with --part N --to DISK[:M]",
+            ));
         }
-        Some(n) => {
-            let r = src
-                .regions
-                .iter()
-                .find(|r| r.kind == RegionKind::Partition && r.partition == Some(n))
-                .ok_or_else(|| {
-                    let have: Vec<String> = src.regions.iter().filter_map(|r| r.partition.map(|p| p.to_string())).collect();
-                    Error::refused(format!("the image holds no partition {n}"), format!("the image holds partitions: {}", have.join(", ")))
-                })?;
-            let sp = cat.table.as_ref().and_then(|t| t.partitions.iter().find(|p| p.number == n));
-            let l = layout::single_partition(r, sp, &target, target_report.table.as_ref(), req.target_partition, &req.layout)?;
-            match req.target_partition {
-                Some(m) => {
-                    let p = target_report.partition(m).ok_or_else(|| Error::refused(format!("no partition {m}"), "run `rescue disks`"))?;
-                    if !p.busy.is_empty() {
-                        return Err(BlockError::Busy { path: target.path.clone(), reasons: format!("partition {m}: {}", p.busy.join("; ")) }.into());
-                    }
-                    (l, false, p.device.clone(), p.partition.start)
-                }
-                None => {
-                    // A new partition: the table changes, so the whole disk must be free.
-                    let busy = blockdev::busy_reasons(&target);
-                    if !busy.is_empty() && target.kind == DiskKind::Block {
-                        return Err(BlockError::Busy { path: target.path.clone(), reasons: busy.join("; ") }.into());
-                    }
-                    (l, false, None, 0)
-                }
-            }
+        if req.target_partition.is_some() {
+            return Err(Error::refused("--to DISK:M needs --part N (which partition of the image)", "add --part N, or give the whole disk"));
         }
-    };
-    let bytes = layout.moves.iter().map(|m| m.bytes).sum();
-    Ok(WritePlan {
-        operation: "restore".into(),
-        source: req.image.display().to_string(),
-        target,
-        target_partition_device: part_dev,
-        target_partition_offset: part_off,
-        whole_disk,
-        table_before: target_report.table,
-        layout,
-        sector0: src.sector0,
-        bytes,
-    })
+    }
+    exec::plan_target("restore", req.image.display().to_string(), &src, req.source_partition, target_report, req.target_partition, &req.layout)
 }
 
 fn is_file(p: &Path) -> bool {
