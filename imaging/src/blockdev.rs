@@ -8,6 +8,8 @@
 
 mod sys;
 
+pub use sys::advise_sequential;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};

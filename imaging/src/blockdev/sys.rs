@@ -46,3 +46,12 @@ pub fn lock_exclusive(f: &impl AsRawFd) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// Tell the kernel a file will be read sequentially (larger read-ahead).
+pub fn advise_sequential(f: &impl AsRawFd) {
+    // SAFETY: posix_fadvise only reads the fd (valid while `f` lives) and the
+    // constant advice; offset 0 and length 0 mean the whole file.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}

@@ -247,7 +247,10 @@ impl ImageReader {
                     let stop = r.is_err();
                     !(tx.send(r).is_err() || stop)
                 };
-                let mut last = None;
+                // Deduplicated frames are listed again by later segments:
+                // verify each once (bounded: beyond the cap a frame may be
+                // read twice, which costs time, not correctness).
+                let mut done = std::collections::HashSet::new();
                 for region in list {
                     for sref in &region.segments {
                         let seg = match self.segment(region, sref) {
@@ -258,11 +261,12 @@ impl ImageReader {
                             }
                         };
                         for f in &seg.frames {
-                            // Deduplicated frames are listed again by later segments.
-                            if last == Some(f.offset) {
+                            if done.contains(&f.offset) {
                                 continue;
                             }
-                            last = Some(f.offset);
+                            if done.len() < 4 << 20 {
+                                done.insert(f.offset);
+                            }
                             if let Err(e) = task_r.check_cancelled() {
                                 let _ = tx.send(Err(e.into()));
                                 return;

@@ -244,6 +244,7 @@ impl std::fmt::Debug for VolumeSet {
 
 fn read_vol_header(path: &Path) -> Result<(File, VolumeHeader, u64), ImageError> {
     let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+    crate::blockdev::advise_sequential(&file);
     let len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
     let mut b = [0u8; VOLUME_HEADER_LEN];
     if len < VOLUME_HEADER_LEN as u64 {
