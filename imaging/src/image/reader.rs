@@ -234,6 +234,9 @@ impl ImageReader {
         type Batch = (Vec<FrameRef>, u64, Vec<u8>);
         const BATCH: u64 = 8 << 20;
         let (tx, rx) = bounded::<Result<Batch, ImageError>>(self.threads * 2);
+        // Read buffers go round between the reader and the hashers, so big
+        // batches are not allocated (and page-faulted in) again each time.
+        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(self.threads * 2 + 2);
         std::thread::scope(|s| -> Result<(), ImageError> {
             let task_r = task.clone();
             let list = &list;
@@ -243,7 +246,17 @@ impl ImageReader {
                     let Some(first) = batch.first() else { return true };
                     let start = first.offset;
                     let end = batch.last().map_or(start, |f| f.offset + u64::from(f.stored_len));
-                    let r = read_range(&self.vols, start, end - start, BATCH + MAX_FRAME, "frames").map(|b| (std::mem::take(batch), start, b));
+                    let len = end - start;
+                    let r = if len > BATCH + MAX_FRAME || start.checked_add(len).is_none_or(|e| e > self.vols.len()) {
+                        Err(corrupt(&self.vols, start, format!("frames of {len} bytes lie outside the image")))
+                    } else {
+                        let mut b = pool_rx.try_recv().unwrap_or_default();
+                        b.resize(len as usize, 0);
+                        self.vols.read_exact_at(&mut b, start).map(|_| (std::mem::take(batch), start, b)).map_err(|e| {
+                            let (v, vo) = self.vols.locate(start);
+                            ImageError::Io { path: PathBuf::from(format!("volume {v} at byte {vo}")), source: e }
+                        })
+                    };
                     let stop = r.is_err();
                     !(tx.send(r).is_err() || stop)
                 };
@@ -289,12 +302,14 @@ impl ImageReader {
             let workers: Vec<_> = (0..self.threads)
                 .map(|_| {
                     let rx = rx.clone();
+                    let pool_tx = pool_tx.clone();
                     s.spawn(move || -> Result<(), ImageError> {
                         for msg in rx.iter() {
                             let (frames, start, b) = msg?;
+                            let b = ReturnBuf(Some(b), &pool_tx);
                             for f in &frames {
                                 let at = (f.offset - start) as usize;
-                                let bytes = &b[at..at + f.stored_len as usize];
+                                let bytes = &b.0.as_deref().unwrap_or_default()[at..at + f.stored_len as usize];
                                 if blake3::hash(bytes).as_bytes() != &f.hash {
                                     return Err(corrupt(&self.vols, f.offset, "frame is damaged (hash mismatch)"));
                                 }
@@ -484,6 +499,16 @@ impl ImageReader {
         })?;
         task.progress.finish();
         Ok(())
+    }
+}
+
+/// A read buffer that goes back to the pool when dropped.
+struct ReturnBuf<'a>(Option<Vec<u8>>, &'a crossbeam_channel::Sender<Vec<u8>>);
+impl Drop for ReturnBuf<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            let _ = self.1.try_send(b);
+        }
     }
 }
 
