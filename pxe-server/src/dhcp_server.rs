@@ -292,16 +292,7 @@ pub fn serve(
     while !stop.load(Ordering::Relaxed) {
         let (n, src) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if crate::netif::is_recv_timeout(&e) => continue,
             Err(e) => {
                 debug!(error = %e, "dhcp recv error");
                 continue;

@@ -248,16 +248,7 @@ pub fn probe_dhcp(
             .map_err(err)?;
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if is_recv_timeout(&e) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "dhcp probe: receive failed");
                 break;
@@ -284,6 +275,15 @@ pub fn probe_dhcp(
         return Ok(Some(server));
     }
     Ok(None)
+}
+
+/// A receive that ended because its timeout ran out (or a signal arrived):
+/// the caller loops; anything else is a real error.
+pub(crate) fn is_recv_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]
@@ -319,3 +319,4 @@ mod tests {
         }
     }
 }
+

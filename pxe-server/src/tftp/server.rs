@@ -132,16 +132,7 @@ impl TftpServer {
         while !stop.load(Ordering::Relaxed) {
             let (n, peer) = match self.socket.recv_from(&mut buf) {
                 Ok(x) => x,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if crate::netif::is_recv_timeout(&e) => continue,
                 // ICMP port unreachable from an earlier reply, etc.
                 Err(e) => {
                     debug!(error = %e, "tftp recv error");
