@@ -377,6 +377,27 @@ pub(crate) mod testutil {
         zstd::decode_all(&raw[..]).unwrap_or_else(|e| panic!("decompressing {path}: {e}"))
     }
 
+    /// Load fixture `name`, probe it, check the kind, the boot sector's
+    /// sector size (when given), and the UUID and label the INDEX lists, and
+    /// map its used blocks: the part every format's tests share.
+    pub fn probe_fixture(
+        name: &str,
+        kind: super::FsKind,
+        sector: Option<u32>,
+    ) -> (Vec<u8>, super::FsInfo, Vec<crate::Extent>) {
+        let img = fixture(name);
+        let len = img.len() as u64;
+        let info = super::probe(&img, len).expect("probe").expect("recognised");
+        assert_eq!(info.kind, kind, "{name}");
+        if sector.is_some() {
+            assert_eq!(info.sector_size, sector, "{name}");
+        }
+        assert_eq!(info.uuid, expected(name, "uuid"), "{name} uuid");
+        assert_eq!(info.label, expected(name, "label"), "{name} label");
+        let v = super::used_extents(&img, len, &info).expect("map");
+        (img, info, v)
+    }
+
     /// Flip pseudo-random bytes inside `regions` (`(start, len)`) for
     /// `rounds` rounds, calling `check` on each damaged image; the image is
     /// restored after every round (cheaper than cloning a big fixture).

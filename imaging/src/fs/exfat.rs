@@ -364,18 +364,12 @@ pub(crate) fn used_extents(dev: &dyn ReadAt, len: u64) -> Result<Vec<Extent>, Fs
 mod tests {
     use super::*;
     use crate::extent::total;
-    use crate::fs::testutil::{expected, fixture};
+    use crate::fs::testutil::{fixture, probe_fixture};
     use crate::fs::{probe as probe_any, used_extents as used_any};
 
     fn check(name: &str, sector: u32) -> (Vec<u8>, FsInfo, Vec<Extent>) {
-        let img = fixture(name);
+        let (img, info, v) = probe_fixture(name, FsKind::Exfat, Some(sector));
         let len = img.len() as u64;
-        let info = probe_any(&img, len).expect("probe").expect("recognised");
-        assert_eq!(info.kind, FsKind::Exfat);
-        assert_eq!(info.sector_size, Some(sector));
-        assert_eq!(info.uuid, expected(name, "uuid"), "{name} uuid");
-        assert_eq!(info.label, expected(name, "label"), "{name} label");
-        let v = used_any(&img, len, &info).expect("map");
         let used = info.used.expect("used");
         let meta = 24 * u64::from(sector) + 2 * (1 << 20);
         assert!(

@@ -505,21 +505,16 @@ pub(crate) fn used_extents(dev: &dyn ReadAt, len: u64) -> Result<Vec<Extent>, Fs
 mod tests {
     use super::*;
     use crate::extent::total;
-    use crate::fs::testutil::{expected, fixture};
+    use crate::fs::testutil::{expected, fixture, probe_fixture};
     use crate::fs::{probe as probe_any, used_extents as used_any};
 
     fn check_fixture(name: &str, kind: FsKind) -> (Vec<u8>, FsInfo, Vec<Extent>) {
-        let img = fixture(name);
+        let (img, info, v) = probe_fixture(name, kind, None);
         let len = img.len() as u64;
-        let info = probe_any(&img, len).expect("probe").expect("recognised");
-        assert_eq!(info.kind, kind, "{name}");
-        assert_eq!(info.uuid, expected(name, "uuid"), "{name} uuid");
-        assert_eq!(info.label, expected(name, "label"), "{name} label");
         let bs: u32 = expected(name, "block_size")
             .and_then(|s| s.parse().ok())
             .expect("INDEX block_size");
         assert_eq!(info.block_size, bs, "{name}");
-        let v = used_any(&img, len, &info).expect("used_extents");
         // Everything the filesystem says is used must be in the map, plus metadata.
         let used = info.used.expect("ext reports used");
         let mapped = total(&v);
