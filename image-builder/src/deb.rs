@@ -91,12 +91,18 @@ impl Cache {
         if let Some(p) = self.cached_deb(package) {
             return Ok(p);
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        // Download into a private directory and move the finished file in:
+        // a parallel build must never see a half-written .deb.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".download{}-{seq}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
         tracing_note(&format!("downloading {package} into {}", dir.display()));
-        run(
+        let fetched = run(
             Command::new("apt-get")
                 .args(["download", "-q", package])
-                .current_dir(&dir),
+                .current_dir(&tmp),
             Some(package),
         )
         .map_err(|e| match e {
@@ -108,7 +114,19 @@ impl Cache {
                 package: Some(package.into()),
             },
             e => e,
-        })?;
+        })
+        .and_then(|_| {
+            for entry in fs::read_dir(&tmp).map_err(|e| Error::io("listing", &tmp, e))? {
+                let from = entry.map_err(|e| Error::io("listing", &tmp, e))?.path();
+                if let Some(name) = from.file_name() {
+                    let to = dir.join(name);
+                    fs::rename(&from, &to).map_err(|e| Error::io("moving into", &to, e))?;
+                }
+            }
+            Ok(())
+        });
+        let _ = fs::remove_dir_all(&tmp);
+        fetched?;
         self.cached_deb(package).ok_or_else(|| Error::Missing {
             what: format!("{package}_*.deb after apt-get download"),
             path: dir,
@@ -142,19 +160,42 @@ impl Cache {
         if dest.join(".complete").exists() {
             return Ok(dest);
         }
+        // Builds run in parallel (threads of one test process, or several
+        // processes): each unpacks into its own scratch directory, and a
+        // complete tree, once renamed into place, is never removed, since
+        // another build may be reading it.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = self
             .dir
             .join("unpacked")
-            .join(format!(".{stem}.tmp{}", std::process::id()));
+            .join(format!(".{stem}.tmp{}-{seq}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-        run(
+        let unpacked = run(
             Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp),
             Some("dpkg"),
-        )?;
-        fs::write(tmp.join(".complete"), b"").map_err(|e| Error::io("writing", &tmp, e))?;
+        )
+        .and_then(|_| {
+            fs::write(tmp.join(".complete"), b"").map_err(|e| Error::io("writing", &tmp, e))
+        });
+        if let Err(e) = unpacked {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if dest.join(".complete").exists() {
+            let _ = fs::remove_dir_all(&tmp);
+            return Ok(dest);
+        }
+        // A leftover without the marker is an interrupted unpack from before
+        // the rename-into-place scheme; nothing reads it.
         let _ = fs::remove_dir_all(&dest);
-        fs::rename(&tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_dir_all(&tmp);
+            if !dest.join(".complete").exists() {
+                return Err(Error::io("renaming into place", &dest, e));
+            }
+        }
         Ok(dest)
     }
 
