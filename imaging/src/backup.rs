@@ -11,7 +11,8 @@ use crate::extent::{self, Extent};
 use crate::fs::{self, FsInfo, FsKind};
 use crate::image::format::{hex, BackupKind, Catalog, CopyMode, ImageOptions, Region, RegionKind, SourceInfo};
 use crate::image::volume::Output;
-use crate::image::{ImageWriter, WriterOptions};
+use crate::image::format::ChainInfo;
+use crate::image::{ImageReader, ImageWriter, WriterOptions};
 use crate::inventory::{self, DiskReport};
 use crate::part::{Partition, PartitionTable};
 use crate::read_at::{ReadAt, Window};
@@ -421,6 +422,21 @@ pub struct BackupOutcome {
 
 /// Execute a backup plan.
 pub fn run_backup(plan: &BackupPlan, out: Output, opts: WriterOptions, comment: Option<String>, task: &Task) -> Result<BackupOutcome, Error> {
+    let w = ImageWriter::create(out, opts)?;
+    run_backup_into(plan, w, None, None, comment, task)
+}
+
+/// Execute a backup plan into `w`. With `base` (a point of a chain, opened),
+/// each region's unchanged chunks are referenced in the base instead of
+/// stored; `chain` is recorded in the catalog.
+pub fn run_backup_into(
+    plan: &BackupPlan,
+    mut w: ImageWriter,
+    base: Option<&ImageReader>,
+    chain: Option<ChainInfo>,
+    comment: Option<String>,
+    task: &Task,
+) -> Result<BackupOutcome, Error> {
     let t0 = std::time::Instant::now();
     let src = SourceDisk::open(&plan.source.path, Some(plan.source.logical_sector_size))?;
     if src.info.size != plan.source.size {
@@ -432,9 +448,8 @@ pub fn run_backup(plan: &BackupPlan, out: Output, opts: WriterOptions, comment: 
     let ss = plan.source.logical_sector_size.max(512) as usize;
     let mut sector0 = vec![0u8; ss];
     let sector0 = if src.info.size >= ss as u64 && src.file.read_exact_at(&mut sector0, 0).is_ok() { Some(hex(&sector0)) } else { None };
-    let compression = opts.compression;
-    let chunk_size = opts.chunk_size;
-    let mut w = ImageWriter::create(out, opts)?;
+    let compression = w.options().compression;
+    let chunk_size = w.header().chunk_size;
     for pr in &plan.regions {
         task.check_cancelled()?;
         let region = Region {
@@ -450,10 +465,18 @@ pub fn run_backup(plan: &BackupPlan, out: Output, opts: WriterOptions, comment: 
             stored_bytes: 0,
             chunks: 0,
             zero_chunks: 0,
+            base_chunks: 0,
             segments: Vec::new(),
         };
         let win = Window::new(&src.file, pr.disk_offset, pr.len);
-        w.add_region(&win, region, &pr.extents, task)?;
+        let base_region = base.and_then(|b| {
+            b.catalog()
+                .regions
+                .iter()
+                .find(|r| r.kind == pr.kind && r.partition == pr.partition && (pr.partition.is_some() || r.disk_offset == pr.disk_offset))
+                .map(|r| (b, r))
+        });
+        w.add_region_on(&win, region, &pr.extents, base_region, task)?;
     }
     let catalog = Catalog {
         format_version: 0,
@@ -478,6 +501,7 @@ pub fn run_backup(plan: &BackupPlan, out: Output, opts: WriterOptions, comment: 
         regions: Vec::new(),
         selection: plan.selection.clone(),
         notes: plan.notes.clone(),
+        chain,
     };
     let (paths, catalog) = w.finish(catalog)?;
     Ok(BackupOutcome { paths, catalog, seconds: t0.elapsed().as_secs_f64() })

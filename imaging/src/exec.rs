@@ -3,10 +3,12 @@
 //!
 //! 1. open the target exclusively and re-check its identity;
 //! 2. verify the source (for images: every stored byte of the regions used);
+//!    then shrink the filesystems that must get smaller, each in a scratch
+//!    file ([`crate::shrink`]), so a failure there leaves the target untouched;
 //! 3. whole-disk plans: blank the partition-table sectors, so an interrupted
 //!    run leaves a disk that looks empty rather than one with a valid table
 //!    over half-written data;
-//! 4. copy the partitions and gaps;
+//! 4. copy the partitions and gaps (shrunk ones from their scratch files);
 //! 5. write the boot area and the new partition table last, sync, re-read;
 //! 6. grow filesystems that got larger partitions.
 
@@ -24,6 +26,8 @@ use crate::image::format::RegionKind;
 use crate::inventory::DiskReport;
 use crate::layout::{self, FsGrow, Layout, LayoutOptions, SrcLayout};
 use crate::part::{self, PartitionTable};
+use crate::read_at::{ReadAt, Window};
+use crate::shrink::{self, Scratch};
 use crate::task::Task;
 
 /// What a restore or clone will do to the target. Shown by --dry-run, then
@@ -50,6 +54,13 @@ pub struct WritePlan {
     pub sector0: Option<Vec<u8>>,
     /// Total bytes of data to write.
     pub bytes: u64,
+    /// Where shrinking filesystems are staged (when any shrinks).
+    #[serde(default)]
+    pub scratch: Option<Scratch>,
+    /// Changed-block mode: read the target and write only what differs
+    /// (the result is the same as a full write).
+    #[serde(default)]
+    pub only_changed: bool,
 }
 
 /// Plan where `src` goes on the target: the whole disk (`source_partition`
@@ -100,6 +111,19 @@ pub fn plan_target(
             }
         }
     };
+    let mut layout = layout;
+    let scratch = if layout.shrinks.is_empty() {
+        None
+    } else {
+        let s = shrink::plan_scratch(opts.scratch_dir.as_deref(), &layout, &target)?;
+        layout.warnings.push(format!(
+            "scratch files for shrinking go to {} (up to {} of {} free), deleted afterwards",
+            s.dir.display(),
+            blockdev::human_size(s.needed),
+            blockdev::human_size(s.available)
+        ));
+        Some(s)
+    };
     let bytes = layout.moves.iter().map(|m| m.bytes).sum();
     Ok(WritePlan {
         operation: operation.into(),
@@ -112,6 +136,8 @@ pub fn plan_target(
         layout,
         sector0: src.sector0.clone(),
         bytes,
+        scratch,
+        only_changed: false,
     })
 }
 
@@ -122,37 +148,73 @@ pub trait RegionSource: Sync {
     fn verify(&self, regions: &[u32], task: &Task) -> Result<(), Error>;
     /// Give every byte of `region` to `write(region_offset, data)`.
     fn copy(&self, region: u32, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error>;
+    /// Check the source before a changed-block write: `items` are the
+    /// regions and their places on the target. Default: the full check.
+    fn verify_changed(&self, items: &[(u32, &dyn ReadAt)], task: &Task) -> Result<(), Error> {
+        let ids: Vec<u32> = items.iter().map(|(r, _)| *r).collect();
+        self.verify(&ids, task)
+    }
+    /// Like `copy`, but give only what differs from `target` (the region's
+    /// place on the target, region-relative). This default compares bytes
+    /// in 64 KiB blocks; sources that know their content's hashes do better.
+    fn copy_changed(&self, region: u32, target: &dyn ReadAt, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
+        const BLOCK: usize = 64 << 10;
+        let w = |off: u64, data: &[u8]| -> io::Result<()> {
+            let mut old = vec![0u8; BLOCK.min(data.len())];
+            let mut at = 0usize;
+            while at < data.len() {
+                let n = BLOCK.min(data.len() - at);
+                let cur = &mut old[..n];
+                // Past the end of the target's window reads fail: write then.
+                let same = target.read_exact_at(cur, off + at as u64).is_ok() && cur == &data[at..at + n];
+                if !same {
+                    write(off + at as u64, &data[at..at + n])?;
+                }
+                at += n;
+            }
+            Ok(())
+        };
+        self.copy(region, &w, task)
+    }
 }
 
 /// What happened.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WriteOutcome {
+    /// Data bytes written to the target (in changed-block mode: only what differed).
     pub bytes_written: u64,
     pub seconds: f64,
     pub notes: Vec<String>,
+    /// Filesystems resized (shrunk or grown), one line each.
     pub grown: Vec<String>,
+}
+
+/// Whether the file or folder with metadata `m` is the target, or lives on
+/// it (a filesystem of the target, or of a loop device over the target file).
+pub fn lies_on(target: &DiskInfo, m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parts = blockdev::partition_devices(target);
+    let fsdev = format!("{}:{}", libc::major(m.dev()), libc::minor(m.dev()));
+    let on_target = match target.kind {
+        DiskKind::Block => target.devnum.as_deref() == Some(fsdev.as_str()) || parts.iter().any(|(_, _, dn)| *dn == fsdev),
+        DiskKind::File => target.file_id == Some((m.dev(), m.ino())),
+    };
+    let backing = target.loop_backing.as_ref().and_then(|b| std::fs::metadata(b).ok()).is_some_and(|b| (b.dev(), b.ino()) == (m.dev(), m.ino()));
+    // On a filesystem of a loop device whose backing file is the target.
+    let via_loop = target.kind == DiskKind::File
+        && blockdev::loops_backed_by(target.file_id.unwrap_or((0, 0))).iter().any(|l| {
+            blockdev::probe_disk(l, None).ok().is_some_and(|li| {
+                li.devnum.as_deref() == Some(fsdev.as_str()) || blockdev::partition_devices(&li).iter().any(|(_, _, dn)| *dn == fsdev)
+            })
+        });
+    on_target || backing || via_loop
 }
 
 /// Refuse when an image volume lives on the target (or is the target).
 pub fn refuse_if_target_holds(target: &DiskInfo, files: &[(PathBuf, &File)]) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt;
-    let parts = blockdev::partition_devices(target);
     for (path, f) in files {
         let Ok(m) = f.metadata() else { continue };
-        let fsdev = format!("{}:{}", libc::major(m.dev()), libc::minor(m.dev()));
-        let on_target = match target.kind {
-            DiskKind::Block => target.devnum.as_deref() == Some(fsdev.as_str()) || parts.iter().any(|(_, _, dn)| *dn == fsdev),
-            DiskKind::File => target.file_id == Some((m.dev(), m.ino())),
-        };
-        let backing = target.loop_backing.as_ref().and_then(|b| std::fs::metadata(b).ok()).is_some_and(|b| (b.dev(), b.ino()) == (m.dev(), m.ino()));
-        // The image on a filesystem of a loop device whose backing file is the target.
-        let via_loop = target.kind == DiskKind::File
-            && blockdev::loops_backed_by(target.file_id.unwrap_or((0, 0))).iter().any(|l| {
-                blockdev::probe_disk(l, None).ok().is_some_and(|li| {
-                    li.devnum.as_deref() == Some(fsdev.as_str()) || blockdev::partition_devices(&li).iter().any(|(_, _, dn)| *dn == fsdev)
-                })
-            });
-        if on_target || backing || via_loop {
+        if lies_on(target, &m) {
             return Err(Error::refused(
                 format!("{} holds the image being read ({})", target.path.display(), path.display()),
                 "copy the image to another disk first, or choose another target",
@@ -183,8 +245,36 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
     let tsize = if plan.target_partition_device.is_some() { target.info.size } else { plan.target.size };
     // 2. Verify the source.
     let ids: Vec<u32> = plan.layout.moves.iter().map(|m| m.region).collect();
-    src.verify(&ids, task)?;
+    if plan.only_changed {
+        // Only what differs on the target will be read: check just that.
+        let windows: Vec<(u32, Window<&File>)> = plan
+            .layout
+            .moves
+            .iter()
+            .map(|m| {
+                let rel = m.target_offset.saturating_sub(base);
+                (m.region, Window::new(&target.file, rel, m.len.min(tsize.saturating_sub(rel))))
+            })
+            .collect();
+        let items: Vec<(u32, &dyn ReadAt)> = windows.iter().map(|(r, w)| (*r, w as &dyn ReadAt)).collect();
+        src.verify_changed(&items, task)?;
+    } else {
+        src.verify(&ids, task)?;
+    }
     task.check_cancelled()?;
+    // 2b. Shrink into scratch files; they are deleted when `shrunk` drops.
+    let mut shrunk: std::collections::BTreeMap<u32, shrink::Shrunk> = std::collections::BTreeMap::new();
+    let mut notes = Vec::new();
+    if !plan.layout.shrinks.is_empty() {
+        let scratch = plan.scratch.clone().unwrap_or_else(|| Scratch { dir: shrink::DEFAULT_SCRATCH_DIR.into(), needed: shrink::scratch_needed(&plan.layout), available: 0 });
+        shrink::recheck(&scratch, &plan.target)?;
+        for s in &plan.layout.shrinks {
+            task.check_cancelled()?;
+            let sh = shrink::shrink(src, s, &scratch.dir, task)?;
+            notes.extend(sh.notes.iter().cloned());
+            shrunk.insert(s.region, sh);
+        }
+    }
     let f = &target.file;
     let write_abs = |abs: u64, data: &[u8]| -> io::Result<()> {
         let rel = abs.checked_sub(base).ok_or_else(|| io::Error::other(format!("write at byte {abs} lies before the target partition")))?;
@@ -193,6 +283,7 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
         }
         f.write_all_at(data, rel)
     };
+    let data_written = std::sync::atomic::AtomicU64::new(0);
     let mut written = 0u64;
     // 3. Blank the table sectors (whole disk only).
     let table_writes = match (&plan.layout.table_after, plan.layout.writes_table) {
@@ -227,9 +318,21 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
                 return Ok(());
             }
             let n = ((limit - off) as usize).min(data.len());
+            data_written.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             write_abs(to + off, &data[..n])
         };
-        src.copy(m.region, &w, task).map_err(|e| annotate_target_state(e, plan, written))?;
+        match shrunk.get(&m.region) {
+            Some(sh) => {
+                let n = plan.layout.shrinks.iter().find(|s| s.region == m.region).map_or(0, |s| s.partition);
+                shrink::copy_out(sh, n, &w, task).map_err(|e| annotate_target_state(e, plan, written))?;
+            }
+            None if plan.only_changed => {
+                let rel = to.checked_sub(base).ok_or_else(|| Error::refused("the region lies before the target partition", "this is a bug: report it"))?;
+                let window = Window::new(f, rel, limit.min(tsize.saturating_sub(rel)));
+                src.copy_changed(m.region, &window, &w, task).map_err(|e| annotate_target_state(e, plan, written))?
+            }
+            None => src.copy(m.region, &w, task).map_err(|e| annotate_target_state(e, plan, written))?,
+        }
         written += m.bytes;
     }
     if let Some(ws) = &table_writes {
@@ -247,17 +350,25 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
             }
         }
     }
-    let mut notes = target.sync_and_reread()?;
+    drop(shrunk);
+    notes.extend(target.sync_and_reread()?);
     drop(target);
+
     // 6. Grow filesystems.
-    let mut grown = Vec::new();
+    let mut grown: Vec<String> = plan
+        .layout
+        .shrinks
+        .iter()
+        .map(|s| format!("partition {}: {} shrunk from {} to {}", s.partition, s.fs, blockdev::human_size(s.from), blockdev::human_size(s.to)))
+        .collect();
     for g in plan.layout.grows.iter().filter(|g| g.grows) {
         match grow_fs(&plan.target.path, g) {
             Ok(msg) => grown.push(msg),
             Err(e) => notes.push(format!("partition {}: {} was not grown: {e}", g.partition, g.fs)),
         }
     }
-    Ok(WriteOutcome { bytes_written: written, seconds: t0.elapsed().as_secs_f64(), notes, grown })
+    let bytes_written = if plan.only_changed { data_written.into_inner() } else { written };
+    Ok(WriteOutcome { bytes_written, seconds: t0.elapsed().as_secs_f64(), notes, grown })
 }
 
 fn annotate_target_state(e: Error, plan: &WritePlan, written: u64) -> Error {

@@ -46,6 +46,8 @@ pub enum ImageError {
     MissingVolume { index: u32, path: PathBuf },
     #[error("{path} is not volume {expected} of this image: {what}")]
     WrongVolume { path: PathBuf, expected: u32, what: String },
+    #[error("this backup point depends on {kind} point #{sequence} ({file}), which {why}")]
+    MissingLink { file: String, kind: String, sequence: u32, why: String },
     #[error("image is encrypted: a password is needed")]
     PasswordNeeded,
     #[error("wrong password for this image")]
@@ -70,6 +72,9 @@ impl ImageError {
             ImageError::Incomplete { .. } => "the backup was interrupted or a volume is missing: copy all volumes again, or make a new backup",
             ImageError::MissingVolume { .. } => "put every volume (.001, .002, ...) of the image in the same folder",
             ImageError::WrongVolume { .. } => "a volume file was renamed or belongs to another backup: put the right volumes side by side",
+            ImageError::MissingLink { .. } => {
+                "keep every file of the backup chain in one folder (`rescue points DIR` shows the chain and what is missing), or restore an intact point"
+            }
             ImageError::PasswordNeeded => "give the password with --password-file, RESCUE_PASSWORD, or run on a terminal to be asked",
             ImageError::WrongPassword => "check the password (it is case-sensitive) and try again",
             ImageError::Corrupt { .. } | ImageError::BadChunk { .. } => {
@@ -93,6 +98,7 @@ impl ImageError {
                 | ImageError::Incomplete { .. }
                 | ImageError::MissingVolume { .. }
                 | ImageError::WrongVolume { .. }
+                | ImageError::MissingLink { .. }
         )
     }
 }

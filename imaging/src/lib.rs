@@ -21,3 +21,6 @@ pub mod exec;
 pub mod check;
 pub mod clone;
 pub mod restore;
+pub mod shrink;
+pub mod chain;
+pub mod retention;

@@ -63,7 +63,7 @@ pub fn plan_restore(req: &RestoreRequest, reader: &ImageReader) -> Result<WriteP
     if target.read_only {
         return Err(Error::refused(format!("{} is read-only", target.path.display()), "use a writable disk (check the write-protect switch)"));
     }
-    let files: Vec<(PathBuf, &std::fs::File)> = reader.volume_set().files().map(|(p, f)| (p.to_path_buf(), f)).collect();
+    let files: Vec<(PathBuf, &std::fs::File)> = reader.files();
     exec::refuse_if_target_holds(&target, &files)?;
     let is_partition_node = target.kind == DiskKind::Block && Path::new(&format!("/sys/dev/block/{}/partition", target.devnum.clone().unwrap_or_default())).exists();
     if is_partition_node {
@@ -117,6 +117,20 @@ impl RegionSource for ImageSource<'_> {
     fn copy(&self, region: u32, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
         let r = self.reader.catalog().region(region).ok_or_else(|| Error::refused(format!("no region {region} in the image"), "the plan does not match the image"))?;
         Ok(self.reader.read_region_with(r, &FnSink { f: write }, task, self.fill_unstored)?)
+    }
+
+    fn verify_changed(&self, items: &[(u32, &dyn crate::read_at::ReadAt)], task: &Task) -> Result<(), Error> {
+        let mut list = Vec::new();
+        for (id, t) in items {
+            let r = self.reader.catalog().region(*id).ok_or_else(|| Error::refused(format!("no region {id} in the image"), "the plan does not match the image"))?;
+            list.push((r, *t));
+        }
+        Ok(self.reader.verify_changed(&list, self.fill_unstored, task)?)
+    }
+
+    fn copy_changed(&self, region: u32, target: &dyn crate::read_at::ReadAt, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
+        let r = self.reader.catalog().region(region).ok_or_else(|| Error::refused(format!("no region {region} in the image"), "the plan does not match the image"))?;
+        Ok(self.reader.read_region_changed(r, &FnSink { f: write }, task, self.fill_unstored, Some(target))?)
     }
 }
 

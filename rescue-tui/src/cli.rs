@@ -1,6 +1,7 @@
 //! The command line: clap definitions, dispatch, output and exit codes.
 
 mod backup;
+mod chain;
 mod disks;
 mod image;
 mod progress;
@@ -152,6 +153,96 @@ pub enum Command {
     /// Make the Windows on a disk boot on other storage hardware: enable
     /// inbox drivers or inject drivers offline.
     UniversalRestore(UniversalArgs),
+    /// Show the backup chains in a folder (or an image's chain) as a tree:
+    /// kind, time, size, parent, comment, and whether every file each point
+    /// depends on is present and intact.
+    Points(PointsArgs),
+    /// Fold a chain up to a point into one full image (verified before it
+    /// reports success).
+    Merge(MergeArgs),
+    /// Delete old backup points by a retention scheme, never one that a kept
+    /// point depends on.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The folder holding the backup points.
+    pub dir: PathBuf,
+    /// full:N | incremental:N | incremental:groups=M | differential:N |
+    /// differential:groups=M | space:SIZE | age:AGE (30d, 8w, 6m) |
+    /// gfs:daily=D,weekly=W,monthly=M
+    #[arg(long)]
+    pub scheme: String,
+    /// List what would be deleted, and why, and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Read the password from this file (encrypted chains).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PointsArgs {
+    /// A folder of images, or one image (then only its task is shown).
+    pub path: PathBuf,
+    /// Also check every stored byte of each point (the fast check).
+    #[arg(long)]
+    pub verify: bool,
+    /// Read the password from this file (encrypted chains).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The point whose state the new full image holds.
+    pub point: PathBuf,
+    /// The new full image.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// After the new image is verified, delete the merged points' files that
+    /// no remaining point depends on.
+    #[arg(long)]
+    pub delete_merged: bool,
+    /// Read the password from this file (encrypted chains).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Options of a new point of an existing backup task.
+#[derive(Debug, Args)]
+pub struct PointOpts {
+    /// An image of the task (for `incr`, the last point).
+    pub image: PathBuf,
+    /// The new point (default: beside IMAGE, named TASK.pNNN-KIND.img).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// The source disk, when it is not found by its serial, WWN or
+    /// partition-table id (its identity is still checked).
+    #[arg(long, value_name = "DISK")]
+    pub source: Option<PathBuf>,
+    /// zstd level (default: the task's).
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressArg>,
+    /// Read the password from this file (encrypted tasks).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Check the new point right after writing it.
+    #[arg(long)]
+    pub verify: bool,
+    /// A comment stored in the point.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Show the plan and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +275,14 @@ pub enum BackupCmd {
         #[command(flatten)]
         opts: BackupOpts,
     },
+    /// A new incremental point: only chunks changed since IMAGE (the last
+    /// point) are stored. The source is found by its identity.
+    Incr(PointOpts),
+    /// A new differential point: only chunks changed since the chain's full
+    /// backup are stored.
+    Diff(PointOpts),
+    /// A new full point of the same task (starts a new chain).
+    Full(PointOpts),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -261,11 +360,31 @@ pub enum LayoutArg {
     Fill,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TableArg {
+    /// GPT (UEFI boot; a BIOS boot partition lets GRUB boot it with BIOS).
+    Gpt,
+    /// MBR: up to 2 TiB; more than 4 partitions become logical ones
+    /// (Windows boots from MBR only with BIOS/CSM).
+    Mbr,
+}
+
 #[derive(Debug, Args)]
 pub struct LayoutOpts {
-    /// Partition sizes on the target.
+    /// Partition sizes on the target. With either, a smaller target disk
+    /// shrinks ext2/3/4 and NTFS filesystems when their used data fits
+    /// (in a scratch file, never on the source); FAT, EFI, MSR and recovery
+    /// partitions keep their size.
     #[arg(long, value_enum, default_value = "keep")]
     pub layout: LayoutArg,
+    /// Partition table of a whole-disk target (default: the source's kind);
+    /// refused when the converted disk would not boot.
+    #[arg(long, value_enum)]
+    pub table: Option<TableArg>,
+    /// Folder for the scratch files of shrinking filesystems (needs about
+    /// their used size free; not on the target).
+    #[arg(long, value_name = "DIR", env = "RESCUE_SCRATCH_DIR", default_value = "/var/tmp")]
+    pub scratch_dir: PathBuf,
     /// Move partition starts to multiples of this size (SSD alignment), e.g. 1MiB.
     #[arg(long)]
     pub align: Option<String>,
@@ -292,6 +411,11 @@ pub struct RestoreArgs {
     /// Restore only this partition of the image.
     #[arg(long)]
     pub part: Option<u32>,
+    /// Changed-block restore: read the target, hash it chunk by chunk, and
+    /// write only chunks that differ from the image (fast onto the disk the
+    /// image came from; the result is the same as a full restore).
+    #[arg(long)]
+    pub only_changed: bool,
     /// Read the password from this file (encrypted images).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
@@ -365,6 +489,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Restore(a)) => write::restore(&g, a),
         Some(Command::Clone(a)) => write::clone(&g, a),
         Some(Command::UniversalRestore(a)) => universal::run(&g, a),
+        Some(Command::Points(a)) => chain::points(&g, a),
+        Some(Command::Merge(a)) => chain::merge(&g, a),
+        Some(Command::Prune(a)) => chain::prune(&g, a),
     }
 }
 

@@ -37,7 +37,7 @@ pub const TAG_LEN: usize = 16;
 pub struct Keys {
     cipher: Aes256Gcm,
     hash_key: [u8; 32],
-    check: [u8; 32],
+    check_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -57,8 +57,11 @@ pub enum CryptoError {
 }
 
 impl Keys {
-    /// Derive the keys from a password; `image_id` binds the key check to this image.
-    pub fn derive(password: &[u8], salt: &[u8; 32], params: KdfParams, image_id: &[u8; 16]) -> Result<Self, CryptoError> {
+    /// Derive the keys from a password. The points of a backup chain share
+    /// the salt and parameters of their first full image, so they share keys
+    /// (a chunk's identity compares across the chain); each image's key check
+    /// is bound to its own id.
+    pub fn derive(password: &[u8], salt: &[u8; 32], params: KdfParams) -> Result<Self, CryptoError> {
         let p = argon2::Params::new(params.m_kib, params.t, params.p, Some(32)).map_err(|e| CryptoError::Kdf(e.to_string()))?;
         let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
         let mut master = [0u8; 32];
@@ -66,14 +69,13 @@ impl Keys {
         let data_key = blake3::derive_key("rescue image v1 2026-11 data key", &master);
         let hash_key = blake3::derive_key("rescue image v1 2026-11 chunk identity key", &master);
         let check_key = blake3::derive_key("rescue image v1 2026-11 key check", &master);
-        let check = *blake3::keyed_hash(&check_key, image_id).as_bytes();
         let cipher = Aes256Gcm::new_from_slice(&data_key).map_err(|e| CryptoError::Kdf(e.to_string()))?;
-        Ok(Self { cipher, hash_key, check })
+        Ok(Self { cipher, hash_key, check_key })
     }
 
-    /// Value stored in the header to recognise the right password.
-    pub fn key_check(&self) -> [u8; 32] {
-        self.check
+    /// Value stored in the header of image `image_id` to recognise the right password.
+    pub fn key_check(&self, image_id: &[u8; 16]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.check_key, image_id).as_bytes()
     }
 
     /// Chunk identity hash (keyed).
@@ -127,7 +129,7 @@ mod tests {
 
     #[test]
     fn seal_open_round_trip_and_tamper() {
-        let k = Keys::derive(b"pw", &[7; 32], fast(), &[1; 16]).unwrap();
+        let k = Keys::derive(b"pw", &[7; 32], fast()).unwrap();
         let rec = k.seal(b"hello world");
         assert_eq!(k.open(&rec).unwrap(), b"hello world");
         let mut bad = rec.clone();
@@ -138,9 +140,10 @@ mod tests {
 
     #[test]
     fn wrong_password_changes_key_check() {
-        let a = Keys::derive(b"pw", &[7; 32], fast(), &[1; 16]).unwrap();
-        let b = Keys::derive(b"pW", &[7; 32], fast(), &[1; 16]).unwrap();
-        assert_ne!(a.key_check(), b.key_check());
+        let a = Keys::derive(b"pw", &[7; 32], fast()).unwrap();
+        let b = Keys::derive(b"pW", &[7; 32], fast()).unwrap();
+        assert_ne!(a.key_check(&[1; 16]), b.key_check(&[1; 16]));
+        assert_ne!(a.key_check(&[1; 16]), a.key_check(&[2; 16]));
         assert!(b.open(&a.seal(b"x")).is_err());
     }
 }

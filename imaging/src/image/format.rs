@@ -34,6 +34,11 @@ pub const FLAG_ENCRYPTED: u32 = 1;
 pub const FRAME_COMPRESSED: u32 = 1;
 /// Entry flag: the chunk is all zero; no frame holds it.
 pub const ENTRY_ZERO: u32 = 1;
+/// Frame flags, bits 16..32: which file of a backup chain holds the frame
+/// (0: this image; `k`: `catalog.chain.links[k - 1]`).
+pub const FRAME_LINK_SHIFT: u32 = 16;
+/// The most files one point may reference.
+pub const MAX_LINKS: usize = 0xffff;
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
@@ -228,6 +233,19 @@ pub struct FrameRef {
     pub hash: [u8; 32],
 }
 
+impl FrameRef {
+    /// Which file holds the frame: 0 for this image, `k` for chain link `k - 1`.
+    pub fn link(&self) -> usize {
+        (self.flags >> FRAME_LINK_SHIFT) as usize
+    }
+
+    /// The same frame as seen from a point whose link `link` is this frame's file.
+    pub fn with_link(mut self, link: usize) -> Self {
+        self.flags = (self.flags & ((1 << FRAME_LINK_SHIFT) - 1)) | ((link as u32) << FRAME_LINK_SHIFT);
+        self
+    }
+}
+
 /// One chunk of a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -413,6 +431,10 @@ pub struct Region {
     pub stored_bytes: u64,
     pub chunks: u64,
     pub zero_chunks: u64,
+    /// Chunks found unchanged in the chain's base and referenced there
+    /// instead of stored again (0 for a full image).
+    #[serde(default)]
+    pub base_chunks: u64,
     pub segments: Vec<SegmentRef>,
 }
 
@@ -468,6 +490,67 @@ pub struct Catalog {
     /// Why each partition was (or was not) chosen, for system backups.
     pub selection: Vec<String>,
     pub notes: Vec<String>,
+    /// Where this point stands in a backup chain (absent: a stand-alone full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainInfo>,
+}
+
+/// Kind of a backup point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointKind {
+    Full,
+    Incremental,
+    Differential,
+}
+
+impl PointKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PointKind::Full => "full",
+            PointKind::Incremental => "incremental",
+            PointKind::Differential => "differential",
+        }
+    }
+
+    /// Short form used in file names.
+    pub fn short(self) -> &'static str {
+        match self {
+            PointKind::Full => "full",
+            PointKind::Incremental => "incr",
+            PointKind::Differential => "diff",
+        }
+    }
+}
+
+/// Another image of the chain that this point reads frames from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLink {
+    pub image_id: String,
+    /// File name of its first volume (looked up beside this point).
+    pub file: String,
+    /// Hash of its catalog as its footer records it: names exactly that file.
+    pub catalog_hash: String,
+    pub kind: PointKind,
+    pub sequence: u32,
+    pub created: u64,
+}
+
+/// A point's place in its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    /// Image id of the task's first full backup: every point of the task shares it.
+    pub task_id: String,
+    /// Base name of the task's files (`NAME.p002-incr.img`, ...).
+    pub task_name: String,
+    pub kind: PointKind,
+    /// 1 for the task's first point, then one more per point.
+    pub sequence: u32,
+    /// Image id of the point this one was made against (the previous point for
+    /// an incremental, the full for a differential).
+    pub parent: Option<String>,
+    /// The images this point depends on, nearest first; frame link `k` is `links[k - 1]`.
+    pub links: Vec<ChainLink>,
 }
 
 impl Catalog {

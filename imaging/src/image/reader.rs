@@ -47,6 +47,9 @@ pub struct Peek {
 /// An open, authenticated image.
 pub struct ImageReader {
     vols: VolumeSet,
+    /// The other images of its chain that it reads frames from
+    /// (`catalog.chain.links`, same order).
+    links: Vec<VolumeSet>,
     header: Header,
     keys: Option<Keys>,
     catalog: Catalog,
@@ -62,7 +65,60 @@ impl std::fmt::Debug for ImageReader {
 
 fn corrupt(vols: &VolumeSet, offset: u64, what: impl Into<String>) -> ImageError {
     let (volume, volume_offset) = vols.locate(offset);
-    ImageError::Corrupt { what: what.into(), offset, volume, volume_offset }
+    let file = vols.paths().first().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    ImageError::Corrupt { what: format!("{file}: {}", what.into()), offset, volume, volume_offset }
+}
+
+/// Find and check the images a chain point depends on: beside the point
+/// under their recorded names, or (renamed) by their image id.
+fn open_links(path: &Path, header: &Header, chain: &ChainInfo) -> Result<Vec<VolumeSet>, ImageError> {
+    if chain.links.len() > MAX_LINKS {
+        return Err(ImageError::Invalid(format!("the catalog lists {} chain links", chain.links.len())));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut out = Vec::with_capacity(chain.links.len());
+    for l in &chain.links {
+        let missing = |why: String| ImageError::MissingLink { file: dir.join(&l.file).display().to_string(), kind: l.kind.name().into(), sequence: l.sequence, why };
+        let named = dir.join(&l.file);
+        let first_try = if named.exists() { Some(open_link(&named, l, header)) } else { None };
+        let vs = match first_try {
+            Some(Ok(v)) => v,
+            other => {
+                // Renamed? Look for a first volume with that image id.
+                let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p != &named && p.is_file())
+                        .find(|p| super::volume::volume_id(p).is_some_and(|(i, id)| i <= 1 && hex(&id) == l.image_id))
+                });
+                match (found, other) {
+                    (Some(p), _) => open_link(&p, l, header).map_err(|e| missing(format!("is damaged: {e}")))?,
+                    (None, Some(Err(e))) => return Err(missing(format!("does not match: {e}"))),
+                    (None, _) => return Err(missing("is missing".into())),
+                }
+            }
+        };
+        out.push(vs);
+    }
+    Ok(out)
+}
+
+fn open_link(p: &Path, l: &ChainLink, header: &Header) -> Result<VolumeSet, ImageError> {
+    let vs = VolumeSet::open(p)?;
+    if hex(&vs.image_id) != l.image_id {
+        return Err(ImageError::Invalid(format!("{} is another image (id {})", p.display(), hex(&vs.image_id))));
+    }
+    let (h, f) = peek_set(&vs)?;
+    if hex(&f.catalog_hash) != l.catalog_hash {
+        return Err(ImageError::Invalid(format!("{} was changed after this point was made (catalog hash differs)", p.display())));
+    }
+    if h.salt != header.salt || h.flags != header.flags || h.chunk_size != header.chunk_size || (h.kdf_m_kib, h.kdf_t, h.kdf_p) != (header.kdf_m_kib, header.kdf_t, header.kdf_p) {
+        return Err(ImageError::Invalid(format!("{} has other keys or chunk size than this point", p.display())));
+    }
+    Ok(vs)
 }
 
 fn read_range(vols: &VolumeSet, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>, ImageError> {
@@ -132,6 +188,16 @@ impl ImageReader {
     /// Open an image (every volume), check header and footer, derive keys
     /// when encrypted, and read and authenticate the catalog.
     pub fn open(path: &Path, password: Option<&[u8]>) -> Result<Self, ImageError> {
+        let mut r = Self::open_without_links(path, password)?;
+        if let Some(c) = &r.catalog.chain {
+            r.links = open_links(path, &r.header, c)?;
+        }
+        Ok(r)
+    }
+
+    /// Like [`open`](Self::open) but without looking for the chain links: the
+    /// catalog can be read, chunks held in other files cannot.
+    pub fn open_without_links(path: &Path, password: Option<&[u8]>) -> Result<Self, ImageError> {
         let vols = VolumeSet::open(path)?;
         let (header, footer) = peek_set(&vols)?;
         let keys = if header.encrypted() {
@@ -140,8 +206,8 @@ impl ImageReader {
             if params.m_kib > 4 << 20 || params.t > 100 || params.p > 64 {
                 return Err(corrupt(&vols, 0, "the header asks for an absurd key derivation cost"));
             }
-            let k = Keys::derive(pw, &header.salt, params, &header.image_id).map_err(|e| ImageError::Invalid(e.to_string()))?;
-            if k.key_check() != header.key_check {
+            let k = Keys::derive(pw, &header.salt, params).map_err(|e| ImageError::Invalid(e.to_string()))?;
+            if k.key_check(&header.image_id) != header.key_check {
                 return Err(ImageError::WrongPassword);
             }
             Some(k)
@@ -160,8 +226,41 @@ impl ImageReader {
         if catalog.options.chunk_size != header.chunk_size {
             return Err(corrupt(&vols, 0, "catalog and header disagree on the chunk size"));
         }
+        let links = Vec::new();
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Self { vols, header, keys, catalog, footer, threads })
+        Ok(Self { vols, links, header, keys, catalog, footer, threads })
+    }
+
+    /// The volume set that holds frame `f` (this image or a chain link).
+    fn vols_of(&self, f: &FrameRef) -> Result<&VolumeSet, ImageError> {
+        match f.link() {
+            0 => Ok(&self.vols),
+            k => self.links.get(k - 1).ok_or_else(|| corrupt(&self.vols, f.offset, format!("a frame names chain link {k}, but the point has {}", self.links.len()))),
+        }
+    }
+
+    /// Volume files of the chain links this point depends on.
+    pub fn link_volumes(&self) -> Vec<PathBuf> {
+        self.links.iter().flat_map(|l| l.paths()).collect()
+    }
+
+    /// Every open file the image reads from (its volumes and its chain links'),
+    /// so a restore can refuse a target that holds one of them.
+    pub fn files(&self) -> Vec<(PathBuf, &std::fs::File)> {
+        std::iter::once(&self.vols).chain(self.links.iter()).flat_map(|v| v.files().map(|(p, f)| (p.to_path_buf(), f))).collect()
+    }
+
+    /// First volume of each chain link, in `catalog.chain.links` order.
+    pub fn link_paths(&self) -> Vec<PathBuf> {
+        self.links.iter().map(|l| l.paths().into_iter().next().unwrap_or_default()).collect()
+    }
+
+    /// Check that every chain link is present and matches, without keeping them open.
+    pub fn check_links(&self, path: &Path) -> Result<(), ImageError> {
+        match &self.catalog.chain {
+            Some(c) => open_links(path, &self.header, c).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -170,6 +269,11 @@ impl ImageReader {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The image's keys (encrypted images), shared by its chain.
+    pub(crate) fn keys(&self) -> Option<&Keys> {
+        self.keys.as_ref()
     }
 
     pub fn footer(&self) -> &Footer {
@@ -227,7 +331,9 @@ impl ImageReader {
         for id in regions {
             list.push(self.catalog.region(*id).ok_or_else(|| ImageError::Invalid(format!("no region {id}")))?);
         }
-        let total: u64 = list.iter().map(|r| r.stored_bytes).sum();
+        // Frames in chain links are verified too: count their files (an
+        // upper bound: a point rarely uses every frame of its base).
+        let total: u64 = list.iter().map(|r| r.stored_bytes).sum::<u64>() + self.links.iter().map(|l| l.len()).sum::<u64>();
         task.progress.begin("verifying image", total);
         // Frames that follow each other in the image are read with one call
         // (up to 8 MiB), then hashed frame by frame on the worker threads.
@@ -247,16 +353,19 @@ impl ImageReader {
                     let start = first.offset;
                     let end = batch.last().map_or(start, |f| f.offset + u64::from(f.stored_len));
                     let len = end - start;
-                    let r = if len > BATCH + MAX_FRAME || start.checked_add(len).is_none_or(|e| e > self.vols.len()) {
-                        Err(corrupt(&self.vols, start, format!("frames of {len} bytes lie outside the image")))
-                    } else {
-                        let mut b = pool_rx.try_recv().unwrap_or_default();
-                        b.resize(len as usize, 0);
-                        self.vols.read_exact_at(&mut b, start).map(|_| (std::mem::take(batch), start, b)).map_err(|e| {
-                            let (v, vo) = self.vols.locate(start);
-                            ImageError::Io { path: PathBuf::from(format!("volume {v} at byte {vo}")), source: e }
-                        })
-                    };
+                    let r = self.vols_of(first).and_then(|vols| {
+                        if len > BATCH + MAX_FRAME || start.checked_add(len).is_none_or(|e| e > vols.len()) {
+                            Err(corrupt(vols, start, format!("frames of {len} bytes lie outside the image")))
+                        } else {
+                            let mut b = pool_rx.try_recv().unwrap_or_default();
+                            b.resize(len as usize, 0);
+                            vols.read_exact_at(&mut b, start).map(|_| (std::mem::take(batch), start, b)).map_err(|e| {
+                                let (v, vo) = vols.locate(start);
+                                let file = vols.paths().first().map(|p| p.display().to_string()).unwrap_or_default();
+                                ImageError::Io { path: PathBuf::from(format!("{file}: volume {v} at byte {vo}")), source: e }
+                            })
+                        }
+                    });
                     let stop = r.is_err();
                     !(tx.send(r).is_err() || stop)
                 };
@@ -274,17 +383,18 @@ impl ImageReader {
                             }
                         };
                         for f in &seg.frames {
-                            if done.contains(&f.offset) {
+                            let key = (f.link(), f.offset);
+                            if done.contains(&key) {
                                 continue;
                             }
                             if done.len() < 4 << 20 {
-                                done.insert(f.offset);
+                                done.insert(key);
                             }
                             if let Err(e) = task_r.check_cancelled() {
                                 let _ = tx.send(Err(e.into()));
                                 return;
                             }
-                            let contiguous = batch.last().is_some_and(|p| p.offset + u64::from(p.stored_len) == f.offset);
+                            let contiguous = batch.last().is_some_and(|p| p.link() == f.link() && p.offset + u64::from(p.stored_len) == f.offset);
                             // A deduplicated frame may lie before the batch: not contiguous then.
                             let size = match batch.first() {
                                 Some(b) if contiguous => f.offset + u64::from(f.stored_len) - b.offset,
@@ -311,7 +421,7 @@ impl ImageReader {
                                 let at = (f.offset - start) as usize;
                                 let bytes = &b.0.as_deref().unwrap_or_default()[at..at + f.stored_len as usize];
                                 if blake3::hash(bytes).as_bytes() != &f.hash {
-                                    return Err(corrupt(&self.vols, f.offset, "frame is damaged (hash mismatch)"));
+                                    return Err(corrupt(self.vols_of(f)?, f.offset, "frame is damaged (hash mismatch)"));
                                 }
                                 task.progress.advance(bytes.len() as u64);
                             }
@@ -351,15 +461,79 @@ impl ImageReader {
     /// image does not hold (unused by the filesystem) are written as zeros
     /// too, so the target becomes an exact copy (sector-by-sector restore).
     pub fn read_region_with(&self, region: &Region, sink: &dyn ChunkSink, task: &Task, fill_unstored: bool) -> Result<(), ImageError> {
+        self.read_region_changed(region, sink, task, fill_unstored, None)
+    }
+
+    /// Like [`read_region_with`](Self::read_region_with); with `target` (the
+    /// place the region goes, region-relative), only chunks whose content
+    /// differs from the target's are given to the sink: each target chunk is
+    /// read and hashed and compared with the index, and frames are read and
+    /// decoded only for chunks that differ. The result on the target is the
+    /// same as a full restore's.
+    pub fn read_region_changed(&self, region: &Region, sink: &dyn ChunkSink, task: &Task, fill_unstored: bool, target: Option<&dyn ReadAt>) -> Result<(), ImageError> {
+        self.read_region_inner(region, sink, task, fill_unstored, target, None)
+    }
+
+    /// Before a changed-block restore writes anything: find the chunks of
+    /// each region that differ from its target, and check the stored bytes
+    /// of the frames that hold them (all frames of boot areas and gaps,
+    /// which the restore blanks first). Only what the restore will read is
+    /// read, and a damaged image is found before the first write.
+    pub fn verify_changed(&self, items: &[(&Region, &dyn ReadAt)], fill_unstored: bool, task: &Task) -> Result<(), ImageError> {
+        let frames = std::sync::Mutex::new(std::collections::HashMap::<(usize, u64), FrameRef>::new());
+        for (region, target) in items {
+            if matches!(region.kind, RegionKind::Head | RegionKind::Gap) {
+                for r in &region.segments {
+                    let seg = self.segment(region, r)?;
+                    let mut g = frames.lock().map_err(|_| ImageError::Invalid("a thread panicked".into()))?;
+                    for f in seg.frames {
+                        g.insert((f.link(), f.offset), f);
+                    }
+                }
+                continue;
+            }
+            self.read_region_inner(region, &NullSink, task, fill_unstored, Some(*target), Some(&frames))?;
+        }
+        let mut list: Vec<FrameRef> = frames.into_inner().map_err(|_| ImageError::Invalid("a thread panicked".into()))?.into_values().collect();
+        list.sort_by_key(|f| (f.link(), f.offset));
+        let total: u64 = list.iter().map(|f| u64::from(f.stored_len)).sum();
+        task.progress.begin("verifying the chunks to write", total);
+        for f in &list {
+            task.check_cancelled()?;
+            let vols = self.vols_of(f)?;
+            let b = read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")?;
+            if blake3::hash(&b).as_bytes() != &f.hash {
+                return Err(corrupt(vols, f.offset, "frame is damaged (hash mismatch)"));
+            }
+            task.progress.advance(b.len() as u64);
+        }
+        task.progress.finish();
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn read_region_inner(
+        &self,
+        region: &Region,
+        sink: &dyn ChunkSink,
+        task: &Task,
+        fill_unstored: bool,
+        target: Option<&dyn ReadAt>,
+        collect: Option<&std::sync::Mutex<std::collections::HashMap<(usize, u64), FrameRef>>>,
+    ) -> Result<(), ImageError> {
         let cs = self.header.chunk_size as usize;
         let threads = self.threads;
         let keys = self.keys.clone().map(Arc::new);
         let expected = if fill_unstored { region.len } else { region.chunks * cs as u64 };
-        task.progress.begin(&format!("restoring {}", describe(region)), expected);
+        let what = match (collect.is_some(), target.is_some()) {
+            (true, _) => format!("comparing {} with the target", describe(region)),
+            (false, true) => format!("restoring what differs in {}", describe(region)),
+            _ => format!("restoring {}", describe(region)),
+        };
+        task.progress.begin(&what, expected);
         let (tx, rx) = bounded::<Result<(FrameRef, Vec<Entry>, Vec<u8>), ImageError>>(threads * 2);
         let zeros = vec![0u8; cs * 64];
         std::thread::scope(|s| -> Result<(), ImageError> {
-            let vols = &self.vols;
             let task_r = task.clone();
             let reader = s.spawn(move || {
                 let total_chunks = region.len.div_ceil(cs as u64);
@@ -416,9 +590,12 @@ impl ImageReader {
                         i = j;
                         let msg = if e0.is_zero() {
                             Ok((FrameRef { offset: 0, stored_len: 0, raw_len: 0, flags: 0, hash: [0; 32] }, group, Vec::new()))
+                        } else if target.is_some() {
+                            // The worker reads the frame only if a chunk differs.
+                            Ok((seg.frames[e0.frame as usize], group, Vec::new()))
                         } else {
                             let f = seg.frames[e0.frame as usize];
-                            read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame").map(|b| (f, group, b))
+                            self.vols_of(&f).and_then(|v| read_range(v, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")).map(|b| (f, group, b))
                         };
                         let stop = msg.is_err();
                         if tx.send(msg).is_err() || stop {
@@ -437,8 +614,46 @@ impl ImageReader {
                 let zeros = &zeros;
                 workers.push(s.spawn(move || -> Result<(), ImageError> {
                     let mut dec = zstd::bulk::Decompressor::new().map_err(|e| ImageError::Invalid(format!("zstd: {e}")))?;
+                    let mut tbuf = Vec::new();
                     for msg in rx.iter() {
-                        let (f, entries, stored) = msg?;
+                        let (f, mut entries, mut stored) = msg?;
+                        if let Some(t) = target {
+                            // Keep only the chunks whose target content differs.
+                            let before: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+                            let mut keep = Vec::with_capacity(entries.len());
+                            for run in runs(&entries, |a, b| b.chunk == a.chunk + 1) {
+                                let off = run[0].chunk * cs as u64;
+                                let len: usize = run.iter().map(|e| e.len as usize).sum();
+                                tbuf.resize(len, 0);
+                                t.read_exact_at(&mut tbuf, off).map_err(|err| sink_error(region, run[0].chunk, off, err))?;
+                                let mut at = 0usize;
+                                for e in run {
+                                    let data = &tbuf[at..at + e.len as usize];
+                                    at += e.len as usize;
+                                    let same = if e.is_zero() { data.iter().all(|&b| b == 0) } else { crypto::chunk_hash(keys.as_deref(), data) == e.hash };
+                                    if !same {
+                                        keep.push(*e);
+                                    }
+                                }
+                            }
+                            let after: u64 = keep.iter().map(|e| u64::from(e.len)).sum();
+                            task.progress.advance(before - after);
+                            entries = keep;
+                            if entries.is_empty() {
+                                continue;
+                            }
+                            if let Some(c) = collect {
+                                if !entries[0].is_zero() {
+                                    c.lock().map_err(|_| ImageError::Invalid("a thread panicked".into()))?.insert((f.link(), f.offset), f);
+                                }
+                                task.progress.advance(after);
+                                continue;
+                            }
+                            if !entries[0].is_zero() {
+                                let vols = self.vols_of(&f)?;
+                                stored = read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")?;
+                            }
+                        }
                         if entries.first().is_some_and(|e| e.is_zero()) {
                             // Runs of consecutive zero chunks go out as one write.
                             for run in runs(&entries, |a, b| b.chunk == a.chunk + 1) {
@@ -454,7 +669,7 @@ impl ImageReader {
                             }
                             continue;
                         }
-                        let plain = decode_frame(vols, keys.as_deref(), &f, &stored, &mut dec)?;
+                        let plain = decode_frame(self.vols_of(&f)?, keys.as_deref(), &f, &stored, &mut dec)?;
                         for e in &entries {
                             let start = e.offset_in_frame as usize;
                             let data = plain.get(start..start + e.len as usize).ok_or_else(|| bad(region, e, cs, "chunk lies outside its frame"))?;
@@ -581,4 +796,113 @@ fn open_record(keys: Option<&Keys>, stored: &[u8], limit: u64) -> Result<Vec<u8>
         return Err(format!("record larger than {limit} bytes"));
     }
     Ok(out)
+}
+
+/// Random-access reads of one region's content (what a restore would write;
+/// chunks the image does not hold read as zero). Sequential reads are cheap:
+/// the current index segment and the last decoded frame are kept. Every chunk
+/// is checked against its hash before its bytes are returned.
+pub struct RegionReadAt<'a> {
+    reader: &'a ImageReader,
+    region: &'a Region,
+    state: std::sync::Mutex<RegionState>,
+}
+
+struct RegionState {
+    seg_idx: usize,
+    seg: Option<Segment>,
+    /// (link, offset) of the decoded frame and its plaintext.
+    frame: Option<((usize, u64), Vec<u8>)>,
+    dec: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl<'a> RegionReadAt<'a> {
+    pub fn new(reader: &'a ImageReader, region: &'a Region) -> Self {
+        Self { reader, region, state: std::sync::Mutex::new(RegionState { seg_idx: 0, seg: None, frame: None, dec: None }) }
+    }
+
+    /// Region-relative byte ranges of every chunk the index lists (zero
+    /// chunks included: a restore writes them), merged.
+    pub fn extents(&self) -> Result<Vec<crate::extent::Extent>, ImageError> {
+        let cs = u64::from(self.reader.header.chunk_size);
+        let mut out: Vec<crate::extent::Extent> = Vec::new();
+        for r in &self.region.segments {
+            let seg = self.reader.segment(self.region, r)?;
+            for e in &seg.entries {
+                let start = e.chunk * cs;
+                match out.last_mut() {
+                    Some(x) if x.end() == start => x.len += u64::from(e.len),
+                    _ => out.push(crate::extent::Extent::new(start, u64::from(e.len))),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn chunk(&self, st: &mut RegionState, k: u64, out: &mut [u8], within: usize) -> Result<(), ImageError> {
+        // Find the segment holding chunk k (restart when reading backwards).
+        let refs = &self.region.segments;
+        let in_current = st.seg.as_ref().is_some_and(|s| s.entries.first().is_some_and(|e| e.chunk <= k) && refs[st.seg_idx].last_chunk >= k);
+        if !in_current {
+            let Some(i) = refs.iter().position(|r| r.first_chunk <= k && k <= r.last_chunk) else {
+                out.fill(0);
+                return Ok(());
+            };
+            st.seg = Some(self.reader.segment(self.region, &refs[i])?);
+            st.seg_idx = i;
+        }
+        let seg = st.seg.as_ref().ok_or_else(|| ImageError::Invalid("no index segment".into()))?;
+        let Ok(pos) = seg.entries.binary_search_by_key(&k, |e| e.chunk) else {
+            out.fill(0);
+            return Ok(());
+        };
+        let e = seg.entries[pos];
+        if e.is_zero() {
+            out.fill(0);
+            return Ok(());
+        }
+        let f = seg.frames[e.frame as usize];
+        let key = (f.link(), f.offset);
+        if st.frame.as_ref().is_none_or(|(k2, _)| *k2 != key) {
+            let vols = self.reader.vols_of(&f)?;
+            let stored = read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")?;
+            if st.dec.is_none() {
+                st.dec = Some(zstd::bulk::Decompressor::new().map_err(|e| ImageError::Invalid(format!("zstd: {e}")))?);
+            }
+            let dec = st.dec.as_mut().ok_or_else(|| ImageError::Invalid("zstd".into()))?;
+            let plain = decode_frame(vols, self.reader.keys.as_ref(), &f, &stored, dec)?;
+            st.frame = Some((key, plain));
+        }
+        let plain = &st.frame.as_ref().ok_or_else(|| ImageError::Invalid("frame".into()))?.1;
+        let cs = self.reader.header.chunk_size as usize;
+        let start = e.offset_in_frame as usize;
+        let data = plain.get(start..start + e.len as usize).ok_or_else(|| bad(self.region, &e, cs, "chunk lies outside its frame"))?;
+        if crypto::chunk_hash(self.reader.keys.as_ref(), data) != e.hash {
+            return Err(bad(self.region, &e, cs, "content does not match its hash"));
+        }
+        let n = out.len().min(data.len().saturating_sub(within));
+        out[..n].copy_from_slice(&data[within..within + n]);
+        out[n..].fill(0);
+        Ok(())
+    }
+}
+
+impl ReadAt for RegionReadAt<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.region.len) {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the region"));
+        }
+        let cs = u64::from(self.reader.header.chunk_size);
+        let mut st = self.state.lock().map_err(|_| io::Error::other("a reader thread panicked"))?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let k = pos / cs;
+            let within = (pos % cs) as usize;
+            let n = ((cs as usize) - within).min(buf.len() - done);
+            self.chunk(&mut st, k, &mut buf[done..done + n], within).map_err(|e| io::Error::other(e.to_string()))?;
+            done += n;
+        }
+        Ok(())
+    }
 }

@@ -259,6 +259,11 @@ fn read_vol_header(path: &Path) -> Result<(File, VolumeHeader, u64), ImageError>
     Ok((file, h, len))
 }
 
+/// The image id and volume index of a file, if it is a volume of an image.
+pub fn volume_id(path: &Path) -> Option<(u32, [u8; 16])> {
+    read_vol_header(path).ok().map(|(_, h, _)| (h.index, h.image_id))
+}
+
 /// `NAME.001` → `NAME` when the suffix is a volume number.
 fn strip_volume_suffix(p: &Path) -> Option<PathBuf> {
     let s = p.to_str()?;

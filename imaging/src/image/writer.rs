@@ -15,6 +15,7 @@ use crossbeam_channel::bounded;
 use super::crypto::{self, KdfParams, Keys};
 use super::format::*;
 use super::volume::{Output, VolumeWriter};
+use super::reader::ImageReader;
 use super::{Compression, ImageError};
 use crate::extent::Extent;
 use crate::read_at::ReadAt;
@@ -54,6 +55,20 @@ pub struct RegionStats {
     pub zero_chunks: u64,
     /// Chunks stored once for several places.
     pub dup_chunks: u64,
+    /// Chunks referenced in the chain's base point.
+    pub base_chunks: u64,
+}
+
+/// Index of `fr` in the segment's frame table, adding it when new. Frames of
+/// different chain files may share an offset: the link is part of the identity.
+fn frame_index(segment: &mut Segment, fr: FrameRef) -> u32 {
+    match segment.frames.iter().rposition(|x| x.offset == fr.offset && x.link() == fr.link()) {
+        Some(i) => i as u32,
+        None => {
+            segment.frames.push(fr);
+            segment.frames.len() as u32 - 1
+        }
+    }
 }
 
 /// A chunk to read: chunk number and the pieces of it that hold data
@@ -70,6 +85,8 @@ enum ChunkKind {
     Zero,
     /// Same content as an earlier chunk of this image: stored once.
     Dup,
+    /// Unchanged since the chain's base point: referenced there.
+    Base { frame: FrameRef, offset_in_frame: u32 },
     /// New content; `register`: remember it for deduplication.
     Unique { register: bool },
 }
@@ -145,6 +162,50 @@ fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64) -> impl Iterator<It
     })
 }
 
+/// Read the chunks of each frame job in `batch` and hash every non-zero
+/// chunk (None: all zero), spreading the jobs over `threads` threads.
+#[allow(clippy::type_complexity)]
+fn read_and_hash(src: &dyn ReadAt, batch: &[Vec<ChunkPlan>], cs: u64, keys: Option<&Keys>, threads: usize, region_id: u32) -> Result<Vec<(Vec<u8>, Vec<Option<[u8; 32]>>)>, ImageError> {
+    let one = |chunks: &Vec<ChunkPlan>| -> Result<(Vec<u8>, Vec<Option<[u8; 32]>>), ImageError> {
+        let mut buf = vec![0u8; chunks.len() * cs as usize];
+        // Coalesce pieces that are adjacent both on disk and in the buffer.
+        let mut runs: Vec<(u64, usize, usize)> = Vec::new(); // (disk, buf, len)
+        for (ci, c) in chunks.iter().enumerate() {
+            for p in &c.pieces {
+                let bo = ci * cs as usize + (p.start - c.chunk * cs) as usize;
+                match runs.last_mut() {
+                    Some((d, b, l)) if *d + *l as u64 == p.start && *b + *l == bo => *l += p.len as usize,
+                    _ => runs.push((p.start, bo, p.len as usize)),
+                }
+            }
+        }
+        for (d, b, l) in runs {
+            src.read_exact_at(&mut buf[b..b + l], d).map_err(|e| ImageError::Invalid(format!("reading source at byte {d} of region {region_id}: {e}")))?;
+        }
+        let sums = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let data = &buf[i * cs as usize..i * cs as usize + c.len as usize];
+                (!is_zero(data)).then(|| crypto::chunk_hash(keys, data))
+            })
+            .collect();
+        Ok((buf, sums))
+    };
+    if threads <= 1 || batch.len() <= 1 {
+        return batch.iter().map(one).collect();
+    }
+    let per = batch.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = batch.chunks(per).map(|part| s.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>())).collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| ImageError::Invalid("a backup reader thread panicked".into()))??);
+        }
+        Ok(out)
+    })
+}
+
 fn is_zero(b: &[u8]) -> bool {
     b.chunks(512).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }
@@ -163,18 +224,84 @@ pub struct ImageWriter {
     seen: std::collections::HashSet<DedupKey>,
 }
 
+/// The unchanged chunks of a region in the chain's base point, walked in
+/// chunk order alongside the new backup (one index segment in memory).
+struct BaseCursor<'a> {
+    reader: &'a ImageReader,
+    region: &'a Region,
+    next_seg: usize,
+    seg: Option<Segment>,
+    pos: usize,
+}
+
+impl<'a> BaseCursor<'a> {
+    fn new(reader: &'a ImageReader, region: &'a Region) -> Self {
+        Self { reader, region, next_seg: 0, seg: None, pos: 0 }
+    }
+
+    /// The base's frame and offset for `chunk` when its hash is `hash`.
+    fn find(&mut self, chunk: u64, hash: &[u8; 32]) -> Result<Option<(FrameRef, u32)>, ImageError> {
+        loop {
+            if let Some(seg) = &self.seg {
+                while self.pos < seg.entries.len() && seg.entries[self.pos].chunk < chunk {
+                    self.pos += 1;
+                }
+                if self.pos < seg.entries.len() {
+                    let e = &seg.entries[self.pos];
+                    if e.chunk != chunk || e.is_zero() || &e.hash != hash {
+                        return Ok(None);
+                    }
+                    let f = seg.frames[e.frame as usize];
+                    let link = f.link() + 1;
+                    if link > MAX_LINKS {
+                        return Err(ImageError::Invalid(format!("the backup chain is longer than {MAX_LINKS} points: make a full backup")));
+                    }
+                    return Ok(Some((f.with_link(link), e.offset_in_frame)));
+                }
+            }
+            // Next segment that can hold `chunk`.
+            let refs = &self.region.segments;
+            while self.next_seg < refs.len() && refs[self.next_seg].last_chunk < chunk {
+                self.next_seg += 1;
+            }
+            let Some(r) = refs.get(self.next_seg) else { return Ok(None) };
+            if r.first_chunk > chunk {
+                return Ok(None);
+            }
+            self.seg = Some(self.reader.segment(self.region, r)?);
+            self.pos = 0;
+            self.next_seg += 1;
+        }
+    }
+}
+
 impl ImageWriter {
     pub fn create(out: Output, opts: WriterOptions) -> Result<Self, ImageError> {
+        Self::create_point(out, opts, None)
+    }
+
+    /// Create an image; with `base`, a point of `base`'s chain: it shares the
+    /// base's keys (salt and KDF parameters), chunk size and encryption, so
+    /// its chunks compare with the base's (the password comes from the open base).
+    pub fn create_point(out: Output, mut opts: WriterOptions, base: Option<&ImageReader>) -> Result<Self, ImageError> {
+        if let Some(b) = base {
+            opts.chunk_size = b.header().chunk_size;
+            opts.kdf = KdfParams { m_kib: b.header().kdf_m_kib, t: b.header().kdf_t, p: b.header().kdf_p };
+        }
         if !opts.chunk_size.is_power_of_two() || !(4096..=(1 << 22)).contains(&opts.chunk_size) {
             return Err(ImageError::Invalid(format!("chunk size {} must be a power of two from 4 KiB to 4 MiB", opts.chunk_size)));
         }
         let image_id: [u8; 16] = crypto::random();
-        let salt: [u8; 32] = crypto::random();
-        let keys = match &opts.password {
-            Some(p) => {
-                Some(Keys::derive(p, &salt, opts.kdf, &image_id).map_err(|e| ImageError::Invalid(e.to_string()))?)
+        let (salt, keys) = match base {
+            Some(b) => (b.header().salt, b.keys().cloned()),
+            None => {
+                let salt: [u8; 32] = crypto::random();
+                let keys = match &opts.password {
+                    Some(p) => Some(Keys::derive(p, &salt, opts.kdf).map_err(|e| ImageError::Invalid(e.to_string()))?),
+                    None => None,
+                };
+                (salt, keys)
             }
-            None => None,
         };
         let header = Header {
             image_id,
@@ -185,7 +312,7 @@ impl ImageWriter {
             kdf_t: opts.kdf.t,
             kdf_p: opts.kdf.p,
             salt: if keys.is_some() { salt } else { [0; 32] },
-            key_check: keys.as_ref().map(|k| k.key_check()).unwrap_or([0; 32]),
+            key_check: keys.as_ref().map(|k| k.key_check(&image_id)).unwrap_or([0; 32]),
         };
         let mut vol = VolumeWriter::create(out, opts.split, image_id)?;
         vol.write_all(&header.encode())?;
@@ -194,6 +321,10 @@ impl ImageWriter {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    pub fn options(&self) -> &WriterOptions {
+        &self.opts
     }
 
     /// Compress, encrypt and write a record (index segment or catalog);
@@ -212,7 +343,23 @@ impl ImageWriter {
     /// Store one region. `src` reads the region (offset 0 = region start);
     /// `extents` (normalized, region-relative) are the bytes to keep, the rest
     /// is stored as zero. Fills in the region's statistics and index.
-    pub fn add_region(&mut self, src: &dyn ReadAt, mut region: Region, extents: &[Extent], task: &Task) -> Result<RegionStats, ImageError> {
+    pub fn add_region(&mut self, src: &dyn ReadAt, region: Region, extents: &[Extent], task: &Task) -> Result<RegionStats, ImageError> {
+        self.add_region_on(src, region, extents, None, task)
+    }
+
+    /// Like [`add_region`](Self::add_region); with `base` (the chain's base
+    /// point and its copy of this region), chunks whose hash equals the
+    /// base's chunk at the same place are referenced there, not stored: the
+    /// region is read and hashed, but only changed chunks are compressed and
+    /// written.
+    pub fn add_region_on(
+        &mut self,
+        src: &dyn ReadAt,
+        mut region: Region,
+        extents: &[Extent],
+        base: Option<(&ImageReader, &Region)>,
+        task: &Task,
+    ) -> Result<RegionStats, ImageError> {
         region.id = self.regions.len() as u32;
         let cs = u64::from(self.opts.chunk_size);
         let per_frame = (FRAME_TARGET as u64 / cs).max(1) as usize;
@@ -236,62 +383,66 @@ impl ImageWriter {
             let task_r = task.clone();
             let keys_r = keys.clone();
             let mut seen = std::mem::take(&mut self.seen);
+            let mut base = base.map(|(r, reg)| BaseCursor::new(r, reg));
             let reader = s.spawn(move || {
                 let mut plans = chunk_plans(extents, region_len, cs).peekable();
                 let mut seq = 0u64;
+                // Reading, the zero test and hashing run on all cores, a
+                // batch of frames at a time; the decisions that need order
+                // (unchanged since the base, duplicate, new) follow in order.
+                let batch_jobs = threads * 4;
                 while plans.peek().is_some() {
                     if let Err(e) = task_r.check_cancelled() {
                         let _ = job_tx.send(Err(e.into()));
                         return seen;
                     }
-                    let chunks: Vec<ChunkPlan> = plans.by_ref().take(per_frame).collect();
-                    let mut buf = vec![0u8; chunks.len() * cs as usize];
-                    // Coalesce pieces that are adjacent both on disk and in the buffer.
-                    let mut runs: Vec<(u64, usize, usize)> = Vec::new(); // (disk, buf, len)
-                    for (ci, c) in chunks.iter().enumerate() {
-                        for p in &c.pieces {
-                            let bo = ci * cs as usize + (p.start - c.chunk * cs) as usize;
-                            match runs.last_mut() {
-                                Some((d, b, l)) if *d + *l as u64 == p.start && *b + *l == bo => *l += p.len as usize,
-                                _ => runs.push((p.start, bo, p.len as usize)),
-                            }
-                        }
-                    }
-                    for (d, b, l) in runs {
-                        if let Err(e) = src.read_exact_at(&mut buf[b..b + l], d) {
-                            let _ = job_tx.send(Err(ImageError::Invalid(format!(
-                                "reading source at byte {} of region {region_id}: {e}",
-                                d
-                            ))));
+                    let batch: Vec<Vec<ChunkPlan>> = (0..batch_jobs).map_while(|_| {
+                        let c: Vec<ChunkPlan> = plans.by_ref().take(per_frame).collect();
+                        (!c.is_empty()).then_some(c)
+                    }).collect();
+                    let read = match read_and_hash(src, &batch, cs, keys_r.as_deref(), threads, region_id) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = job_tx.send(Err(e));
                             return seen;
                         }
-                    }
-                    let mut kinds = Vec::with_capacity(chunks.len());
-                    let mut hashes = Vec::with_capacity(chunks.len());
-                    for (i, c) in chunks.iter().enumerate() {
-                        let data = &buf[i * cs as usize..i * cs as usize + c.len as usize];
-                        if is_zero(data) {
-                            kinds.push(ChunkKind::Zero);
-                            hashes.push([0; 32]);
-                            continue;
-                        }
-                        let h = crypto::chunk_hash(keys_r.as_deref(), data);
-                        let k = dedup_key(&h);
-                        if seen.contains(&k) {
-                            kinds.push(ChunkKind::Dup);
-                        } else {
-                            let register = seen.len() < DEDUP_CAPACITY;
-                            if register {
-                                seen.insert(k);
+                    };
+                    for (chunks, (buf, sums)) in batch.into_iter().zip(read) {
+                        let mut kinds = Vec::with_capacity(chunks.len());
+                        let mut hashes = Vec::with_capacity(chunks.len());
+                        for (c, sum) in chunks.iter().zip(sums) {
+                            let Some(h) = sum else {
+                                kinds.push(ChunkKind::Zero);
+                                hashes.push([0; 32]);
+                                continue;
+                            };
+                            let k = dedup_key(&h);
+                            let in_base = match base.as_mut().map(|b| b.find(c.chunk, &h)) {
+                                Some(Ok(x)) => x,
+                                Some(Err(e)) => {
+                                    let _ = job_tx.send(Err(e));
+                                    return seen;
+                                }
+                                None => None,
+                            };
+                            if let Some((frame, offset_in_frame)) = in_base {
+                                kinds.push(ChunkKind::Base { frame, offset_in_frame });
+                            } else if seen.contains(&k) {
+                                kinds.push(ChunkKind::Dup);
+                            } else {
+                                let register = seen.len() < DEDUP_CAPACITY;
+                                if register {
+                                    seen.insert(k);
+                                }
+                                kinds.push(ChunkKind::Unique { register });
                             }
-                            kinds.push(ChunkKind::Unique { register });
+                            hashes.push(h);
                         }
-                        hashes.push(h);
+                        if job_tx.send(Ok(FrameJob { seq, chunks, kinds, hashes, buf })).is_err() {
+                            return seen;
+                        }
+                        seq += 1;
                     }
-                    if job_tx.send(Ok(FrameJob { seq, chunks, kinds, hashes, buf })).is_err() {
-                        return seen;
-                    }
-                    seq += 1;
                 }
                 seen
             });
@@ -362,14 +513,11 @@ impl ImageWriter {
                                 let (fr, off) = *self.dedup.get(&dedup_key(&c.hash)).ok_or_else(|| {
                                     ImageError::Invalid(format!("internal: duplicate chunk {} has no original", c.chunk))
                                 })?;
-                                let idx = match segment.frames.iter().rposition(|x| x.offset == fr.offset) {
-                                    Some(i) => i as u32,
-                                    None => {
-                                        segment.frames.push(fr);
-                                        segment.frames.len() as u32 - 1
-                                    }
-                                };
-                                (idx, off, 0)
+                                (frame_index(&mut segment, fr), off, 0)
+                            }
+                            ChunkKind::Base { frame, offset_in_frame } => {
+                                stats.base_chunks += 1;
+                                (frame_index(&mut segment, frame), offset_in_frame, 0)
                             }
                         };
                         segment.entries.push(Entry { chunk: c.chunk, frame, offset_in_frame, len: c.len, flags, hash: c.hash });
@@ -393,6 +541,7 @@ impl ImageWriter {
         region.stored_bytes = stats.stored_bytes;
         region.chunks = stats.chunks;
         region.zero_chunks = stats.zero_chunks;
+        region.base_chunks = stats.base_chunks;
         region.segments = segs;
         self.regions.push(region);
         Ok(stats)

@@ -33,6 +33,9 @@ pub fn run(g: &Global, cmd: BackupCmd) -> Result<(), CliError> {
             let nums = nums.map_err(|_| usage(format!("{spec}: bad partition list"), "partition numbers are 1, 2, ... as `rescue disks` shows"))?;
             (d, Selection::Partitions(nums), opts)
         }
+        BackupCmd::Incr(o) => return super::chain::backup_point(g, imaging::image::format::PointKind::Incremental, o),
+        BackupCmd::Diff(o) => return super::chain::backup_point(g, imaging::image::format::PointKind::Differential, o),
+        BackupCmd::Full(o) => return super::chain::backup_point(g, imaging::image::format::PointKind::Full, o),
     };
     backup(g, disk, selection, opts)
 }

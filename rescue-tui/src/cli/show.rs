@@ -185,7 +185,11 @@ pub fn write_plan(p: &WritePlan) -> String {
     for w in &p.layout.warnings {
         s.push_str(&format!("  note: {w}\n"));
     }
-    s.push_str(&format!("  data to write: {}\n", hs(p.bytes)));
+    if p.only_changed {
+        s.push_str(&format!("  changed-block mode: the target is read and compared; of up to {} only what differs is written\n", hs(p.bytes)));
+    } else {
+        s.push_str(&format!("  data to write: {}\n", hs(p.bytes)));
+    }
     s
 }
 

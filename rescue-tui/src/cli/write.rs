@@ -4,9 +4,10 @@ use anyhow::Context;
 use imaging::clone::{self, CloneRequest};
 use imaging::exec::{WriteOutcome, WritePlan};
 use imaging::layout::{LayoutMode, LayoutOptions};
+use imaging::part::TableKind;
 use imaging::restore::{self, RestoreRequest};
 
-use super::{backup::task, image, print_json, prompt, show, split_disk_part, usage, CliError, CloneArgs, Global, LayoutArg, LayoutOpts, RestoreArgs};
+use super::{backup::task, image, print_json, prompt, show, split_disk_part, usage, CliError, CloneArgs, Global, LayoutArg, LayoutOpts, RestoreArgs, TableArg};
 
 fn layout_options(l: &LayoutOpts) -> Result<LayoutOptions, CliError> {
     let align = match &l.align {
@@ -16,7 +17,19 @@ fn layout_options(l: &LayoutOpts) -> Result<LayoutOptions, CliError> {
         }
         None => None,
     };
-    Ok(LayoutOptions { mode: if l.layout == LayoutArg::Fill { LayoutMode::Fill } else { LayoutMode::Keep }, align })
+    let table = l.table.map(|t| match t {
+        TableArg::Gpt => TableKind::Gpt,
+        TableArg::Mbr => TableKind::Mbr,
+    });
+    Ok(LayoutOptions { mode: if l.layout == LayoutArg::Fill { LayoutMode::Fill } else { LayoutMode::Keep }, align, table, scratch_dir: Some(l.scratch_dir.clone()) })
+}
+
+/// `--table` converts a whole disk's table; one partition keeps the target's.
+fn table_needs_whole_disk(l: &LayoutOpts, single: bool) -> Result<(), CliError> {
+    if single && l.table.is_some() {
+        return Err(usage("--table converts the partition table of a whole-disk restore or clone", "leave out --table when writing one partition"));
+    }
+    Ok(())
 }
 
 fn one_partition(spec: Option<String>, what: &str) -> Result<Option<u32>, CliError> {
@@ -66,6 +79,7 @@ fn confirm_and_report(g: &Global, plan: &WritePlan, dry_run: bool, run: impl FnO
 pub fn restore(g: &Global, a: RestoreArgs) -> Result<(), CliError> {
     let (target, tpart) = split_disk_part(&a.to);
     let target_partition = one_partition(tpart, "--to")?;
+    table_needs_whole_disk(&a.layout, a.part.is_some())?;
     let reader = image::open_path(&a.image, a.password_file.as_deref())?;
     let req = RestoreRequest {
         image: a.image.clone(),
@@ -76,7 +90,8 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<(), CliError> {
         file_sector_size: a.layout.sector_size,
         sector_by_sector: a.layout.sector_by_sector,
     };
-    let plan = restore::plan_restore(&req, &reader).with_context(|| format!("planning the restore to {}", target.display()))?;
+    let mut plan = restore::plan_restore(&req, &reader).with_context(|| format!("planning the restore to {}", target.display()))?;
+    plan.only_changed = a.only_changed;
     confirm_and_report(g, &plan, a.layout.dry_run, || {
         let t = task(g.json);
         Ok(restore::run_restore(&plan, &reader, a.layout.sector_by_sector, &t).with_context(|| format!("restoring to {}", target.display()))?)
@@ -97,6 +112,7 @@ pub fn clone(g: &Global, a: CloneArgs) -> Result<(), CliError> {
     if target_partition.is_some() && source_partition.is_none() {
         return Err(usage("a whole disk cannot be cloned into one partition", "clone a partition: SRC:N DST:M"));
     }
+    table_needs_whole_disk(&a.layout, source_partition.is_some())?;
     let req = CloneRequest {
         source: src.clone(),
         source_partition,

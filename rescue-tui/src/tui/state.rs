@@ -207,7 +207,7 @@ fn write_form() -> Form {
 }
 
 fn layout_options(f: &Form) -> LayoutOptions {
-    LayoutOptions { mode: if f.choice(F::Layout) == 1 { LayoutMode::Fill } else { LayoutMode::Keep }, align: (f.choice(F::Align) == 1).then_some(1 << 20) }
+    LayoutOptions { mode: if f.choice(F::Layout) == 1 { LayoutMode::Fill } else { LayoutMode::Keep }, align: (f.choice(F::Align) == 1).then_some(1 << 20), ..Default::default() }
 }
 
 // ---------------------------------------------------------------- wizards
