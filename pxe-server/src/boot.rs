@@ -4,10 +4,13 @@
 //! Chains:
 //! - BIOS PXE ROM (0) -> `undionly.kpxe` over TFTP -> iPXE -> HTTP script.
 //! - UEFI x64 (7, 9) -> `snponly.efi` (or `ipxe.efi`) -> iPXE -> HTTP script;
-//!   with Secure Boot requested and full DHCP mode: `shimx64.efi` ->
-//!   `grubx64.efi` (signed) -> kernel. Under proxyDHCP GRUB 2.06 cannot find
-//!   the boot server, so Secure Boot clients are chained to iPXE instead and
-//!   a warning says so.
+//!   with Secure Boot requested: `shimx64.efi` -> `grubx64.efi` (signed) ->
+//!   `grub/grub.cfg` -> `grub/<mac>.cfg` -> signed kernel, all over TFTP.
+//!   Shim finds its server in a proxyDHCP offer, but Debian's GRUB 2.06 reads
+//!   only the DHCP server's ACK: its `siaddr` (next-server) must be this
+//!   server. That holds in full mode, and under proxyDHCP when the existing
+//!   DHCP server sets next-server to us (checked at start); otherwise Secure
+//!   Boot clients are chained to iPXE and a warning says why.
 //! - UEFI HTTP boot (16 / vendor class `HTTPClient`) -> iPXE binary by URL.
 //! - iPXE itself (user class `iPXE` or option 175) -> script URL.
 //! - arm64 UEFI (11, HTTP 19) when the bundle holds `ipxe-arm64.efi`.
@@ -119,6 +122,9 @@ pub enum DhcpMode {
 /// Everything the decision depends on besides the request.
 pub struct BootContext<'a> {
     pub mode: DhcpMode,
+    /// GRUB will find this server: full mode, or the existing DHCP server's
+    /// next-server is this server (see the module doc).
+    pub grub_finds_server: bool,
     pub server_ip: Ipv4Addr,
     pub http_port: u16,
     pub bundle: &'a Bundle,
@@ -204,7 +210,7 @@ pub fn decide(d: &Detected, ctx: &BootContext<'_>) -> BootAction {
         }
         (Arch::UefiX64, false) => {
             let chain = has(names::SHIM) && has(names::GRUB);
-            if ctx.secure_boot && ctx.mode == DhcpMode::Full && chain {
+            if ctx.secure_boot && ctx.grub_finds_server && chain {
                 return BootAction::Tftp {
                     file: names::SHIM.into(),
                 };
@@ -212,7 +218,11 @@ pub fn decide(d: &Detected, ctx: &BootContext<'_>) -> BootAction {
             if ctx.secure_boot {
                 tracing::warn!(
                     mac = %ctx.mac,
-                    reason = if chain { "proxyDHCP: GRUB cannot find a proxy boot server" } else { "bundle has no shimx64.efi + grubx64.efi" },
+                    reason = if chain {
+                        "proxyDHCP and the DHCP server's next-server is not this server: GRUB would not find it"
+                    } else {
+                        "bundle has no shimx64.efi + grubx64.efi"
+                    },
                     "secure boot chain not used, chaining to iPXE (boots only with Secure Boot off)"
                 );
             }
@@ -290,6 +300,7 @@ mod tests {
     fn ctx(b: &Bundle, mode: DhcpMode, sb: bool) -> BootContext<'_> {
         BootContext {
             mode,
+            grub_finds_server: mode == DhcpMode::Full,
             server_ip: Ipv4Addr::new(10, 0, 0, 1),
             http_port: 8080,
             bundle: b,
@@ -349,6 +360,15 @@ mod tests {
         assert_eq!(
             decide(&detect(&req(Some(7), "PXEClient", None)), &sb_proxy),
             tftp("snponly.efi")
+        );
+        // Under proxyDHCP when the DHCP server's next-server is us: shim.
+        let sb_proxy_next = BootContext {
+            grub_finds_server: true,
+            ..ctx(&b, DhcpMode::Proxy, true)
+        };
+        assert_eq!(
+            decide(&detect(&req(Some(7), "PXEClient", None)), &sb_proxy_next),
+            tftp("shimx64.efi")
         );
         // arm64 only when the bundle has it; unknown archs refused with the name.
         assert!(matches!(

@@ -2,14 +2,22 @@
 //! client-supplied name into a path.
 //!
 //! A bundle is either a directory written by `image-builder pxe` (every file
-//! below it may be served) or, in the quick form, an explicit list of files
-//! (kernel, initrd, loaders from Debian packages) with no directory at all.
-//! Confinement rules for names coming from the network: no `..` component, no
-//! absolute path, no NUL, and the canonical path (symlinks resolved) must stay
-//! below the bundle directory.
+//! below it may be served; its `manifest.json` says which file plays which
+//! role, see [`Manifest`]), a directory laid out with the well-known
+//! [`names`] and no manifest, or, in the quick form, an explicit list of
+//! files (kernel, initrd, loaders from Debian packages) with no directory at
+//! all. Clients always ask for the well-known names; the manifest maps them
+//! to the bundle's files.
+//!
+//! Confinement rules for names coming from the network: no `..` component,
+//! no NUL, and the canonical path (symlinks resolved) must stay below the
+//! bundle directory. A leading `/` means the bundle root, as in tftpd-hpa
+//! `--secure` and dnsmasq: GRUB asks for `/grub/grub.cfg`.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
 
 /// Well-known bundle file names.
 pub mod names {
@@ -65,6 +73,32 @@ pub enum BundleError {
     },
     #[error("no network boot loader found for the quick form, looked for {}", looked.join(", "))]
     NoLoaders { looked: Vec<String> },
+    #[error("bundle manifest {path} cannot be read")]
+    ManifestUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bundle manifest {path} is not valid JSON of a PXE bundle")]
+    ManifestSyntax {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("bundle manifest {path} is format {format:?} version {version}; this pxe-server reads {} version {}", MANIFEST_FORMAT, MANIFEST_VERSION)]
+    ManifestVersion {
+        path: PathBuf,
+        format: String,
+        version: u32,
+    },
+    #[error(
+        "bundle manifest {path} names {name:?} for {role}, which is not a file inside the bundle"
+    )]
+    ManifestPath {
+        path: PathBuf,
+        role: &'static str,
+        name: String,
+    },
 }
 
 impl BundleError {
@@ -80,6 +114,15 @@ impl BundleError {
             BundleError::NoLoaders { .. } => {
                 "install the loaders: apt-get install ipxe shim-signed grub-efi-amd64-signed".into()
             }
+            BundleError::ManifestUnreadable { .. } | BundleError::ManifestSyntax { .. } => {
+                "rebuild the bundle with `image-builder pxe`".into()
+            }
+            BundleError::ManifestVersion { .. } => {
+                "use the pxe-server built with the image-builder that wrote the bundle".into()
+            }
+            BundleError::ManifestPath { .. } => {
+                "the manifest must name files below the bundle directory: rebuild the bundle".into()
+            }
         }
     }
 }
@@ -90,8 +133,6 @@ impl BundleError {
 pub enum ResolveError {
     #[error("requested name {name:?} is empty or contains NUL")]
     Invalid { name: String },
-    #[error("requested name {name:?} is an absolute path")]
-    Absolute { name: String },
     #[error("requested name {name:?} contains a `..` component")]
     Traversal { name: String },
     #[error("requested name {name:?} resolves to {resolved} outside the bundle")]
@@ -105,10 +146,83 @@ impl ResolveError {
     pub fn is_violation(&self) -> bool {
         matches!(
             self,
-            ResolveError::Absolute { .. }
-                | ResolveError::Traversal { .. }
-                | ResolveError::OutsideBundle { .. }
+            ResolveError::Traversal { .. } | ResolveError::OutsideBundle { .. }
         )
+    }
+}
+
+/// `manifest.json` of a bundle.
+pub const MANIFEST: &str = "manifest.json";
+/// The `format` and `version` of `manifest.json` this server reads.
+pub const MANIFEST_FORMAT: &str = "rescue-pxe-bundle";
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The part of `manifest.json` (written by `image-builder pxe`, see
+/// `image-builder/src/pxe.rs`) that the server uses. Names are relative to
+/// the bundle directory; unknown fields are ignored, so newer builders can
+/// add fields without a version bump.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    #[serde(default)]
+    pub kernel_version: String,
+    pub kernel: String,
+    pub initrd: String,
+    /// Kernel command line every client gets (before the server's own
+    /// arguments and `--cmdline`).
+    #[serde(default)]
+    pub cmdline: String,
+    pub loaders: ManifestLoaders,
+    /// Every file of the bundle with its size (and checksum, not read here).
+    #[serde(default)]
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManifestLoaders {
+    /// BIOS PXE (arch 0): iPXE `undionly.kpxe`.
+    pub bios: String,
+    /// UEFI x64 with Secure Boot off: iPXE with its own drivers.
+    #[serde(default)]
+    pub uefi_x64: Option<String>,
+    /// UEFI x64 with Secure Boot off: iPXE over the firmware's SNP driver.
+    #[serde(default)]
+    pub uefi_x64_snp: Option<String>,
+    /// UEFI x64 with Secure Boot: shim, which fetches
+    /// `uefi_x64_secure_boot_grub` as `grubx64.efi` from the same server.
+    #[serde(default)]
+    pub uefi_x64_secure_boot: Option<String>,
+    #[serde(default)]
+    pub uefi_x64_secure_boot_grub: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManifestFile {
+    pub name: String,
+    pub size: u64,
+}
+
+impl Manifest {
+    /// (well-known name clients ask for, file of this bundle) pairs.
+    fn roles(&self) -> Vec<(&'static str, &str)> {
+        let l = &self.loaders;
+        let mut v = vec![
+            (names::KERNEL, self.kernel.as_str()),
+            (names::INITRD, self.initrd.as_str()),
+            (names::UNDIONLY, l.bios.as_str()),
+        ];
+        for (role, name) in [
+            (names::IPXE_EFI, &l.uefi_x64),
+            (names::SNPONLY, &l.uefi_x64_snp),
+            (names::SHIM, &l.uefi_x64_secure_boot),
+            (names::GRUB, &l.uefi_x64_secure_boot_grub),
+        ] {
+            if let Some(n) = name {
+                v.push((role, n.as_str()));
+            }
+        }
+        v
     }
 }
 
@@ -116,31 +230,85 @@ impl ResolveError {
 pub struct Bundle {
     /// Canonical bundle directory, if any.
     root: Option<PathBuf>,
-    /// Explicit files: bundle name -> real path (quick form; also lets a
-    /// directory bundle be overridden).
+    /// Explicit files: well-known name -> real path (quick form, and the
+    /// roles a manifest assigns).
     files: BTreeMap<String, PathBuf>,
+    /// Kernel command line from the manifest.
+    cmdline: String,
 }
 
 impl Bundle {
-    /// Opens a bundle directory and checks the files every boot path needs.
+    /// Opens a bundle directory and checks the files every boot path needs:
+    /// with a `manifest.json`, every file it lists (present, listed size) and
+    /// the roles it assigns; without one, the well-known [`names`].
+    ///
+    /// `DIR` is what `image-builder pxe -o DIR` wrote, or what `image-builder
+    /// all -o DIR` wrote (the bundle is then `DIR/pxe`).
     pub fn open_dir(dir: &Path) -> Result<Bundle, BundleError> {
+        let nested = dir.join("pxe");
+        let dir = if !dir.join(MANIFEST).is_file() && nested.join(MANIFEST).is_file() {
+            nested.as_path()
+        } else {
+            dir
+        };
         let root = dir
             .canonicalize()
             .map_err(|source| BundleError::Unreadable {
                 dir: dir.to_path_buf(),
                 source,
             })?;
-        let b = Bundle {
-            root: Some(root),
+        let mut b = Bundle {
+            root: Some(root.clone()),
             files: BTreeMap::new(),
+            cmdline: String::new(),
         };
-        let mut missing: Vec<String> = [names::KERNEL, names::INITRD, names::UNDIONLY]
-            .iter()
-            .filter(|n| !b.has(n))
-            .map(|n| n.to_string())
-            .collect();
-        if !b.has(names::SNPONLY) && !b.has(names::IPXE_EFI) {
-            missing.push(format!("{} or {}", names::SNPONLY, names::IPXE_EFI));
+        let manifest_path = root.join(MANIFEST);
+        let mut missing = Vec::new();
+        if manifest_path.is_file() {
+            let m = read_manifest(&manifest_path)?;
+            for f in &m.files {
+                match b
+                    .resolve(&f.name)
+                    .map(|p| std::fs::metadata(p).map(|md| md.len()))
+                {
+                    Ok(Ok(size)) if size == f.size => {}
+                    Ok(Ok(size)) => missing.push(format!(
+                        "{} (truncated or changed: {size} bytes, manifest says {})",
+                        f.name, f.size
+                    )),
+                    _ => missing.push(f.name.clone()),
+                }
+            }
+            for (role, name) in m.roles() {
+                match b.resolve(name) {
+                    Ok(p) => {
+                        b.files.insert(role.to_string(), p);
+                    }
+                    Err(e) if e.is_violation() => {
+                        return Err(BundleError::ManifestPath {
+                            path: manifest_path,
+                            role,
+                            name: name.to_string(),
+                        })
+                    }
+                    Err(_) => {
+                        if !missing.iter().any(|m| m == name) {
+                            missing.push(name.to_string());
+                        }
+                    }
+                }
+            }
+            b.cmdline = m.cmdline.trim().to_string();
+        }
+        if missing.is_empty() {
+            missing = [names::KERNEL, names::INITRD, names::UNDIONLY]
+                .iter()
+                .filter(|n| !b.has(n))
+                .map(|n| n.to_string())
+                .collect();
+            if !b.has(names::SNPONLY) && !b.has(names::IPXE_EFI) {
+                missing.push(format!("{} or {}", names::SNPONLY, names::IPXE_EFI));
+            }
         }
         if !missing.is_empty() {
             return Err(BundleError::Incomplete {
@@ -149,6 +317,11 @@ impl Bundle {
             });
         }
         Ok(b)
+    }
+
+    /// Kernel command line the bundle asks for (its manifest's `cmdline`).
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
     }
 
     /// The quick form: a kernel and an initrd given on the command line, and
@@ -185,7 +358,11 @@ impl Bundle {
                     .collect(),
             });
         }
-        Ok(Bundle { root: None, files })
+        Ok(Bundle {
+            root: None,
+            files,
+            cmdline: String::new(),
+        })
     }
 
     /// An empty bundle rooted at `dir`, without completeness checks (tests).
@@ -193,6 +370,7 @@ impl Bundle {
         Ok(Bundle {
             root: Some(dir.canonicalize()?),
             files: BTreeMap::new(),
+            cmdline: String::new(),
         })
     }
 
@@ -225,20 +403,18 @@ impl Bundle {
         }
         // Windows-style clients send backslashes.
         let norm = name.replace('\\', "/");
-        let p = Path::new(&norm);
-        if p.is_absolute() {
-            return Err(ResolveError::Absolute { name: name.into() });
-        }
         let mut clean = PathBuf::new();
-        for c in p.components() {
+        for c in Path::new(&norm).components() {
             match c {
                 Component::Normal(s) => clean.push(s),
-                Component::CurDir => {}
+                // A leading `/` is the bundle root (GRUB sends `/grub/grub.cfg`).
+                Component::CurDir | Component::RootDir => {}
                 Component::ParentDir => return Err(ResolveError::Traversal { name: name.into() }),
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(ResolveError::Absolute { name: name.into() })
-                }
+                Component::Prefix(_) => return Err(ResolveError::Invalid { name: name.into() }),
             }
+        }
+        if clean.as_os_str().is_empty() {
+            return Err(ResolveError::NotFound { name: name.into() });
         }
         let key = clean.to_string_lossy().into_owned();
         if let Some(p) = self.files.get(&key) {
@@ -263,6 +439,26 @@ impl Bundle {
         }
         Ok(resolved)
     }
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {
+    let bytes = std::fs::read(path).map_err(|source| BundleError::ManifestUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let m: Manifest =
+        serde_json::from_slice(&bytes).map_err(|source| BundleError::ManifestSyntax {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if m.format != MANIFEST_FORMAT || m.version != MANIFEST_VERSION {
+        return Err(BundleError::ManifestVersion {
+            path: path.to_path_buf(),
+            format: m.format,
+            version: m.version,
+        });
+    }
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -295,10 +491,17 @@ mod tests {
             b.resolve("..\\secret"),
             Err(ResolveError::Traversal { .. })
         ));
+        // A leading `/` is the bundle root, never the host's root.
+        assert!(b.resolve("/sub/a.txt").is_ok());
         assert!(matches!(
             b.resolve("/etc/passwd"),
-            Err(ResolveError::Absolute { .. })
+            Err(ResolveError::NotFound { .. })
         ));
+        assert!(matches!(
+            b.resolve("/../secret"),
+            Err(ResolveError::Traversal { .. })
+        ));
+        assert!(matches!(b.resolve("/"), Err(ResolveError::NotFound { .. })));
         assert!(matches!(
             b.resolve("evil"),
             Err(ResolveError::OutsideBundle { .. })
@@ -350,5 +553,106 @@ mod tests {
         assert!(matches!(b.resolve("k"), Err(ResolveError::NotFound { .. })));
         let e = Bundle::quick(&k, &i, &[(names::UNDIONLY, "/nonexistent/x", "ipxe")]);
         assert!(matches!(e, Err(BundleError::NoLoaders { .. })));
+    }
+
+    /// A manifest as `image-builder pxe` writes it (image-builder/src/pxe.rs).
+    fn image_builder_manifest(files: &[(&str, usize)]) -> String {
+        let listed: Vec<String> = files
+            .iter()
+            .map(|(n, size)| format!(r#"{{"name":"{n}","size":{size},"sha256":"00"}}"#))
+            .collect();
+        format!(
+            r#"{{"format":"rescue-pxe-bundle","version":1,"kernel_version":"6.1.0-56-amd64",
+            "kernel":"vmlinuz","initrd":"initramfs.img","cmdline":"console=tty0 console=ttyS0,115200n8",
+            "loaders":{{"bios":"undionly.kpxe","uefi_x64":"ipxe.efi","uefi_x64_snp":"snponly.efi",
+            "uefi_x64_secure_boot":"shimx64.efi","uefi_x64_secure_boot_grub":"grubx64.efi"}},
+            "ipxe_script":"boot.ipxe","grub_cfg":"grub/grub.cfg","source_date_epoch":0,
+            "files":[{}]}}"#,
+            listed.join(",")
+        )
+    }
+
+    #[test]
+    fn manifest_maps_roles_and_checks_every_listed_file() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let files = [
+            ("vmlinuz", 5),
+            ("initramfs.img", 7),
+            ("undionly.kpxe", 3),
+            ("ipxe.efi", 3),
+            ("snponly.efi", 3),
+            ("shimx64.efi", 4),
+            ("grubx64.efi", 4),
+            ("grub/grub.cfg", 2),
+        ];
+        std::fs::create_dir(t.path().join("grub")).expect("mkdir");
+        for (n, size) in files {
+            std::fs::write(t.path().join(n), vec![b'x'; size]).expect("write");
+        }
+        std::fs::write(t.path().join(MANIFEST), image_builder_manifest(&files)).expect("write");
+        let b = Bundle::open_dir(t.path()).expect("bundle");
+        // Clients ask for initrd.img; the bundle calls it initramfs.img.
+        assert_eq!(
+            b.resolve(names::INITRD).expect("initrd"),
+            t.path()
+                .canonicalize()
+                .expect("canon")
+                .join("initramfs.img")
+        );
+        assert_eq!(b.cmdline(), "console=tty0 console=ttyS0,115200n8");
+        assert_eq!(b.inventory().len(), 7, "{:?}", b.inventory());
+
+        // `image-builder all -o DIR` writes the bundle to DIR/pxe.
+        let all = tempfile::tempdir().expect("tempdir");
+        let pxe = all.path().join("pxe");
+        std::fs::create_dir(&pxe).expect("mkdir");
+        for entry in std::fs::read_dir(t.path()).expect("ls").flatten() {
+            std::fs::rename(entry.path(), pxe.join(entry.file_name())).expect("mv");
+        }
+        let nested = Bundle::open_dir(all.path()).expect("nested bundle");
+        assert_eq!(
+            nested.resolve(names::INITRD).expect("initrd"),
+            pxe.canonicalize().expect("canon").join("initramfs.img")
+        );
+        for entry in std::fs::read_dir(&pxe).expect("ls").flatten() {
+            std::fs::rename(entry.path(), t.path().join(entry.file_name())).expect("mv");
+        }
+
+        // A listed file that is missing or has another size is named.
+        std::fs::write(t.path().join("snponly.efi"), b"xy").expect("write");
+        std::fs::remove_file(t.path().join("grubx64.efi")).expect("rm");
+        let msg = Bundle::open_dir(t.path())
+            .expect_err("incomplete")
+            .to_string();
+        assert!(
+            msg.contains("snponly.efi (truncated or changed: 2 bytes, manifest says 3)")
+                && msg.contains("grubx64.efi"),
+            "{msg}"
+        );
+
+        // A manifest pointing outside the bundle is refused.
+        let evil = image_builder_manifest(&[])
+            .replace(r#""kernel":"vmlinuz""#, r#""kernel":"../vmlinuz""#);
+        std::fs::write(t.path().join(MANIFEST), evil).expect("write");
+        assert!(matches!(
+            Bundle::open_dir(t.path()),
+            Err(BundleError::ManifestPath {
+                role: "vmlinuz",
+                ..
+            })
+        ));
+        // Another format version is refused with both versions named.
+        let v2 = image_builder_manifest(&[]).replace(r#""version":1"#, r#""version":2"#);
+        std::fs::write(t.path().join(MANIFEST), v2).expect("write");
+        let e = Bundle::open_dir(t.path()).expect_err("version");
+        assert!(
+            matches!(e, BundleError::ManifestVersion { version: 2, .. }),
+            "{e}"
+        );
+        std::fs::write(t.path().join(MANIFEST), b"{").expect("write");
+        assert!(matches!(
+            Bundle::open_dir(t.path()),
+            Err(BundleError::ManifestSyntax { .. })
+        ));
     }
 }

@@ -2,6 +2,12 @@
 //! 4011, boot information only, never an address) and full DHCP (RFC 2131
 //! with the [`LeasePool`]). Offers go out at once: no ping probe before an
 //! offer (a declined address is handled by DHCPDECLINE instead).
+//!
+//! Relayed requests (`giaddr` set, RFC 2131 4.1 and 4.3.1): replies go to
+//! the relay agent on port 67 in both modes, and full mode hands out an
+//! address of the relay's subnet (a `--range A-B/PREFIX` containing
+//! `giaddr`) with the relay as router; the Relay Agent Information option
+//! (82) is echoed back last (RFC 3046 2.2).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,16 +22,28 @@ use crate::clients::Registry;
 use crate::dhcp::options::{code, PxeVendorOptions, DISCOVERY_USE_BOOTFILE};
 use crate::dhcp::packet::{Packet, BOOTREQUEST, FLAG_BROADCAST};
 use crate::dhcp::MessageType;
-use crate::leases::LeasePool;
+use crate::leases::{LeasePool, Subnet};
 use crate::mac::Mac;
 use crate::policy::Policy;
 
+/// A subnet full mode hands out addresses in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedSubnet {
+    pub subnet: Subnet,
+    /// Option 3. `None` on a relayed subnet: the relay agent (`giaddr`),
+    /// which is the clients' router there.
+    pub router: Option<Ipv4Addr>,
+}
+
 pub struct DhcpContext {
     pub mode: DhcpMode,
+    /// See [`BootContext::grub_finds_server`].
+    pub grub_finds_server: bool,
     pub server_ip: Ipv4Addr,
-    pub netmask: Ipv4Addr,
-    /// Router and DNS handed out in full mode, if configured.
-    pub router: Option<Ipv4Addr>,
+    /// Full mode: the subnets of the pool's ranges, the boot interface's
+    /// first when it has a range.
+    pub subnets: Vec<ServedSubnet>,
+    /// DNS servers handed out in full mode, if configured.
     pub dns: Vec<Ipv4Addr>,
     pub http_port: u16,
     pub bundle: Arc<Bundle>,
@@ -51,8 +69,25 @@ pub enum Destination {
     Unicast(SocketAddrV4),
 }
 
+/// Option 82, Relay Agent Information (RFC 3046).
+const RELAY_AGENT_INFO: u8 = 82;
+
 /// Computes the reply to `req` (no I/O besides lease persistence).
 pub fn respond(
+    ctx: &DhcpContext,
+    req: &Packet,
+    port: Port,
+    src: SocketAddrV4,
+) -> Option<(Packet, Destination)> {
+    let (mut reply, dst) = reply_to(ctx, req, port, src)?;
+    if let Some(info) = req.option(RELAY_AGENT_INFO) {
+        // Added last, so it is the last option before END (RFC 3046 2.2).
+        reply.set_option(RELAY_AGENT_INFO, info.to_vec());
+    }
+    Some((reply, dst))
+}
+
+fn reply_to(
     ctx: &DhcpContext,
     req: &Packet,
     port: Port,
@@ -128,11 +163,29 @@ fn full(
     netboot: bool,
 ) -> Option<(Packet, Destination)> {
     let pool = ctx.pool.as_ref()?;
+    // The client's subnet: the relay agent's, else the one of the address
+    // it already has, else the boot interface's (RFC 2131 4.3.1).
+    let relayed = !req.giaddr.is_unspecified();
+    let locator = if relayed {
+        req.giaddr
+    } else if !req.ciaddr.is_unspecified() {
+        req.ciaddr
+    } else {
+        ctx.server_ip
+    };
+    let Some(served) = ctx.subnets.iter().find(|s| s.subnet.contains(locator)) else {
+        if relayed {
+            warn!(%mac, relay = %req.giaddr, "relayed request from a subnet with no --range A-B/PREFIX: no address");
+        } else {
+            debug!(%mac, "no --range on the boot interface's subnet: no address");
+        }
+        return None;
+    };
     let mut reply = Packet::reply_to(req);
     let yiaddr = {
         let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
         match mt {
-            MessageType::Discover => match p.offer(mac, req.requested_ip()) {
+            MessageType::Discover => match p.offer_in(mac, req.requested_ip(), served.subnet) {
                 Some(ip) => {
                     reply.set_option(code::MESSAGE_TYPE, vec![MessageType::Offer as u8]);
                     ip
@@ -146,7 +199,13 @@ fn full(
                 let want = req
                     .requested_ip()
                     .or(Some(req.ciaddr).filter(|c| !c.is_unspecified()))?;
-                match p.request(mac, want) {
+                // Wrong network (the client moved): NAK (RFC 2131 4.3.2).
+                let r = if served.subnet.contains(want) {
+                    p.request(mac, want)
+                } else {
+                    Ok(None)
+                };
+                match r {
                     Ok(Some(ip)) => {
                         reply.set_option(code::MESSAGE_TYPE, vec![MessageType::Ack as u8]);
                         ip
@@ -200,8 +259,8 @@ fn full(
         reply.set_option(code::RENEWAL_TIME, (lease / 2).to_be_bytes().to_vec());
         reply.set_option(code::REBINDING_TIME, (lease / 8 * 7).to_be_bytes().to_vec());
     }
-    reply.set_option(code::SUBNET_MASK, ctx.netmask.octets().to_vec());
-    if let Some(r) = ctx.router {
+    reply.set_option(code::SUBNET_MASK, served.subnet.mask.octets().to_vec());
+    if let Some(r) = served.router.or(relayed.then_some(req.giaddr)) {
         reply.set_option(code::ROUTER, r.octets().to_vec());
     }
     if !ctx.dns.is_empty() {
@@ -235,6 +294,7 @@ fn add_boot(ctx: &DhcpContext, req: &Packet, reply: &mut Packet, mac: Mac) -> bo
         .for_client(mac);
     let bctx = BootContext {
         mode: ctx.mode,
+        grub_finds_server: ctx.grub_finds_server,
         server_ip: ctx.server_ip,
         http_port: ctx.http_port,
         bundle: &ctx.bundle,
@@ -332,23 +392,33 @@ mod tests {
         }
         DhcpContext {
             mode,
+            grub_finds_server: mode == DhcpMode::Full,
             server_ip: Ipv4Addr::new(10, 0, 0, 1),
-            netmask: Ipv4Addr::new(255, 255, 255, 0),
-            router: None,
+            subnets: vec![
+                ServedSubnet {
+                    subnet: Subnet::with_prefix(Ipv4Addr::new(10, 0, 0, 1), 24),
+                    router: None,
+                },
+                ServedSubnet {
+                    subnet: Subnet::with_prefix(Ipv4Addr::new(10, 9, 1, 1), 24),
+                    router: None,
+                },
+            ],
             dns: vec![],
             http_port: 8080,
             bundle: Arc::new(Bundle::unchecked(dir).expect("bundle")),
             policy: Arc::new(RwLock::new(Policy::default())),
             registry: Arc::new(Registry::default()),
             pool: (mode == DhcpMode::Full).then(|| {
-                Mutex::new(
-                    LeasePool::new(
-                        Ipv4Addr::new(10, 0, 0, 100),
-                        Ipv4Addr::new(10, 0, 0, 110),
-                        Duration::from_secs(600),
-                    )
-                    .expect("pool"),
+                let mut p = LeasePool::new(
+                    Ipv4Addr::new(10, 0, 0, 100),
+                    Ipv4Addr::new(10, 0, 0, 110),
+                    Duration::from_secs(600),
                 )
+                .expect("pool");
+                p.add_range(Ipv4Addr::new(10, 9, 1, 100), Ipv4Addr::new(10, 9, 1, 110))
+                    .expect("range");
+                Mutex::new(p)
             }),
         }
     }
@@ -452,5 +522,64 @@ mod tests {
         let mut other = bad.clone();
         other.set_option(54, vec![10, 0, 0, 2]);
         assert!(respond(&c, &other, Port::Dhcp, src()).is_none());
+    }
+
+    #[test]
+    fn relayed_requests_are_answered_to_the_relay_in_both_modes() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let relay = Ipv4Addr::new(10, 9, 1, 1);
+        let from_relay = SocketAddrV4::new(relay, 67);
+        let mut d = discover(Some(0), "PXEClient:Arch:00000:UNDI:002001", None);
+        d.giaddr = relay;
+        d.hops = 1;
+        d.set_option(82, vec![1, 3, b'p', b'1', b'7']);
+
+        // Full mode: an address of the relay's subnet, the relay as router.
+        let c = ctx(DhcpMode::Full, t.path());
+        let (o, dst) = respond(&c, &d, Port::Dhcp, from_relay).expect("offer");
+        assert_eq!(dst, Destination::Unicast(from_relay));
+        assert_eq!(o.giaddr, relay);
+        assert_eq!(o.yiaddr, Ipv4Addr::new(10, 9, 1, 100));
+        assert_eq!(o.option(1), Some(&[255, 255, 255, 0][..]));
+        assert_eq!(o.option(3), Some(&relay.octets()[..]));
+        assert_eq!(o.file, b"undionly.kpxe");
+        assert_eq!(o.options.last().map(|o| o.code), Some(82));
+        assert_eq!(o.option(82), Some(&[1, 3, b'p', b'1', b'7'][..]));
+        let mut r = d.clone();
+        r.set_option(53, vec![3]);
+        r.set_option(50, o.yiaddr.octets().to_vec());
+        r.set_option(54, vec![10, 0, 0, 1]);
+        let (a, dst) = respond(&c, &r, Port::Dhcp, from_relay).expect("ack");
+        assert_eq!(a.message_type(), Some(MessageType::Ack));
+        assert_eq!(a.yiaddr, o.yiaddr);
+        assert_eq!(dst, Destination::Unicast(from_relay));
+        // Asking the relayed subnet for a local address: wrong network, NAK.
+        let mut wrong = r.clone();
+        wrong.set_option(50, vec![10, 0, 0, 100]);
+        let (n, _) = respond(&c, &wrong, Port::Dhcp, from_relay).expect("nak");
+        assert_eq!(n.message_type(), Some(MessageType::Nak));
+        // A relay from a subnet with no range gets nothing.
+        let mut unknown = d.clone();
+        unknown.giaddr = Ipv4Addr::new(10, 7, 0, 1);
+        assert!(respond(&c, &unknown, Port::Dhcp, from_relay).is_none());
+        // Renewal unicast from the relayed client (ciaddr, no giaddr).
+        let mut renew = r.clone();
+        renew.giaddr = Ipv4Addr::UNSPECIFIED;
+        renew.ciaddr = o.yiaddr;
+        renew.options.retain(|o| o.code != 50 && o.code != 54);
+        let (a, dst) =
+            respond(&c, &renew, Port::Dhcp, SocketAddrV4::new(o.yiaddr, 68)).expect("renewal ack");
+        assert_eq!(a.yiaddr, o.yiaddr);
+        assert_eq!(dst, Destination::Unicast(SocketAddrV4::new(o.yiaddr, 68)));
+
+        // Proxy mode: boot information only, to the relay.
+        let t2 = tempfile::tempdir().expect("tempdir");
+        let p = ctx(DhcpMode::Proxy, t2.path());
+        let (o, dst) = respond(&p, &d, Port::Dhcp, from_relay).expect("proxy offer");
+        assert_eq!(dst, Destination::Unicast(from_relay));
+        assert_eq!(o.giaddr, relay);
+        assert_eq!(o.yiaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(o.siaddr, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(o.option(82), Some(&[1, 3, b'p', b'1', b'7'][..]));
     }
 }

@@ -5,7 +5,9 @@
 //! Routes:
 //! - `GET|HEAD /<bundle file>` (Range: `bytes=a-b`, `a-`, `-n`; one range only)
 //! - `GET /boot/<mac>.ipxe` the iPXE script for that client
-//! - `GET /grub/<mac>.cfg` a GRUB config for that client (Secure Boot chain)
+//! - `GET /grub/grub.cfg` GRUB's first config, which loads
+//!   `/grub/<mac>.cfg`, the config for that client (Secure Boot chain); both
+//!   are served over TFTP too, where GRUB looks first ([`HttpContext::generated`])
 //! - `GET /clients` JSON list of clients
 //! - `POST /clients/<mac>/status` JSON [`ClientStatus`] from the live system
 //!
@@ -76,12 +78,14 @@ impl HttpContext {
         }
     }
 
-    /// GRUB config for the Secure Boot chain (shim -> GRUB -> kernel over HTTP).
+    /// GRUB config for the Secure Boot chain (shim -> GRUB -> kernel). The
+    /// kernel and initrd come over TFTP: Debian's signed network GRUB has no
+    /// `http` module built in, and Secure Boot forbids loading one.
     pub fn grub_config(&self, mac: Mac) -> String {
         let (cmdline, action) = self.cmdline_for(mac);
-        let host = format!("{},{}", self.server_ip, self.port);
         let entry = format!(
-            "menuentry 'Rescue environment' {{\n  linux (http,{host})/{k} {cmdline}\n  initrd (http,{host})/{i}\n}}\n",
+            "menuentry 'Rescue environment' {{\n  echo 'Loading the rescue environment from {ip}'\n  linux (tftp,{ip})/{k} {cmdline}\n  initrd (tftp,{ip})/{i}\n}}\n",
+            ip = self.server_ip,
             k = names::KERNEL,
             i = names::INITRD
         );
@@ -93,6 +97,65 @@ impl HttpContext {
             }
         }
     }
+
+    /// Files the server writes itself, by request path (leading `/`
+    /// optional), served over HTTP and TFTP ahead of the bundle's files:
+    ///
+    /// - `boot/<mac>.ipxe`: the iPXE script of that client;
+    /// - `grub/grub.cfg`: where Debian's signed network GRUB (`grubnetx64`,
+    ///   prefix `/grub` on the TFTP server that served it) looks first. It
+    ///   loads `grub/<mac>.cfg`, so every client gets its own job even though
+    ///   TFTP does not say who asks. A bundle's own `grub/grub.cfg` (for
+    ///   other servers) is shadowed;
+    /// - `grub/<mac>.cfg`: the GRUB config of that client.
+    pub fn generated(&self, path: &str) -> Option<Generated> {
+        let path = path.trim_start_matches('/');
+        if path == GRUB_FIRST_CONFIG {
+            return Some(Generated {
+                mac: None,
+                what: "grub config",
+                body: "# pxe-server: load this client's own configuration\n\
+                       source $prefix/${net_default_mac}.cfg\n"
+                    .into(),
+            });
+        }
+        if let Some(m) = path
+            .strip_prefix("boot/")
+            .and_then(|p| p.strip_suffix(".ipxe"))
+        {
+            let mac = m.parse::<Mac>().ok()?;
+            return Some(Generated {
+                mac: Some(mac),
+                what: "ipxe script",
+                body: self.ipxe_script(mac),
+            });
+        }
+        if let Some(m) = path
+            .strip_prefix("grub/")
+            .and_then(|p| p.strip_suffix(".cfg"))
+        {
+            let mac = m.parse::<Mac>().ok()?;
+            return Some(Generated {
+                mac: Some(mac),
+                what: "grub config",
+                body: self.grub_config(mac),
+            });
+        }
+        None
+    }
+}
+
+/// GRUB's first config file (see [`HttpContext::generated`]).
+pub const GRUB_FIRST_CONFIG: &str = "grub/grub.cfg";
+
+/// A script or config written by the server for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The client it was written for, when the name says.
+    pub mac: Option<Mac>,
+    /// For the client list: "ipxe script", "grub config".
+    pub what: &'static str,
+    pub body: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +173,7 @@ impl HttpBindError {
 }
 
 pub struct HttpServer {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     ctx: Arc<HttpContext>,
     active: Arc<AtomicUsize>,
 }
@@ -119,51 +182,70 @@ impl HttpServer {
     pub fn bind(addr: SocketAddr, ctx: Arc<HttpContext>) -> Result<Self, HttpBindError> {
         let listener = TcpListener::bind(addr).map_err(|source| HttpBindError { addr, source })?;
         Ok(HttpServer {
-            listener,
+            listeners: vec![listener],
             ctx,
             active: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// Listens on `addr` too (loopback, for `pxe-server status`).
+    pub fn also_listen(&mut self, addr: SocketAddr) -> Result<(), HttpBindError> {
+        let l = TcpListener::bind(addr).map_err(|source| HttpBindError { addr, source })?;
+        self.listeners.push(l);
+        Ok(())
     }
 
-    /// Accepts until `stop` is set (polled every 200 ms).
+    /// The first listening address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self.listeners.first() {
+            Some(l) => l.local_addr(),
+            None => Err(std::io::Error::other("no listener")),
+        }
+    }
+
+    /// Accepts until `stop` is set (polled every 20 ms).
     pub fn run(&self, stop: &AtomicBool) -> std::io::Result<()> {
-        self.listener.set_nonblocking(true)?;
+        for l in &self.listeners {
+            l.set_nonblocking(true)?;
+        }
         while !stop.load(Ordering::Relaxed) {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    if self.active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                        warn!(%peer, "too many http connections, dropping");
-                        continue;
+            let mut idle = true;
+            for l in &self.listeners {
+                match l.accept() {
+                    Ok((stream, peer)) => {
+                        idle = false;
+                        self.spawn_connection(stream, peer);
                     }
-                    let ctx = self.ctx.clone();
-                    let active = self.active.clone();
-                    active.fetch_add(1, Ordering::Relaxed);
-                    let r = std::thread::Builder::new()
-                        .name(format!("http {peer}"))
-                        .spawn(move || {
-                            if let Err(e) = serve_connection(stream, peer, &ctx) {
-                                debug!(%peer, error = %e, "http connection ended");
-                            }
-                            active.fetch_sub(1, Ordering::Relaxed);
-                        });
-                    if r.is_err() {
-                        self.active.fetch_sub(1, Ordering::Relaxed);
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => debug!(error = %e, "http accept error"),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    debug!(error = %e, "http accept error");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         Ok(())
+    }
+
+    fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr) {
+        if self.active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            warn!(%peer, "too many http connections, dropping");
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let active = self.active.clone();
+        active.fetch_add(1, Ordering::Relaxed);
+        let r = std::thread::Builder::new()
+            .name(format!("http {peer}"))
+            .spawn(move || {
+                if let Err(e) = serve_connection(stream, peer, &ctx) {
+                    debug!(%peer, error = %e, "http connection ended");
+                }
+                active.fetch_sub(1, Ordering::Relaxed);
+            });
+        if r.is_err() {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -424,31 +506,15 @@ fn handle(
         let body = serde_json::to_vec_pretty(&ctx.registry.list()).unwrap_or_default();
         return respond(w, "200 OK", "application/json", &body, head_only, close);
     }
-    if let Some(m) = path
-        .strip_prefix("boot/")
-        .and_then(|p| p.strip_suffix(".ipxe"))
-    {
-        let Ok(mac) = m.parse::<Mac>() else {
-            return respond(w, "404 Not Found", text, b"unknown client\n", false, close);
-        };
-        if let Some(ip) = peer_ip {
-            ctx.registry.set_ip(mac, ip);
+    if let Some(g) = ctx.generated(path) {
+        if let Some(mac) = g.mac {
+            if let Some(ip) = peer_ip {
+                ctx.registry.set_ip(mac, ip);
+            }
+            ctx.registry.served_to_mac(mac, g.what);
         }
-        ctx.registry.served_to_mac(mac, "ipxe script");
-        let s = ctx.ipxe_script(mac);
-        info!(%peer, %mac, "served iPXE script");
-        return respond(w, "200 OK", text, s.as_bytes(), head_only, close);
-    }
-    if let Some(m) = path
-        .strip_prefix("grub/")
-        .and_then(|p| p.strip_suffix(".cfg"))
-    {
-        let Ok(mac) = m.parse::<Mac>() else {
-            return respond(w, "404 Not Found", text, b"unknown client\n", false, close);
-        };
-        ctx.registry.served_to_mac(mac, "grub config");
-        let s = ctx.grub_config(mac);
-        return respond(w, "200 OK", text, s.as_bytes(), head_only, close);
+        info!(%peer, mac = ?g.mac.map(|m| m.to_string()), what = g.what, "served generated {}", path);
+        return respond(w, "200 OK", text, g.body.as_bytes(), head_only, close);
     }
     let file_path = match ctx.bundle.resolve(path) {
         Ok(p) => p,
@@ -568,8 +634,24 @@ mod tests {
         assert!(m.contains("choose --default rescue"), "{m}");
         let g = c.grub_config("52:54:00:00:00:01".parse().expect("mac"));
         assert!(
-            g.contains("linux (http,10.0.0.1,8080)/vmlinuz rescue.server="),
+            g.contains("linux (tftp,10.0.0.1)/vmlinuz rescue.server=http://10.0.0.1:8080 "),
             "{g}"
         );
+        // GRUB asks TFTP for /grub/grub.cfg, which loads the client's own.
+        let first = c.generated("/grub/grub.cfg").expect("first config");
+        assert_eq!(first.mac, None);
+        assert!(
+            first.body.contains("source $prefix/${net_default_mac}.cfg"),
+            "{first:?}"
+        );
+        let own = c
+            .generated("grub/52:54:00:00:00:01.cfg")
+            .expect("own config");
+        assert_eq!(own.body, g);
+        assert_eq!(own.mac, Some("52:54:00:00:00:01".parse().expect("mac")));
+        let script = c.generated("boot/52-54-00-00-00-01.ipxe").expect("script");
+        assert_eq!(script.body, s);
+        assert_eq!(c.generated("boot/not-a-mac.ipxe"), None);
+        assert_eq!(c.generated("vmlinuz"), None);
     }
 }

@@ -1,7 +1,8 @@
-//! Address pool for full DHCP mode (RFC 2131 section 4.3): a range A-B,
-//! reservations by MAC, offers held briefly, bound leases persisted to a JSON
-//! file (written to a temp file then renamed) so a restart keeps them,
-//! declined addresses quarantined.
+//! Address pool for full DHCP mode (RFC 2131 section 4.3): one or more
+//! ranges A-B, each in its own subnet (the boot interface's, or a remote one
+//! reached through DHCP relay agents), reservations by MAC, offers held
+//! briefly, bound leases persisted to one JSON file (written to a temp file
+//! then renamed) so a restart keeps them, declined addresses quarantined.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -34,7 +35,9 @@ pub struct Lease {
 pub enum LeaseError {
     #[error("address range {start}-{end} is empty or reversed")]
     BadRange { start: Ipv4Addr, end: Ipv4Addr },
-    #[error("{text:?} is not an address range (expected A-B, e.g. 10.0.0.100-10.0.0.200)")]
+    #[error(
+        "{text:?} is not an address range (expected A-B or A-B/PREFIX, e.g. 10.0.0.100-10.0.0.200)"
+    )]
     RangeSyntax { text: String },
     #[error("cannot write lease file {path}")]
     Write {
@@ -65,6 +68,82 @@ impl LeaseError {
     }
 }
 
+/// An IPv4 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub mask: Ipv4Addr,
+}
+
+impl Subnet {
+    /// The subnet of `ip` under `mask`.
+    pub fn of(ip: Ipv4Addr, mask: Ipv4Addr) -> Subnet {
+        Subnet {
+            network: Ipv4Addr::from(u32::from(ip) & u32::from(mask)),
+            mask,
+        }
+    }
+
+    /// `prefix` bits (0..=32).
+    pub fn with_prefix(ip: Ipv4Addr, prefix: u8) -> Subnet {
+        let bits = u32::from(prefix.min(32));
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        Subnet::of(ip, Ipv4Addr::from(mask))
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.mask) == u32::from(self.network)
+    }
+
+    pub fn prefix_len(&self) -> u32 {
+        u32::from(self.mask).leading_ones()
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len())
+    }
+}
+
+/// `A-B` or `A-B/PREFIX` (`--range`): the prefix names the subnet of a
+/// range that lies outside the boot interface's subnet (clients behind a
+/// DHCP relay agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSpec {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+    pub prefix: Option<u8>,
+}
+
+pub fn parse_range_spec(s: &str) -> Result<RangeSpec, LeaseError> {
+    let err = || LeaseError::RangeSyntax { text: s.into() };
+    let (range, prefix) = match s.split_once('/') {
+        Some((r, p)) => {
+            let p: u8 = p.trim().parse().map_err(|_| err())?;
+            if !(8..=30).contains(&p) {
+                return Err(err());
+            }
+            (r, Some(p))
+        }
+        None => (s, None),
+    };
+    let (start, end) = parse_range(range).map_err(|e| match e {
+        LeaseError::RangeSyntax { .. } => err(),
+        e => e,
+    })?;
+    if let Some(p) = prefix {
+        if !Subnet::with_prefix(start, p).contains(end) {
+            return Err(err());
+        }
+    }
+    Ok(RangeSpec { start, end, prefix })
+}
+
 pub fn parse_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), LeaseError> {
     let err = || LeaseError::RangeSyntax { text: s.into() };
     let (a, b) = s.split_once('-').ok_or_else(err)?;
@@ -78,8 +157,8 @@ pub fn parse_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), LeaseError> {
 
 #[derive(Debug)]
 pub struct LeasePool {
-    start: u32,
-    end: u32,
+    /// Inclusive ranges, as u32.
+    ranges: Vec<(u32, u32)>,
     lease_time: Duration,
     offer_hold: Duration,
     decline_hold: Duration,
@@ -107,8 +186,7 @@ impl LeasePool {
             return Err(LeaseError::BadRange { start, end });
         }
         Ok(LeasePool {
-            start: start.into(),
-            end: end.into(),
+            ranges: vec![(start.into(), end.into())],
             lease_time,
             offer_hold: Duration::from_secs(60),
             decline_hold: Duration::from_secs(600),
@@ -119,6 +197,15 @@ impl LeasePool {
             dirty: false,
             write_through: true,
         })
+    }
+
+    /// Another range, served beside the first (another subnet, usually).
+    pub fn add_range(&mut self, start: Ipv4Addr, end: Ipv4Addr) -> Result<(), LeaseError> {
+        if u32::from(start) > u32::from(end) {
+            return Err(LeaseError::BadRange { start, end });
+        }
+        self.ranges.push((start.into(), end.into()));
+        Ok(())
     }
 
     pub fn lease_time(&self) -> Duration {
@@ -208,7 +295,7 @@ impl LeasePool {
 
     fn in_range(&self, ip: Ipv4Addr) -> bool {
         let v = u32::from(ip);
-        v >= self.start && v <= self.end
+        self.ranges.iter().any(|&(a, b)| v >= a && v <= b)
     }
 
     fn usable_for(&self, ip: Ipv4Addr, mac: Mac, now: u64) -> bool {
@@ -228,21 +315,44 @@ impl LeasePool {
     /// DHCPDISCOVER: reservation, then the client's current lease, then the
     /// requested address, then the first free one.
     pub fn offer(&mut self, mac: Mac, requested: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+        self.offer_in(
+            mac,
+            requested,
+            Subnet::with_prefix(Ipv4Addr::UNSPECIFIED, 0),
+        )
+    }
+
+    /// [`LeasePool::offer`] limited to the addresses of `subnet` (the
+    /// client's: the relay agent's or the interface's, RFC 2131 4.3.1).
+    pub fn offer_in(
+        &mut self,
+        mac: Mac,
+        requested: Option<Ipv4Addr>,
+        subnet: Subnet,
+    ) -> Option<Ipv4Addr> {
         let now = unix_now();
+        let ok = |p: &Self, ip: Ipv4Addr| subnet.contains(ip) && p.usable_for(ip, mac, now);
         let current = self
             .leases
             .values()
-            .find(|l| l.mac == Some(mac) && l.state != LeaseState::Declined && l.expires > now)
+            .find(|l| {
+                l.mac == Some(mac)
+                    && l.state != LeaseState::Declined
+                    && l.expires > now
+                    && subnet.contains(l.ip)
+            })
             .map(|l| l.ip);
         let reserved = self.reservations.get(&mac).copied();
         let ip = reserved
-            .filter(|ip| self.usable_for(*ip, mac, now))
+            .filter(|ip| ok(self, *ip))
             .or(current)
-            .or(requested.filter(|ip| self.usable_for(*ip, mac, now)))
+            .or(requested.filter(|ip| ok(self, *ip)))
             .or_else(|| {
-                (self.start..=self.end)
+                self.ranges
+                    .iter()
+                    .flat_map(|&(a, b)| a..=b)
                     .map(Ipv4Addr::from)
-                    .find(|ip| self.usable_for(*ip, mac, now))
+                    .find(|ip| ok(self, *ip))
             })?;
         let hold = now + self.offer_hold.as_secs();
         let l = self.leases.entry(ip).or_insert(Lease {
@@ -381,6 +491,63 @@ mod tests {
         // Release frees it.
         p.release(mac(1), ip("10.0.0.11")).expect("release");
         assert_eq!(p.offer(mac(4), None), Some(ip("10.0.0.11")));
+    }
+
+    #[test]
+    fn several_ranges_offer_by_subnet() {
+        let mut p = LeasePool::new(ip("10.0.0.10"), ip("10.0.0.11"), Duration::from_secs(60))
+            .expect("pool");
+        p.add_range(ip("10.9.1.100"), ip("10.9.1.101"))
+            .expect("range");
+        let local = Subnet::of(ip("10.0.0.1"), ip("255.255.255.0"));
+        let remote = Subnet::with_prefix(ip("10.9.1.1"), 24);
+        assert_eq!(remote.to_string(), "10.9.1.0/24");
+        assert_eq!(p.offer_in(mac(1), None, remote), Some(ip("10.9.1.100")));
+        // A requested address of the wrong subnet is not offered.
+        assert_eq!(
+            p.offer_in(mac(2), Some(ip("10.9.1.101")), local),
+            Some(ip("10.0.0.10"))
+        );
+        // The client's lease in another subnet does not follow it.
+        assert_eq!(
+            p.request(mac(1), ip("10.9.1.100")).expect("req"),
+            Some(ip("10.9.1.100"))
+        );
+        assert_eq!(p.offer_in(mac(1), None, local), Some(ip("10.0.0.11")));
+        assert_eq!(
+            p.offer_in(mac(3), None, Subnet::with_prefix(ip("10.7.0.1"), 24)),
+            None
+        );
+    }
+
+    #[test]
+    fn range_specs() {
+        assert_eq!(
+            parse_range_spec("10.9.1.100-10.9.1.200/24").expect("spec"),
+            RangeSpec {
+                start: ip("10.9.1.100"),
+                end: ip("10.9.1.200"),
+                prefix: Some(24)
+            }
+        );
+        assert_eq!(
+            parse_range_spec("10.0.0.1-10.0.0.9").expect("spec").prefix,
+            None
+        );
+        for bad in [
+            "10.9.1.100-10.9.2.1/24",
+            "10.0.0.1-10.0.0.9/33",
+            "10.0.0.1-10.0.0.9/x",
+        ] {
+            assert!(
+                matches!(parse_range_spec(bad), Err(LeaseError::RangeSyntax { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_range_spec("10.0.0.9-10.0.0.1/24"),
+            Err(LeaseError::BadRange { .. })
+        ));
     }
 
     #[test]

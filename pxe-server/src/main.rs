@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use pxe_server::bundle::{Bundle, DEBIAN_LOADERS};
 use pxe_server::clients::{format_table, ClientRecord};
-use pxe_server::leases::parse_range;
+use pxe_server::leases::parse_range_spec;
 use pxe_server::server::{self, Control, ModeChoice, ServerConfig, ServerError};
 
 /// Exit codes (STYLE.md): 0 ok, 1 failed, 2 usage, 3 refused.
@@ -77,9 +77,10 @@ struct ServeArgs {
     cmdline: String,
     #[arg(long, value_enum, default_value = "auto")]
     mode: Mode,
-    /// Address range for full mode, e.g. 192.168.50.100-192.168.50.200
+    /// Address range for full mode, e.g. 192.168.50.100-192.168.50.200;
+    /// A-B/PREFIX for clients behind DHCP relay agents (repeatable)
     #[arg(long)]
-    range: Option<String>,
+    range: Vec<String>,
     /// Boot policy file (TOML)
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -177,11 +178,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Mode::Proxy => ModeChoice::Proxy,
         Mode::Full => ModeChoice::Full,
     };
-    cfg.range = a
+    cfg.ranges = a
         .range
-        .as_deref()
-        .map(parse_range)
-        .transpose()
+        .iter()
+        .map(|r| parse_range_spec(r))
+        .collect::<Result<_, _>>()
         .context("reading --range")?;
     if matches!(cfg.mode, ModeChoice::Full) {
         if let Some(dir) = a.lease_file.parent() {

@@ -185,14 +185,22 @@ pub fn udp_on_interface(
     }
 }
 
+/// Another DHCP server's offer, as seen by [`probe_dhcp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherServer {
+    /// Option 54, or the offer's source address.
+    pub server: Ipv4Addr,
+    /// The offer's `siaddr` (next-server), 0.0.0.0 when unset.
+    pub next_server: Ipv4Addr,
+}
+
 /// Broadcasts a DHCPDISCOVER on `iface` and waits up to `wait` for an offer
-/// from another server. Returns the answering server's address (option 54 or
-/// the source address).
+/// from another server than `ignore`.
 pub fn probe_dhcp(
     iface: &str,
     wait: Duration,
     ignore: Ipv4Addr,
-) -> Result<Option<Ipv4Addr>, NetError> {
+) -> Result<Option<OtherServer>, NetError> {
     let sock = udp_on_interface("DHCP probe", iface, 68, true)?;
     let mac = interface_mac(iface).unwrap_or([0x02, 0, 0, 0, 0, 1]);
     let mut xid_bytes = [0u8; 4];
@@ -272,7 +280,10 @@ pub fn probe_dhcp(
         if server == ignore {
             continue;
         }
-        return Ok(Some(server));
+        return Ok(Some(OtherServer {
+            server,
+            next_server: r.siaddr,
+        }));
     }
     Ok(None)
 }
@@ -282,7 +293,9 @@ pub fn probe_dhcp(
 pub(crate) fn is_recv_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
     )
 }
 
@@ -319,4 +332,3 @@ mod tests {
         }
     }
 }
-

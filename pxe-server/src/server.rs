@@ -11,9 +11,9 @@ use tracing::{error, info, warn};
 use crate::boot::DhcpMode;
 use crate::bundle::Bundle;
 use crate::clients::Registry;
-use crate::dhcp_server::{self, DhcpContext, Port};
+use crate::dhcp_server::{self, DhcpContext, Port, ServedSubnet};
 use crate::http::{HttpBindError, HttpContext, HttpServer};
-use crate::leases::{LeaseError, LeasePool};
+use crate::leases::{LeaseError, LeasePool, RangeSpec, Subnet};
 use crate::netif::{self, NetError};
 use crate::policy::{Policy, PolicyError};
 use crate::tftp::{TftpConfig, TftpServer};
@@ -30,7 +30,10 @@ pub enum ModeChoice {
 pub struct ServerConfig {
     pub interface: String,
     pub mode: ModeChoice,
-    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Full mode: address ranges; one without a prefix must lie in the
+    /// interface's subnet, one with a prefix serves clients behind DHCP
+    /// relay agents of that subnet.
+    pub ranges: Vec<RangeSpec>,
     pub lease_file: Option<PathBuf>,
     pub lease_time: Duration,
     pub policy_file: Option<PathBuf>,
@@ -53,7 +56,7 @@ impl ServerConfig {
         ServerConfig {
             interface: interface.into(),
             mode: ModeChoice::Auto,
-            range: None,
+            ranges: Vec::new(),
             lease_file: None,
             lease_time: Duration::from_secs(3600),
             policy_file: None,
@@ -115,7 +118,7 @@ impl ServerError {
                 format!("add --range FIRST-LAST inside {interface}'s subnet")
             }
             ServerError::RangeOutsideSubnet { .. } => {
-                "pick a range inside the interface's subnet".into()
+                "pick a range inside the interface's subnet, or add /PREFIX for a subnet whose clients come through a DHCP relay agent".into()
             }
             ServerError::Thread { .. } => "the system is out of threads or memory".into(),
         }
@@ -127,10 +130,6 @@ impl ServerError {
 pub struct Control {
     pub stop: Arc<AtomicBool>,
     pub reload: Arc<AtomicBool>,
-}
-
-fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, mask: Ipv4Addr) -> bool {
-    u32::from(a) & u32::from(mask) == u32::from(b) & u32::from(mask)
 }
 
 /// Binds everything, calls `after_bind` (privilege drop), then serves until
@@ -148,7 +147,7 @@ pub fn run(
     };
     // Probe before binding 67 ourselves.
     let other = netif::probe_dhcp(&cfg.interface, cfg.probe_wait, addr.ip)?;
-    let mode = match (cfg.mode, other) {
+    let mode = match (cfg.mode, other.map(|o| o.server)) {
         (ModeChoice::Auto, Some(s)) | (ModeChoice::Proxy, Some(s)) => {
             info!(server = %s, interface = %cfg.interface, "another DHCP server answered: running as proxyDHCP");
             DhcpMode::Proxy
@@ -169,20 +168,65 @@ pub fn run(
         }
         (ModeChoice::Full, None) => DhcpMode::Full,
     };
-    let pool = if mode == DhcpMode::Full {
-        let (start, end) = cfg.range.ok_or_else(|| ServerError::NoRange {
-            interface: cfg.interface.clone(),
-        })?;
-        if !same_subnet(start, addr.ip, addr.netmask) || !same_subnet(end, addr.ip, addr.netmask) {
-            return Err(ServerError::RangeOutsideSubnet {
-                interface: cfg.interface.clone(),
-                start,
-                end,
-                ip: addr.ip,
-                netmask: addr.netmask,
-            });
+    let grub_finds_server =
+        mode == DhcpMode::Full || other.is_some_and(|o| o.next_server == addr.ip);
+    if mode == DhcpMode::Proxy {
+        let next = other
+            .map(|o| o.next_server)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if grub_finds_server {
+            info!(next_server = %next, "the DHCP server's next-server is this server: Secure Boot clients get shim -> signed GRUB");
+        } else {
+            info!(
+                next_server = %next,
+                "Secure Boot clients will be chained to iPXE (boots only with Secure Boot off): signed GRUB 2.06 \
+                 finds its server only in the DHCP server's next-server; set it to {} there \
+                 (dnsmasq dhcp-boot=,,{}; ISC next-server; udhcpd siaddr) for the signed chain",
+                addr.ip, addr.ip
+            );
         }
-        let mut p = LeasePool::new(start, end, cfg.lease_time)?;
+    }
+    let local = Subnet::of(addr.ip, addr.netmask);
+    let mut subnets: Vec<ServedSubnet> = Vec::new();
+    let pool = if mode == DhcpMode::Full {
+        let (first, rest) = cfg
+            .ranges
+            .split_first()
+            .ok_or_else(|| ServerError::NoRange {
+                interface: cfg.interface.clone(),
+            })?;
+        let mut p = LeasePool::new(first.start, first.end, cfg.lease_time)?;
+        for r in rest {
+            p.add_range(r.start, r.end)?;
+        }
+        for r in &cfg.ranges {
+            let subnet = match r.prefix {
+                Some(prefix) => Subnet::with_prefix(r.start, prefix),
+                None if local.contains(r.start) && local.contains(r.end) => local,
+                None => {
+                    return Err(ServerError::RangeOutsideSubnet {
+                        interface: cfg.interface.clone(),
+                        start: r.start,
+                        end: r.end,
+                        ip: addr.ip,
+                        netmask: addr.netmask,
+                    })
+                }
+            };
+            if subnets.iter().any(|s| s.subnet == subnet) {
+                continue;
+            }
+            // On a relayed subnet the router is the relay agent unless
+            // --router is an address there.
+            let router = cfg
+                .router
+                .filter(|r| subnet == local || subnet.contains(*r));
+            if subnet != local {
+                info!(%subnet, "serving addresses to clients behind DHCP relay agents");
+            }
+            subnets.push(ServedSubnet { subnet, router });
+        }
+        subnets.sort_by_key(|s| s.subnet != local);
         p.exclude(addr.ip);
         p.set_write_behind();
         if let Some(f) = &cfg.lease_file {
@@ -197,7 +241,11 @@ pub fn run(
     let proxy_sock =
         netif::udp_on_interface("PXE boot server", &cfg.interface, cfg.proxy_port, false)?;
     let tftp_sock = netif::udp_on_interface("TFTP", &cfg.interface, cfg.tftp_port, false)?;
-    let http_addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.http_port));
+    // HTTP is scoped like DHCP and TFTP: the boot interface's address, not
+    // 0.0.0.0, so the files are not offered on every other network of the
+    // machine. Loopback too, for `pxe-server status` on this machine.
+    let http_addr = SocketAddr::from((addr.ip, cfg.http_port));
+    let status_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.http_port));
     // Optional: failure to open it only costs boot time, so warn and go on.
     let ra = if cfg.ipv6_ra {
         let mac = netif::interface_mac(&cfg.interface).unwrap_or([0x02, 0, 0, 0, 0, 1]);
@@ -215,32 +263,49 @@ pub fn run(
     let bundle = Arc::new(bundle);
     let policy = Arc::new(RwLock::new(policy));
     let registry = Arc::new(Registry::default());
-    let http = HttpServer::bind(
-        http_addr,
-        Arc::new(HttpContext {
-            bundle: bundle.clone(),
-            policy: policy.clone(),
-            registry: registry.clone(),
-            server_ip: addr.ip,
-            port: cfg.http_port,
-            cmdline: cfg.cmdline.clone(),
-        }),
-    )?;
+    // The bundle's command line (its manifest), then the operator's.
+    let cmdline = [bundle.cmdline(), cfg.cmdline.trim()]
+        .iter()
+        .filter(|c| !c.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let hctx = Arc::new(HttpContext {
+        bundle: bundle.clone(),
+        policy: policy.clone(),
+        registry: registry.clone(),
+        server_ip: addr.ip,
+        port: cfg.http_port,
+        cmdline,
+    });
+    let mut http = HttpServer::bind(http_addr, hctx.clone())?;
+    if http_addr != status_addr {
+        if let Err(e) = http.also_listen(status_addr) {
+            warn!(error = %e, source = %e.source, "`pxe-server status` needs --server http://{}:{}", addr.ip, cfg.http_port);
+        }
+    }
     let mut tcfg = cfg.tftp.clone();
     tcfg.reply_from = Some(addr.ip.into());
     let reg2 = registry.clone();
-    let tftp = TftpServer::new(tftp_sock, bundle.clone(), tcfg).with_hook(Arc::new(
-        move |peer, file, _bytes| {
+    let tftp = TftpServer::new(tftp_sock, bundle.clone(), tcfg)
+        .with_hook(Arc::new(move |peer, file, _bytes| {
             if let SocketAddr::V4(p) = peer {
                 reg2.served_to_ip(*p.ip(), file);
             }
-        },
-    ));
+        }))
+        .with_generated(Arc::new(move |name| {
+            hctx.generated(name).map(|g| {
+                if let Some(mac) = g.mac {
+                    hctx.registry.served_to_mac(mac, g.what);
+                }
+                g.body.into_bytes()
+            })
+        }));
     let dctx = Arc::new(DhcpContext {
         mode,
+        grub_finds_server,
         server_ip: addr.ip,
-        netmask: addr.netmask,
-        router: cfg.router,
+        subnets,
         dns: cfg.dns.clone(),
         http_port: cfg.http_port,
         bundle: bundle.clone(),

@@ -1,7 +1,8 @@
 //! DHCP (full and proxy mode), TFTP and HTTP against real clients, with the
 //! server binary and the clients in separate network namespaces joined by
-//! veth pairs and a bridge. Needs root, iproute2 and busybox (udhcpc,
-//! udhcpd), tftp-hpa, atftp and curl.
+//! veth pairs and a bridge, and through a real DHCP relay agent (dnsmasq's
+//! `--dhcp-relay`) on a router namespace. Needs root, iproute2 and busybox
+//! (udhcpc, udhcpd), tftp-hpa, atftp, curl and dnsmasq-base.
 
 mod common;
 
@@ -119,6 +120,27 @@ fn full_mode_with_busybox_udhcpc_tftp_clients_http_and_policy_reload() {
         "{}",
         server.log_text()
     );
+    // HTTP listens on the boot interface's address (and loopback, for
+    // `pxe-server status`), not on the machine's other networks.
+    // (A veth pair inside the namespace: no dummy module in every kernel.)
+    srv.exec(&[
+        "ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+    ]);
+    srv.exec(&["ip", "addr", "add", "10.77.9.1/24", "dev", "other0"]);
+    srv.exec(&["ip", "link", "set", "other0", "up"]);
+    srv.exec(&["ip", "link", "set", "other1", "up"]);
+    for (url, reachable) in [
+        ("http://10.77.0.1:8080/clients", true),
+        ("http://127.0.0.1:8080/clients", true),
+        ("http://10.77.9.1:8080/clients", false),
+    ] {
+        let ok = srv
+            .cmd(&["curl", "-sS", "--max-time", "5", "-o", "/dev/null", url])
+            .status()
+            .expect("curl")
+            .success();
+        assert_eq!(ok, reachable, "{url}: reachable {ok}");
+    }
 
     // busybox udhcpc posing as a BIOS PXE client; its script dumps the environment.
     let script = tmp.path().join("udhcpc.sh");
@@ -593,4 +615,290 @@ fn auto_mode_without_dhcp_server_refuses_with_hint_and_start_errors_are_clear() 
         assert_eq!(code, Some(1), "{args:?}: {t}");
         assert!(t.contains(want) && t.contains("hint:"), "{args:?}: {t}");
     }
+}
+
+/// client ns --10.81.1.0/24-- router ns (dnsmasq --dhcp-relay, forwarding)
+/// --10.81.0.0/24-- server ns. Dropping it stops the relay and removes the
+/// namespaces (and their veth pairs).
+struct RelayLab {
+    _relay_agent: Proc,
+    srv: Netns,
+    cli: Netns,
+    _router: Netns,
+    if_s: String,
+    if_c: String,
+}
+
+fn relay_lab(tmp: &std::path::Path, name: &str) -> RelayLab {
+    require_root();
+    require("dnsmasq", "dnsmasq-base");
+    let srv = Netns::new(&tag(&format!("{name}s")));
+    let router = Netns::new(&tag(&format!("{name}r")));
+    let cli = Netns::new(&tag(&format!("{name}c")));
+    let (if_s, if_rs, if_rc, if_c) = (tag("rls"), tag("rlrs"), tag("rlrc"), tag("rlc"));
+    veth(&srv, &if_s, "10.81.0.2/24", &router, &if_rs, "10.81.0.1/24");
+    veth(&router, &if_rc, "10.81.1.1/24", &cli, &if_c, "");
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    srv.exec(&["ip", "route", "add", "10.81.1.0/24", "via", "10.81.0.1"]);
+    // dnsmasq as a relay agent only: no DNS (port 0), no address ranges;
+    // requests arriving on 10.81.1.1's interface go to pxe-server with
+    // giaddr 10.81.1.1, replies come back to it on port 67.
+    let mut relay_agent = Proc::spawn(
+        router.cmd(&[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--dhcp-relay=10.81.1.1,10.81.0.2",
+            "--log-dhcp",
+            "--log-facility=-",
+            &format!("--dhcp-leasefile={}", tmp.join("relay.leases").display()),
+        ]),
+        &tmp.join("relay.log"),
+        "dnsmasq --dhcp-relay",
+    );
+    relay_agent.wait_for("DHCP relay", Duration::from_secs(10));
+    RelayLab {
+        _relay_agent: relay_agent,
+        srv,
+        cli,
+        _router: router,
+        if_s,
+        if_c,
+    }
+}
+
+#[test]
+fn relayed_full_mode_hands_out_the_relay_subnet_and_boots_through_the_router() {
+    require("busybox", "busybox");
+    require("curl", "curl");
+    require("tftp", "tftp-hpa");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bundle = tmp.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    fake_bundle(&bundle, 100_000);
+    let lab = relay_lab(tmp.path(), "prf");
+    let leases = tmp.path().join("leases.json");
+    let mut server = start_server(
+        &lab.srv,
+        &[
+            "--interface",
+            &lab.if_s,
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--mode",
+            "full",
+            "--range",
+            "10.81.0.100-10.81.0.150",
+            "--range",
+            "10.81.1.100-10.81.1.150/24",
+            "--lease-file",
+            leases.to_str().expect("utf8"),
+            "--probe-wait",
+            "0.3",
+        ],
+        &tmp.path().join("server.log"),
+    );
+    server.wait_for("pxe-server ready", Duration::from_secs(20));
+
+    // busybox udhcpc as a BIOS PXE client on the far side of the relay.
+    let script = tmp.path().join("udhcpc.sh");
+    let env_out = tmp.path().join("udhcpc.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+            env_out.display()
+        ),
+    )
+    .expect("script");
+    sh(&["chmod", "+x", script.to_str().expect("utf8")]);
+    let out = lab
+        .cli
+        .cmd(&[
+            "busybox",
+            "udhcpc",
+            "-i",
+            &lab.if_c,
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-V",
+            "PXEClient:Arch:00000:UNDI:002001",
+            "-x",
+            "0x5d:0000",
+            "-s",
+            script.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("udhcpc");
+    let env = std::fs::read_to_string(&env_out).unwrap_or_else(|_| {
+        panic!(
+            "udhcpc got no lease through the relay: {}\nrelay log:\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            lab._relay_agent.log_text(),
+            server.log_text()
+        )
+    });
+    for want in [
+        "ip=10.81.1.100",
+        "subnet=255.255.255.0",
+        "router=10.81.1.1",
+        "serverid=10.81.0.2",
+        "siaddr=10.81.0.2",
+        "boot_file=undionly.kpxe",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing:\n{env}");
+    }
+    // The DISCOVER and REQUEST went through the relay agent.
+    let relay_log = lab._relay_agent.log_text();
+    assert!(
+        relay_log
+            .matches("DHCP relay at 10.81.1.1 -> 10.81.0.2")
+            .count()
+            >= 2,
+        "{relay_log}"
+    );
+
+    // The client boots through the router: HTTP script and TFTP loader.
+    lab.cli
+        .exec(&["ip", "addr", "add", "10.81.1.100/24", "dev", &lab.if_c]);
+    lab.cli
+        .exec(&["ip", "route", "add", "default", "via", "10.81.1.1"]);
+    let mac = lab
+        .cli
+        .exec(&["cat", &format!("/sys/class/net/{}/address", lab.if_c)]);
+    let mac = mac.trim();
+    let script = lab.cli.exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        &format!("http://10.81.0.2:8080/boot/{mac}.ipxe"),
+    ]);
+    assert!(
+        script.contains("\nkernel http://10.81.0.2:8080/vmlinuz ")
+            && script.contains("rescue.server=http://10.81.0.2:8080"),
+        "{script}"
+    );
+    let o = tmp.path().join("out");
+    lab.cli.exec(&[
+        "tftp",
+        "10.81.0.2",
+        "-m",
+        "binary",
+        "-c",
+        "get",
+        "undionly.kpxe",
+        o.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        std::fs::read(&o).expect("out"),
+        std::fs::read(bundle.join("undionly.kpxe")).expect("in")
+    );
+    let t0 = Instant::now();
+    let mut lease_json = String::new();
+    while t0.elapsed() < Duration::from_secs(3) && !lease_json.contains("10.81.1.100") {
+        std::thread::sleep(Duration::from_millis(100));
+        lease_json = std::fs::read_to_string(&leases).unwrap_or_default();
+    }
+    assert!(lease_json.contains("10.81.1.100"), "{lease_json}");
+}
+
+#[test]
+fn relayed_proxy_offer_and_port_4011_ack_reach_the_client() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bundle = tmp.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    fake_bundle(&bundle, 10_000);
+    let lab = relay_lab(tmp.path(), "prp");
+    let mut server = start_server(
+        &lab.srv,
+        &[
+            "--interface",
+            &lab.if_s,
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--mode",
+            "proxy",
+            "--probe-wait",
+            "0.3",
+        ],
+        &tmp.path().join("server.log"),
+    );
+    server.wait_for("pxe-server ready", Duration::from_secs(20));
+
+    let mac = [0x52, 0x54, 0, 0x81, 0, 1];
+    let ifc = lab.if_c.clone();
+    let (offer, ack) = in_netns(&lab.cli.name, move || {
+        let sock =
+            pxe_server::netif::udp_on_interface("test client", &ifc, 68, true).expect("socket");
+        let d = pxe_request(MessageType::Discover, mac, 0);
+        sock.send_to(&d.to_bytes(), (Ipv4Addr::BROADCAST, 67))
+            .expect("send");
+        let mut buf = [0u8; 1500];
+        let mut offer = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("timeout");
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                break;
+            };
+            if let Ok(p) = Packet::parse(&buf[..n]) {
+                if p.xid == d.xid && p.message_type() == Some(MessageType::Offer) {
+                    offer = Some(p);
+                    break;
+                }
+            }
+        }
+        // The PXE ROM's next step: a unicast request to port 4011 of the
+        // boot server, routed through the relay's router.
+        for args in [
+            vec!["addr", "add", "10.81.1.50/24", "dev", &ifc],
+            vec!["route", "add", "default", "via", "10.81.1.1"],
+        ] {
+            std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .expect("ip");
+        }
+        let mut r = pxe_request(MessageType::Request, mac, 0);
+        r.ciaddr = Ipv4Addr::new(10, 81, 1, 50);
+        let u = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 81, 1, 50), 0))
+            .expect("bind");
+        u.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        u.send_to(&r.to_bytes(), (Ipv4Addr::new(10, 81, 0, 2), 4011))
+            .expect("send");
+        let ack = u
+            .recv_from(&mut buf)
+            .ok()
+            .and_then(|(n, _)| Packet::parse(&buf[..n]).ok());
+        (offer, ack)
+    });
+    let offer = offer.unwrap_or_else(|| {
+        panic!(
+            "no proxy offer through the relay\nrelay log:\n{}\nserver log:\n{}",
+            lab._relay_agent.log_text(),
+            server.log_text()
+        )
+    });
+    assert_eq!(offer.giaddr, Ipv4Addr::new(10, 81, 1, 1));
+    assert_eq!(
+        offer.yiaddr,
+        Ipv4Addr::UNSPECIFIED,
+        "proxyDHCP never gives an address"
+    );
+    assert_eq!(offer.siaddr, Ipv4Addr::new(10, 81, 0, 2));
+    assert_eq!(offer.server_id(), Some(Ipv4Addr::new(10, 81, 0, 2)));
+    assert_eq!(offer.file, b"undionly.kpxe");
+    assert_eq!(offer.vendor_class().as_deref(), Some("PXEClient"));
+    let ack = ack.unwrap_or_else(|| panic!("no 4011 ACK\n{}", server.log_text()));
+    assert_eq!(ack.message_type(), Some(MessageType::Ack));
+    assert_eq!(ack.file, b"undionly.kpxe");
 }

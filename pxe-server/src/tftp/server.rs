@@ -79,12 +79,44 @@ impl TftpError {
 /// Called when a transfer completes: client, file name, bytes sent.
 pub type TransferHook = Arc<dyn Fn(SocketAddr, &str, u64) + Send + Sync>;
 
+/// Files the server writes itself (GRUB configs), asked before the bundle:
+/// the requested name in, the content out.
+pub type GeneratedFiles = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
+/// What a transfer reads from.
+enum Source {
+    File(File),
+    Memory(Vec<u8>),
+}
+
+impl Source {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Source::File(f) => Ok(f.metadata()?.len()),
+            Source::Memory(v) => Ok(v.len() as u64),
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        match self {
+            Source::File(f) => f.read_at(buf, off),
+            Source::Memory(v) => {
+                let start = (off as usize).min(v.len());
+                let n = buf.len().min(v.len() - start);
+                buf[..n].copy_from_slice(&v[start..start + n]);
+                Ok(n)
+            }
+        }
+    }
+}
+
 pub struct TftpServer {
     socket: UdpSocket,
     bundle: Arc<Bundle>,
     cfg: TftpConfig,
     active: Arc<AtomicUsize>,
     hook: Option<TransferHook>,
+    generated: Option<GeneratedFiles>,
 }
 
 impl TftpServer {
@@ -97,6 +129,7 @@ impl TftpServer {
             cfg,
             active: Arc::new(AtomicUsize::new(0)),
             hook: None,
+            generated: None,
         }
     }
 
@@ -107,6 +140,12 @@ impl TftpServer {
 
     pub fn with_hook(mut self, hook: TransferHook) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// Serves the files `generated` returns ahead of the bundle's.
+    pub fn with_generated(mut self, generated: GeneratedFiles) -> Self {
+        self.generated = Some(generated);
         self
     }
 
@@ -173,36 +212,9 @@ impl TftpServer {
                     );
                     return;
                 }
-                let path = match self.bundle.resolve(&filename) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let code = if e.is_violation() {
-                            warn!(%peer, file = %filename, error = %e, "refused tftp request");
-                            ErrorCode::AccessViolation
-                        } else {
-                            info!(%peer, file = %filename, "tftp file not found");
-                            ErrorCode::FileNotFound
-                        };
-                        let msg = match e {
-                            ResolveError::NotFound { .. } => "file not found",
-                            _ => "access violation",
-                        };
-                        send_error(&self.socket, peer, code, msg);
-                        return;
-                    }
-                };
-                let file = match File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        warn!(%peer, path = %path.display(), error = %e, "cannot open file");
-                        send_error(
-                            &self.socket,
-                            peer,
-                            ErrorCode::AccessViolation,
-                            "cannot open",
-                        );
-                        return;
-                    }
+                let file = match self.open(&filename, peer) {
+                    Some(f) => f,
+                    None => return,
                 };
                 let req = RequestedOptions::from_pairs(&options);
                 let cfg = self.cfg.clone();
@@ -241,6 +253,47 @@ impl TftpServer {
             }
             other => {
                 debug!(%peer, packet = ?std::mem::discriminant(&other), "ignoring non-request packet on the listening port");
+            }
+        }
+    }
+}
+
+impl TftpServer {
+    /// The generated file or the bundle file `filename`; `None` after an
+    /// error was sent.
+    fn open(&self, filename: &str, peer: SocketAddr) -> Option<Source> {
+        if let Some(body) = self.generated.as_ref().and_then(|g| g(filename)) {
+            return Some(Source::Memory(body));
+        }
+        let path = match self.bundle.resolve(filename) {
+            Ok(p) => p,
+            Err(e) => {
+                let code = if e.is_violation() {
+                    warn!(%peer, file = %filename, error = %e, "refused tftp request");
+                    ErrorCode::AccessViolation
+                } else {
+                    info!(%peer, file = %filename, "tftp file not found");
+                    ErrorCode::FileNotFound
+                };
+                let msg = match e {
+                    ResolveError::NotFound { .. } => "file not found",
+                    _ => "access violation",
+                };
+                send_error(&self.socket, peer, code, msg);
+                return None;
+            }
+        };
+        match File::open(&path) {
+            Ok(f) => Some(Source::File(f)),
+            Err(e) => {
+                warn!(%peer, path = %path.display(), error = %e, "cannot open file");
+                send_error(
+                    &self.socket,
+                    peer,
+                    ErrorCode::AccessViolation,
+                    "cannot open",
+                );
+                None
             }
         }
     }
@@ -337,7 +390,7 @@ fn wait_ack(conn: &mut Conn, buf: &mut [u8], timeout: Duration) -> Result<Wait, 
 fn transfer(
     local: SocketAddr,
     peer: SocketAddr,
-    file: &File,
+    file: &Source,
     name: &str,
     req: &RequestedOptions,
     cfg: &TftpConfig,
@@ -349,7 +402,7 @@ fn transfer(
         sock,
         timeout: None,
     };
-    let size = file.metadata()?.len();
+    let size = file.len()?;
     let neg = negotiate(req, size, cfg.max_blksize, cfg.max_windowsize, cfg.timeout);
     let mut rbuf = vec![0u8; 1024];
     debug!(%peer, file = name, blksize = neg.blksize, windowsize = neg.windowsize, "tftp transfer start");
@@ -474,8 +527,19 @@ mod tests {
     }
 
     fn start(dir: &std::path::Path, cfg: TftpConfig) -> Running {
+        start_with(dir, cfg, None)
+    }
+
+    fn start_with(
+        dir: &std::path::Path,
+        cfg: TftpConfig,
+        generated: Option<GeneratedFiles>,
+    ) -> Running {
         let bundle = Arc::new(Bundle::unchecked(dir).expect("bundle"));
-        let srv = TftpServer::bind((Ipv4Addr::LOCALHOST, 0).into(), bundle, cfg).expect("bind");
+        let mut srv = TftpServer::bind((Ipv4Addr::LOCALHOST, 0).into(), bundle, cfg).expect("bind");
+        if let Some(g) = generated {
+            srv = srv.with_generated(g);
+        }
         let addr = srv.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
@@ -631,12 +695,16 @@ mod tests {
         ] {
             raw.send_to(junk, srv.addr).expect("send");
         }
-        for name in ["../secret", "/etc/passwd", "link", "..\\secret"] {
+        for name in ["../secret", "/../secret", "link", "..\\secret"] {
             let e = fetch(srv.addr, name, &[], None).expect_err("refused");
             assert!(e.contains("AccessViolation"), "{name}: {e}");
         }
-        let e = fetch(srv.addr, "missing", &[], None).expect_err("missing");
-        assert!(e.contains("FileNotFound"), "{e}");
+        // A leading `/` is the bundle root (GRUB asks for `/grub/grub.cfg`).
+        for name in ["missing", "/etc/passwd"] {
+            let e = fetch(srv.addr, name, &[], None).expect_err("missing");
+            assert!(e.contains("FileNotFound"), "{name}: {e}");
+        }
+        assert_eq!(fetch(srv.addr, "/ok", &[], None).expect("rooted"), b"fine");
         let w = Packet::Wrq {
             filename: "ok".into(),
             mode: "octet".into(),
@@ -658,6 +726,30 @@ mod tests {
             fetch(srv.addr, "ok", &[], None).expect("still serving"),
             b"fine"
         );
+    }
+
+    #[test]
+    fn generated_files_are_served_ahead_of_the_bundle() {
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(t.path().join("grub")).expect("mkdir");
+        std::fs::write(t.path().join("grub/grub.cfg"), b"bundle's own").expect("write");
+        std::fs::write(t.path().join("ok"), b"fine").expect("write");
+        // Several blocks, so reads at offsets of the in-memory file count.
+        let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let b2 = body.clone();
+        let g: GeneratedFiles = Arc::new(move |name: &str| {
+            (name.trim_start_matches('/') == "grub/grub.cfg").then(|| b2.clone())
+        });
+        let srv = start_with(t.path(), TftpConfig::default(), Some(g));
+        assert_eq!(
+            fetch(srv.addr, "/grub/grub.cfg", &[], None).expect("grub"),
+            body
+        );
+        assert_eq!(
+            fetch(srv.addr, "grub/grub.cfg", &[("blksize", "1024")], Some(2)).expect("grub"),
+            body
+        );
+        assert_eq!(fetch(srv.addr, "ok", &[], None).expect("bundle"), b"fine");
     }
 
     #[test]
