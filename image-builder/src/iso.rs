@@ -16,15 +16,15 @@
 //! needed, since every link of the chain is signed by keys shim trusts.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
 
 use crate::deb::Cache;
+use crate::stage::{self, put, read_pkg, run, set_dir_mtimes};
 use crate::{Error, Result};
 
-/// Modules built into the BIOS core image.
-const BIOS_MODULES: &[&str] = &[
+/// Modules built into the BIOS core image (also the USB image's).
+pub(crate) const BIOS_MODULES: &[&str] = &[
     "biosdisk",
     "iso9660",
     "part_msdos",
@@ -46,7 +46,8 @@ const BIOS_MODULES: &[&str] = &[
     "cat",
 ];
 
-/// The GRUB menu, shared by BIOS and UEFI. `append` goes on every kernel line.
+/// The GRUB menu, shared by BIOS and UEFI and by the ISO and the USB image.
+/// `append` goes on every kernel line.
 pub fn grub_cfg(append: &str) -> String {
     let extra = if append.is_empty() {
         String::new()
@@ -67,78 +68,15 @@ pub fn grub_cfg(append: &str) -> String {
          \tlinux /live/vmlinuz console=tty0 console=ttyS0,115200n8{extra}\n\
          \tinitrd /live/initramfs.img\n\
          }}\n\
+         menuentry 'rescue (network: DHCP)' {{\n\
+         \tlinux /live/vmlinuz console=ttyS0,115200n8 console=tty0 rescue.net=dhcp{extra}\n\
+         \tinitrd /live/initramfs.img\n\
+         }}\n\
          menuentry 'rescue (shell)' {{\n\
          \tlinux /live/vmlinuz console=ttyS0,115200n8 console=tty0 rescue.shell{extra}\n\
          \tinitrd /live/initramfs.img\n\
          }}\n"
     )
-}
-
-fn run(cmd: &mut Command, package: &str) -> Result<()> {
-    let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| Error::Tool {
-        cmd: shown.clone(),
-        detail: e.to_string(),
-        package: Some(package.into()),
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(4).collect();
-        return Err(Error::Tool {
-            cmd: shown,
-            detail: format!(
-                "{} ({})",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" / "),
-                out.status
-            ),
-            package: Some(package.into()),
-        });
-    }
-    Ok(())
-}
-
-fn put(dir: &Path, rel: &str, data: &[u8], mtime: SystemTime) -> Result<PathBuf> {
-    let p = dir.join(rel);
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
-    }
-    fs::write(&p, data).map_err(|e| Error::io("writing", &p, e))?;
-    let f = fs::File::options()
-        .write(true)
-        .open(&p)
-        .map_err(|e| Error::io("opening", &p, e))?;
-    f.set_modified(mtime)
-        .map_err(|e| Error::io("setting the mtime of", &p, e))?;
-    Ok(p)
-}
-
-/// Set the mtime of `dir` and every directory below it (files were set by
-/// [`put`]; directories change whenever an entry is added).
-fn set_dir_mtimes(dir: &Path, mtime: SystemTime) -> Result<()> {
-    for e in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-        let e = e.map_err(|e| Error::io("listing", dir, e))?;
-        if e.file_type()
-            .map_err(|err| Error::io("listing", &e.path(), err))?
-            .is_dir()
-        {
-            set_dir_mtimes(&e.path(), mtime)?;
-        }
-    }
-    fs::File::open(dir)
-        .and_then(|f| f.set_modified(mtime))
-        .map_err(|e| Error::io("setting the mtime of", dir, e))
-}
-
-fn read_pkg(root: &Path, rel: &str, package: &str) -> Result<Vec<u8>> {
-    let p = root.join(rel);
-    fs::read(&p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Missing {
-            what: format!("{rel} of package {package}"),
-            path: p,
-            package: Some(package.into()),
-        },
-        _ => Error::io("reading", &p, e),
-    })
 }
 
 /// UTC `YYYYMMDDhhmmss00` for xorriso's `--modification-date`.
@@ -176,7 +114,7 @@ pub fn write(
     let grub_common = cache.package("grub-common")?;
     let grub_efi = cache.package("grub-efi-amd64-signed")?;
     let shim = cache.package("shim-signed")?;
-    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(sde));
+    let mtime = stage::mtime(sde);
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -206,11 +144,7 @@ pub fn write(
                 .args(BIOS_MODULES),
             "grub-common",
         )?;
-        fs::File::options()
-            .write(true)
-            .open(&bios_img)
-            .and_then(|f| f.set_modified(mtime))
-            .map_err(|e| Error::io("setting the mtime of", &bios_img, e))?;
+        stage::set_mtime(&bios_img, mtime)?;
 
         // UEFI: the ESP image.
         let efi = stage.join("efi");
@@ -228,26 +162,18 @@ pub fn write(
             grub_cfg(append).as_bytes(),
             mtime,
         )?;
-        set_dir_mtimes(&efi, mtime)?;
         let kib = ((shim_bytes.len() + grub_bytes.len()) / 1024 + 1024).div_ceil(1024) * 1024;
         let efi_img = stage.join("efi.img");
-        run(
-            Command::new("mkfs.vfat")
-                .args(["--invariant", "-i", "52455343", "-n", "RESCUE_ESP", "-C"])
-                .arg(&efi_img)
-                .arg(kib.to_string())
-                .env("SOURCE_DATE_EPOCH", sde.to_string()),
-            "dosfstools",
-        )?;
-        run(
-            Command::new("mcopy")
-                .args(["-s", "-m", "-i"])
-                .arg(&efi_img)
-                .arg(efi.join("EFI"))
-                .arg("::/")
-                .env("MTOOLS_SKIP_CHECK", "1")
-                .env("SOURCE_DATE_EPOCH", sde.to_string()),
-            "mtools",
+        stage::fat_image(
+            &efi,
+            &efi_img,
+            &stage::Fat {
+                volume_id: "52455343",
+                label: "RESCUE_ESP",
+                size_kib: kib as u64,
+                fat32: false,
+                sde,
+            },
         )?;
 
         // The hybrid image.
@@ -304,7 +230,8 @@ mod tests {
     #[test]
     fn grub_cfg_appends_to_every_entry() {
         let c = grub_cfg("rescue.run=disks");
-        assert_eq!(c.matches("rescue.run=disks").count(), 3);
+        assert_eq!(c.matches("rescue.run=disks").count(), 4);
+        assert!(c.contains("rescue.net=dhcp"));
         assert!(c.contains("initrd /live/initramfs.img"));
     }
 }

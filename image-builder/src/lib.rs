@@ -10,17 +10,23 @@
 //! - [`tools`]: host programs with exactly the shared libraries they need.
 //! - [`initramfs`]: puts it together; [`report`]: what went in.
 //! - [`pxe`]: the network boot bundle and its manifest; [`iso`]: the hybrid
-//!   ISO; [`wim`]: WinPE with `rescue.exe`.
+//!   ISO; [`usb`]: the USB stick image and writing it to a stick
+//!   ([`usb::flash`]); [`wim`]: WinPE with `rescue.exe`.
+//! - [`stage`]: staging directories and FAT images; [`exfat`]: the exFAT
+//!   boot-sector facts the USB image needs.
 
 pub mod cpio;
 pub mod deb;
 pub mod elf;
+pub mod exfat;
 pub mod initramfs;
 pub mod iso;
 pub mod kmod;
 pub mod pxe;
 pub mod report;
+pub mod stage;
 pub mod tools;
+pub mod usb;
 pub mod wim;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +74,10 @@ pub enum Error {
     UnknownModules { version: String, names: String },
     #[error("--add-file {0:?} is not SRC:DEST with an absolute DEST")]
     BadAddFile(String),
+    #[error("partition table: {0}")]
+    Table(#[from] imaging::part::PartError),
+    #[error(transparent)]
+    Exfat(#[from] exfat::ExfatError),
 }
 
 impl Error {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use image_builder::initramfs::{self, Options};
-use image_builder::pxe;
+use image_builder::{pxe, usb};
 
 #[derive(Parser)]
 #[command(
@@ -23,9 +23,18 @@ struct Cli {
 enum Cmd {
     /// The live initramfs and the kernel: DIR/initramfs.img, DIR/vmlinuz,
     /// DIR/build-report.json, DIR/SHA256SUMS
-    Initramfs(Common),
+    Initramfs {
+        /// Output directory
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The hybrid ISO (BIOS + UEFI with Secure Boot; CD and USB stick)
     Iso {
+        /// Output directory
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
         #[command(flatten)]
         common: Common,
         /// Output file name inside DIR
@@ -35,6 +44,9 @@ enum Cmd {
         #[arg(long, default_value = "", allow_hyphen_values = true)]
         append: String,
     },
+    /// The USB stick image (GPT: BIOS + UEFI with Secure Boot, and a data
+    /// partition); --write puts it on a stick
+    Usb(Box<UsbArgs>),
     /// WinPE: a copy of BOOT_WIM with rescue.exe and a winpeshl.ini that starts it
     Wim {
         /// Output directory (the result is DIR/boot.wim)
@@ -53,28 +65,84 @@ enum Cmd {
     /// The PXE bundle (kernel, initramfs, iPXE, shim + GRUB, manifest.json)
     /// in DIR, ready to serve over TFTP/HTTP
     Pxe {
+        /// Output directory
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
         #[command(flatten)]
         common: Common,
         /// Kernel command line of network-booted clients
         #[arg(long, default_value = image_builder::pxe::DEFAULT_CMDLINE)]
         cmdline: String,
     },
-    /// Every medium implemented so far: DIR/{initramfs.img,vmlinuz},
-    /// DIR/rescue.iso and the PXE bundle in DIR/pxe
+    /// Every medium but the WIM: DIR/{initramfs.img,vmlinuz}, DIR/rescue.iso,
+    /// DIR/rescue-usb.img and the PXE bundle in DIR/pxe
     All {
+        /// Output directory
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
         #[command(flatten)]
         common: Common,
         /// Kernel command line of network-booted clients
         #[arg(long, default_value = image_builder::pxe::DEFAULT_CMDLINE)]
         cmdline: String,
+        /// Extra kernel arguments on every ISO and USB boot menu entry
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        append: String,
     },
 }
 
 #[derive(Args)]
+struct UsbArgs {
+    /// Output image file
+    #[arg(short, long, value_name = "FILE", required_unless_present = "from")]
+    output: Option<PathBuf>,
+    /// Write this existing image with --write instead of building one
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "output",
+        requires = "write"
+    )]
+    from: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+    /// Extra kernel arguments on every boot menu entry
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    append: String,
+    /// Filesystem of the data partition (where rescue can save images)
+    #[arg(long, value_enum, default_value = "exfat")]
+    data_fs: DataFsArg,
+    /// Size of the data partition in the image; --write grows it to fill
+    /// the stick
+    #[arg(long, default_value = "32M", value_name = "SIZE")]
+    data_size: String,
+    /// Write the image to this disk (e.g. /dev/sdb), with the safety rules
+    /// of `rescue restore`: mounted or busy disks are refused
+    #[arg(long, value_name = "DEV")]
+    write: Option<PathBuf>,
+    /// Do not ask before --write (every safety check still applies)
+    #[arg(long, requires = "write")]
+    yes: bool,
+    /// Show what --write would do and exit
+    #[arg(long, requires = "write")]
+    dry_run: bool,
+    /// With --dry-run: the plan as JSON on stdout
+    #[arg(long, requires = "dry_run")]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DataFsArg {
+    /// Readable on Windows, macOS and Linux
+    Exfat,
+    /// Linux only
+    Ext4,
+    /// No data partition
+    None,
+}
+
+#[derive(Args)]
 struct Common {
-    /// Output directory
-    #[arg(short, long, value_name = "DIR")]
-    output: PathBuf,
     /// Static (musl) `rescue` binary
     #[arg(
         long,
@@ -146,23 +214,38 @@ impl Common {
     }
 }
 
+/// Exit codes (shared with `rescue`): 0 ok, 1 failed, 2 usage (clap),
+/// 3 refused by a safety check, 4 verification failed.
+#[derive(Clone, Copy)]
+enum Exit {
+    Failed = 1,
+    Refused = 3,
+    Verification = 4,
+}
+
+/// A refusal of the binary itself (no confirmation).
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0}")]
+struct Refused(String, &'static str);
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Initramfs(c) => {
+        Cmd::Initramfs { output, common: c } => {
             let opts = c.options()?;
-            let built = initramfs::write(&opts, &c.output)
-                .with_context(|| format!("building the initramfs into {}", c.output.display()))?;
+            let built = initramfs::write(&opts, &output)
+                .with_context(|| format!("building the initramfs into {}", output.display()))?;
             eprint!("{}", built.report.summary());
         }
         Cmd::Iso {
+            output,
             common: c,
             name,
             append,
         } => {
             let opts = c.options()?;
-            let built = initramfs::write(&opts, &c.output)
-                .with_context(|| format!("building the initramfs into {}", c.output.display()))?;
-            let iso = c.output.join(&name);
+            let built = initramfs::write(&opts, &output)
+                .with_context(|| format!("building the initramfs into {}", output.display()))?;
+            let iso = output.join(&name);
             let cache = image_builder::deb::Cache::new(&opts.cache);
             image_builder::iso::write(
                 &iso,
@@ -176,6 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let size = std::fs::metadata(&iso).map(|m| m.len()).unwrap_or(0);
             eprintln!("{}: {size} bytes", iso.display());
         }
+        Cmd::Usb(a) => usb(*a)?,
         Cmd::Wim {
             output,
             boot_wim,
@@ -194,21 +278,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("building {}", out.display()))?;
             eprintln!("{}", out.display());
         }
-        Cmd::Pxe { common: c, cmdline } => {
+        Cmd::Pxe {
+            output,
+            common: c,
+            cmdline,
+        } => {
             let opts = c.options()?;
             let built = initramfs::build(&opts).context("building the initramfs")?;
-            let m = pxe_bundle(&opts, &built, &c.output, &cmdline)?;
+            let m = pxe_bundle(&opts, &built, &output, &cmdline)?;
             eprintln!(
                 "PXE bundle in {}: {} files",
-                c.output.display(),
+                output.display(),
                 m.files.len()
             );
         }
-        Cmd::All { common: c, cmdline } => {
+        Cmd::All {
+            output,
+            common: c,
+            cmdline,
+            append,
+        } => {
             let opts = c.options()?;
-            let mut built = initramfs::write(&opts, &c.output)
-                .with_context(|| format!("building the initramfs into {}", c.output.display()))?;
-            let pxe_dir = c.output.join("pxe");
+            let mut built = initramfs::write(&opts, &output)
+                .with_context(|| format!("building the initramfs into {}", output.display()))?;
+            let pxe_dir = output.join("pxe");
             let m = pxe_bundle(&opts, &built, &pxe_dir, &cmdline)?;
             for f in &m.files {
                 built.report.outputs.push(image_builder::report::Output {
@@ -216,28 +309,143 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ..f.clone()
                 });
             }
-            let iso = c.output.join("rescue.iso");
             let cache = image_builder::deb::Cache::new(&opts.cache);
-            image_builder::iso::write(
-                &iso,
+            let vmlinuz = built.vmlinuz()?;
+            let iso = output.join("rescue.iso");
+            image_builder::iso::write(&iso, &cache, &vmlinuz, &built.image, &append, opts.mtime)
+                .with_context(|| format!("building {}", iso.display()))?;
+            let usb_img = output.join("rescue-usb.img");
+            image_builder::usb::write(
+                &usb_img,
                 &cache,
-                &built.vmlinuz()?,
+                &vmlinuz,
                 &built.image,
-                "",
-                opts.mtime,
+                &usb::Options {
+                    append: append.clone(),
+                    data: Some((usb::DataFs::Exfat, usb::DEFAULT_DATA_SIZE)),
+                    sde: opts.mtime,
+                },
             )
-            .with_context(|| format!("building {}", iso.display()))?;
-            let data = std::fs::read(&iso).with_context(|| format!("reading {}", iso.display()))?;
-            built.report.add_output(&c.output, "rescue.iso", &data);
+            .with_context(|| format!("building {}", usb_img.display()))?;
+            for name in ["rescue.iso", "rescue-usb.img"] {
+                let p = output.join(name);
+                let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                built.report.add_output(&output, name, &data);
+            }
             built.report.outputs.sort_by(|a, b| a.name.cmp(&b.name));
             built
                 .report
-                .write(&c.output)
+                .write(&output)
                 .context("writing the build report")?;
             eprint!("{}", built.report.summary());
         }
     }
     Ok(())
+}
+
+fn usb(a: UsbArgs) -> anyhow::Result<()> {
+    let image = match (&a.output, &a.from) {
+        (_, Some(from)) => from.clone(),
+        (Some(out), None) => {
+            let data = match a.data_fs {
+                DataFsArg::None => None,
+                fs => {
+                    let size = imaging::blockdev::parse_size(&a.data_size)
+                        .filter(|s| *s >= 8 * usb::MIB)
+                        .with_context(|| {
+                            format!("--data-size {}: not a size of at least 8M", a.data_size)
+                        })?;
+                    let fs = if fs == DataFsArg::Ext4 {
+                        usb::DataFs::Ext4
+                    } else {
+                        usb::DataFs::Exfat
+                    };
+                    Some((fs, size.div_ceil(usb::MIB) * usb::MIB))
+                }
+            };
+            let opts = a.common.options()?;
+            let built = initramfs::build(&opts).context("building the initramfs")?;
+            let cache = image_builder::deb::Cache::new(&opts.cache);
+            let img = image_builder::usb::write(
+                out,
+                &cache,
+                &built.vmlinuz()?,
+                &built.image,
+                &usb::Options {
+                    append: a.append.clone(),
+                    data,
+                    sde: opts.mtime,
+                },
+            )
+            .with_context(|| format!("building {}", out.display()))?;
+            eprintln!(
+                "{}: {} ({} bytes)",
+                out.display(),
+                imaging::blockdev::human_size(img.size),
+                img.size
+            );
+            out.clone()
+        }
+        (None, None) => unreachable!("clap requires --output or --from"),
+    };
+    let Some(dev) = &a.write else {
+        return Ok(());
+    };
+    let file =
+        std::fs::File::open(&image).with_context(|| format!("opening {}", image.display()))?;
+    let plan = usb::flash::plan(&image, &file, dev)
+        .with_context(|| format!("planning to write {} to {}", image.display(), dev.display()))?;
+    if a.dry_run {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", plan.describe());
+        }
+        return Ok(());
+    }
+    eprint!("{}", plan.describe());
+    confirm(a.yes, &plan.target.name)?;
+    let out = usb::flash::execute(&plan, &file)
+        .with_context(|| format!("writing {} to {}", image.display(), dev.display()))?;
+    for n in &out.notes {
+        eprintln!("note: {n}");
+    }
+    println!(
+        "wrote {} to {} ({}) in {:.1} s",
+        image.display(),
+        plan.target.path.display(),
+        imaging::blockdev::human_size(out.bytes_written),
+        out.seconds
+    );
+    Ok(())
+}
+
+/// Ask to type the disk's name; `--yes` skips the question, and without a
+/// terminal there is no one to ask: refuse.
+fn confirm(yes: bool, name: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Refused(
+            "writing needs confirmation and there is no terminal to ask on".into(),
+            "review the plan with --dry-run, then pass --yes",
+        )
+        .into());
+    }
+    eprint!("Everything on it is overwritten. Type {name} to continue, anything else to stop: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    if line.trim() == name {
+        Ok(())
+    } else {
+        Err(Refused(format!("the answer was not {name}"), "nothing was written").into())
+    }
 }
 
 fn pxe_bundle(
@@ -260,20 +468,49 @@ fn pxe_bundle(
     .with_context(|| format!("writing the PXE bundle into {}", dir.display()))
 }
 
+/// The exit code and the hint for an error chain.
+fn classify(e: &anyhow::Error) -> (Exit, Option<String>) {
+    for c in e.chain() {
+        if let Some(r) = c.downcast_ref::<Refused>() {
+            return (Exit::Refused, Some(r.1.to_string()));
+        }
+        if let Some(ie) = c.downcast_ref::<imaging::Error>() {
+            let exit = match ie.class() {
+                imaging::ErrorClass::Refused => Exit::Refused,
+                imaging::ErrorClass::Verification => Exit::Verification,
+                _ => Exit::Failed,
+            };
+            return (exit, Some(ie.hint()));
+        }
+        if let Some(be) = c.downcast_ref::<imaging::blockdev::BlockError>() {
+            let exit = match be {
+                imaging::blockdev::BlockError::Busy { .. }
+                | imaging::blockdev::BlockError::IdentityChanged { .. } => Exit::Refused,
+                _ => Exit::Failed,
+            };
+            return (exit, Some(be.hint().to_string()));
+        }
+        if let Some(h) = c
+            .downcast_ref::<image_builder::Error>()
+            .and_then(|e| e.hint())
+        {
+            return (Exit::Failed, Some(h));
+        }
+    }
+    (Exit::Failed, None)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("image-builder: {e:#}");
-            if let Some(h) = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<image_builder::Error>())
-                .and_then(|e| e.hint())
-            {
+            let (exit, hint) = classify(&e);
+            if let Some(h) = hint {
                 eprintln!("hint: {h}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(exit as u8)
         }
     }
 }

@@ -12,6 +12,8 @@
 //!                          its prefix is /grub, so it reads grub/grub.cfg
 //! grub/grub.cfg            linux + initrd from the same server
 //! boot.ipxe                iPXE script: kernel + initrd relative to the script's URL
+//!                          (both pass `BOOTIF=01-MAC` of the booting NIC: rescue-init
+//!                          brings that one up with DHCP)
 //! manifest.json            see [`Manifest`]
 //! SHA256SUMS
 //! ```
@@ -91,15 +93,17 @@ pub fn write_bundle(
     let ipxe = cache.package("ipxe")?;
     let shim = cache.package("shim-signed")?;
     let grub = cache.package("grub-efi-amd64-signed")?;
+    // BOOTIF names the NIC the machine booted from, so rescue-init runs
+    // DHCP on that one (GRUB and iPXE fill in the MAC address).
     let grub_cfg = format!(
         "set timeout=0\n\
          menuentry 'rescue' {{\n\
-         \tlinux /vmlinuz {cmdline}\n\
+         \tlinux /vmlinuz {cmdline} BOOTIF=01-${{net_default_mac}}\n\
          \tinitrd /initramfs.img\n\
          }}\n"
     );
     let ipxe_script = format!(
-        "#!ipxe\nkernel vmlinuz initrd=initramfs.img {cmdline}\ninitrd initramfs.img\nboot\n"
+        "#!ipxe\nkernel vmlinuz initrd=initramfs.img {cmdline} BOOTIF=01-${{netX/mac:hexhyp}}\ninitrd initramfs.img\nboot\n"
     );
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("vmlinuz", vmlinuz.to_vec()),

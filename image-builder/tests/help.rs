@@ -8,6 +8,7 @@ fn help_fits_80_columns() {
         &[][..],
         &["initramfs"],
         &["iso"],
+        &["usb"],
         &["pxe"],
         &["wim"],
         &["all"],

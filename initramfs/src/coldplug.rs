@@ -2,10 +2,10 @@
 //! `modalias` files, look each up in `modules.alias`, and load the matches
 //! with their dependencies from `modules.dep` through `finit_module(2)`.
 //!
-//! Hot-plug is done by scanning again (cheap: a few thousand sysfs entries)
-//! from the main loop; only modaliases not seen before are looked up. No
-//! netlink uevent socket: that would need more `unsafe` for little gain in
-//! a system whose devices rarely change.
+//! Devices that appear later are handled by [`crate::hotplug`] from kernel
+//! uevents; when the uevent socket is not available, PID 1's main loop calls
+//! [`Coldplug::scan`] again (cheap: a few thousand sysfs entries, and only
+//! modaliases not seen before are looked up).
 
 use std::collections::HashSet;
 use std::fs;

@@ -1,9 +1,11 @@
 //! `rescue-init`: PID 1 of the live rescue system.
 //!
-//! Boot: mount proc, sys, devtmpfs, devpts, /run and /tmp; load the modules
-//! for the hardware present ([`coldplug`]); read the kernel command line
-//! ([`cmdline`]); print the kernel uptime; start `rescue` on each console and
-//! restart it when it dies; reap orphans; rescan for hot-plugged hardware.
+//! Boot: mount proc, sys, devtmpfs, devpts, /run and /tmp; read the kernel
+//! command line ([`cmdline`]); load the modules for the hardware present
+//! ([`coldplug`]) and, from then on, for hardware that appears
+//! ([`hotplug`]); bring up the network when booted from it or asked to
+//! ([`net`]: DHCP or a static address); print the kernel uptime; start
+//! `rescue` on each console and restart it when it dies; reap orphans.
 //!
 //! Stop: sync, terminate every process, unmount, `reboot(2)`. Asked for by
 //! - `rescue` exiting with [`EXIT_POWEROFF`] (100) or [`EXIT_REBOOT`] (101);
@@ -13,12 +15,18 @@
 //! - a file [`REQUEST_FILE`] containing `poweroff`, `reboot` or `halt`;
 //! - the end of a one-shot `rescue.run` command (see `rescue.after`).
 //!
-//! Not done yet: networking (DHCP for network boot and `rescue.server`).
+//! `rescue` gets `RESCUE_LIVE=1`, `RESCUE_CONSOLE`, `RESCUE_NAME=VALUE` for
+//! every `rescue.NAME=VALUE` of the command line (`RESCUE_JOB`,
+//! `RESCUE_SERVER`, `RESCUE_IMAGE`...), and the `RESCUE_NET_*` variables of
+//! [`net::ENV_FILE`] (which it may also read itself, since a lease can
+//! arrive or change later).
 
 pub mod cmdline;
 pub mod coldplug;
+pub mod hotplug;
 pub mod log;
 pub mod modules;
+pub mod net;
 mod sys;
 
 use std::collections::HashMap;
@@ -106,7 +114,8 @@ struct Slot {
 /// Run as PID 1. Never returns: the end is `reboot(2)`.
 pub fn run_pid1() -> ! {
     mount_basics();
-    let log = Log::new();
+    // Shared with the network threads for the life of the system.
+    let log: &'static Log = Box::leak(Box::new(Log::new()));
     log.open_file();
     std::env::set_var("PATH", PATH);
     std::env::set_var("HOME", "/root");
@@ -119,9 +128,21 @@ pub fn run_pid1() -> ! {
     if !cmdline.keep_loglevel {
         let _ = fs::write("/proc/sys/kernel/printk", "4 4 1 7");
     }
+    // Our own log lines must not be rate-limited away (the kernel allows 10
+    // per 5 s from /dev/kmsg by default; coldplug alone logs more).
+    let _ = fs::write("/proc/sys/kernel/printk_devkmsg", "on");
 
+    // Listen for uevents before the coldplug scan, so that nothing plugged
+    // in meanwhile is missed.
+    let uevents = if cmdline.coldplug {
+        hotplug::Uevents::open()
+            .map_err(|e| log.warn(&format!("uevent socket: {e}; rescanning sysfs instead")))
+            .ok()
+    } else {
+        None
+    };
     let mut coldplug = if cmdline.coldplug || !cmdline.modules.is_empty() {
-        coldplug::Coldplug::open(&log)
+        coldplug::Coldplug::open(log)
     } else {
         None
     };
@@ -129,18 +150,44 @@ pub fn run_pid1() -> ! {
         let (files, aliases) = c.counts();
         log.info(&format!("{files} module files, {aliases} aliases"));
         for m in &cmdline.modules {
-            c.load(m, &log);
+            c.load(m, log);
         }
         if cmdline.coldplug {
-            let n = c.scan(&log);
+            let n = c.scan(log);
             log.info(&format!("coldplug loaded {n} modules"));
         }
     }
     if !cmdline.coldplug {
         coldplug = None;
     }
+    // From here on a thread owns the module databases and loads modules for
+    // new devices; without the uevent socket, the main loop rescans sysfs.
+    let mut coldplug = match (coldplug, uevents) {
+        (Some(c), Some(u)) => {
+            match u.spawn(c, log) {
+                Ok(()) => log.info("hot-plug: loading modules for new devices"),
+                Err(e) => log.error(&format!("starting the hot-plug thread: {e}")),
+            }
+            None
+        }
+        (c, _) => c,
+    };
+    let network = cmdline
+        .net
+        .as_ref()
+        .map(|req| net::start(req, &cmdline, log));
     // Device nodes of freshly loaded disk drivers appear asynchronously.
     wait_for_block_devices(Duration::from_millis(1500));
+    if let (Some(n), Some(req)) = (&network, &cmdline.net) {
+        if n.wait(Duration::from_secs(u64::from(req.wait))).is_empty() {
+            log.warn("no network address yet; DHCP goes on in the background");
+            console_line(
+                &cmdline,
+                "rescue-init: no network address yet (DHCP goes on)",
+            );
+        }
+        n.quiet();
+    }
 
     let up = log::uptime().unwrap_or(0.0);
     let banner = format!(
@@ -151,20 +198,20 @@ pub fn run_pid1() -> ! {
     console_line(&cmdline, &format!("rescue-init: {banner}"));
 
     if let Some(args) = cmdline.run.clone() {
-        let code = run_once(&cmdline, &args, &log, coldplug.as_mut());
+        let code = run_once(&cmdline, &args, log, coldplug.as_mut());
         log.info(&format!("rescue {} exited with {code}", args.join(" ")));
         console_line(
             &cmdline,
             &format!("rescue-init: rescue {} exited with {code}", args.join(" ")),
         );
         match cmdline.after {
-            After::PowerOff => shutdown(Power::Off, &log),
-            After::Reboot => shutdown(Power::Reboot, &log),
-            After::Halt => shutdown(Power::Halt, &log),
+            After::PowerOff => shutdown(Power::Off, log),
+            After::Reboot => shutdown(Power::Reboot, log),
+            After::Halt => shutdown(Power::Halt, log),
             After::Tui => {}
         }
     }
-    supervise(&cmdline, &log, coldplug.as_mut())
+    supervise(&cmdline, log, coldplug.as_mut())
 }
 
 fn mount_basics() {
@@ -241,7 +288,11 @@ fn wait_for_block_devices(timeout: Duration) {
 /// Write a line on every console (not only the kernel log, which `quiet`
 /// hides).
 fn console_line(cmdline: &Cmdline, msg: &str) {
-    for tty in &cmdline.consoles {
+    console_line_to(&cmdline.consoles, msg)
+}
+
+pub(crate) fn console_line_to(consoles: &[String], msg: &str) {
+    for tty in consoles {
         if let Ok(mut f) = OpenOptions::new().write(true).open(format!("/dev/{tty}")) {
             let _ = f.write_all(format!("{msg}\r\n").as_bytes());
         }
@@ -278,11 +329,11 @@ fn command_on(
         )
         .env("RESCUE_LIVE", "1")
         .env("RESCUE_CONSOLE", tty);
-    if let Some(j) = &cmdline.job {
-        cmd.env("RESCUE_JOB", j);
-    }
-    if let Some(s) = &cmdline.server {
-        cmd.env("RESCUE_SERVER", s);
+    for (k, v) in net::read_env_file()
+        .into_iter()
+        .chain(cmdline.params.iter().cloned())
+    {
+        cmd.env(k, v);
     }
     sys::controlling_tty(&mut cmd);
     Ok(cmd)

@@ -1,12 +1,15 @@
 //! The system calls PID 1 needs and the standard library does not offer:
-//! mount/umount, finit_module, reboot, signal masks, waitpid(-1), kill, and a
-//! new session with a controlling terminal for children. Every `unsafe` block
-//! of the crate is here.
+//! mount/umount, finit_module, reboot, signal masks, waitpid(-1), kill, a
+//! new session with a controlling terminal for children, the netdevice(7)
+//! ioctls that configure an interface (up, IPv4 address, MTU, default route),
+//! a UDP socket bound to one interface for DHCP, and the kernel's uevent
+//! netlink socket. Every `unsafe` block of the crate is here.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -175,4 +178,266 @@ pub fn default_winsize(f: &impl AsRawFd, cols: u16, rows: u16) {
             libc::ioctl(f.as_raw_fd(), libc::TIOCSWINSZ, &ws);
         }
     }
+}
+
+// ---- Network interfaces (netdevice(7) ioctls on an AF_INET socket) ----
+
+/// A throwaway AF_INET datagram socket for interface ioctls.
+fn inet_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+    // descriptor that nothing else owns.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An `ifreq` naming interface `name`.
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    // SAFETY: ifreq is plain data (a name array and a union of plain data);
+    // all-zero is a valid value.
+    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in r.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(r)
+}
+
+fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr are both 16-byte plain-data C structs
+    // (the kernel reads the former through the latter for AF_INET).
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// ioctl(2) with an `ifreq` on `fd`.
+fn ifreq_ioctl(fd: &OwnedFd, request: libc::c_ulong, r: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: `r` is a valid, initialised ifreq that outlives the call; the
+    // request codes used here read or write only an ifreq.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), request as _, r as *mut libc::ifreq) })
+}
+
+/// Set IFF_UP on interface `name`.
+pub fn link_up(name: &str) -> io::Result<()> {
+    let fd = inet_socket()?;
+    let mut r = ifreq(name)?;
+    ifreq_ioctl(&fd, libc::SIOCGIFFLAGS, &mut r)?;
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    let flags = unsafe { r.ifr_ifru.ifru_flags };
+    r.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    ifreq_ioctl(&fd, libc::SIOCSIFFLAGS, &mut r)
+}
+
+/// Give interface `name` the address `addr/prefix` (the kernel derives the
+/// broadcast address and the route to the subnet); 0.0.0.0 removes it.
+pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let fd = inet_socket()?;
+    let mut r = ifreq(name)?;
+    r.ifr_ifru.ifru_addr = sockaddr_in(addr);
+    ifreq_ioctl(&fd, libc::SIOCSIFADDR, &mut r)?;
+    if addr.is_unspecified() {
+        return Ok(());
+    }
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    r.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
+    ifreq_ioctl(&fd, libc::SIOCSIFNETMASK, &mut r)
+}
+
+/// Set the MTU of interface `name`.
+pub fn set_mtu(name: &str, mtu: u16) -> io::Result<()> {
+    let fd = inet_socket()?;
+    let mut r = ifreq(name)?;
+    r.ifr_ifru.ifru_mtu = libc::c_int::from(mtu);
+    ifreq_ioctl(&fd, libc::SIOCSIFMTU, &mut r)
+}
+
+/// `struct rtentry` of `<net/route.h>` (x86_64 layout; libc only has it
+/// for musl).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+/// Add the default route via `gateway` on interface `dev` (SIOCADDRT).
+/// An existing default route is an `AlreadyExists` error.
+pub fn add_default_route(gateway: Ipv4Addr, dev: &str) -> io::Result<()> {
+    let fd = inet_socket()?;
+    let dev = cstr(dev)?;
+    let mut rt = RtEntry {
+        rt_pad1: 0,
+        rt_dst: sockaddr_in(Ipv4Addr::UNSPECIFIED),
+        rt_gateway: sockaddr_in(gateway),
+        rt_genmask: sockaddr_in(Ipv4Addr::UNSPECIFIED),
+        rt_flags: libc::RTF_UP | libc::RTF_GATEWAY,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: dev.as_ptr().cast_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    // SAFETY: `rt` has the kernel's `struct rtentry` layout and lives across
+    // the call; `rt_dev` points to a NUL-terminated string that outlives it
+    // and the kernel only reads it.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SIOCADDRT as _,
+            &mut rt as *mut RtEntry,
+        )
+    })
+}
+
+fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a c_int that lives across the call and its
+    // exact size is passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
+/// A UDP socket on port `port` of interface `dev` only (SO_BINDTODEVICE),
+/// allowed to broadcast, sharing the port with the sockets of other
+/// interfaces (SO_REUSEADDR): what a DHCP client needs before the
+/// interface has an address.
+pub fn udp_socket_on(dev: &str, port: u16) -> io::Result<std::net::UdpSocket> {
+    let fd = inet_socket()?;
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)?;
+    let name = cstr(dev)?;
+    // SAFETY: the value is the interface name with its length (without the
+    // NUL); the kernel copies it.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            dev.len() as libc::socklen_t,
+        )
+    })?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in of the size passed, living
+    // across the call.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+// ---- Kernel uevents (netlink(7), NETLINK_KOBJECT_UEVENT) ----
+
+/// A socket on the kernel's uevent multicast group (group 1: the kernel's
+/// own events, not udev's), with a large receive buffer so a burst of
+/// events at module load is not dropped.
+pub fn uevent_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+    // descriptor that nothing else owns.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_KOBJECT_UEVENT,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by no one else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SO_RCVBUFFORCE may exceed rmem_max (PID 1 has CAP_NET_ADMIN).
+    if setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20).is_err() {
+        let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
+    }
+    // SAFETY: sockaddr_nl is plain data; all-zero is valid before the
+    // fields are set.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    sa.nl_groups = 1;
+    // SAFETY: `sa` is a valid sockaddr_nl of the size passed, living across
+    // the call.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Receive one datagram; `Ok(None)` when it did not come from the kernel
+/// (netlink port id 0), which is then ignored.
+pub fn recv_uevent(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: as above, all-zero is a valid sockaddr_nl.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `sa` and
+    // `len` are valid out-parameters of the sizes given; all outlive the
+    // call.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut sa as *mut libc::sockaddr_nl).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((sa.nl_pid == 0).then_some(n as usize))
 }
