@@ -155,9 +155,13 @@ pub trait RegionSource: Sync {
         self.verify(&ids, task)
     }
     /// Like `copy`, but give only what differs from `target` (the region's
-    /// place on the target, region-relative). This default compares bytes
+    /// place on the target, region-relative). `overwritten` lists
+    /// region-relative byte ranges the restore has written since
+    /// `verify_changed` (blanked table sectors): a source that remembered
+    /// what differed must treat them as changed. This default compares bytes
     /// in 64 KiB blocks; sources that know their content's hashes do better.
-    fn copy_changed(&self, region: u32, target: &dyn ReadAt, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
+    fn copy_changed(&self, region: u32, target: &dyn ReadAt, overwritten: &[(u64, u64)], write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
+        let _ = overwritten; // compared with the target as it is now
         const BLOCK: usize = 64 << 10;
         let w = |off: u64, data: &[u8]| -> io::Result<()> {
             let mut old = vec![0u8; BLOCK.min(data.len())];
@@ -290,6 +294,9 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
         (Some(t), true) => Some(part::serialize(t, plan.target.size, plan.sector0.as_deref())?),
         _ => None,
     };
+    // Absolute byte ranges blanked below (a changed-block restore must
+    // rewrite whatever of its regions they touch).
+    let mut blanked: Vec<(u64, u64)> = Vec::new();
     if plan.whole_disk {
         let mut blank: Vec<(u64, u64)> = Vec::new();
         let ss = u64::from(plan.target.logical_sector_size);
@@ -300,6 +307,7 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
         if let Some(t) = &plan.layout.table_after {
             blank.extend(part::table_extents(t, plan.target.size).iter().map(|e| (e.start, e.len)));
         }
+        blanked.clone_from(&blank);
         for (off, len) in blank {
             write_abs(off, &vec![0u8; len as usize]).map_err(Error::io(format!("blanking the partition table of {}", plan.target.path.display())))?;
         }
@@ -329,7 +337,14 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
             None if plan.only_changed => {
                 let rel = to.checked_sub(base).ok_or_else(|| Error::refused("the region lies before the target partition", "this is a bug: report it"))?;
                 let window = Window::new(f, rel, limit.min(tsize.saturating_sub(rel)));
-                src.copy_changed(m.region, &window, &w, task).map_err(|e| annotate_target_state(e, plan, written))?
+                let overwritten: Vec<(u64, u64)> = blanked
+                    .iter()
+                    .filter_map(|&(off, len)| {
+                        let (s, e) = (off.max(to), (off + len).min(to + limit));
+                        (s < e).then(|| (s - to, e - to))
+                    })
+                    .collect();
+                src.copy_changed(m.region, &window, &overwritten, &w, task).map_err(|e| annotate_target_state(e, plan, written))?
             }
             None => src.copy(m.region, &w, task).map_err(|e| annotate_target_state(e, plan, written))?,
         }

@@ -26,7 +26,7 @@ pub mod volume;
 pub mod writer;
 
 pub use format::{Catalog, CopyMode, Region, RegionKind};
-pub use reader::ImageReader;
+pub use reader::{ChangedChunks, ImageReader};
 pub use writer::{ImageWriter, WriterOptions};
 
 use std::path::PathBuf;

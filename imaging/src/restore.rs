@@ -93,6 +93,10 @@ fn is_file(p: &Path) -> bool {
 struct ImageSource<'a> {
     reader: &'a ImageReader,
     fill_unstored: bool,
+    /// What `verify_changed` found differing, by region: the changed-block
+    /// restore then writes those chunks without reading the target again
+    /// (a disk larger than memory would otherwise be read twice).
+    changed: std::sync::Mutex<std::collections::HashMap<u32, crate::image::ChangedChunks>>,
 }
 
 struct FnSink<'a> {
@@ -125,16 +129,28 @@ impl RegionSource for ImageSource<'_> {
             let r = self.reader.catalog().region(*id).ok_or_else(|| Error::refused(format!("no region {id} in the image"), "the plan does not match the image"))?;
             list.push((r, *t));
         }
-        Ok(self.reader.verify_changed(&list, self.fill_unstored, task)?)
+        let found = self.reader.verify_changed(&list, self.fill_unstored, task)?;
+        self.changed.lock().map_err(|_| Error::refused("a thread panicked", "report this bug"))?.extend(found);
+        Ok(())
     }
 
-    fn copy_changed(&self, region: u32, target: &dyn crate::read_at::ReadAt, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
+    fn copy_changed(&self, region: u32, target: &dyn crate::read_at::ReadAt, overwritten: &[(u64, u64)], write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
         let r = self.reader.catalog().region(region).ok_or_else(|| Error::refused(format!("no region {region} in the image"), "the plan does not match the image"))?;
-        Ok(self.reader.read_region_changed(r, &FnSink { f: write }, task, self.fill_unstored, Some(target))?)
+        let known = self.changed.lock().map_err(|_| Error::refused("a thread panicked", "report this bug"))?.remove(&region);
+        match known {
+            Some(set) => {
+                let cs = u64::from(self.reader.header().chunk_size);
+                for &(start, end) in overwritten {
+                    set.insert_bytes(start, end, cs);
+                }
+                Ok(self.reader.read_region_only(r, &FnSink { f: write }, task, self.fill_unstored, &set)?)
+            }
+            None => Ok(self.reader.read_region_changed(r, &FnSink { f: write }, task, self.fill_unstored, Some(target))?),
+        }
     }
 }
 
 /// Execute a restore plan made by [`plan_restore`] with the same reader.
 pub fn run_restore(plan: &WritePlan, reader: &ImageReader, sector_by_sector: bool, task: &Task) -> Result<WriteOutcome, Error> {
-    exec::execute(plan, &ImageSource { reader, fill_unstored: sector_by_sector }, task)
+    exec::execute(plan, &ImageSource { reader, fill_unstored: sector_by_sector, changed: Default::default() }, task)
 }

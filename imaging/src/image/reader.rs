@@ -471,16 +471,26 @@ impl ImageReader {
     /// decoded only for chunks that differ. The result on the target is the
     /// same as a full restore's.
     pub fn read_region_changed(&self, region: &Region, sink: &dyn ChunkSink, task: &Task, fill_unstored: bool, target: Option<&dyn ReadAt>) -> Result<(), ImageError> {
-        self.read_region_inner(region, sink, task, fill_unstored, target, None)
+        self.read_region_inner(region, sink, task, fill_unstored, Filter::Target(target), None)
+    }
+
+    /// Give `sink` only the chunks of `region` in `changed` (found by
+    /// [`verify_changed`](Self::verify_changed)): the target is not read
+    /// again, and frames are read only for those chunks.
+    pub fn read_region_only(&self, region: &Region, sink: &dyn ChunkSink, task: &Task, fill_unstored: bool, changed: &ChangedChunks) -> Result<(), ImageError> {
+        self.read_region_inner(region, sink, task, fill_unstored, Filter::Only(changed), None)
     }
 
     /// Before a changed-block restore writes anything: find the chunks of
     /// each region that differ from its target, and check the stored bytes
     /// of the frames that hold them (all frames of boot areas and gaps,
     /// which the restore blanks first). Only what the restore will read is
-    /// read, and a damaged image is found before the first write.
-    pub fn verify_changed(&self, items: &[(&Region, &dyn ReadAt)], fill_unstored: bool, task: &Task) -> Result<(), ImageError> {
+    /// read, and a damaged image is found before the first write. Returns
+    /// the differing chunks of each data region (by region id), so the
+    /// restore need not read the target a second time.
+    pub fn verify_changed(&self, items: &[(&Region, &dyn ReadAt)], fill_unstored: bool, task: &Task) -> Result<std::collections::HashMap<u32, ChangedChunks>, ImageError> {
         let frames = std::sync::Mutex::new(std::collections::HashMap::<(usize, u64), FrameRef>::new());
+        let mut changed = std::collections::HashMap::new();
         for (region, target) in items {
             if matches!(region.kind, RegionKind::Head | RegionKind::Gap) {
                 for r in &region.segments {
@@ -492,7 +502,9 @@ impl ImageReader {
                 }
                 continue;
             }
-            self.read_region_inner(region, &NullSink, task, fill_unstored, Some(*target), Some(&frames))?;
+            let set = ChangedChunks::new(region.len.div_ceil(u64::from(self.header.chunk_size)));
+            self.read_region_inner(region, &NullSink, task, fill_unstored, Filter::Target(Some(*target)), Some((&frames, &set)))?;
+            changed.insert(region.id, set);
         }
         let mut list: Vec<FrameRef> = frames.into_inner().map_err(|_| ImageError::Invalid("a thread panicked".into()))?.into_values().collect();
         list.sort_by_key(|f| (f.link(), f.offset));
@@ -508,7 +520,7 @@ impl ImageReader {
             task.progress.advance(b.len() as u64);
         }
         task.progress.finish();
-        Ok(())
+        Ok(changed)
     }
 
     #[allow(clippy::type_complexity)]
@@ -518,14 +530,22 @@ impl ImageReader {
         sink: &dyn ChunkSink,
         task: &Task,
         fill_unstored: bool,
-        target: Option<&dyn ReadAt>,
-        collect: Option<&std::sync::Mutex<std::collections::HashMap<(usize, u64), FrameRef>>>,
+        filter: Filter<'_>,
+        collect: Option<(&std::sync::Mutex<std::collections::HashMap<(usize, u64), FrameRef>>, &ChangedChunks)>,
     ) -> Result<(), ImageError> {
+        let target = match filter {
+            Filter::Target(t) => t,
+            Filter::Only(_) => None,
+        };
+        let only = match filter {
+            Filter::Only(c) => Some(c),
+            Filter::Target(_) => None,
+        };
         let cs = self.header.chunk_size as usize;
         let threads = self.threads;
         let keys = self.keys.clone().map(Arc::new);
         let expected = if fill_unstored { region.len } else { region.chunks * cs as u64 };
-        let what = match (collect.is_some(), target.is_some()) {
+        let what = match (collect.is_some(), target.is_some() || only.is_some()) {
             (true, _) => format!("comparing {} with the target", describe(region)),
             (false, true) => format!("restoring what differs in {}", describe(region)),
             _ => format!("restoring {}", describe(region)),
@@ -590,7 +610,7 @@ impl ImageReader {
                         i = j;
                         let msg = if e0.is_zero() {
                             Ok((FrameRef { offset: 0, stored_len: 0, raw_len: 0, flags: 0, hash: [0; 32] }, group, Vec::new()))
-                        } else if target.is_some() {
+                        } else if target.is_some() || only.is_some() {
                             // The worker reads the frame only if a chunk differs.
                             Ok((seg.frames[e0.frame as usize], group, Vec::new()))
                         } else {
@@ -617,34 +637,45 @@ impl ImageReader {
                     let mut tbuf = Vec::new();
                     for msg in rx.iter() {
                         let (f, mut entries, mut stored) = msg?;
-                        if let Some(t) = target {
-                            // Keep only the chunks whose target content differs.
+                        if target.is_some() || only.is_some() {
                             let before: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
-                            let mut keep = Vec::with_capacity(entries.len());
-                            for run in runs(&entries, |a, b| b.chunk == a.chunk + 1) {
-                                let off = run[0].chunk * cs as u64;
-                                let len: usize = run.iter().map(|e| e.len as usize).sum();
-                                tbuf.resize(len, 0);
-                                t.read_exact_at(&mut tbuf, off).map_err(|err| sink_error(region, run[0].chunk, off, err))?;
-                                let mut at = 0usize;
-                                for e in run {
-                                    let data = &tbuf[at..at + e.len as usize];
-                                    at += e.len as usize;
-                                    let same = if e.is_zero() { data.iter().all(|&b| b == 0) } else { crypto::chunk_hash(keys.as_deref(), data) == e.hash };
-                                    if !same {
-                                        keep.push(*e);
+                            let keep: Vec<Entry> = match (only, target) {
+                                // The differing chunks are known already.
+                                (Some(set), _) => entries.iter().filter(|e| set.contains(e.chunk)).copied().collect(),
+                                // Keep only the chunks whose target content differs.
+                                (None, Some(t)) => {
+                                    let mut keep = Vec::with_capacity(entries.len());
+                                    for run in runs(&entries, |a, b| b.chunk == a.chunk + 1) {
+                                        let off = run[0].chunk * cs as u64;
+                                        let len: usize = run.iter().map(|e| e.len as usize).sum();
+                                        tbuf.resize(len, 0);
+                                        t.read_exact_at(&mut tbuf, off).map_err(|err| sink_error(region, run[0].chunk, off, err))?;
+                                        let mut at = 0usize;
+                                        for e in run {
+                                            let data = &tbuf[at..at + e.len as usize];
+                                            at += e.len as usize;
+                                            let same = if e.is_zero() { data.iter().all(|&b| b == 0) } else { crypto::chunk_hash(keys.as_deref(), data) == e.hash };
+                                            if !same {
+                                                keep.push(*e);
+                                            }
+                                        }
                                     }
+                                    keep
                                 }
-                            }
+                                (None, None) => entries.clone(),
+                            };
                             let after: u64 = keep.iter().map(|e| u64::from(e.len)).sum();
                             task.progress.advance(before - after);
                             entries = keep;
                             if entries.is_empty() {
                                 continue;
                             }
-                            if let Some(c) = collect {
+                            if let Some((frames, set)) = collect {
+                                for e in &entries {
+                                    set.insert(e.chunk);
+                                }
                                 if !entries[0].is_zero() {
-                                    c.lock().map_err(|_| ImageError::Invalid("a thread panicked".into()))?.insert((f.link(), f.offset), f);
+                                    frames.lock().map_err(|_| ImageError::Invalid("a thread panicked".into()))?.insert((f.link(), f.offset), f);
                                 }
                                 task.progress.advance(after);
                                 continue;
@@ -714,6 +745,56 @@ impl ImageReader {
         })?;
         task.progress.finish();
         Ok(())
+    }
+}
+
+/// Which chunks of a region a restore gives to its sink.
+#[derive(Clone, Copy)]
+enum Filter<'a> {
+    /// All (`None`), or those that differ from this target.
+    Target(Option<&'a dyn ReadAt>),
+    /// Those in this set.
+    Only(&'a ChangedChunks),
+}
+
+/// The chunks of a region that differ from the target, one bit each
+/// (128 KiB per TiB at 16 KiB chunks), filled by workers in parallel.
+pub struct ChangedChunks {
+    bits: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl ChangedChunks {
+    pub fn new(chunks: u64) -> ChangedChunks {
+        ChangedChunks { bits: (0..chunks.div_ceil(64)).map(|_| std::sync::atomic::AtomicU64::new(0)).collect() }
+    }
+
+    /// Mark chunk `k` (out-of-range chunks are ignored).
+    pub fn insert(&self, k: u64) {
+        if let Some(w) = self.bits.get((k / 64) as usize) {
+            w.fetch_or(1 << (k % 64), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Mark every chunk that overlaps bytes `[start, end)` of the region.
+    pub fn insert_bytes(&self, start: u64, end: u64, chunk_size: u64) {
+        if end > start && chunk_size > 0 {
+            for k in start / chunk_size..end.div_ceil(chunk_size) {
+                self.insert(k);
+            }
+        }
+    }
+
+    pub fn contains(&self, k: u64) -> bool {
+        self.bits.get((k / 64) as usize).is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & (1 << (k % 64)) != 0)
+    }
+
+    /// How many chunks are marked.
+    pub fn len(&self) -> u64 {
+        self.bits.iter().map(|w| u64::from(w.load(std::sync::atomic::Ordering::Relaxed).count_ones())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
