@@ -6,7 +6,7 @@
 //! tool is needed in the initramfs. A regular file is treated as a disk with
 //! 512-byte sectors (or the size the caller says).
 
-mod sys;
+pub(crate) mod sys;
 
 pub use sys::advise_sequential;
 

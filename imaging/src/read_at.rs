@@ -13,11 +13,22 @@ use std::os::unix::fs::FileExt;
 /// `UnexpectedEof` error, never a short read.
 pub trait ReadAt: Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// A hint that `[offset, offset + len)` will be read soon: files and
+    /// block devices start reading it in the background, so the next read
+    /// overlaps the work on the current one. Others ignore it.
+    fn prefetch(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 impl ReadAt for File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        crate::blockdev::sys::advise_will_need(self, offset, len);
     }
 }
 
@@ -41,11 +52,19 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
     }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        (**self).prefetch(offset, len)
+    }
 }
 
 impl<T: ReadAt + ?Sized + Send> ReadAt for std::sync::Arc<T> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        (**self).prefetch(offset, len)
     }
 }
 
@@ -78,6 +97,12 @@ impl<R: ReadAt> ReadAt for Window<R> {
             return Err(eof());
         }
         self.inner.read_exact_at(buf, self.start + offset)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        if offset < self.len {
+            self.inner.prefetch(self.start + offset, len.min(self.len - offset));
+        }
     }
 }
 

@@ -55,3 +55,16 @@ pub fn advise_sequential(f: &impl AsRawFd) {
         libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
 }
+
+/// Ask the kernel to start reading `[offset, offset + len)` of a file in the
+/// background (a hint: errors are ignored).
+pub fn advise_will_need(f: &impl AsRawFd, offset: u64, len: u64) {
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads the fd (valid while `f` lives) and
+    // plain integers; it touches no memory of ours.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED);
+    }
+}

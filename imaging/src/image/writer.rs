@@ -162,48 +162,63 @@ fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64) -> impl Iterator<It
     })
 }
 
-/// Read the chunks of each frame job in `batch` and hash every non-zero
-/// chunk (None: all zero), spreading the jobs over `threads` threads.
+/// A frame job after reading: its bytes and each chunk's hash (None: all
+/// zero).
+struct Hashed {
+    seq: u64,
+    chunks: Vec<ChunkPlan>,
+    buf: Vec<u8>,
+    sums: Vec<Option<[u8; 32]>>,
+}
+
+/// Read the chunks of one frame job and hash every non-zero chunk.
 #[allow(clippy::type_complexity)]
-fn read_and_hash(src: &dyn ReadAt, batch: &[Vec<ChunkPlan>], cs: u64, keys: Option<&Keys>, threads: usize, region_id: u32) -> Result<Vec<(Vec<u8>, Vec<Option<[u8; 32]>>)>, ImageError> {
-    let one = |chunks: &Vec<ChunkPlan>| -> Result<(Vec<u8>, Vec<Option<[u8; 32]>>), ImageError> {
-        let mut buf = vec![0u8; chunks.len() * cs as usize];
-        // Coalesce pieces that are adjacent both on disk and in the buffer.
-        let mut runs: Vec<(u64, usize, usize)> = Vec::new(); // (disk, buf, len)
-        for (ci, c) in chunks.iter().enumerate() {
-            for p in &c.pieces {
-                let bo = ci * cs as usize + (p.start - c.chunk * cs) as usize;
-                match runs.last_mut() {
-                    Some((d, b, l)) if *d + *l as u64 == p.start && *b + *l == bo => *l += p.len as usize,
-                    _ => runs.push((p.start, bo, p.len as usize)),
-                }
+fn read_frame(src: &dyn ReadAt, chunks: &[ChunkPlan], cs: u64, keys: Option<&Keys>, region_id: u32) -> Result<(Vec<u8>, Vec<Option<[u8; 32]>>), ImageError> {
+    let mut buf = vec![0u8; chunks.len() * cs as usize];
+    // Coalesce pieces that are adjacent both on disk and in the buffer.
+    let mut runs: Vec<(u64, usize, usize)> = Vec::new(); // (disk, buf, len)
+    for (ci, c) in chunks.iter().enumerate() {
+        for p in &c.pieces {
+            let bo = ci * cs as usize + (p.start - c.chunk * cs) as usize;
+            match runs.last_mut() {
+                Some((d, b, l)) if *d + *l as u64 == p.start && *b + *l == bo => *l += p.len as usize,
+                _ => runs.push((p.start, bo, p.len as usize)),
             }
         }
-        for (d, b, l) in runs {
-            src.read_exact_at(&mut buf[b..b + l], d).map_err(|e| ImageError::Invalid(format!("reading source at byte {d} of region {region_id}: {e}")))?;
-        }
-        let sums = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let data = &buf[i * cs as usize..i * cs as usize + c.len as usize];
-                (!is_zero(data)).then(|| crypto::chunk_hash(keys, data))
-            })
-            .collect();
-        Ok((buf, sums))
-    };
-    if threads <= 1 || batch.len() <= 1 {
-        return batch.iter().map(one).collect();
     }
-    let per = batch.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = batch.chunks(per).map(|part| s.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>())).collect();
-        let mut out = Vec::with_capacity(batch.len());
-        for h in handles {
-            out.extend(h.join().map_err(|_| ImageError::Invalid("a backup reader thread panicked".into()))??);
-        }
-        Ok(out)
-    })
+    for (d, b, l) in runs {
+        src.read_exact_at(&mut buf[b..b + l], d).map_err(|e| ImageError::Invalid(format!("reading source at byte {d} of region {region_id}: {e}")))?;
+    }
+    let sums = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let data = &buf[i * cs as usize..i * cs as usize + c.len as usize];
+            (!is_zero(data)).then(|| crypto::chunk_hash(keys, data))
+        })
+        .collect();
+    Ok((buf, sums))
+}
+
+/// Hint the source about the bytes a batch will read, merging pieces that
+/// lie close together into one request.
+fn prefetch_batch(src: &dyn ReadAt, batch: &[Vec<ChunkPlan>]) {
+    const MERGE_GAP: u64 = 64 << 10;
+    let mut run: Option<(u64, u64)> = None;
+    for p in batch.iter().flatten().flat_map(|c| c.pieces.iter()) {
+        let end = p.start + u64::from(p.len);
+        run = match run {
+            Some((s, e)) if p.start >= s && p.start <= e + MERGE_GAP => Some((s, e.max(end))),
+            Some((s, e)) => {
+                src.prefetch(s, e - s);
+                Some((p.start, end))
+            }
+            None => Some((p.start, end)),
+        };
+    }
+    if let Some((s, e)) = run {
+        src.prefetch(s, e - s);
+    }
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -378,36 +393,91 @@ impl ImageWriter {
         let mut segs = Vec::new();
 
         let result: Result<(), ImageError> = std::thread::scope(|s| {
-            // Reader: reads, tests for zeros, hashes, and decides deduplication,
-            // so workers only compress what is new.
+            // Planner: cuts the region into frame jobs, in order, and hints
+            // the source about the bytes the jobs a batch ahead will read.
+            let (plan_tx, plan_rx) = bounded::<(u64, Vec<ChunkPlan>)>(threads * 4);
+            // At most `window` frames between planner and decider, so a slow
+            // read (a disk retrying a sector) cannot let the others run ahead
+            // and fill memory while the decider waits for that frame.
+            let window = threads * 8;
+            let (token_tx, token_rx) = bounded::<()>(window);
+            for _ in 0..window {
+                let _ = token_tx.send(());
+            }
+            let task_p = task.clone();
+            s.spawn(move || {
+                let mut plans = chunk_plans(extents, region_len, cs).peekable();
+                let batch_jobs = threads * 4;
+                let mut take_batch = || -> Vec<Vec<ChunkPlan>> {
+                    (0..batch_jobs)
+                        .map_while(|_| {
+                            let c: Vec<ChunkPlan> = plans.by_ref().take(per_frame).collect();
+                            (!c.is_empty()).then_some(c)
+                        })
+                        .collect()
+                };
+                let mut next = take_batch();
+                prefetch_batch(src, &next);
+                let mut seq = 0u64;
+                while !next.is_empty() {
+                    if task_p.check_cancelled().is_err() {
+                        return;
+                    }
+                    let batch = std::mem::replace(&mut next, take_batch());
+                    prefetch_batch(src, &next);
+                    for chunks in batch {
+                        if token_rx.recv().is_err() || plan_tx.send((seq, chunks)).is_err() {
+                            return;
+                        }
+                        seq += 1;
+                    }
+                }
+            });
+            // Hashers: read, test for zeros and hash on all cores; while one
+            // waits for the disk the others hash.
+            let (hashed_tx, hashed_rx) = bounded::<Result<Hashed, ImageError>>(threads * 4);
+            for _ in 0..threads {
+                let plan_rx = plan_rx.clone();
+                let hashed_tx = hashed_tx.clone();
+                let keys = keys.clone();
+                s.spawn(move || {
+                    for (seq, chunks) in plan_rx.iter() {
+                        let r = read_frame(src, &chunks, cs, keys.as_deref(), region_id).map(|(buf, sums)| Hashed { seq, chunks, buf, sums });
+                        let stop = r.is_err();
+                        if hashed_tx.send(r).is_err() || stop {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(plan_rx);
+            drop(hashed_tx);
+            // Decider: the decisions that need order (unchanged since the
+            // base, duplicate, new), frame by frame in sequence, so workers
+            // only compress what is new.
             let task_r = task.clone();
-            let keys_r = keys.clone();
             let mut seen = std::mem::take(&mut self.seen);
             let mut base = base.map(|(r, reg)| BaseCursor::new(r, reg));
             let reader = s.spawn(move || {
-                let mut plans = chunk_plans(extents, region_len, cs).peekable();
-                let mut seq = 0u64;
-                // Reading, the zero test and hashing run on all cores, a
-                // batch of frames at a time; the decisions that need order
-                // (unchanged since the base, duplicate, new) follow in order.
-                let batch_jobs = threads * 4;
-                while plans.peek().is_some() {
+                let mut pending: BTreeMap<u64, Hashed> = BTreeMap::new();
+                let mut want = 0u64;
+                for r in hashed_rx.iter() {
                     if let Err(e) = task_r.check_cancelled() {
                         let _ = job_tx.send(Err(e.into()));
                         return seen;
                     }
-                    let batch: Vec<Vec<ChunkPlan>> = (0..batch_jobs).map_while(|_| {
-                        let c: Vec<ChunkPlan> = plans.by_ref().take(per_frame).collect();
-                        (!c.is_empty()).then_some(c)
-                    }).collect();
-                    let read = match read_and_hash(src, &batch, cs, keys_r.as_deref(), threads, region_id) {
-                        Ok(r) => r,
+                    match r {
+                        Ok(h) => {
+                            pending.insert(h.seq, h);
+                        }
                         Err(e) => {
                             let _ = job_tx.send(Err(e));
                             return seen;
                         }
-                    };
-                    for (chunks, (buf, sums)) in batch.into_iter().zip(read) {
+                    }
+                    while let Some(Hashed { seq, chunks, buf, sums }) = pending.remove(&want) {
+                        want += 1;
+                        let _ = token_tx.send(());
                         let mut kinds = Vec::with_capacity(chunks.len());
                         let mut hashes = Vec::with_capacity(chunks.len());
                         for (c, sum) in chunks.iter().zip(sums) {
@@ -441,8 +511,10 @@ impl ImageWriter {
                         if job_tx.send(Ok(FrameJob { seq, chunks, kinds, hashes, buf })).is_err() {
                             return seen;
                         }
-                        seq += 1;
                     }
+                }
+                if let Err(e) = task_r.check_cancelled() {
+                    let _ = job_tx.send(Err(e.into()));
                 }
                 seen
             });
