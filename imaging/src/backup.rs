@@ -200,12 +200,10 @@ fn raw_region(kind: RegionKind, start: u64, len: u64) -> PlannedRegion {
 /// Device number ("major:minor") of the filesystem holding `path` (or its
 /// nearest existing parent).
 fn fs_devnum_of(path: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
     let mut p = Some(path);
     while let Some(cur) = p {
         if let Ok(m) = std::fs::metadata(cur) {
-            let d = m.dev();
-            return Some(format!("{}:{}", libc::major(d), libc::minor(d)));
+            return blockdev::fs_devnum(&m);
         }
         p = cur.parent().filter(|x| !x.as_os_str().is_empty()).or(if cur.is_relative() { Some(Path::new(".")) } else { None });
         if p == Some(cur) {
@@ -291,10 +289,7 @@ pub fn plan_backup(req: &BackupRequest) -> Result<BackupPlan, Error> {
         if let Some(p) = report.partition(*n) {
             let rw_mounted = p.device.as_ref().is_some_and(|d| {
                 let m = blockdev::mounts();
-                let dn = std::fs::metadata(d).ok().map(|md| {
-                    use std::os::unix::fs::MetadataExt;
-                    format!("{}:{}", libc::major(md.rdev()), libc::minor(md.rdev()))
-                });
+                let dn = blockdev::node_devnum(d);
                 m.iter().any(|mm| Some(&mm.devnum) == dn.as_ref() && mount_is_rw(&mm.mountpoint))
             });
             if rw_mounted {
@@ -305,10 +300,7 @@ pub fn plan_backup(req: &BackupRequest) -> Result<BackupPlan, Error> {
             }
             if let (Some(out), Some(d)) = (&req.output, &p.device) {
                 let out_dev = fs_devnum_of(out);
-                let part_dev = std::fs::metadata(d).ok().map(|md| {
-                    use std::os::unix::fs::MetadataExt;
-                    format!("{}:{}", libc::major(md.rdev()), libc::minor(md.rdev()))
-                });
+                let part_dev = blockdev::node_devnum(d);
                 if out_dev.is_some() && out_dev == part_dev {
                     return Err(Error::refused(
                         format!("the image would be written into partition {n}, which is being backed up"),

@@ -5,13 +5,22 @@
 //! (`/run/udev/data`), `/proc/self/mountinfo` and `/proc/swaps`, so no external
 //! tool is needed in the initramfs. A regular file is treated as a disk with
 //! 512-byte sectors (or the size the caller says).
+//!
+//! On Windows only disk image files work so far: `\\.\PhysicalDriveN`
+//! enumeration and volume locking are not written yet, so block devices are
+//! refused there with [`BlockError::Unsupported`].
 
+#[cfg(unix)]
+pub(crate) mod sys;
+#[cfg(windows)]
+#[path = "blockdev/sys_windows.rs"]
 pub(crate) mod sys;
 
 pub use sys::advise_sequential;
 
 use std::fs::{File, OpenOptions};
 use std::io;
+#[cfg(unix)]
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -78,6 +87,8 @@ pub enum BlockError {
     Busy { path: PathBuf, reasons: String },
     #[error("{path} changed since the plan was made: {what}")]
     IdentityChanged { path: PathBuf, what: String },
+    #[error("{path}: {what} is not supported on this system yet")]
+    Unsupported { path: PathBuf, what: &'static str },
 }
 
 impl BlockError {
@@ -87,6 +98,7 @@ impl BlockError {
             BlockError::NotADisk { .. } => "pass a disk such as /dev/sdb, /dev/nvme0n1, /dev/loop0, or a disk image file",
             BlockError::Busy { .. } => "unmount its filesystems, swapoff, stop LVM/md users (vgchange -an, mdadm --stop), then try again",
             BlockError::IdentityChanged { .. } => "the disks changed (hot-plug?): run the command again to make a new plan",
+            BlockError::Unsupported { .. } => "use a disk image file here, or run the Linux rescue system for raw disks",
         }
     }
 }
@@ -108,16 +120,60 @@ fn sysfs_dir(devnum: &str) -> Option<PathBuf> {
     std::fs::canonicalize(p).ok()
 }
 
+#[cfg(unix)]
 fn devnum_of(meta: &std::fs::Metadata) -> String {
     let rdev = meta.rdev();
     format!("{}:{}", libc::major(rdev), libc::minor(rdev))
 }
 
+/// Identity of a regular file, to recognise it under another name:
+/// (st_dev, st_ino) on Unix, (volume serial number, file index) on Windows.
+pub fn file_id(f: &File) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    return f.metadata().ok().map(|m| (m.dev(), m.ino()));
+    #[cfg(windows)]
+    return sys::file_id(f).ok();
+}
+
+/// [`file_id`] of the file at `path` (None when it cannot be opened).
+pub fn file_id_of_path(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    return std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    #[cfg(windows)]
+    return File::open(path).ok().and_then(|f| file_id(&f));
+}
+
+/// "major:minor" of the device node at `path`; None for anything else and on
+/// systems without device numbers.
+pub fn node_devnum(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    return std::fs::metadata(path).ok().map(|m| devnum_of(&m));
+    #[cfg(not(unix))]
+    return {
+        let _ = path;
+        None
+    };
+}
+
+/// "major:minor" of the filesystem holding the file with metadata `m`; None on
+/// systems without device numbers.
+pub fn fs_devnum(m: &std::fs::Metadata) -> Option<String> {
+    #[cfg(unix)]
+    return Some(format!("{}:{}", libc::major(m.dev()), libc::minor(m.dev())));
+    #[cfg(not(unix))]
+    return {
+        let _ = m;
+        None
+    };
+}
+
+#[cfg(unix)]
 fn udev_property(devnum: &str, key: &str) -> Option<String> {
     let db = std::fs::read_to_string(format!("/run/udev/data/b{devnum}")).ok()?;
     db.lines().find_map(|l| l.strip_prefix("E:")?.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
 }
 
+#[cfg(unix)]
 fn transport_of(sys: &Path, name: &str) -> Option<String> {
     let s = sys.to_string_lossy();
     let t = if name.starts_with("loop") {
@@ -166,13 +222,24 @@ pub fn probe_disk(path: &Path, file_sector_size: Option<u32>) -> Result<DiskInfo
             read_only: meta.permissions().readonly(),
             devnum: None,
             loop_backing: None,
-            file_id: Some((meta.dev(), meta.ino())),
+            file_id: file_id_of_path(path),
         });
     }
+    probe_block(path, &meta)
+}
+
+#[cfg(windows)]
+fn probe_block(path: &Path, _meta: &std::fs::Metadata) -> Result<DiskInfo, BlockError> {
+    Err(BlockError::Unsupported { path: path.to_path_buf(), what: "using a raw disk (not a disk image file) on Windows" })
+}
+
+#[cfg(unix)]
+fn probe_block(path: &Path, meta: &std::fs::Metadata) -> Result<DiskInfo, BlockError> {
+    let ft = meta.file_type();
     if !ft.is_block_device() {
         return Err(BlockError::NotADisk { path: path.to_path_buf() });
     }
-    let devnum = devnum_of(&meta);
+    let devnum = devnum_of(meta);
     let sys = sysfs_dir(&devnum).ok_or_else(|| BlockError::NotADisk { path: path.to_path_buf() })?;
     let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // A partition's queue/ and device/ live in the parent disk's directory.
@@ -296,9 +363,7 @@ pub fn swap_devnums() -> Vec<String> {
     s.lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .filter(|m| m.file_type().is_block_device())
-        .map(|m| devnum_of(&m))
+        .filter_map(|p| node_devnum(Path::new(p)))
         .collect()
 }
 
@@ -315,10 +380,8 @@ pub fn loops_backed_by(file_id: (u64, u64)) -> Vec<PathBuf> {
     for p in list_block_disks() {
         if let Ok(info) = probe_disk(&p, None) {
             if let Some(b) = &info.loop_backing {
-                if let Ok(m) = std::fs::metadata(b) {
-                    if (m.dev(), m.ino()) == file_id {
-                        out.push(p);
-                    }
+                if file_id_of_path(b) == Some(file_id) {
+                    out.push(p);
                 }
             }
         }
@@ -333,7 +396,7 @@ pub fn busy_reasons(disk: &DiskInfo) -> Vec<String> {
     // devices, e.g. one per partition with `losetup -o`: their users count.
     let backing_id = match disk.kind {
         DiskKind::File => disk.file_id,
-        DiskKind::Block => disk.loop_backing.as_ref().and_then(|b| std::fs::metadata(b).ok()).map(|m| (m.dev(), m.ino())),
+        DiskKind::Block => disk.loop_backing.as_deref().and_then(file_id_of_path),
     };
     if let Some(id) = backing_id {
         for l in loops_backed_by(id) {
@@ -410,16 +473,23 @@ impl TargetDisk {
         }
         let mut oo = OpenOptions::new();
         oo.read(true).write(true);
+        #[cfg(unix)]
         if info.kind == DiskKind::Block {
             oo.custom_flags(libc::O_EXCL);
         }
+        // Windows: share reading only, so no one else may open it for writing
+        // while we hold it (a second writer gets ERROR_SHARING_VIOLATION); this
+        // replaces the advisory lock, which Windows has no equivalent of.
+        #[cfg(windows)]
+        std::os::windows::fs::OpenOptionsExt::share_mode(&mut oo, FILE_SHARE_READ);
         let file = oo.open(path).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                BlockError::Busy { path: path.to_path_buf(), reasons: "the kernel reports it busy (a partition is mounted or claimed)".into() }
+            if is_busy_error(&e) {
+                BlockError::Busy { path: path.to_path_buf(), reasons: "the system reports it busy (a partition is mounted or claimed, or another program has it open)".into() }
             } else {
                 BlockError::Io { path: path.to_path_buf(), source: e }
             }
         })?;
+        #[cfg(unix)]
         if info.kind == DiskKind::File {
             sys::lock_exclusive(&file).map_err(|_| BlockError::Busy { path: path.to_path_buf(), reasons: "another program holds a lock on it".into() })?;
         }
@@ -455,6 +525,7 @@ impl TargetDisk {
         self.file.sync_all().map_err(io_err(&self.info.path))?;
         let mut notes = Vec::new();
         if self.info.kind == DiskKind::Block {
+            #[cfg(unix)]
             let _ = sys::flush_buffers(&self.file);
             let mut last = None;
             for i in 0..10 {
@@ -473,10 +544,25 @@ impl TargetDisk {
                 notes.push(format!("the kernel did not re-read the partition table of {} ({e}); reboot or run `partprobe`", self.info.path.display()));
             }
             // Let udev create the partition nodes.
+            #[cfg(target_os = "linux")]
             let _ = std::process::Command::new("udevadm").args(["settle", "--timeout=10"]).status();
         }
         Ok(notes)
     }
+}
+
+/// FILE_SHARE_READ from <winnt.h>.
+#[cfg(windows)]
+const FILE_SHARE_READ: u32 = 1;
+
+/// Whether opening failed because someone else holds the disk: EBUSY for an
+/// O_EXCL open on Linux, a sharing violation (ERROR_SHARING_VIOLATION = 32) on
+/// Windows.
+fn is_busy_error(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    return e.raw_os_error() == Some(libc::EBUSY);
+    #[cfg(windows)]
+    return e.raw_os_error() == Some(32);
 }
 
 /// Sizes the way people read them: 1.5 GiB, 512 MiB, 4.0 KiB.

@@ -129,18 +129,26 @@ fn image_files(dir: &Path) -> Vec<PathBuf> {
 /// image's task), oldest first. `verify` also checks every stored byte each
 /// intact point uses (the fast stored-hash pass).
 pub fn discover(path: &Path, password: Option<&[u8]>, verify: bool, task: &Task) -> Result<Vec<PointSummary>, Error> {
-    let (dir, only) = if path.is_dir() {
-        (path.to_path_buf(), None)
+    let (files, only) = if path.is_dir() {
+        (image_files(path), None)
     } else {
         let r = ImageReader::open_without_links(path, password).map_err(Error::from)?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        (dir, Some(chain_of(r.catalog(), path).task_id))
+        let chain = chain_of(r.catalog(), path);
+        let files = if crate::store::for_path(path).can_list() {
+            image_files(&dir)
+        } else {
+            // A web server cannot list its folder: the point and the files
+            // it depends on, by their recorded names.
+            std::iter::once(path.to_path_buf()).chain(chain.links.iter().map(|l| dir.join(&l.file))).collect()
+        };
+        (files, Some(chain.task_id))
     };
     let mut out = Vec::new();
-    for f in image_files(&dir) {
+    for f in files {
         let s = summarize(&f, password, verify, task)?;
         if only.as_ref().is_none_or(|t| *t == s.task_id) {
             out.push(s);
@@ -151,8 +159,10 @@ pub fn discover(path: &Path, password: Option<&[u8]>, verify: bool, task: &Task)
 }
 
 fn summarize(path: &Path, password: Option<&[u8]>, verify: bool, task: &Task) -> Result<PointSummary, Error> {
-    let vols = volume::VolumeSet::open(path).map(|v| v.paths()).unwrap_or_else(|_| vec![path.to_path_buf()]);
-    let bytes = vols.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let (vols, bytes) = match volume::VolumeSet::open(path) {
+        Ok(v) => (v.paths(), v.stored_bytes()),
+        Err(_) => (vec![path.to_path_buf()], std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)),
+    };
     let id = volume::volume_id(path).map(|(_, id)| hex(&id)).unwrap_or_default();
     let mut s = PointSummary {
         path: path.to_path_buf(),

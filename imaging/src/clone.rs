@@ -58,9 +58,8 @@ pub fn plan_clone(req: &CloneRequest) -> Result<ClonePlan, Error> {
         return Err(Error::refused("the target partition is the source partition", "choose another target partition"));
     }
     if let Some(b) = &target.loop_backing {
-        if let (Some(id), Ok(m)) = (bp.source.file_id, std::fs::metadata(b)) {
-            use std::os::unix::fs::MetadataExt;
-            if (m.dev(), m.ino()) == id {
+        if let Some(id) = bp.source.file_id {
+            if blockdev::file_id_of_path(b) == Some(id) {
                 return Err(Error::refused("the target is a loop device over the source file", "choose another target"));
             }
         }

@@ -23,6 +23,10 @@ pub enum Error {
     Tool { cmd: String, detail: String },
     #[error("cancelled by the user")]
     Cancelled,
+    /// Reading the source failed partway (a network store went away); says
+    /// what happened and what state the target is in.
+    #[error("{detail}")]
+    Interrupted { detail: String, hint: String },
     /// Written data does not read back as planned.
     #[error("verification failed: {0}")]
     Verify(String),
@@ -75,6 +79,7 @@ impl Error {
             Error::Io { .. } => "check the device or file and its free space, then try again".into(),
             Error::Tool { .. } => "install the tool or run the step by hand; the data itself was written".into(),
             Error::Cancelled => "nothing more to do".into(),
+            Error::Interrupted { hint, .. } => hint.clone(),
             Error::Verify(_) => "the target or its medium may be failing: check it and run the operation again".into(),
         }
     }

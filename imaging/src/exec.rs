@@ -14,7 +14,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::blockdev::{self, BlockError, DiskInfo, DiskKind, TargetDisk};
 use crate::error::Error;
 use crate::image::format::RegionKind;
+use crate::image::ImageError;
 use crate::inventory::DiskReport;
 use crate::layout::{self, FsGrow, Layout, LayoutOptions, SrcLayout};
 use crate::part::{self, PartitionTable};
-use crate::read_at::{ReadAt, Window};
+use crate::read_at::{FileExt, ReadAt, Window};
 use crate::shrink::{self, Scratch};
 use crate::task::Task;
 
@@ -193,17 +193,18 @@ pub struct WriteOutcome {
     pub grown: Vec<String>,
 }
 
-/// Whether the file or folder with metadata `m` is the target, or lives on
-/// it (a filesystem of the target, or of a loop device over the target file).
-pub fn lies_on(target: &DiskInfo, m: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
+/// Whether the open file or folder `f` is the target, or lives on it (a
+/// filesystem of the target, or of a loop device over the target file).
+pub fn lies_on(target: &DiskInfo, f: &File) -> bool {
+    let Ok(m) = f.metadata() else { return false };
+    let id = blockdev::file_id(f);
     let parts = blockdev::partition_devices(target);
-    let fsdev = format!("{}:{}", libc::major(m.dev()), libc::minor(m.dev()));
+    let fsdev = blockdev::fs_devnum(&m).unwrap_or_default();
     let on_target = match target.kind {
         DiskKind::Block => target.devnum.as_deref() == Some(fsdev.as_str()) || parts.iter().any(|(_, _, dn)| *dn == fsdev),
-        DiskKind::File => target.file_id == Some((m.dev(), m.ino())),
+        DiskKind::File => id.is_some() && target.file_id == id,
     };
-    let backing = target.loop_backing.as_ref().and_then(|b| std::fs::metadata(b).ok()).is_some_and(|b| (b.dev(), b.ino()) == (m.dev(), m.ino()));
+    let backing = id.is_some() && target.loop_backing.as_deref().and_then(blockdev::file_id_of_path) == id;
     // On a filesystem of a loop device whose backing file is the target.
     let via_loop = target.kind == DiskKind::File
         && blockdev::loops_backed_by(target.file_id.unwrap_or((0, 0))).iter().any(|l| {
@@ -217,8 +218,7 @@ pub fn lies_on(target: &DiskInfo, m: &std::fs::Metadata) -> bool {
 /// Refuse when an image volume lives on the target (or is the target).
 pub fn refuse_if_target_holds(target: &DiskInfo, files: &[(PathBuf, &File)]) -> Result<(), Error> {
     for (path, f) in files {
-        let Ok(m) = f.metadata() else { continue };
-        if lies_on(target, &m) {
+        if lies_on(target, f) {
             return Err(Error::refused(
                 format!("{} holds the image being read ({})", target.path.display(), path.display()),
                 "copy the image to another disk first, or choose another target",
@@ -261,9 +261,9 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
             })
             .collect();
         let items: Vec<(u32, &dyn ReadAt)> = windows.iter().map(|(r, w)| (*r, w as &dyn ReadAt)).collect();
-        src.verify_changed(&items, task)?;
+        src.verify_changed(&items, task).map_err(|e| source_failed(e, format!("nothing was written to {}", plan.target.path.display())))?;
     } else {
-        src.verify(&ids, task)?;
+        src.verify(&ids, task).map_err(|e| source_failed(e, format!("nothing was written to {}", plan.target.path.display())))?;
     }
     task.check_cancelled()?;
     // 2b. Shrink into scratch files; they are deleted when `shrunk` drops.
@@ -386,6 +386,17 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
     Ok(WriteOutcome { bytes_written, seconds: t0.elapsed().as_secs_f64(), notes, grown })
 }
 
+/// A read of the image failed (e.g. its web server went away): say so, and
+/// the target's state, keeping the store's hint. Other errors pass unchanged.
+fn source_failed(e: Error, state: String) -> Error {
+    match e {
+        Error::Image(ie @ ImageError::Io { .. }) => {
+            Error::Interrupted { detail: format!("reading the image failed: {ie}; {state}"), hint: format!("{}; then run the restore again", ie.hint()) }
+        }
+        other => other,
+    }
+}
+
 fn annotate_target_state(e: Error, plan: &WritePlan, written: u64) -> Error {
     let state = if plan.whole_disk {
         format!(
@@ -398,6 +409,7 @@ fn annotate_target_state(e: Error, plan: &WritePlan, written: u64) -> Error {
     match e {
         Error::Cancelled => Error::Refused { reason: format!("cancelled: {state}"), hint: "run the restore again to complete it".into() },
         Error::Image(ie) if ie.is_verification_failure() => Error::Verify(format!("{ie}; {state}")),
+        e @ Error::Image(ImageError::Io { .. }) => source_failed(e, state),
         other => Error::Tool { cmd: "restore".into(), detail: format!("{other}; {state}") },
     }
 }
@@ -448,6 +460,12 @@ fn run(cmd: &mut Command) -> Result<String, Error> {
 
 /// Grow the filesystem of one partition to its new size.
 fn grow_fs(disk: &Path, g: &FsGrow) -> Result<String, Error> {
+    if !cfg!(target_os = "linux") {
+        return Err(Error::Tool {
+            cmd: "grow".into(),
+            detail: format!("growing {} of partition {} is not supported on this system yet (it needs a Linux loop device); grow it from the Linux rescue system", g.fs, g.partition),
+        });
+    }
     let lo = LoopDevice::attach(disk, g.offset, g.to)?;
     match g.fs.as_str() {
         "ext2" | "ext3" | "ext4" => {

@@ -66,7 +66,10 @@ impl ImageError {
     /// What the user can do about it.
     pub fn hint(&self) -> &'static str {
         match self {
-            ImageError::Io { .. } => "check that the path exists, is readable, and the medium is healthy",
+            ImageError::Io { source, .. } => match crate::store::StoreError::find(source) {
+                Some(e) => e.hint(),
+                None => "check that the path exists, is readable, and the medium is healthy",
+            },
             ImageError::NotAnImage { .. } => "pass the image file written by `rescue backup` (for a split image, its .001 volume)",
             ImageError::Version { .. } => "use the rescue version that wrote the image or a newer one",
             ImageError::Incomplete { .. } => "the backup was interrupted or a volume is missing: copy all volumes again, or make a new backup",

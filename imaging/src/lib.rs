@@ -24,3 +24,4 @@ pub mod restore;
 pub mod shrink;
 pub mod chain;
 pub mod retention;
+pub mod store;

@@ -21,11 +21,16 @@
 //! else (the planner keeps those at their size); shrinking in place on the
 //! target (a failure would leave a half-moved filesystem there).
 
+#[cfg(unix)]
+mod sys;
+#[cfg(windows)]
+#[path = "shrink/sys_windows.rs"]
 mod sys;
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+#[cfg(unix)]
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -35,6 +40,7 @@ use crate::blockdev::{human_size, DiskInfo};
 use crate::error::Error;
 use crate::exec::{self, LoopDevice, RegionSource};
 use crate::layout::{FsShrink, Layout};
+use crate::read_at::FileExt;
 use crate::task::Task;
 
 /// Where scratch files go unless the user chooses.
@@ -75,6 +81,12 @@ fn scratch_hint() -> &'static str {
 /// Check the scratch folder for `layout`'s shrinks: it exists, is not on the
 /// target, and has room.
 pub fn plan_scratch(dir: Option<&Path>, layout: &Layout, target: &DiskInfo) -> Result<Scratch, Error> {
+    if !cfg!(target_os = "linux") {
+        return Err(Error::refused(
+            "shrinking filesystems is not supported on this system yet (it needs resize2fs or ntfsresize on a Linux loop device)",
+            "restore to a target with room for every partition at its size, or run this restore from the Linux rescue system",
+        ));
+    }
     let dir = dir.map_or_else(|| PathBuf::from(DEFAULT_SCRATCH_DIR), Path::to_path_buf);
     let needed = scratch_needed(layout);
     let available = check_dir(&dir, needed, target)?;
@@ -91,7 +103,7 @@ fn check_dir(dir: &Path, needed: u64, target: &DiskInfo) -> Result<u64, Error> {
     if !m.is_dir() {
         return Err(Error::refused(format!("the scratch path {} is not a folder", dir.display()), scratch_hint()));
     }
-    if exec::lies_on(target, &m) {
+    if exec::lies_on(target, &f) {
         return Err(Error::refused(
             format!("the scratch folder {} lies on the target {}, which the restore overwrites", dir.display(), target.path.display()),
             scratch_hint(),
@@ -165,7 +177,7 @@ fn tool(s: &FsShrink, cmd: &mut Command, ok: &dyn Fn(i32) -> bool) -> Result<Str
 fn is_no_space(e: &Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
-        if c.downcast_ref::<io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC)) {
+        if c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::StorageFull) {
             return true;
         }
         cur = c.source();
@@ -189,11 +201,11 @@ fn ext_block_size(dev: &Path) -> Option<u64> {
 /// its filesystem to `s.to` bytes there.
 pub fn shrink(src: &dyn RegionSource, s: &FsShrink, dir: &Path, task: &Task) -> Result<Shrunk, Error> {
     let path = dir.join(format!("rescue-shrink-{}-part{}-{:08x}.img", std::process::id(), s.partition, u32::from_le_bytes(crate::image::crypto::random())));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
+    let mut oo = std::fs::OpenOptions::new();
+    oo.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    oo.mode(0o600);
+    let file = oo
         .open(&path)
         .map_err(|e| Error::refused(format!("cannot create a scratch file in {}: {e}", dir.display()), scratch_hint()))?;
     // From here on the guard deletes the file whatever happens.
@@ -282,7 +294,10 @@ pub fn shrink(src: &dyn RegionSource, s: &FsShrink, dir: &Path, task: &Task) -> 
 
 /// Bytes of the data extents of `sh` (what the source and the tools wrote).
 pub fn data_bytes(sh: &Shrunk) -> u64 {
-    sh.file.metadata().map(|m| m.blocks() * 512).unwrap_or(sh.len).min(sh.len)
+    #[cfg(unix)]
+    return sh.file.metadata().map(|m| m.blocks() * 512).unwrap_or(sh.len).min(sh.len);
+    #[cfg(not(unix))]
+    return sh.len;
 }
 
 /// Give the shrunk filesystem's data extents to `write(offset, data)`; holes

@@ -184,7 +184,8 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct PointsArgs {
-    /// A folder of images, or one image (then only its task is shown).
+    /// A folder of images, or one image (then only its task is shown; an
+    /// http(s):// URL shows the point and the points it depends on).
     pub path: PathBuf,
     /// Also check every stored byte of each point (the fast check).
     #[arg(long)]
@@ -334,7 +335,8 @@ pub struct BackupOpts {
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// The image (a single file, or NAME / NAME.001 of a split set).
+    /// The image (a single file, or NAME / NAME.001 of a split set); or an
+    /// http:// or https:// URL of one on a web server with range requests.
     pub image: PathBuf,
     /// Read the password from this file (encrypted images).
     #[arg(long)]
@@ -402,7 +404,8 @@ pub struct LayoutOpts {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The image to restore.
+    /// The image to restore: a file, or an http:// or https:// URL (read
+    /// with range requests; only the chunks needed are fetched).
     pub image: PathBuf,
     /// Target: DISK (whole disk; with --part: new partition in free space) or
     /// DISK:M (into existing partition M).

@@ -83,7 +83,7 @@ fn open_links(path: &Path, header: &Header, chain: &ChainInfo) -> Result<Vec<Vol
     for l in &chain.links {
         let missing = |why: String| ImageError::MissingLink { file: dir.join(&l.file).display().to_string(), kind: l.kind.name().into(), sequence: l.sequence, why };
         let named = dir.join(&l.file);
-        let first_try = if named.exists() { Some(open_link(&named, l, header)) } else { None };
+        let first_try = if crate::store::for_path(&named).exists(&named) { Some(open_link(&named, l, header)) } else { None };
         let vs = match first_try {
             Some(Ok(v)) => v,
             other => {

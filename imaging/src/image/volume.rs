@@ -7,12 +7,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{VolumeHeader, VOLUME_HEADER_LEN};
 use super::ImageError;
-use crate::read_at::ReadAt;
+use crate::read_at::{FileExt, ReadAt};
+use crate::store::{self, StoreFile};
 
 /// Smallest split size accepted: smaller volumes make thousands of files.
 pub const MIN_SPLIT: u64 = 50 << 20;
@@ -222,7 +222,7 @@ fn rename_noclobber(tmp: &Path, fin: &Path) -> Result<(), ImageError> {
 
 struct Vol {
     path: PathBuf,
-    file: File,
+    file: StoreFile,
     /// Logical offset of this volume's first payload byte.
     start: u64,
     len: u64,
@@ -242,15 +242,21 @@ impl std::fmt::Debug for VolumeSet {
     }
 }
 
-fn read_vol_header(path: &Path) -> Result<(File, VolumeHeader, u64), ImageError> {
-    let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
-    crate::blockdev::advise_sequential(&file);
-    let len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+fn read_vol_header(path: &Path) -> Result<(StoreFile, VolumeHeader, u64), ImageError> {
+    let file = store::for_path(path).open(path).map_err(|e| ImageError::io(path, e))?;
+    read_opened_header(path, file)
+}
+
+fn read_opened_header(path: &Path, file: StoreFile) -> Result<(StoreFile, VolumeHeader, u64), ImageError> {
+    if let Some(f) = file.local() {
+        crate::blockdev::advise_sequential(f);
+    }
+    let len = file.len().map_err(|e| ImageError::io(path, e))?;
     let mut b = [0u8; VOLUME_HEADER_LEN];
     if len < VOLUME_HEADER_LEN as u64 {
         return Err(ImageError::NotAnImage { path: path.into(), offset: 0 });
     }
-    FileExt::read_exact_at(&file, &mut b, 0).map_err(|e| ImageError::io(path, e))?;
+    file.read_exact_at(&mut b, 0).map_err(|e| ImageError::io(path, e))?;
     let h = VolumeHeader::decode(&b).map_err(|e| match e {
         super::format::DecodeError::Version(v) => ImageError::Version { path: path.into(), version: v, supported: super::format::FORMAT_VERSION },
         super::format::DecodeError::Hash => ImageError::Corrupt { what: format!("volume header of {} is damaged", path.display()), offset: 0, volume: 0, volume_offset: 0 },
@@ -279,14 +285,28 @@ impl VolumeSet {
     /// Open an image by any of its names: `NAME` (single file or split base),
     /// `NAME.001`, or another volume of the set.
     pub fn open(path: &Path) -> Result<Self, ImageError> {
-        let first = if path.exists() {
-            path.to_path_buf()
-        } else if split_name(path, 0).exists() {
-            split_name(path, 0)
-        } else {
-            return Err(ImageError::io(path, io::Error::new(io::ErrorKind::NotFound, "no such image file (nor a .001 volume)")));
+        let store = store::for_path(path);
+        // Open rather than test for existence first: on a web server each
+        // test is a request.
+        let not_found = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let (first, opened) = match store.open(path) {
+            Ok(f) => (path.to_path_buf(), f),
+            Err(e) if not_found(&e) => {
+                let p = split_name(path, 0);
+                match store.open(&p) {
+                    Ok(f) => (p, f),
+                    Err(e2) if not_found(&e2) => {
+                        // A remote store's answer ("404 Not Found") says more
+                        // than a bare "not found".
+                        let why = if store::is_remote(path) { format!("{e} (nor a .001 volume)") } else { "no such image file (nor a .001 volume)".into() };
+                        return Err(ImageError::io(path, io::Error::new(io::ErrorKind::NotFound, why)));
+                    }
+                    Err(e) => return Err(ImageError::io(&p, e)),
+                }
+            }
+            Err(e) => return Err(ImageError::io(path, e)),
         };
-        let (file, h, len) = read_vol_header(&first)?;
+        let (file, h, len) = read_opened_header(&first, opened)?;
         if h.split_size == 0 {
             if h.index != 0 {
                 return Err(ImageError::WrongVolume { path: first, expected: 0, what: format!("it says it is volume {}", h.index + 1) });
@@ -311,10 +331,11 @@ impl VolumeSet {
         let mut index = 0u32;
         loop {
             let p = split_name(&base, index);
-            if !p.exists() {
-                break;
-            }
-            let (file, vh, len) = read_vol_header(&p)?;
+            let (file, vh, len) = match store.open(&p) {
+                Ok(f) => read_opened_header(&p, f)?,
+                Err(e) if not_found(&e) => break,
+                Err(e) => return Err(ImageError::io(&p, e)),
+            };
             if vh.image_id != image_id {
                 return Err(ImageError::WrongVolume { path: p, expected: index + 1, what: "it belongs to another image".into() });
             }
@@ -338,7 +359,7 @@ impl VolumeSet {
         // A later volume present while an earlier one is missing.
         for gap in 1..=3 {
             let p = split_name(&base, index + gap);
-            if p.exists() {
+            if store.exists(&p) {
                 return Err(ImageError::MissingVolume { index: index + 1, path: split_name(&base, index) });
             }
         }
@@ -379,8 +400,14 @@ impl VolumeSet {
 
     /// Device numbers (st_dev) of the filesystems holding the volumes, so a
     /// restore can refuse to overwrite the disk the image lives on.
+    /// Volumes on remote stores have none (they cannot be the target).
     pub fn files(&self) -> impl Iterator<Item = (&Path, &File)> {
-        self.vols.iter().map(|v| (v.path.as_path(), &v.file))
+        self.vols.iter().filter_map(|v| v.file.local().map(|f| (v.path.as_path(), f)))
+    }
+
+    /// Bytes of the volume files (headers included).
+    pub fn stored_bytes(&self) -> u64 {
+        self.vols.iter().map(|v| v.len + VOLUME_HEADER_LEN as u64).sum()
     }
 }
 
@@ -394,7 +421,10 @@ impl ReadAt for VolumeSet {
             let v = self.vols.get(i).ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the last volume"))?;
             let within = offset - v.start;
             let n = ((v.len - within) as usize).min(buf.len());
-            FileExt::read_exact_at(&v.file, &mut buf[..n], within + VOLUME_HEADER_LEN as u64)?;
+            match &v.file {
+                StoreFile::Local(f) => FileExt::read_exact_at(f, &mut buf[..n], within + VOLUME_HEADER_LEN as u64)?,
+                remote => remote.read_exact_at(&mut buf[..n], within + VOLUME_HEADER_LEN as u64)?,
+            }
             buf = &mut buf[n..];
             offset += n as u64;
             i += 1;
