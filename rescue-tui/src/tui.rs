@@ -15,8 +15,9 @@
 //!   and asks for the target's short name.
 //!
 //! Deliberately unsupported for now: mounting a partition read-write as a
-//! backup destination, SMB shares, image chains, universal restore, manual
-//! partition resizing, a shell, and the mouse.
+//! backup destination, SMB shares, universal restore, manual partition
+//! resizing, a shell, and the mouse. Chains: new points of unencrypted tasks
+//! only (an encrypted task's source is unknown until its password is typed).
 
 pub mod event;
 pub mod keys;

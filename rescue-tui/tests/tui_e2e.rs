@@ -1,8 +1,10 @@
 //! End-to-end: the real `rescue` TUI in tmux, driven with send-keys and read
 //! with capture-pane. A complete backup of a sample disk image, a restore
 //! onto a second image file, a clone onto a third, and a cancel mid-way;
-//! the results are checked with the CLI (`rescue check`, `rescue info`,
-//! `rescue disks`) and by comparing the partitions byte for byte.
+//! then a chain: a full backup, a change, an incremental point, and a restore
+//! of that point chosen from the chain. The results are checked with the CLI
+//! (`rescue check`, `rescue info`, `rescue disks`, `rescue points`) and by
+//! comparing the partitions byte for byte.
 //! Needs tmux and the mkfs tools of `scripts/make-sample-disk` (scripts/setup).
 
 mod common;
@@ -19,8 +21,8 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(cmd: &str) -> Tmux {
-        let name = format!("rescue-e2e-{}", std::process::id());
+    fn start(tag: &str, cmd: &str) -> Tmux {
+        let name = format!("rescue-e2e-{tag}-{}", std::process::id());
         let _ = Command::new("tmux").args(["kill-session", "-t", &name]).output();
         sh_ok(Command::new("tmux").args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", cmd]));
         Tmux { name }
@@ -156,7 +158,7 @@ fn tui_backup_restore_clone_cancel_in_tmux() {
         cln = cln.display(),
         big = big.display(),
     );
-    let t = Tmux::start(&cmd);
+    let t = Tmux::start("main", &cmd);
     t.wait("Recent operations", 30);
     t.wait("> [", 30);
 
@@ -267,6 +269,164 @@ fn tui_backup_restore_clone_cancel_in_tmux() {
     t.wait("[cancelled]", 10);
 
     // 5. Quit cleanly.
+    t.keys(&["q"]);
+    t.wait("rescue exited with 0", 10);
+}
+
+#[test]
+fn tui_full_then_incremental_then_restore_the_point_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test: apt-get install tmux");
+    }
+    let d = tempfile::tempdir().expect("temp dir");
+    let dir = d.path();
+    // A private copy of the sample disk: this test changes it between points.
+    let src = dir.join("src.img");
+    sh_ok(Command::new("cp").arg("--sparse=always").arg(sample_disk()).arg(&src));
+    let tgt = file(dir, "target.img", 400 << 20);
+    let imgs = dir.join("imgs");
+    std::fs::create_dir(&imgs).expect("mkdir");
+    let img = imgs.join("src.rimg");
+    let cmd = format!(
+        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {src} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
+        dir = dir.display(),
+        bin = env!("CARGO_BIN_EXE_rescue"),
+        src = src.display(),
+        tgt = tgt.display(),
+    );
+    let t = Tmux::start("chain", &cmd);
+    t.wait("Recent operations", 30);
+    t.wait("> [", 30);
+
+    // 1. A full backup of the whole disk: a new task.
+    t.select("[src.img]");
+    t.keys(&["b", "Enter"]);
+    t.wait("Which disk?", 10);
+    t.select("[src.img]");
+    t.keys(&["Enter"]);
+    t.wait("Image file:", 10);
+    t.keys(&["C-u"]);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Verify after", 10);
+    t.keys(&["Enter"]);
+    t.wait("total to read", 60);
+    t.keys(&["Enter"]);
+    let p = t.wait("Backup finished", 120);
+    assert!(p.contains("[OK]"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+
+    // 2. Change the source: a new file on its FAT32 partition.
+    let (_, start, _, fs) = parts(&src).into_iter().find(|p| p.0 == 1).expect("partition 1");
+    assert_eq!(fs, "fat32");
+    let payload = dir.join("payload.bin");
+    std::fs::write(&payload, (0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>()).expect("payload");
+    sh_ok(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{start}", src.display())).arg(&payload).arg("::/CHANGED.BIN"));
+
+    // 3. Back up the same disk to the same folder: the TUI offers a new
+    //    point of the task; take the incremental one.
+    t.keys(&["b", "Enter"]);
+    t.wait("Which disk?", 10);
+    t.select("[src.img]");
+    t.keys(&["Enter"]);
+    t.wait("Image file:", 10);
+    t.keys(&["C-u"]);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("add a point to a task", 30);
+    t.select("New incremental point");
+    t.keys(&["Enter"]);
+    t.wait("Options of the new point", 10);
+    t.keys(&["Tab"]);
+    t.text("after the change");
+    t.keys(&["Enter"]);
+    let p = t.wait("total to read", 60);
+    assert!(p.contains("New incremental point #2"), "{p}");
+    t.keys(&["Enter"]);
+    let p = t.wait("Backup finished", 120);
+    assert!(p.contains("[OK]") && p.contains("Incremental point #2 complete") && p.contains("Verified"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+
+    // The CLI sees a chain of two intact points, the second after the first.
+    let pts: serde_json::Value = serde_json::from_str(&rescue_ok(&["points", "--json", imgs.to_str().expect("utf-8")])).expect("points --json");
+    let pts = pts.as_array().expect("a list of points");
+    assert_eq!(pts.len(), 2, "{pts:?}");
+    assert_eq!((pts[0]["kind"].as_str(), pts[1]["kind"].as_str()), (Some("full"), Some("incremental")), "{pts:?}");
+    assert!(pts.iter().all(|p| p["status"] == "ok"), "{pts:?}");
+    assert_eq!(pts[1]["parent"], pts[0]["image_id"]);
+    assert_eq!(pts[1]["comment"], "after the change");
+    assert!(pts[1]["bytes"].as_u64().expect("bytes") < pts[0]["bytes"].as_u64().expect("bytes") / 4, "an incremental stores only what changed: {pts:?}");
+    let incr = PathBuf::from(pts[1]["path"].as_str().expect("path"));
+    let text = rescue_ok(&["points", imgs.to_str().expect("utf-8")]);
+    assert!(text.contains("incremental") && text.contains("after the change"), "{text}");
+
+    // 4. Restore: open the full image, pick the incremental point from its chain.
+    t.keys(&["r"]);
+    t.wait("Scan folder", 10);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Which point in time?", 30);
+    t.select("incremental");
+    t.keys(&["Enter"]);
+    t.wait("Restore what?", 30);
+    t.keys(&["Enter"]);
+    t.wait("Restore onto which disk?", 10);
+    t.select("[target.img]");
+    t.keys(&["Enter"]);
+    let p = t.wait("type target.img to start", 60);
+    assert!(p.contains(incr.file_name().and_then(|n| n.to_str()).expect("name")), "the plan restores the chosen point: {p}");
+    t.keys(&["Enter"]);
+    t.wait("Type the name", 10);
+    t.text("target.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Restore finished", 120);
+    assert!(p.contains("Restore complete"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    // The target holds the changed disk (the full point alone would lack the new file).
+    same_partitions(&src, &tgt);
+    let (_, tstart, _, _) = parts(&tgt).into_iter().find(|p| p.0 == 1).expect("partition 1");
+    let back = dir.join("back.bin");
+    sh_ok(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{tstart}", tgt.display())).arg("::/CHANGED.BIN").arg(&back));
+    assert_eq!(std::fs::read(&back).expect("copied back"), std::fs::read(&payload).expect("payload"));
+
+    // 5. Back to the full point with a changed-block restore: only what
+    //    differs is written, and the result is the same as a full restore
+    //    (done with the CLI onto a copy of the target as it is now).
+    let twin = dir.join("twin.img");
+    sh_ok(Command::new("cp").arg("--sparse=always").arg(&tgt).arg(&twin));
+    t.keys(&["r"]);
+    t.wait("Scan folder", 10);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Which point in time?", 30);
+    t.select("full");
+    t.keys(&["Enter"]);
+    t.wait("Restore what?", 30);
+    t.keys(&["Enter"]);
+    t.wait("Restore onto which disk?", 10);
+    t.select("[target.img]");
+    t.keys(&["Enter"]);
+    t.wait("type target.img to start", 60);
+    t.keys(&["Down", "Down", "Down", "Right"]);
+    t.wait("yes: read the target", 10);
+    t.keys(&["Enter"]);
+    let p = t.wait("Type the name", 10);
+    assert!(p.contains("changed-block restore"), "{p}");
+    t.text("target.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Restore finished", 120);
+    assert!(p.contains("Restore complete"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    rescue_ok(&["restore", img.to_str().expect("utf-8"), "--to", twin.to_str().expect("utf-8"), "--yes"]);
+    same_partitions(&twin, &tgt);
+    // The state of the full point: the file added later is gone.
+    let out = Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{tstart}", tgt.display())).arg("::/CHANGED.BIN").arg(dir.join("gone.bin")).output().expect("mcopy");
+    assert!(!out.status.success(), "CHANGED.BIN is still on the target after restoring the full point");
+
     t.keys(&["q"]);
     t.wait("rescue exited with 0", 10);
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crossterm::event::KeyEvent;
 use imaging::backup::{BackupPlan, BackupRequest};
+use imaging::chain::{PointPlan, PointRequest, PointSummary};
 use imaging::clone::{ClonePlan, CloneRequest};
 use imaging::exec::WritePlan;
 use imaging::image::{Catalog, Compression};
@@ -75,6 +76,12 @@ pub enum Event {
     BackupPlanned(Result<BackupPlan, Failure>),
     RestorePlanned(Result<WritePlan, Failure>),
     ClonePlanned(Result<Box<ClonePlan>, Failure>),
+    /// The points of a chain (or of every task in a folder), oldest first.
+    Points(Result<Vec<PointSummary>, Failure>),
+    /// Points already in a backup destination folder whose source is the
+    /// disk being backed up: the tasks a new point could continue.
+    TasksFound(Vec<PointSummary>),
+    PointPlanned(Result<Box<PointPlan>, Failure>),
     /// Task progress: a phase begins.
     Phase {
         name: String,
@@ -100,6 +107,15 @@ pub struct BackupJob {
     pub compression: Compression,
     pub password: Option<String>,
     pub split: Option<u64>,
+    pub verify: bool,
+    pub comment: Option<String>,
+}
+
+/// A new point of an existing task (incremental, differential or full).
+#[derive(Debug, Clone)]
+pub struct PointJob {
+    pub plan: PointPlan,
+    pub password: Option<String>,
     pub verify: bool,
     pub comment: Option<String>,
 }
@@ -130,7 +146,29 @@ pub enum Command {
         password: Option<String>,
     },
     PlanClone(CloneRequest),
+    /// List the points of the chain `path` belongs to (a folder: every task in it).
+    Points {
+        path: PathBuf,
+        password: Option<String>,
+    },
+    /// Look in `dir` for tasks whose source is `source`.
+    FindTasks {
+        dir: PathBuf,
+        source: PathBuf,
+    },
+    PlanPoint {
+        req: PointRequest,
+        password: Option<String>,
+    },
     RunBackup(Box<BackupJob>),
+    RunPoint(Box<PointJob>),
+    /// Fold the chain up to `point` into one verified full image.
+    Merge {
+        point: PathBuf,
+        output: PathBuf,
+        password: Option<String>,
+        delete_merged: bool,
+    },
     RunRestore {
         plan: Box<WritePlan>,
         password: Option<String>,

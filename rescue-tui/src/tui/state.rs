@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use imaging::backup::{BackupPlan, BackupRequest, Selection};
+use imaging::chain::{PointPlan, PointRequest, PointStatus, PointSummary};
 use imaging::clone::{ClonePlan, CloneRequest};
 use imaging::exec::WritePlan;
-use imaging::image::format::{BackupKind, RegionKind};
+use imaging::image::format::{BackupKind, PointKind, RegionKind};
 use imaging::image::Compression;
 use imaging::inventory::DiskReport;
 use imaging::layout::{LayoutMode, LayoutOptions};
 use imaging::restore::RestoreRequest;
 use imaging::ErrorClass;
 
-use super::event::{BackupJob, Command, DiskEntry, Event, Failure, ImageSummary, PowerAction};
+use super::event::{BackupJob, Command, DiskEntry, Event, Failure, ImageSummary, PointJob, PowerAction};
 use super::keys::{self, Action, Binding};
 
 pub struct State {
@@ -67,6 +68,9 @@ pub enum F {
     Layout,
     Align,
     SectorBySector,
+    OnlyChanged,
+    MergeOutput,
+    DeleteMerged,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -206,6 +210,27 @@ fn write_form() -> Form {
     ])
 }
 
+/// The restore summary: the write options plus changed-block restore,
+/// which only a whole-disk restore offers.
+fn restore_form() -> Form {
+    let mut f = write_form();
+    f.fields.push(choice(F::OnlyChanged, "Only changed blocks", &["no: write everything", "yes: read the target, write what differs"], 0));
+    f
+}
+
+/// Options of a new point of an existing task: the task fixes the rest
+/// (compression, encryption, split size, what is backed up).
+fn point_form() -> Form {
+    Form::new(vec![choice(F::Verify, "Verify after", &["no", "yes"], 1), text(F::Comment, "Comment", false)])
+}
+
+fn merge_form(output: String) -> Form {
+    Form::new(vec![
+        Field { id: F::MergeOutput, label: "New full image", value: Value::Text(output), hidden: false },
+        choice(F::DeleteMerged, "Delete merged files", &["no", "yes, once the new image is verified"], 0),
+    ])
+}
+
 fn layout_options(f: &Form) -> LayoutOptions {
     LayoutOptions { mode: if f.choice(F::Layout) == 1 { LayoutMode::Fill } else { LayoutMode::Keep }, align: (f.choice(F::Align) == 1).then_some(1 << 20), ..Default::default() }
 }
@@ -218,6 +243,8 @@ pub enum BStep {
     Disk,
     Parts,
     Dest,
+    /// The destination folder holds a task of this source: new point or new task.
+    Chain,
     Options,
     Summary,
 }
@@ -238,12 +265,63 @@ pub struct BackupWiz {
     pub busy: bool,
     pub error: Option<String>,
     pub scroll: u16,
+    /// Intact points in the destination folder made from the source disk.
+    pub tasks: Vec<PointSummary>,
+    pub chain_sel: usize,
+    /// A new point of an existing task: its kind and the point it follows.
+    pub point: Option<(PointKind, PathBuf)>,
+    pub point_form: Form,
+    pub point_plan: Option<PointPlan>,
+}
+
+impl BackupWiz {
+    /// The options form of the chosen kind of backup.
+    pub fn active_form(&self) -> &Form {
+        if self.point.is_some() {
+            &self.point_form
+        } else {
+            &self.form
+        }
+    }
+
+    fn active_form_mut(&mut self) -> &mut Form {
+        if self.point.is_some() {
+            &mut self.point_form
+        } else {
+            &mut self.form
+        }
+    }
+}
+
+/// What the backup wizard offers when the destination already holds tasks
+/// of the source: for each task (newest point first) a new incremental,
+/// differential and full point; None is a new task.
+pub fn chain_offers(tasks: &[PointSummary]) -> Vec<Option<(PointKind, &PointSummary)>> {
+    let mut latest: Vec<&PointSummary> = Vec::new();
+    for p in tasks {
+        match latest.iter_mut().find(|l| l.task_id == p.task_id) {
+            Some(l) if (p.sequence, p.created) > (l.sequence, l.created) => *l = p,
+            Some(_) => {}
+            None => latest.push(p),
+        }
+    }
+    latest.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut v = Vec::new();
+    for l in latest {
+        for k in [PointKind::Incremental, PointKind::Differential, PointKind::Full] {
+            v.push(Some((k, l)));
+        }
+    }
+    v.push(None);
+    v
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RStep {
     Image,
     Password,
+    /// Which point in time of the image's chain.
+    Point,
     What,
     Target,
     TargetPart,
@@ -260,6 +338,9 @@ pub struct RestoreWiz {
     pub found_sel: usize,
     pub password: String,
     pub image: Option<ImageSummary>,
+    /// The points of the opened image's chain, once read.
+    pub points: Option<Vec<PointSummary>>,
+    pub point_sel: usize,
     pub what_sel: usize,
     pub target: usize,
     pub tpart_sel: usize,
@@ -300,6 +381,8 @@ pub struct CloneWiz {
 pub enum Tool {
     Check,
     Info,
+    Merge,
+    Points,
     Log,
     PowerOff,
     Reboot,
@@ -308,6 +391,8 @@ pub enum Tool {
 pub const TOOLS: &[(Tool, &str)] = &[
     (Tool::Check, "Check an image (reads and verifies every byte)"),
     (Tool::Info, "Image info (what an image holds)"),
+    (Tool::Merge, "Merge images (fold a chain up to a point into one full image)"),
+    (Tool::Points, "Backup points (the chains of an image or a folder, as a tree)"),
     (Tool::Log, "View the log"),
     (Tool::PowerOff, "Power off"),
     (Tool::Reboot, "Reboot"),
@@ -318,6 +403,10 @@ pub enum TStep {
     Menu,
     Path,
     Password,
+    /// Merge: which point.
+    PickPoint,
+    /// Merge: where the new full goes.
+    MergeOut,
     View,
 }
 
@@ -328,6 +417,9 @@ pub struct ToolsWiz {
     pub path: String,
     pub password: String,
     pub info: Option<ImageSummary>,
+    pub points: Vec<PointSummary>,
+    pub point_sel: usize,
+    pub form: Form,
     pub busy: bool,
     pub error: Option<String>,
     pub scroll: u16,
@@ -351,6 +443,7 @@ pub enum Op {
     Restore,
     Clone,
     Check,
+    Merge,
     Power,
 }
 
@@ -361,6 +454,7 @@ impl Op {
             Op::Restore => "Restore",
             Op::Clone => "Clone",
             Op::Check => "Check",
+            Op::Merge => "Merge",
             Op::Power => "Power",
         }
     }
@@ -425,12 +519,13 @@ impl State {
                 BStep::Kind | BStep::Disk => keys::LIST,
                 BStep::Parts => keys::MULTI,
                 BStep::Dest => keys::TEXT,
+                BStep::Chain => keys::LIST,
                 BStep::Options => keys::FORM,
                 BStep::Summary => keys::PLAN,
             },
             Screen::Restore(w) => match w.step {
                 RStep::Image | RStep::Password => keys::TEXT,
-                RStep::What | RStep::Target | RStep::TargetPart => keys::LIST,
+                RStep::Point | RStep::What | RStep::Target | RStep::TargetPart => keys::LIST,
                 RStep::Summary => keys::SUMMARY,
             },
             Screen::Clone(w) => match w.step {
@@ -438,8 +533,9 @@ impl State {
                 _ => keys::LIST,
             },
             Screen::Tools(w) => match w.step {
-                TStep::Menu => keys::LIST,
+                TStep::Menu | TStep::PickPoint => keys::LIST,
                 TStep::Path | TStep::Password => keys::TEXT,
+                TStep::MergeOut => keys::FORM,
                 TStep::View => keys::VIEW,
             },
             Screen::Confirm(_) => keys::CONFIRM,
@@ -451,9 +547,9 @@ impl State {
     /// Whether letters go into a text field on this screen.
     fn typing(&self) -> bool {
         match &self.screen {
-            Screen::Backup(w) => w.step == BStep::Dest || (w.step == BStep::Options && w.form.typing()),
+            Screen::Backup(w) => w.step == BStep::Dest || (w.step == BStep::Options && w.active_form().typing()),
             Screen::Restore(w) => (w.step == RStep::Image && w.focus < 2) || w.step == RStep::Password,
-            Screen::Tools(w) => matches!(w.step, TStep::Path | TStep::Password),
+            Screen::Tools(w) => matches!(w.step, TStep::Path | TStep::Password) || (w.step == TStep::MergeOut && w.form.typing()),
             Screen::Confirm(_) => true,
             _ => false,
         }
@@ -551,6 +647,9 @@ pub fn write_plan_words(p: &WritePlan) -> Vec<String> {
     if p.layout.writes_table {
         v.push("  writes a new partition table last".into());
     }
+    if p.only_changed {
+        v.push("  changed-block restore: the disk is read and only what differs is written".into());
+    }
     v.push(format!("Source: {}", p.source));
     v
 }
@@ -588,7 +687,7 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
         Event::Scanned(found) => {
             if let Screen::Restore(w) = &mut s.screen {
                 w.busy = false;
-                w.error = found.is_empty().then(|| format!("no images (*.rimg, *.rimg.001) found under {}", w.scan_dir));
+                w.error = found.is_empty().then(|| format!("no images (*.rimg, *.rimg.001, chain points *.img) found under {}", w.scan_dir));
                 w.found = found;
                 w.found_sel = 0;
                 if !w.found.is_empty() {
@@ -615,7 +714,9 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
             if let Screen::Restore(w) = &mut s.screen {
                 w.busy = false;
                 match r {
-                    Ok(p) => {
+                    Ok(mut p) => {
+                        p.only_changed = p.whole_disk && w.form.choice(F::OnlyChanged) == 1;
+                        w.form.set_hidden(F::OnlyChanged, !p.whole_disk);
                         w.plan = Some(p);
                         w.error = None;
                     }
@@ -637,6 +738,35 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
                     }
                     Err(f) => {
                         w.plan = None;
+                        w.error = Some(format!("{}\nhint: {}", f.message, f.hint));
+                    }
+                }
+            }
+            vec![]
+        }
+        Event::Points(r) => points_read(s, r),
+        Event::TasksFound(tasks) => {
+            if let Screen::Backup(w) = &mut s.screen {
+                if w.step == BStep::Dest && w.busy {
+                    w.busy = false;
+                    w.chain_sel = 0;
+                    w.point = None;
+                    w.step = if tasks.is_empty() { BStep::Options } else { BStep::Chain };
+                    w.tasks = tasks;
+                }
+            }
+            vec![]
+        }
+        Event::PointPlanned(r) => {
+            if let Screen::Backup(w) = &mut s.screen {
+                w.busy = false;
+                match r {
+                    Ok(p) => {
+                        w.point_plan = Some(*p);
+                        w.error = None;
+                    }
+                    Err(f) => {
+                        w.point_plan = None;
                         w.error = Some(format!("{}\nhint: {}", f.message, f.hint));
                     }
                 }
@@ -722,6 +852,10 @@ fn finished(s: &mut State, r: Result<Vec<String>, Failure>) -> Vec<Command> {
                     "If Windows or Linux does not start, check the firmware's boot order (UEFI/BIOS).".into(),
                 ],
                 Op::Check => vec!["The image is sound: it can be restored.".into()],
+                Op::Merge => vec![
+                    "The new image stands alone: restore or check it without the other files of the chain.".into(),
+                    "Tools > Backup points shows what is left in the folder.".into(),
+                ],
                 Op::Power => vec![],
             };
             s.recent.insert(0, format!("[ok]     {title}"));
@@ -759,7 +893,17 @@ fn image_opened(s: &mut State, r: Result<ImageSummary, Failure>) -> Vec<Command>
         Screen::Restore(w) => {
             w.busy = false;
             match r {
+                Ok(img) if w.points.is_none() => {
+                    // The chosen image: now read its chain to offer its points in time.
+                    let cmd = Command::Points { path: img.path.clone(), password: img.password.clone() };
+                    w.image = Some(img);
+                    w.error = None;
+                    w.busy = true;
+                    w.step = RStep::Point;
+                    return vec![cmd];
+                }
                 Ok(img) => {
+                    // A point of the chain, chosen on the Point step.
                     w.image = Some(img);
                     w.error = None;
                     w.what_sel = 0;
@@ -799,6 +943,82 @@ fn image_opened(s: &mut State, r: Result<ImageSummary, Failure>) -> Vec<Command>
         _ => {}
     }
     vec![]
+}
+
+/// The chain of an image (restore wizard) or of an image or folder (tools).
+fn points_read(s: &mut State, r: Result<Vec<PointSummary>, Failure>) -> Vec<Command> {
+    if let Err(f) = &r {
+        s.log_line(format!("{}; hint: {}", f.message, f.hint));
+    }
+    match &mut s.screen {
+        Screen::Restore(w) if w.step == RStep::Point && w.busy => {
+            w.busy = false;
+            let list = r.unwrap_or_default();
+            let here = w.image.as_ref().map(|i| same_file(&i.path, i.volumes.first()));
+            let sel = list.iter().position(|p| here.as_ref().is_some_and(|f| f(&p.path)));
+            if list.len() <= 1 {
+                // A stand-alone image (or an unreadable folder): the image itself is the only point.
+                w.points = Some(Vec::new());
+                w.what_sel = 0;
+                w.step = RStep::What;
+            } else {
+                w.point_sel = sel.unwrap_or(list.len() - 1);
+                w.points = Some(list);
+            }
+        }
+        Screen::Tools(w) if w.busy && matches!(w.tool, Tool::Merge | Tool::Points) => {
+            w.busy = false;
+            match r {
+                Ok(list) if w.password.is_empty() && list.iter().any(|p| p.status == PointStatus::Locked) => {
+                    w.error = Some("some images are encrypted: type their password".into());
+                    w.step = TStep::Password;
+                }
+                Ok(list) if list.is_empty() => w.error = Some(format!("no backup images found at {}", w.path.trim())),
+                Ok(list) => {
+                    w.error = None;
+                    w.scroll = 0;
+                    if w.tool == Tool::Points {
+                        w.step = TStep::View;
+                    } else {
+                        w.point_sel = list.len() - 1;
+                        w.step = TStep::PickPoint;
+                    }
+                    w.points = list;
+                }
+                Err(f) if f.needs_password => {
+                    w.error = (w.step == TStep::Password).then(|| f.message.clone());
+                    w.step = TStep::Password;
+                    w.password.clear();
+                }
+                Err(f) => w.error = Some(format!("{}\nhint: {}", f.message, f.hint)),
+            }
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+/// Whether a path names the image at `path` (or its first volume).
+fn same_file(path: &Path, first: Option<&PathBuf>) -> impl Fn(&Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut mine = vec![canon(path)];
+    if let Some(f) = first {
+        mine.push(canon(f));
+    }
+    move |p: &Path| mine.contains(&canon(p))
+}
+
+/// Why a point cannot be chosen, if it cannot.
+pub fn point_unusable(p: &PointSummary) -> Option<String> {
+    match p.status {
+        PointStatus::Ok => None,
+        PointStatus::Locked => Some(format!("point #{} is encrypted with another password: {}", p.sequence, p.problem.as_deref().unwrap_or("locked"))),
+        PointStatus::Broken => Some(format!(
+            "point #{} cannot be restored: {}\nhint: a file it depends on is missing or damaged; choose an older point, or put the missing file back beside it",
+            p.sequence,
+            p.problem.as_deref().unwrap_or("it or a file it depends on is unreadable")
+        )),
+    }
 }
 
 fn key(s: &mut State, k: KeyEvent) -> Vec<Command> {
@@ -875,6 +1095,11 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 busy: false,
                 error: None,
                 scroll: 0,
+                tasks: Vec::new(),
+                chain_sel: 0,
+                point: None,
+                point_form: point_form(),
+                point_plan: None,
             };
             return (Screen::Backup(w), vec![]);
         }
@@ -888,10 +1113,12 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 found_sel: 0,
                 password: String::new(),
                 image: None,
+                points: None,
+                point_sel: 0,
                 what_sel: 0,
                 target: 0,
                 tpart_sel: 0,
-                form: write_form(),
+                form: restore_form(),
                 plan: None,
                 busy: false,
                 error: None,
@@ -923,6 +1150,9 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 path: String::new(),
                 password: String::new(),
                 info: None,
+                points: Vec::new(),
+                point_sel: 0,
+                form: merge_form(String::new()),
                 busy: false,
                 error: None,
                 scroll: 0,
@@ -961,9 +1191,12 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                 BStep::Parts => BStep::Disk,
                 BStep::Dest if w.kind == 2 => BStep::Parts,
                 BStep::Dest => BStep::Disk,
+                BStep::Chain => BStep::Dest,
+                BStep::Options if !w.tasks.is_empty() => BStep::Chain,
                 BStep::Options => BStep::Dest,
                 BStep::Summary => BStep::Options,
             };
+            w.busy = false;
         }
         (BStep::Kind, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.kind, BACKUP_KINDS.len(), a),
         (BStep::Kind, Some(Action::Enter)) => w.step = BStep::Disk,
@@ -1003,22 +1236,49 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                 w.step = BStep::Dest;
             }
         }
-        (BStep::Dest, Some(Action::Enter)) => {
+        (BStep::Dest, Some(Action::Enter)) if !w.busy => {
             if w.dest.trim().is_empty() {
                 w.error = Some("type where the image goes, e.g. /mnt/usb/pc.rimg".into());
-            } else {
+            } else if let Some(d) = s.disk(w.disk) {
+                // Does the folder already hold backups of this disk? Then a
+                // new point of that task is offered (answer: TasksFound).
                 w.error = None;
-                w.step = BStep::Options;
+                w.busy = true;
+                w.tasks.clear();
+                let dir = match Path::new(w.dest.trim()).parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                cmds.push(Command::FindTasks { dir, source: d.disk.path.clone() });
             }
         }
+        (BStep::Chain, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.chain_sel, chain_offers(&w.tasks).len(), a),
+        (BStep::Chain, Some(Action::Enter)) => {
+            w.point = chain_offers(&w.tasks).get(w.chain_sel).copied().flatten().map(|(k, p)| (k, p.path.clone()));
+            w.error = None;
+            w.step = BStep::Options;
+        }
         (BStep::Dest, None) => edit_text(&mut w.dest, k),
-        (BStep::Options, Some(Action::NextField)) => w.form.move_focus(1),
-        (BStep::Options, Some(Action::PrevField)) => w.form.move_focus(-1),
+        (BStep::Options, Some(Action::NextField)) => w.active_form_mut().move_focus(1),
+        (BStep::Options, Some(Action::PrevField)) => w.active_form_mut().move_focus(-1),
         (BStep::Options, Some(Action::Left)) => {
-            w.form.change(-1);
+            w.active_form_mut().change(-1);
         }
         (BStep::Options, Some(Action::Right)) => {
-            w.form.change(1);
+            w.active_form_mut().change(1);
+        }
+        (BStep::Options, Some(Action::Enter)) if w.point.is_some() => {
+            if let (Some((kind, from)), Some(d)) = (&w.point, s.disk(w.disk)) {
+                w.error = None;
+                w.point_plan = None;
+                w.busy = true;
+                w.scroll = 0;
+                w.step = BStep::Summary;
+                // The source is named so the engine checks that this disk
+                // is the task's (serial, WWN, size, partition-table id).
+                let req = PointRequest { from: from.clone(), kind: Some(*kind), output: None, source: Some(d.disk.path.clone()), compression: None };
+                cmds.push(Command::PlanPoint { req, password: None });
+            }
         }
         (BStep::Options, Some(Action::Enter)) => match backup_options_error(&w.form) {
             Some(e) => w.error = Some(e),
@@ -1043,7 +1303,15 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                 }
             }
         },
-        (BStep::Options, None) => w.form.edit(k),
+        (BStep::Options, None) => w.active_form_mut().edit(k),
+        (BStep::Summary, Some(Action::Enter)) if w.point.is_some() => {
+            if let (Some(plan), false) = (&w.point_plan, w.busy) {
+                let f = &w.point_form;
+                let job = PointJob { plan: plan.clone(), password: None, verify: f.choice(F::Verify) == 1, comment: opt_password(f.text(F::Comment).trim()) };
+                let title = format!("{} point of {} to {}", capitalize(plan.kind.name()), plan.backup.source.name, plan.output.display());
+                return (start_progress(Op::Backup, title), vec![Command::RunPoint(Box::new(job))]);
+            }
+        }
         (BStep::Summary, Some(a @ (Action::PageUp | Action::PageDown | Action::Up | Action::Down))) => scroll(&mut w.scroll, a),
         (BStep::Summary, Some(Action::Enter)) => {
             if let (Some(plan), false) = (&w.plan, w.busy) {
@@ -1069,10 +1337,15 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
         }
         _ => {}
     }
-    if w.step == BStep::Options {
+    if w.step == BStep::Options && w.point.is_none() {
         backup_form_visibility(&mut w.form);
     }
     (Screen::Backup(w), cmds)
+}
+
+pub fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 fn backup_options_error(f: &Form) -> Option<String> {
@@ -1102,7 +1375,9 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
             w.error = None;
             w.step = match w.step {
                 RStep::Image => return (Screen::Home, cmds),
-                RStep::Password | RStep::What => RStep::Image,
+                RStep::Password | RStep::Point => RStep::Image,
+                RStep::What if w.points.as_ref().is_some_and(|p| p.len() > 1) => RStep::Point,
+                RStep::What => RStep::Image,
                 RStep::Target => RStep::What,
                 RStep::TargetPart => RStep::Target,
                 RStep::Summary => {
@@ -1114,6 +1389,10 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
                     }
                 }
             };
+            w.busy = false;
+            if w.step == RStep::Image {
+                w.points = None;
+            }
         }
         (RStep::Image, Some(Action::NextField)) => w.focus = (w.focus + 1) % 3,
         (RStep::Image, Some(a @ (Action::Up | Action::Down))) => {
@@ -1137,6 +1416,7 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
                 w.busy = true;
                 w.error = None;
                 w.password.clear();
+                w.points = None;
                 cmds.push(Command::OpenImage { path: PathBuf::from(path), password: None });
             }
         }
@@ -1150,6 +1430,26 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
             cmds.push(Command::OpenImage { path: PathBuf::from(w.path.trim()), password: opt_password(&w.password) });
         }
         (RStep::Password, None) => edit_text(&mut w.password, k),
+        (RStep::Point, Some(a @ (Action::Up | Action::Down))) => {
+            w.error = None;
+            step_sel(&mut w.point_sel, w.points.as_ref().map_or(0, Vec::len), a);
+        }
+        (RStep::Point, Some(Action::Enter)) if !w.busy => {
+            if let (Some(p), Some(img)) = (w.points.as_ref().and_then(|l| l.get(w.point_sel)), &w.image) {
+                if let Some(why) = point_unusable(p) {
+                    w.error = Some(why);
+                } else if same_file(&img.path, img.volumes.first())(&p.path) {
+                    w.error = None;
+                    w.what_sel = 0;
+                    w.step = RStep::What;
+                } else {
+                    // Open the chosen point (with its whole chain) for its catalog.
+                    w.error = None;
+                    w.busy = true;
+                    cmds.push(Command::OpenImage { path: p.path.clone(), password: img.password.clone() });
+                }
+            }
+        }
         (RStep::What, Some(a @ (Action::Up | Action::Down))) => {
             let n = w.image.as_ref().map(|i| restore_choices(&i.catalog).len()).unwrap_or(0);
             step_sel(&mut w.what_sel, n, a);
@@ -1178,9 +1478,17 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
         }
         (RStep::Summary, Some(a @ (Action::NextField | Action::PrevField))) => w.form.move_focus(if a == Action::NextField { 1 } else { -1 }),
         (RStep::Summary, Some(a @ (Action::Left | Action::Right))) => {
-            // Every field of the summary is a choice: a change means a new plan.
             w.form.change(if a == Action::Right { 1 } else { -1 });
-            plan_restore(s, &mut w, &mut cmds);
+            if w.form.fields[w.form.focus].id == F::OnlyChanged {
+                // Same plan, another way to execute it.
+                let on = w.form.choice(F::OnlyChanged) == 1;
+                if let Some(p) = &mut w.plan {
+                    p.only_changed = on && p.whole_disk;
+                }
+            } else {
+                // The other fields change the layout: a new plan.
+                plan_restore(s, &mut w, &mut cmds);
+            }
         }
         (RStep::Summary, Some(a @ (Action::PageUp | Action::PageDown))) => scroll(&mut w.scroll, a),
         (RStep::Summary, Some(Action::Enter)) => {
@@ -1191,7 +1499,7 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
                     sector_by_sector: w.form.choice(F::SectorBySector) == 1,
                 };
                 let c = Confirm {
-                    title: format!("Restore {} to {}", w.path.trim(), plan.target.name),
+                    title: format!("Restore {} to {}", w.image.as_ref().map(|i| i.path.display().to_string()).unwrap_or_default(), plan.target.name),
                     lines: write_plan_words(plan),
                     word: plan.target.name.clone(),
                     typed: String::new(),
@@ -1340,8 +1648,13 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
     let mut cmds = vec![];
     match (w.step, action) {
         (TStep::Menu, Some(Action::Back)) => return (Screen::Home, cmds),
+        (TStep::PickPoint | TStep::MergeOut, Some(Action::Back)) => {
+            w.error = None;
+            w.step = if w.step == TStep::MergeOut { TStep::PickPoint } else { TStep::Path };
+        }
         (_, Some(Action::Back)) => {
             w.error = None;
+            w.busy = false;
             w.step = TStep::Menu;
         }
         (TStep::Menu, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.sel, TOOLS.len(), a),
@@ -1349,7 +1662,12 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
             w.tool = TOOLS[w.sel.min(TOOLS.len() - 1)].0;
             w.error = None;
             match w.tool {
-                Tool::Check | Tool::Info => w.step = TStep::Path,
+                Tool::Check | Tool::Info | Tool::Merge | Tool::Points => {
+                    if matches!(w.tool, Tool::Merge | Tool::Points) && w.path.is_empty() {
+                        w.path = s.default_dir.display().to_string();
+                    }
+                    w.step = TStep::Path;
+                }
                 Tool::Log => {
                     w.scroll = (s.log.len() as u16).saturating_sub(10);
                     w.step = TStep::View;
@@ -1376,10 +1694,13 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
                 }
             }
         }
-        (TStep::Path | TStep::Password, Some(Action::Enter)) => {
+        (TStep::Path | TStep::Password, Some(Action::Enter)) if !w.busy => {
             let path = PathBuf::from(w.path.trim());
             if w.path.trim().is_empty() {
                 w.error = Some("type the image's path".into());
+            } else if matches!(w.tool, Tool::Merge | Tool::Points) {
+                w.busy = true;
+                cmds.push(Command::Points { path, password: opt_password(&w.password) });
             } else {
                 w.busy = true;
                 cmds.push(Command::OpenImage { path, password: opt_password(&w.password) });
@@ -1387,6 +1708,46 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
         }
         (TStep::Path, None) => edit_text(&mut w.path, k),
         (TStep::Password, None) => edit_text(&mut w.password, k),
+        (TStep::PickPoint, Some(a @ (Action::Up | Action::Down))) => {
+            w.error = None;
+            step_sel(&mut w.point_sel, w.points.len(), a);
+        }
+        (TStep::PickPoint, Some(Action::Enter)) => {
+            if let Some(p) = w.points.get(w.point_sel) {
+                if let Some(why) = point_unusable(p) {
+                    w.error = Some(why);
+                } else {
+                    let dir = p.path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let out = dir.join(format!("{}-merged-p{:03}.img", p.task_name, p.sequence));
+                    w.form = merge_form(out.display().to_string());
+                    w.error = None;
+                    w.step = TStep::MergeOut;
+                }
+            }
+        }
+        (TStep::MergeOut, Some(Action::NextField)) => w.form.move_focus(1),
+        (TStep::MergeOut, Some(Action::PrevField)) => w.form.move_focus(-1),
+        (TStep::MergeOut, Some(a @ (Action::Left | Action::Right))) => {
+            w.form.change(if a == Action::Right { 1 } else { -1 });
+        }
+        (TStep::MergeOut, Some(Action::Enter)) => {
+            let out = w.form.text(F::MergeOutput).trim().to_string();
+            match w.points.get(w.point_sel) {
+                _ if out.is_empty() => w.error = Some("type where the new full image goes".into()),
+                Some(p) => {
+                    let cmd = Command::Merge {
+                        point: p.path.clone(),
+                        output: PathBuf::from(&out),
+                        password: opt_password(&w.password),
+                        delete_merged: w.form.choice(F::DeleteMerged) == 1,
+                    };
+                    let title = format!("Merge of {} #{} into {out}", p.task_name, p.sequence);
+                    return (start_progress(Op::Merge, title), vec![cmd]);
+                }
+                None => {}
+            }
+        }
+        (TStep::MergeOut, None) => w.form.edit(k),
         (TStep::View, Some(a)) => scroll(&mut w.scroll, a),
         _ => {}
     }

@@ -14,6 +14,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use imaging::backup::BackupPlan;
 use imaging::clone::ClonePlan;
 use imaging::exec::WritePlan;
+use imaging::chain::{PointPlan, PointStatus, PointSummary};
+use imaging::image::format::{ChainInfo, PointKind};
 use imaging::image::Catalog;
 use imaging::inventory::DiskReport;
 use imaging::ErrorClass;
@@ -48,6 +50,59 @@ fn image() -> ImageSummary {
         catalog: serde_json::from_str::<Catalog>(CATALOG).expect("fixture parses"),
         volumes: vec![PathBuf::from("/mnt/usb/sda-disk.rimg")],
         len: 59_000_000,
+    }
+}
+
+/// A point of the task `sda-disk` in /mnt/usb: #1 is the image of `image()`.
+fn point(seq: u32, kind: PointKind, parent: Option<u32>, status: PointStatus) -> PointSummary {
+    let path = if seq == 1 { PathBuf::from("/mnt/usb/sda-disk.rimg") } else { PathBuf::from(format!("/mnt/usb/sda-disk.p{seq:03}-{}.img", kind.short())) };
+    PointSummary {
+        volumes: vec![path.clone()],
+        path,
+        bytes: if kind == PointKind::Full { 59_000_000 } else { 3_100_000 * u64::from(seq) },
+        image_id: format!("id{seq}"),
+        task_id: "task1".into(),
+        task_name: "sda-disk".into(),
+        kind: Some(kind),
+        sequence: seq,
+        created: 1_795_000_000 + 86_400 * u64::from(seq),
+        comment: (seq == 2).then(|| "after the update".into()),
+        backup_kind: Some(imaging::image::format::BackupKind::Disk),
+        source: Some("/dev/sda".into()),
+        parent: parent.map(|p| format!("id{p}")),
+        depends_on: parent.map(|p| (1..=p).rev().map(|i| format!("id{i}")).collect()).unwrap_or_default(),
+        encrypted: false,
+        data_bytes: 144_300_000,
+        new_chunks: if kind == PointKind::Full { 2200 } else { 48 },
+        base_chunks: if kind == PointKind::Full { 0 } else { 2152 },
+        problem: (status == PointStatus::Broken).then(|| "sda-disk.p002-incr.img (a file it depends on) is missing".into()),
+        status,
+    }
+}
+
+/// full #1 <- incr #2 <- incr #3 (broken: #2's file is gone) ; full #1 <- diff #4.
+fn chain() -> Vec<PointSummary> {
+    vec![
+        point(1, PointKind::Full, None, PointStatus::Ok),
+        point(2, PointKind::Incremental, Some(1), PointStatus::Ok),
+        point(3, PointKind::Incremental, Some(2), PointStatus::Broken),
+        point(4, PointKind::Differential, Some(1), PointStatus::Ok),
+    ]
+}
+
+fn point_plan(kind: PointKind, seq: u32) -> PointPlan {
+    let out = PathBuf::from(format!("/mnt/usb/sda-disk.p{seq:03}-{}.img", kind.short()));
+    PointPlan {
+        kind,
+        from: PathBuf::from("/mnt/usb/sda-disk.p004-diff.img"),
+        base: (kind != PointKind::Full).then(|| PathBuf::from("/mnt/usb/sda-disk.p004-diff.img")),
+        output: out,
+        chain: ChainInfo { task_id: "task1".into(), task_name: "sda-disk".into(), kind, sequence: seq, parent: None, links: vec![] },
+        compression: imaging::image::Compression::Normal,
+        split: None,
+        encrypted: false,
+        backup: backup_plan(),
+        notes: vec!["source /dev/sda: same serial S4EWNX0R123456".into()],
     }
 }
 
@@ -152,7 +207,10 @@ fn backup_wizard() {
         press(&mut s, Backspace);
     }
     typed(&mut s, "data.rimg");
-    press(&mut s, Enter);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::FindTasks { dir, source }] if dir == &PathBuf::from("/mnt/usb") && source == &PathBuf::from("/dev/sda")), "{c:?}");
+    // No task of this disk in the folder: straight on to the options.
+    update(&mut s, Event::TasksFound(vec![]));
     // Encryption on, passwords that differ, a comment.
     keys(&mut s, &[Tab, Right, Tab]);
     typed(&mut s, "secret");
@@ -238,7 +296,12 @@ fn restore_wizard() {
     snap("restore_password", &s);
     let c = press(&mut s, Enter);
     assert!(matches!(&c[..], [Command::OpenImage { password: Some(p), .. }] if p == "pw"), "{c:?}");
-    update(&mut s, Event::ImageOpened(Ok(image())));
+    let mut img = image();
+    img.password = Some("pw".into());
+    let c = update(&mut s, Event::ImageOpened(Ok(img)));
+    assert!(matches!(&c[..], [Command::Points { path, password: Some(p) }] if path == &PathBuf::from("/mnt/usb/sda-disk.rimg") && p == "pw"), "{c:?}");
+    // A stand-alone image: the point step is skipped.
+    update(&mut s, Event::Points(Ok(vec![point(1, PointKind::Full, None, PointStatus::Ok)])));
     snap("restore_what", &s);
     press(&mut s, Enter);
     press(&mut s, Down);
@@ -278,6 +341,7 @@ fn restore_one_partition_and_failure() {
     typed(&mut s, "/mnt/usb/sda-disk.rimg");
     press(&mut s, Enter);
     update(&mut s, Event::ImageOpened(Ok(image())));
+    update(&mut s, Event::Points(Ok(vec![])));
     keys(&mut s, &[Down, Down, Down, Enter, Down, Enter]);
     snap("restore_target_partition", &s);
     let c = keys(&mut s, &[Down, Down, Down, Enter]);
@@ -351,7 +415,7 @@ fn tools() {
     assert!(matches!(&c[..], [Command::OpenImage { .. }]), "{c:?}");
     update(&mut s, Event::ImageOpened(Ok(image())));
     snap("tools_info", &s);
-    keys(&mut s, &[Esc, Down, Down, Enter]);
+    keys(&mut s, &[Esc, Down, Down, Down, Down, Enter]);
     snap("tools_power_confirm", &s);
     typed(&mut s, "poweroff");
     let c = press(&mut s, Enter);
@@ -415,4 +479,206 @@ fn scan_finds_images_and_first_volumes() {
     found.sort();
     let rel: Vec<String> = found.iter().map(|p| p.strip_prefix(d.path()).expect("inside").display().to_string()).collect();
     assert_eq!(rel, ["a/b/two.rimg", "a/split.rimg.001", "one.rimg"]);
+}
+
+#[test]
+fn restore_a_point_in_time() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('r'));
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    press(&mut s, Enter);
+    let c = update(&mut s, Event::ImageOpened(Ok(image())));
+    assert!(matches!(&c[..], [Command::Points { password: None, .. }]), "{c:?}");
+    snap("restore_points_loading", &s);
+    update(&mut s, Event::Points(Ok(chain())));
+    // The opened image is selected.
+    snap("restore_points", &s);
+    // A broken point says why and cannot be chosen.
+    let c = keys(&mut s, &[Down, Down, Enter]);
+    assert!(c.is_empty(), "{c:?}");
+    assert!(matches!(&s.screen, Screen::Restore(w) if w.step == super::state::RStep::Point), "a broken point is not restored");
+    snap("restore_point_broken", &s);
+    // The differential: opened with its chain.
+    let c = keys(&mut s, &[Down, Enter]);
+    let [Command::OpenImage { path, .. }] = &c[..] else { panic!("expected the point to be opened, got {c:?}") };
+    assert_eq!(path, &PathBuf::from("/mnt/usb/sda-disk.p004-diff.img"));
+    let mut diff = image();
+    diff.path = path.clone();
+    assert!(update(&mut s, Event::ImageOpened(Ok(diff))).is_empty(), "the chain is read once");
+    // Back from "what" goes to the points; the choice is kept.
+    press(&mut s, Esc);
+    assert!(matches!(&s.screen, Screen::Restore(w) if w.step == super::state::RStep::Point && w.point_sel == 3));
+    // It is open already: no second read.
+    assert!(press(&mut s, Enter).is_empty());
+    let c = keys(&mut s, &[Enter, Down, Enter]);
+    let [Command::PlanRestore { req, .. }] = &c[..] else { panic!("expected a restore plan request, got {c:?}") };
+    assert_eq!(req.image, PathBuf::from("/mnt/usb/sda-disk.p004-diff.img"));
+    let mut plan = restore_plan();
+    plan.source = "/mnt/usb/sda-disk.p004-diff.img".into();
+    update(&mut s, Event::RestorePlanned(Ok(plan)));
+    // Changed-block restore: the same plan, no new planning.
+    let c = keys(&mut s, &[Down, Down, Down, Right]);
+    assert!(c.is_empty(), "{c:?}");
+    snap("restore_summary_only_changed", &s);
+    press(&mut s, Enter);
+    let Screen::Confirm(cf) = &s.screen else { panic!("expected the confirm screen") };
+    assert!(cf.title.contains("p004-diff"), "{}", cf.title);
+    assert!(cf.lines.iter().any(|l| l.contains("only what differs")), "{:?}", cf.lines);
+    typed(&mut s, "sdb");
+    let c = press(&mut s, Enter);
+    let [Command::RunRestore { plan, .. }] = &c[..] else { panic!("expected the restore to start, got {c:?}") };
+    assert!(plan.only_changed);
+    assert_eq!(plan.source, "/mnt/usb/sda-disk.p004-diff.img");
+}
+
+#[test]
+fn restore_one_partition_offers_no_changed_blocks() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('r'));
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    press(&mut s, Enter);
+    update(&mut s, Event::ImageOpened(Ok(image())));
+    update(&mut s, Event::Points(Ok(vec![])));
+    keys(&mut s, &[Down, Down, Down, Enter, Down, Enter, Enter]);
+    let mut plan = restore_plan();
+    plan.whole_disk = false;
+    update(&mut s, Event::RestorePlanned(Ok(plan)));
+    assert!(!draw(&s, 160, 50).contains("Only changed blocks"));
+    // The last field is the sector-by-sector choice: one more Down wraps to the first.
+    keys(&mut s, &[Down, Down, Down]);
+    let Screen::Restore(w) = &s.screen else { panic!("restore wizard") };
+    assert_eq!(w.form.focus, 0);
+}
+
+#[test]
+fn backup_a_new_point_of_a_task() {
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter]);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::FindTasks { .. }]), "{c:?}");
+    let mut tasks = chain();
+    tasks.remove(2);
+    update(&mut s, Event::TasksFound(tasks));
+    snap("backup_chain", &s);
+    // Differential, with a comment.
+    press(&mut s, Down);
+    press(&mut s, Enter);
+    press(&mut s, Tab);
+    typed(&mut s, "before the upgrade");
+    snap("backup_point_options", &s);
+    let c = press(&mut s, Enter);
+    let [Command::PlanPoint { req, password: None }] = &c[..] else { panic!("expected a point plan request, got {c:?}") };
+    assert_eq!(req.kind, Some(PointKind::Differential));
+    assert_eq!(req.from, PathBuf::from("/mnt/usb/sda-disk.p004-diff.img"), "the newest point of the task");
+    assert_eq!(req.source, Some(PathBuf::from("/dev/sda")));
+    assert!(press(&mut s, Enter).is_empty(), "no run while planning");
+    update(&mut s, Event::PointPlanned(Ok(Box::new(point_plan(PointKind::Differential, 5)))));
+    snap("backup_point_summary", &s);
+    let c = press(&mut s, Enter);
+    let [Command::RunPoint(job)] = &c[..] else { panic!("expected the point to start, got {c:?}") };
+    assert_eq!(job.comment.as_deref(), Some("before the upgrade"));
+    assert!(job.verify);
+    assert_eq!(job.plan.kind, PointKind::Differential);
+    let Screen::Progress(p) = &s.screen else { panic!("progress") };
+    assert!(p.title.starts_with("Differential point of sda"), "{}", p.title);
+    update(&mut s, Event::Finished(Ok(vec!["Differential point #5 complete: /mnt/usb/sda-disk.p005-diff.img (6.2 MiB)".into()])));
+    assert!(s.recent[0].starts_with("[ok]"));
+
+    // A refused plan (another disk now) is shown with its hint; Esc goes
+    // back to the choice, and "a new task" leads to the usual options.
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter, Enter]);
+    update(&mut s, Event::TasksFound(chain()));
+    keys(&mut s, &[Enter, Enter]);
+    update(
+        &mut s,
+        Event::PointPlanned(Err(Failure {
+            message: "planning the incremental backup from /mnt/usb/sda-disk.p004-diff.img: /dev/sda is not the source of this chain: its serial is X, the chain's disk has S4EWNX0R123456".into(),
+            hint: "back it up as a new task (`rescue backup disk|system|part ... -o NEW.img`), or name the right disk with --source".into(),
+            class: ErrorClass::Refused,
+            needs_password: false,
+        })),
+    );
+    assert!(press(&mut s, Enter).is_empty());
+    assert!(draw(&s, 160, 50).contains("is not the source of this chain"));
+    keys(&mut s, &[Esc, Esc]);
+    assert!(matches!(&s.screen, Screen::Backup(w) if w.step == super::state::BStep::Chain));
+    // One task of three points (#3 broken is not offered: TasksFound holds intact ones only,
+    // but the offers come from the newest point): 3 offers + a new task.
+    for _ in 0..5 {
+        press(&mut s, Down);
+    }
+    press(&mut s, Enter);
+    assert!(draw(&s, 80, 24).contains("Compression"), "the full options of a new task");
+    let c = keys(&mut s, &[Enter]);
+    assert!(matches!(&c[..], [Command::PlanBackup(_)]), "{c:?}");
+}
+
+#[test]
+fn tools_merge_and_points() {
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('t'), Down, Down, Enter]);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::Points { path, password: None }] if path == &PathBuf::from("/mnt/usb")), "{c:?}");
+    update(&mut s, Event::Points(Ok(chain())));
+    snap("tools_merge_pick", &s);
+    let c = keys(&mut s, &[KeyCode::Up, Enter]);
+    assert!(c.is_empty());
+    assert!(draw(&s, 160, 50).contains("point #3 cannot be restored"));
+    keys(&mut s, &[Down, Enter]);
+    // Ask to delete the merged files once verified.
+    keys(&mut s, &[Tab, Right]);
+    snap("tools_merge_output", &s);
+    let c = press(&mut s, Enter);
+    let [Command::Merge { point: merged, output, delete_merged: true, password: None }] = &c[..] else { panic!("expected a merge, got {c:?}") };
+    assert_eq!(merged, &PathBuf::from("/mnt/usb/sda-disk.p004-diff.img"));
+    assert_eq!(output, &PathBuf::from("/mnt/usb/sda-disk-merged-p004.img"));
+    update(&mut s, Event::Phase { name: "merging partition 3 (ext4)".into(), total: 88_080_384 });
+    update(&mut s, Event::Advance { done: 44_000_000, secs: 1.5 });
+    assert!(press(&mut s, KeyCode::Char('c')).is_empty());
+    snap("merge_ask_cancel", &s);
+    assert!(matches!(press(&mut s, KeyCode::Char('y'))[..], [Command::Cancel]));
+    update(
+        &mut s,
+        Event::Finished(Err(Failure {
+            message: "merging /mnt/usb/sda-disk.p004-diff.img: cancelled by the user".into(),
+            hint: "nothing more to do: the operation stopped at your request".into(),
+            class: ErrorClass::Cancelled,
+            needs_password: false,
+        })),
+    );
+    assert!(matches!(&s.screen, Screen::Result(r) if r.status == "CANCELLED" && r.title == "Merge cancelled"));
+
+    // The tree of every task in a folder.
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('t'), Down, Down, Down, Enter]);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::Points { .. }]), "{c:?}");
+    update(&mut s, Event::Points(Ok(chain())));
+    snap("tools_points", &s);
+    s.ascii = true;
+    for line in draw(&s, 160, 50).lines() {
+        assert!(line.is_ascii(), "{line}");
+    }
+    // Encrypted points without a password: ask for it, then read again with it.
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('t'), Down, Down, Down, Enter, Enter]);
+    let mut locked = point(1, PointKind::Full, None, PointStatus::Locked);
+    locked.problem = Some("image is encrypted: a password is needed".into());
+    update(&mut s, Event::Points(Ok(vec![locked])));
+    typed(&mut s, "pw");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::Points { password: Some(p), .. }] if p == "pw"), "{c:?}");
+}
+
+#[test]
+fn points_tree_hangs_each_point_under_its_parent() {
+    let t = super::view::points_tree(&chain(), true);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].starts_with("Task sda-disk: 4 points"), "{t}");
+    assert!(lines[0].contains("1 cannot be restored"), "{t}");
+    assert!(lines[1].starts_with("  #1 "), "{t}");
+    assert!(lines[2].starts_with("  |- #2 "), "{t}");
+    assert!(lines[3].starts_with("  |  `- #3 ") && lines[3].contains("cannot be restored"), "{t}");
+    assert!(lines[4].starts_with("  `- #4 "), "{t}");
 }

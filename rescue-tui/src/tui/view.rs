@@ -11,6 +11,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
+use imaging::chain::{PointStatus, PointSummary};
+use imaging::image::format::PointKind;
+
 use super::keys;
 use super::state::*;
 use crate::cli::show;
@@ -268,6 +271,7 @@ fn backup_step_name(s: BStep) -> &'static str {
         BStep::Disk => "2 Source disk",
         BStep::Parts => "2b Partitions",
         BStep::Dest => "3 Destination",
+        BStep::Chain => "3b New point or new task",
         BStep::Options => "4 Options",
         BStep::Summary => "5 Operation summary",
     }
@@ -277,6 +281,7 @@ fn restore_step_name(s: RStep) -> &'static str {
     match s {
         RStep::Image => "1 Image",
         RStep::Password => "1b Password",
+        RStep::Point => "1c Point in time",
         RStep::What => "2 What to restore",
         RStep::Target => "3 Destination disk",
         RStep::TargetPart => "3b Destination partition",
@@ -360,6 +365,75 @@ fn backup(s: &State, w: &BackupWiz, f: &mut Frame, area: Rect) {
             lines.extend(e.into_iter().map(Line::from));
             f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
         }
+        BStep::Chain => {
+            let offers = chain_offers(&w.tasks);
+            let name = s.readable().get(w.disk).map(|d| d.disk.name.clone()).unwrap_or_default();
+            let items: Vec<String> = offers
+                .iter()
+                .map(|o| match o {
+                    Some((PointKind::Incremental, p)) => {
+                        format!("New incremental point of task {} (what changed since #{}, {})", p.task_name, p.sequence, when(p.created))
+                    }
+                    Some((PointKind::Differential, p)) => format!("New differential point of task {} (what changed since its full)", p.task_name),
+                    Some((PointKind::Full, p)) => format!("New full point of task {} (all data again, a new chain)", p.task_name),
+                    None => format!("A new task: a separate full image {}", w.dest.trim()),
+                })
+                .collect();
+            let mut extra = vec![String::new()];
+            for o in offers.iter().flatten().filter(|o| o.0 == PointKind::Incremental) {
+                let p = o.1;
+                let n = w.tasks.iter().filter(|t| t.task_id == p.task_id).count();
+                extra.push(format!(
+                    "Task {}: {n} point{}, newest #{} ({}) in {}",
+                    p.task_name,
+                    if n == 1 { "" } else { "s" },
+                    p.sequence,
+                    p.kind.map(|k| k.name()).unwrap_or("?"),
+                    p.path.display()
+                ));
+            }
+            extra.extend(e);
+            list(f, area, &format!("This folder already holds backups of {name}: add a point to a task, or start a new one?"), &items, w.chain_sel, &extra)
+        }
+        BStep::Options if w.point.is_some() => {
+            let mut lines = vec![
+                Line::from("Options of the new point (compression, encryption and volumes are the task's)"),
+                Line::from(""),
+            ];
+            lines.extend(field_lines(&w.point_form, true));
+            lines.extend(e.into_iter().map(Line::from));
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+        }
+        BStep::Summary if w.point.is_some() => {
+            let fm = &w.point_form;
+            let mut head = vec![];
+            let text = if w.busy {
+                "planning: reading the chain, finding the source disk and its used-block maps...".to_string()
+            } else if let Some(p) = &w.point_plan {
+                head.push(Line::from(format!("New {} point #{} of task {} -> {}", p.kind.name(), p.chain.sequence, p.chain.task_name, p.output.display())));
+                head.push(Line::from(match &p.base {
+                    Some(b) => format!("Compared with {}: only chunks that differ are stored", b.display()),
+                    None => "Stands alone: a new chain of the task".to_string(),
+                }));
+                head.push(Line::from(format!(
+                    "Options: compression {:?}, {}, {}{}",
+                    p.compression,
+                    if p.encrypted { "encrypted" } else { "not encrypted" },
+                    if fm.choice(F::Verify) == 1 { "verify after" } else { "no verify" },
+                    if fm.text(F::Comment).trim().is_empty() { String::new() } else { format!(", comment \"{}\"", fm.text(F::Comment).trim()) }
+                )));
+                head.extend(p.notes.iter().map(|n| Line::from(format!("  {n}"))));
+                head.push(Line::from(""));
+                format!("{}\nNothing on the source disk is changed. Press Enter to start.", show::backup_plan(&p.backup))
+            } else {
+                String::new()
+            };
+            let mut text = text;
+            for l in e {
+                text.push_str(&format!("\n{l}"));
+            }
+            plan_paragraph(f, area, head, &text, w.scroll);
+        }
         BStep::Options => {
             let mut lines = vec![Line::from("Options (Left/Right or Space change a choice; type into [fields])"), Line::from("")];
             lines.extend(field_lines(&w.form, true));
@@ -404,7 +478,7 @@ fn restore(s: &State, w: &RestoreWiz, f: &mut Frame, area: Rect) {
     match w.step {
         RStep::Image => {
             let mut lines = vec![
-                Line::from("Type the image's path, or a folder to scan for *.rimg / *.rimg.001 (Tab switches)."),
+                Line::from("Type the image's path, or a folder to scan for images (Tab switches)."),
                 Line::from(""),
                 text_box("Image file ", &w.path, w.focus == 0, false),
                 text_box("Scan folder", &w.scan_dir, w.focus == 1, false),
@@ -430,6 +504,15 @@ fn restore(s: &State, w: &RestoreWiz, f: &mut Frame, area: Rect) {
             }
             lines.extend(e.into_iter().map(Line::from));
             f.render_widget(Paragraph::new(lines), area);
+        }
+        RStep::Point => {
+            let head = format!("Which point in time? (the chain of {})", w.image.as_ref().map(|i| i.path.display().to_string()).unwrap_or_default());
+            if w.busy {
+                list(f, area, &head, &[], 0, &["reading the chain...".to_string()]);
+                return;
+            }
+            let points = w.points.as_deref().unwrap_or_default();
+            point_list(f, area, &head, points, w.point_sel, e);
         }
         RStep::What => {
             let Some(img) = &w.image else { return };
@@ -528,8 +611,24 @@ fn tools(s: &State, w: &ToolsWiz, f: &mut Frame, area: Rect) {
             lines.extend(e.into_iter().map(Line::from));
             f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
         }
+        TStep::PickPoint => point_list(f, area, "Merge which point? (the chain up to it becomes one full image)", &w.points, w.point_sel, e),
+        TStep::MergeOut => {
+            let Some(p) = w.points.get(w.point_sel) else { return };
+            let mut lines = vec![
+                Line::from(format!("Merge point #{} ({}) of task {}:", p.sequence, p.kind.map(|k| k.name()).unwrap_or("?"), p.task_name)),
+                Line::from(format!("  {}", p.path.display())),
+                Line::from("The new image holds the same state, stands alone, and is verified chunk by"),
+                Line::from("chunk against the point before the merge reports success. Deleting merged"),
+                Line::from("files keeps those that other points still depend on."),
+                Line::from(""),
+            ];
+            lines.extend(field_lines(&w.form, true));
+            lines.extend(e.into_iter().map(Line::from));
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+        }
         TStep::View => {
             let text = match (w.tool, &w.info) {
+                (Tool::Points, _) => points_tree(&w.points, s.ascii),
                 (Tool::Info, Some(i)) => show::catalog(&i.catalog, &i.volumes, i.len),
                 _ if s.log.is_empty() => "(the log is empty)".to_string(),
                 _ => s.log.join("\n"),
@@ -537,6 +636,120 @@ fn tools(s: &State, w: &ToolsWiz, f: &mut Frame, area: Rect) {
             plan_paragraph(f, area, vec![], &text, w.scroll);
         }
     }
+}
+
+/// A point's time to the minute (fits an 80-column list line).
+fn when(ts: u64) -> String {
+    if ts > 0 {
+        let t = show::utc(ts);
+        format!("{} UTC", t.get(..16).unwrap_or(&t))
+    } else {
+        "?".into()
+    }
+}
+
+fn status_word(p: &PointSummary) -> &'static str {
+    match p.status {
+        PointStatus::Ok => "ok",
+        PointStatus::Broken => "BROKEN",
+        PointStatus::Locked => "LOCKED",
+    }
+}
+
+/// One point: number, kind, time, size, parent, status, comment.
+pub fn point_line(p: &PointSummary, all: &[PointSummary]) -> String {
+    let parent = match &p.parent {
+        None => "-".to_string(),
+        Some(id) => all.iter().find(|q| &q.image_id == id).map(|q| format!("#{}", q.sequence)).unwrap_or_else(|| "missing".into()),
+    };
+    format!(
+        "#{:<3} {:<12} {}  {:>9}  parent {:<4} {}{}",
+        p.sequence,
+        p.kind.map(|k| k.name()).unwrap_or("?"),
+        when(p.created),
+        hs(p.bytes),
+        parent,
+        status_word(p),
+        p.comment.as_ref().map(|c| format!("  \"{c}\"")).unwrap_or_default()
+    )
+}
+
+/// The points of a chain to choose from, with what the selected one is.
+fn point_list(f: &mut Frame, area: Rect, head: &str, points: &[PointSummary], sel: usize, e: Vec<String>) {
+    let items: Vec<String> = points.iter().map(|p| point_line(p, points)).collect();
+    let mut extra = vec![String::new()];
+    if let Some(p) = points.get(sel) {
+        extra.push(format!("File: {}", p.path.display()));
+        extra.push(format!(
+            "Holds {} of data; {} chunk{} stored in this file, {} read from {} older file{}",
+            hs(p.data_bytes),
+            p.new_chunks,
+            if p.new_chunks == 1 { "" } else { "s" },
+            p.base_chunks,
+            p.depends_on.len(),
+            if p.depends_on.len() == 1 { "" } else { "s" }
+        ));
+        if let Some(why) = point_unusable(p) {
+            extra.push(format!("Cannot be chosen: {}", why.lines().next().unwrap_or("")));
+        }
+    }
+    extra.extend(e);
+    list(f, area, head, &items, sel, &extra);
+}
+
+/// The chains as trees, one per task: each point under its parent.
+pub fn points_tree(points: &[PointSummary], ascii: bool) -> String {
+    let (mid, last, bar) = if ascii { ("|- ", "`- ", "|  ") } else { ("├─ ", "└─ ", "│  ") };
+    let mut s = String::new();
+    let mut tasks: Vec<&str> = Vec::new();
+    for p in points {
+        if !tasks.contains(&p.task_id.as_str()) {
+            tasks.push(&p.task_id);
+        }
+    }
+    for t in tasks {
+        let ps: Vec<&PointSummary> = points.iter().filter(|p| p.task_id == t).collect();
+        let total: u64 = ps.iter().map(|p| p.bytes).sum();
+        let broken = ps.iter().filter(|p| p.status != PointStatus::Ok).count();
+        s.push_str(&format!(
+            "Task {}: {} point{}, {}{}\n",
+            ps[0].task_name,
+            ps.len(),
+            if ps.len() == 1 { "" } else { "s" },
+            hs(total),
+            if broken > 0 { format!(", {broken} cannot be restored") } else { String::new() }
+        ));
+        let ids: Vec<&str> = ps.iter().map(|p| p.image_id.as_str()).collect();
+        // A point whose parent is not here hangs at the top (and is broken).
+        let parent_of = |p: &PointSummary| p.parent.as_deref().filter(|x| ids.contains(x)).map(str::to_string);
+        let mut stack: Vec<(Option<String>, String, usize)> = vec![(None, "  ".into(), 0)];
+        // Depth-first walk without recursion: (parent id, prefix, next child index).
+        while let Some((at, prefix, i)) = stack.pop() {
+            let kids: Vec<&&PointSummary> = ps.iter().filter(|p| parent_of(p) == at).collect();
+            let Some(p) = kids.get(i) else { continue };
+            stack.push((at.clone(), prefix.clone(), i + 1));
+            let is_last = i + 1 == kids.len();
+            let (branch, cont) = if at.is_none() { ("", "") } else if is_last { (last, "   ") } else { (mid, bar) };
+            s.push_str(&format!(
+                "{prefix}{branch}#{:<3} {:<12} {}  {:>9}  {}  {}{}\n",
+                p.sequence,
+                p.kind.map(|k| k.name()).unwrap_or("?"),
+                when(p.created),
+                hs(p.bytes),
+                p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                match point_unusable(p) {
+                    None => "ok".to_string(),
+                    Some(why) => why.lines().next().unwrap_or("").to_string(),
+                },
+                p.comment.as_ref().map(|c| format!("  \"{c}\"")).unwrap_or_default()
+            ));
+            stack.push((Some(p.image_id.clone()), format!("{prefix}{cont}"), 0));
+        }
+    }
+    if points.is_empty() {
+        s.push_str("No backup images found.\n");
+    }
+    s
 }
 
 fn confirm(s: &State, c: &Confirm, f: &mut Frame, area: Rect) {
@@ -592,7 +805,7 @@ fn progress(p: &ProgressView, f: &mut Frame, area: Rect) {
                 p.op.name().to_lowercase(),
                 match p.op {
                     Op::Restore | Op::Clone => "The target is left unusable until a restore completes.",
-                    Op::Backup => "No image is left behind (only complete images get their name).",
+                    Op::Backup | Op::Merge => "No image is left behind (only complete images get their name).",
                     _ => "",
                 }
             ),

@@ -13,7 +13,7 @@ use imaging::image::volume::Output;
 use imaging::image::{ImageError, ImageReader, WriterOptions};
 use imaging::task::{CancelToken, Progress, Task};
 
-use super::event::{BackupJob, Command, Event, Failure, ImageSummary, PowerAction};
+use super::event::{BackupJob, Command, Event, Failure, ImageSummary, PointJob, PowerAction};
 
 /// Sends progress as events, at most ten a second per phase.
 pub struct ChannelProgress {
@@ -176,6 +176,51 @@ impl Runner {
                     .map_err(|e| Failure::from_error(&format!("planning the clone of {} to {}", req.source.display(), req.target.display()), &e));
                 let _ = tx.send(Event::ClonePlanned(r));
             }),
+            Command::Points { path, password } => self.spawn(move |tx| {
+                let r = imaging::chain::discover(&path, password.as_deref().map(str::as_bytes), false, &Task::default())
+                    .map_err(|e| Failure::from_error(&format!("reading the backup points of {}", path.display()), &e));
+                let _ = tx.send(Event::Points(r));
+            }),
+            Command::FindTasks { dir, source } => self.spawn(move |tx| {
+                let _ = tx.send(Event::TasksFound(tasks_of(&dir, &source)));
+            }),
+            Command::PlanPoint { req, password } => self.spawn(move |tx| {
+                let kind = req.kind.map(|k| k.name()).unwrap_or("incremental");
+                let r = imaging::chain::plan_point(&req, password.as_deref().map(str::as_bytes))
+                    .map(Box::new)
+                    .map_err(|e| Failure::from_error(&format!("planning the {kind} backup from {}", req.from.display()), &e));
+                let _ = tx.send(Event::PointPlanned(r));
+            }),
+            Command::RunPoint(job) => {
+                let task = self.task();
+                self.spawn(move |tx| {
+                    let r = run_point(*job, &task);
+                    let _ = tx.send(Event::Finished(r));
+                });
+            }
+            Command::Merge { point, output, password, delete_merged } => {
+                let task = self.task();
+                self.spawn(move |tx| {
+                    let r = imaging::chain::merge(&point, &output, password.as_deref().map(str::as_bytes), None, delete_merged, &task)
+                        .map(|o| {
+                            let bytes: u64 = o.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+                            let mut v = vec![
+                                format!("Merge complete: {} ({}) holds the state of {}", o.paths[0].display(), hs(bytes), point.display()),
+                                format!(
+                                    "{} file{} folded; verified chunk by chunk against the point; {:.1} s",
+                                    o.merged.len(),
+                                    if o.merged.len() == 1 { "" } else { "s" },
+                                    o.seconds
+                                ),
+                            ];
+                            v.extend(o.deleted.iter().map(|p| format!("deleted {}", p.display())));
+                            v.extend(o.kept.iter().map(|(p, why)| format!("kept {}: {why}", p.display())));
+                            v
+                        })
+                        .map_err(|e| Failure::from_error(&format!("merging {}", point.display()), &e));
+                    let _ = tx.send(Event::Finished(r));
+                });
+            }
             Command::RunBackup(job) => {
                 let task = self.task();
                 self.spawn(move |tx| {
@@ -258,7 +303,58 @@ fn run_backup(job: BackupJob, task: &Task) -> Result<Vec<String>, Failure> {
     Ok(lines)
 }
 
-/// Images under `dir`: `*.rimg` and the first volume of split sets.
+fn run_point(job: PointJob, task: &Task) -> Result<Vec<String>, Failure> {
+    let plan = &job.plan;
+    let password = job.password.as_deref().map(str::as_bytes);
+    let res = imaging::chain::run_point(plan, password, None, job.comment, task)
+        .map_err(|e| Failure::from_error(&format!("writing the {} point {}", plan.kind.name(), plan.output.display()), &e))?;
+    let image_bytes: u64 = res.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let chunks: u64 = res.catalog.regions.iter().map(|r| r.chunks - r.zero_chunks).sum();
+    let unchanged: u64 = res.catalog.regions.iter().map(|r| r.base_chunks).sum();
+    let mut lines = vec![
+        format!("{} point #{} complete: {} ({})", capitalized(plan.kind.name()), plan.chain.sequence, res.paths[0].display(), hs(image_bytes)),
+        if plan.base.is_some() {
+            format!("{} of {} chunks changed since the base point and were stored; {:.1} s", chunks.saturating_sub(unchanged), chunks, res.seconds)
+        } else {
+            format!("{} of data stored in full; {:.1} s", hs(res.catalog.used_bytes()), res.seconds)
+        },
+    ];
+    if job.verify {
+        let reader = ImageReader::open(&res.paths[0], password).map_err(|e| Failure::from_image("opening the new point to verify it", &e))?;
+        imaging::check::check_reader(&reader, true, task).map_err(|e| Failure::from_error("verifying the new point", &e))?;
+        lines.push("Verified: every chunk of the new point and of the files it depends on reads back correctly.".into());
+    }
+    Ok(lines)
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// The intact points in `dir` made from `source`: tasks a new point can
+/// continue. Unreadable folders and encrypted points (their source is
+/// unknown without the password) give nothing, and the wizard makes a new task.
+pub fn tasks_of(dir: &Path, source: &Path) -> Vec<imaging::chain::PointSummary> {
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let want = canon(source);
+    match imaging::chain::discover(dir, None, false, &Task::default()) {
+        Ok(list) => list
+            .into_iter()
+            .filter(|p| p.status == imaging::chain::PointStatus::Ok && p.source.as_deref().is_some_and(|s| canon(Path::new(s)) == want))
+            .collect(),
+        Err(e) => {
+            tracing::warn!("looking for backup tasks in {}: {e}", dir.display());
+            Vec::new()
+        }
+    }
+}
+
+/// Images under `dir`: `*.rimg`, the first volume of split sets, and
+/// `*.img` files that are images (chain points) rather than raw disks.
 pub fn scan(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
     if depth > 4 || ["/proc", "/sys", "/dev", "/run"].iter().any(|p| dir == Path::new(p)) {
         return;
@@ -272,6 +368,10 @@ pub fn scan(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
         } else if ft.is_file() {
             let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if n.ends_with(".rimg") || n.ends_with(".rimg.001") {
+                out.push(p);
+            } else if (n.ends_with(".img") || n.ends_with(".img.001")) && imaging::image::volume::volume_id(&p).is_some_and(|(i, _)| i == 0) {
+                // Points of a chain (`NAME.p002-incr.img`): told apart from
+                // raw disk images by their header.
                 out.push(p);
             }
         }
