@@ -6,17 +6,21 @@
 //! tool is needed in the initramfs. A regular file is treated as a disk with
 //! 512-byte sectors (or the size the caller says).
 //!
-//! On Windows only disk image files work so far: `\\.\PhysicalDriveN`
-//! enumeration and volume locking are not written yet, so block devices are
-//! refused there with [`BlockError::Unsupported`].
+//! On Windows the disks are `\\.\PhysicalDriveN`, described by storage
+//! ioctls (`blockdev/sys_windows.rs`, buffers decoded by `winioctl.rs`); the
+//! volumes on a target are locked and dismounted for the whole write instead of
+//! being required unmounted. Other devices (`\\.\C:`, partitions) are refused.
 
 #[cfg(unix)]
 pub(crate) mod sys;
 #[cfg(windows)]
 #[path = "blockdev/sys_windows.rs"]
 pub(crate) mod sys;
+pub(crate) mod winioctl;
 
 pub use sys::advise_sequential;
+#[cfg(windows)]
+pub use sys::{volumes_on_disk, Volume};
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -95,7 +99,13 @@ impl BlockError {
     pub fn hint(&self) -> &'static str {
         match self {
             BlockError::Io { .. } => "check the device path and that you are root",
+            #[cfg(windows)]
+            BlockError::NotADisk { .. } => r"pass a disk such as \\.\PhysicalDrive1 (see `rescue disks`), or a disk image file",
+            #[cfg(not(windows))]
             BlockError::NotADisk { .. } => "pass a disk such as /dev/sdb, /dev/nvme0n1, /dev/loop0, or a disk image file",
+            #[cfg(windows)]
+            BlockError::Busy { .. } => "close the programs and windows using its volumes (and any command prompt inside them); the system disk and a disk holding the image or a page file cannot be written",
+            #[cfg(not(windows))]
             BlockError::Busy { .. } => "unmount its filesystems, swapoff, stop LVM/md users (vgchange -an, mdadm --stop), then try again",
             BlockError::IdentityChanged { .. } => "the disks changed (hot-plug?): run the command again to make a new plan",
             BlockError::Unsupported { .. } => "use a disk image file here, or run the Linux rescue system for raw disks",
@@ -201,6 +211,12 @@ fn transport_of(sys: &Path, name: &str) -> Option<String> {
 /// Facts about a disk (block device or image file). `file_sector_size` is used
 /// for regular files (512 when None).
 pub fn probe_disk(path: &Path, file_sector_size: Option<u32>) -> Result<DiskInfo, BlockError> {
+    // Raw disks first: metadata() of a `\\.\PhysicalDriveN` fails on Windows
+    // (GetFileInformationByHandle is not for devices).
+    #[cfg(windows)]
+    if winioctl::physical_drive_number(&path.to_string_lossy()).is_some() {
+        return sys::probe_physical_drive(path).map_err(io_err(path));
+    }
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     let ft = meta.file_type();
     if ft.is_file() {
@@ -228,9 +244,11 @@ pub fn probe_disk(path: &Path, file_sector_size: Option<u32>) -> Result<DiskInfo
     probe_block(path, &meta)
 }
 
+/// Anything but a regular file or `\\.\PhysicalDriveN` (handled in
+/// [`probe_disk`]): volumes, partitions, folders.
 #[cfg(windows)]
 fn probe_block(path: &Path, _meta: &std::fs::Metadata) -> Result<DiskInfo, BlockError> {
-    Err(BlockError::Unsupported { path: path.to_path_buf(), what: "using a raw disk (not a disk image file) on Windows" })
+    Err(BlockError::NotADisk { path: path.to_path_buf() })
 }
 
 #[cfg(unix)]
@@ -278,6 +296,7 @@ fn probe_block(path: &Path, meta: &std::fs::Metadata) -> Result<DiskInfo, BlockE
 /// Whole disks the kernel knows, as /dev paths: skips partitions, RAM disks,
 /// zram, device-mapper and md devices (they are listed as holders instead),
 /// unattached loop devices and empty drives.
+#[cfg(unix)]
 pub fn list_block_disks() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/sys/block") else { return out };
@@ -294,6 +313,12 @@ pub fn list_block_disks() -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The `\\.\PhysicalDriveN` present, leaving out drives without media.
+#[cfg(windows)]
+pub fn list_block_disks() -> Vec<PathBuf> {
+    sys::list_physical_drives()
 }
 
 /// A partition device of a whole block device: (number, /dev path, major:minor).
@@ -375,6 +400,7 @@ pub fn holders(devnum: &str) -> Vec<String> {
 }
 
 /// Loop devices whose backing file is `file` (by device and inode).
+#[cfg(unix)]
 pub fn loops_backed_by(file_id: (u64, u64)) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in list_block_disks() {
@@ -389,8 +415,19 @@ pub fn loops_backed_by(file_id: (u64, u64)) -> Vec<PathBuf> {
     out
 }
 
+/// None on Windows: it has no loop devices (attached VHDs are disks of their own).
+#[cfg(windows)]
+pub fn loops_backed_by(_file_id: (u64, u64)) -> Vec<PathBuf> {
+    Vec::new()
+}
+
 /// Why a disk (or any of its partitions) cannot be written now; empty = free.
 pub fn busy_reasons(disk: &DiskInfo) -> Vec<String> {
+    // Windows: the volumes on the disk that cannot be locked (see sys_windows.rs).
+    #[cfg(windows)]
+    if disk.kind == DiskKind::Block {
+        return sys::busy_reasons(&disk.path);
+    }
     let mut reasons = busy_reasons_direct(disk);
     // The file behind this disk (or this file) may be attached as other loop
     // devices, e.g. one per partition with `losetup -o`: their users count.
@@ -459,6 +496,11 @@ impl SourceDisk {
 pub struct TargetDisk {
     pub info: DiskInfo,
     pub file: File,
+    /// Windows: handles holding the volumes of the disk locked and dismounted
+    /// until the target is dropped.
+    #[cfg(windows)]
+    #[allow(dead_code)] // held only for their Drop, which unlocks
+    locks: Vec<File>,
 }
 
 impl TargetDisk {
@@ -471,6 +513,14 @@ impl TargetDisk {
         if !reasons.is_empty() {
             return Err(BlockError::Busy { path: path.to_path_buf(), reasons: reasons.join("; ") });
         }
+        // Windows: lock and dismount every volume on the disk first; the locks
+        // are the real exclusivity check (they fail while files are open there).
+        #[cfg(windows)]
+        let locks = if info.kind == DiskKind::Block {
+            sys::lock_volumes(path, true).map_err(|reasons| BlockError::Busy { path: path.to_path_buf(), reasons: reasons.join("; ") })?
+        } else {
+            Vec::new()
+        };
         let mut oo = OpenOptions::new();
         oo.read(true).write(true);
         #[cfg(unix)]
@@ -493,7 +543,12 @@ impl TargetDisk {
         if info.kind == DiskKind::File {
             sys::lock_exclusive(&file).map_err(|_| BlockError::Busy { path: path.to_path_buf(), reasons: "another program holds a lock on it".into() })?;
         }
-        Ok(Self { info, file })
+        Ok(Self {
+            info,
+            file,
+            #[cfg(windows)]
+            locks,
+        })
     }
 
     /// Check that the device is still the one the plan was made for.
@@ -621,15 +676,17 @@ mod tests {
 
     #[test]
     fn file_as_disk() {
-        let t = tempfile::NamedTempFile::new().unwrap();
-        t.as_file().set_len(1 << 20).unwrap();
-        let d = probe_disk(t.path(), None).unwrap();
+        // A closed file (on Windows an open writer elsewhere makes it busy).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        File::create(&path).unwrap().set_len(1 << 20).unwrap();
+        let d = probe_disk(&path, None).unwrap();
         assert_eq!(d.kind, DiskKind::File);
         assert_eq!(d.size, 1 << 20);
         assert_eq!(d.logical_sector_size, 512);
-        let tgt = TargetDisk::open(t.path(), None).unwrap();
+        let tgt = TargetDisk::open(&path, None).unwrap();
         // A second writer is refused while the first holds the file.
-        assert!(matches!(TargetDisk::open(t.path(), None), Err(BlockError::Busy { .. })));
+        assert!(matches!(TargetDisk::open(&path, None), Err(BlockError::Busy { .. })));
         tgt.check_identity(&d).unwrap();
     }
 }

@@ -84,6 +84,10 @@ impl Url {
             None => (rest, "/"),
         };
         let path = path.split('#').next().unwrap_or("/");
+        // Paths of volumes and chain links are made with `Path::join`, which
+        // puts a backslash before the file name on Windows; browsers read a
+        // backslash in an http(s) URL as a slash (WHATWG URL), and so do we.
+        let path = path.replace('\\', "/");
         if authority.contains('@') {
             return Err(bad("user names and passwords in the URL are not supported"));
         }
@@ -635,8 +639,13 @@ mod tests {
     fn paths_of_urls_keep_their_scheme() {
         // The image reader finds volumes and chain links with Path::parent/join.
         let p = Path::new("http://h:1/dir/x.img");
-        assert_eq!(p.parent().expect("parent").join("y.img"), Path::new("http://h:1/dir/y.img"));
-        assert_eq!(p.parent().expect("parent").join("y.img").to_str(), Some("http://h:1/dir/y.img"));
+        let joined = p.parent().expect("parent").join("y.img");
+        #[cfg(unix)]
+        assert_eq!(joined.to_str(), Some("http://h:1/dir/y.img"));
+        // Windows joins with a backslash; the URL parser reads it as a slash.
+        let u = Url::parse(joined.to_str().expect("utf-8")).expect("url");
+        assert_eq!((u.host.as_str(), u.port, u.target.as_str()), ("h", 1, "/dir/y.img"));
+        assert_eq!(Url::parse("http://h/a\\b\\c.img").expect("url").target, "/a/b/c.img");
         assert!(crate::store::is_remote(p));
         assert!(!crate::store::is_remote(Path::new("/tmp/http://x")));
     }
