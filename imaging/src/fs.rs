@@ -28,8 +28,8 @@
 
 mod bitmap;
 mod exfat;
-mod ext;
-mod fat;
+pub(crate) mod ext;
+pub(crate) mod fat;
 mod ntfs;
 mod other;
 mod swap;

@@ -22,6 +22,7 @@
 pub mod crypto;
 pub mod format;
 pub mod reader;
+pub mod view;
 pub mod volume;
 pub mod writer;
 

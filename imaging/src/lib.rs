@@ -25,3 +25,4 @@ pub mod shrink;
 pub mod chain;
 pub mod retention;
 pub mod store;
+pub mod files;

@@ -3,6 +3,7 @@
 mod backup;
 mod chain;
 mod disks;
+mod files;
 mod image;
 mod progress;
 mod prompt;
@@ -69,6 +70,12 @@ fn classify(e: &anyhow::Error) -> (Exit, Option<String>) {
                 _ => Exit::Failed,
             };
             return (exit, Some(be.hint().to_string()));
+        }
+        // A damaged image under a filesystem: the image error comes next.
+        if let Some(fe) = cause.downcast_ref::<imaging::files::FilesError>() {
+            if fe.image_error().is_none() {
+                return (Exit::Failed, Some(fe.hint().to_string()));
+            }
         }
         if let Some(u) = cause.downcast_ref::<UsageError>() {
             return (Exit::Usage, Some(u.1.clone()));
@@ -146,6 +153,12 @@ pub enum Command {
     Info(ImageArgs),
     /// Verify every byte of an image (exit 4 when damaged).
     Check(CheckArgs),
+    /// List a directory of a partition in an image, without restoring it
+    /// (ext2/3/4, FAT12/16/32).
+    Ls(LsArgs),
+    /// Copy files and directories out of a partition in an image, without
+    /// restoring it (ext2/3/4, FAT12/16/32).
+    Extract(ExtractArgs),
     /// Restore an image to a disk, a partition, or free space.
     Restore(RestoreArgs),
     /// Copy a disk or a partition to another, without an image.
@@ -353,6 +366,40 @@ pub struct CheckArgs {
     pub deep: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The partition (its number, as `rescue info` shows it).
+    #[arg(long)]
+    pub part: u32,
+    /// The directory (or file) to list.
+    #[arg(default_value = "/")]
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The partition (its number, as `rescue info` shows it).
+    #[arg(long)]
+    pub part: u32,
+    /// Files and directories to copy (directories with all they hold; /
+    /// copies the whole partition).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// The folder to copy into (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Replace files that exist in DIR (default: refuse them).
+    #[arg(long, conflicts_with = "skip_existing")]
+    pub overwrite: bool,
+    /// Leave files that exist in DIR as they are.
+    #[arg(long)]
+    pub skip_existing: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LayoutArg {
     /// Same partition sizes as the source.
@@ -489,6 +536,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Backup(b)) => backup::run(&g, b),
         Some(Command::Info(a)) => image::info(&g, a),
         Some(Command::Check(a)) => image::check(&g, a),
+        Some(Command::Ls(a)) => files::ls(&g, a),
+        Some(Command::Extract(a)) => files::extract(&g, a),
         Some(Command::Restore(a)) => write::restore(&g, a),
         Some(Command::Clone(a)) => write::clone(&g, a),
         Some(Command::UniversalRestore(a)) => universal::run(&g, a),

@@ -290,7 +290,7 @@ fn is_power_of(mut n: u64, base: u64) -> bool {
 
 /// One group descriptor, as far as the map needs it.
 #[derive(Debug, Clone, Copy)]
-struct Group {
+pub(crate) struct Group {
     block_bitmap: u64,
     inode_bitmap: u64,
     inode_table: u64,
@@ -333,8 +333,15 @@ pub(crate) fn probe(len: u64, head: &[u8]) -> Result<Option<FsInfo>, FsError> {
     }))
 }
 
+impl Group {
+    /// First block of the group's inode table.
+    pub(crate) fn inode_table(&self) -> u64 {
+        self.inode_table
+    }
+}
+
 /// Read all group descriptors (both the classic layout and meta_bg).
-fn read_groups(dev: &dyn ReadAt, sb: &Super) -> Result<Vec<Group>, FsError> {
+pub(crate) fn read_groups(dev: &dyn ReadAt, sb: &Super) -> Result<Vec<Group>, FsError> {
     let total = mul(KIND, SB_OFFSET, sb.groups, sb.desc_size)?;
     if total > MAX_GDT_BYTES {
         return Err(FsError::TooLarge {

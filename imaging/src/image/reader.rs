@@ -239,6 +239,25 @@ impl ImageReader {
         }
     }
 
+    /// Read frame `f` from whichever file of the chain holds it, check its
+    /// stored hash, decrypt and decompress it.
+    pub(crate) fn load_frame(&self, f: &FrameRef, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Vec<u8>, ImageError> {
+        let vols = self.vols_of(f)?;
+        let stored = read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")?;
+        decode_frame(vols, self.keys.as_ref(), f, &stored, dec)
+    }
+
+    /// Chunk `e`'s bytes within its decoded frame, checked against its hash.
+    pub(crate) fn checked_chunk<'p>(&self, region: &Region, e: &Entry, plain: &'p [u8]) -> Result<&'p [u8], ImageError> {
+        let cs = self.header.chunk_size as usize;
+        let start = e.offset_in_frame as usize;
+        let data = plain.get(start..start + e.len as usize).ok_or_else(|| bad(region, e, cs, "chunk lies outside its frame"))?;
+        if crypto::chunk_hash(self.keys.as_ref(), data) != e.hash {
+            return Err(bad(region, e, cs, "content does not match its hash"));
+        }
+        Ok(data)
+    }
+
     /// Volume files of the chain links this point depends on.
     pub fn link_volumes(&self) -> Vec<PathBuf> {
         self.links.iter().flat_map(|l| l.paths()).collect()
@@ -942,25 +961,18 @@ impl<'a> RegionReadAt<'a> {
             out.fill(0);
             return Ok(());
         }
-        let f = seg.frames[e.frame as usize];
+        let f = *seg.frames.get(e.frame as usize).ok_or_else(|| bad(self.region, &e, self.reader.header.chunk_size as usize, "chunk names a frame the index lacks"))?;
         let key = (f.link(), f.offset);
         if st.frame.as_ref().is_none_or(|(k2, _)| *k2 != key) {
-            let vols = self.reader.vols_of(&f)?;
-            let stored = read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")?;
             if st.dec.is_none() {
                 st.dec = Some(zstd::bulk::Decompressor::new().map_err(|e| ImageError::Invalid(format!("zstd: {e}")))?);
             }
             let dec = st.dec.as_mut().ok_or_else(|| ImageError::Invalid("zstd".into()))?;
-            let plain = decode_frame(vols, self.reader.keys.as_ref(), &f, &stored, dec)?;
+            let plain = self.reader.load_frame(&f, dec)?;
             st.frame = Some((key, plain));
         }
         let plain = &st.frame.as_ref().ok_or_else(|| ImageError::Invalid("frame".into()))?.1;
-        let cs = self.reader.header.chunk_size as usize;
-        let start = e.offset_in_frame as usize;
-        let data = plain.get(start..start + e.len as usize).ok_or_else(|| bad(self.region, &e, cs, "chunk lies outside its frame"))?;
-        if crypto::chunk_hash(self.reader.keys.as_ref(), data) != e.hash {
-            return Err(bad(self.region, &e, cs, "content does not match its hash"));
-        }
+        let data = self.reader.checked_chunk(self.region, &e, plain)?;
         let n = out.len().min(data.len().saturating_sub(within));
         out[..n].copy_from_slice(&data[within..within + n]);
         out[n..].fill(0);

@@ -1,0 +1,456 @@
+//! Read-only access to the files of a partition, without mounting it: list a
+//! directory, read a file. Used by `rescue ls` and `rescue extract` over a
+//! [`RegionView`](crate::image::view::RegionView) of an image, but any
+//! [`ReadAt`] works (a partition of a disk, a file in a test).
+//!
+//! Supported: ext2/3/4 (extent trees and the old indirect block map; htree
+//! directories are read linearly, as their blocks stay valid linear
+//! directories) and FAT12/16/32 (long file names and 8.3 names).
+//!
+//! Deliberately unsupported (an [`FilesError::Unsupported`] error, never
+//! wrong data): NTFS and exFAT, ext4 inline data and encrypted (fscrypt)
+//! files, extended attributes and ACLs. Every on-disk number is bounds-checked:
+//! a damaged filesystem gives an error, never a panic or an endless loop.
+
+pub mod ext;
+pub mod fat;
+
+use std::io;
+
+use crate::fs::FsError;
+use crate::image::ImageError;
+use crate::read_at::ReadAt;
+
+/// Longest path of directories walked (guards against directory cycles).
+pub const MAX_DEPTH: usize = 256;
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// Device nodes, FIFOs, sockets.
+    Other,
+}
+
+/// One entry of a directory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    pub name: String,
+    pub kind: Kind,
+    pub size: u64,
+    /// Modification time, seconds since 1970 UTC (FAT's local times are
+    /// taken as UTC, as Linux does by default).
+    pub mtime: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mtime_nsec: u32,
+    /// Access time (FAT: a date only).
+    pub atime: Option<i64>,
+    /// Unix permission bits (ext), e.g. 0o644.
+    pub mode: Option<u32>,
+    /// FAT attributes as letters: r(ead-only) h(idden) s(ystem) a(rchive).
+    pub attributes: Option<String>,
+    /// Where a symlink points.
+    pub target: Option<String>,
+    #[serde(skip)]
+    pub(crate) node: Node,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Where an entry lives in its filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Node {
+    /// An inode number.
+    Ext(u32),
+    /// First cluster (0 for an empty file; the FAT12/16 root has `root`).
+    Fat { cluster: u32, root: bool },
+}
+
+impl Entry {
+    /// Identity within its filesystem (inode or first cluster), to notice a
+    /// directory met twice on one path (a cycle in a damaged filesystem).
+    pub fn id(&self) -> u64 {
+        match self.node {
+            Node::Ext(i) => u64::from(i),
+            Node::Fat { cluster, .. } => u64::from(cluster),
+        }
+    }
+
+    /// `ls -l`-style type and permission string: `drwxr-xr-x` for ext,
+    /// `d` plus attribute letters for FAT.
+    pub fn mode_string(&self) -> String {
+        let t = match self.kind {
+            Kind::File => '-',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'l',
+            Kind::Other => '?',
+        };
+        match (self.mode, &self.attributes) {
+            (Some(m), _) => {
+                let mut s = String::from(t);
+                for (i, c) in "rwxrwxrwx".chars().enumerate() {
+                    s.push(if m & (1 << (8 - i)) != 0 { c } else { '-' });
+                }
+                s
+            }
+            (None, Some(a)) => format!("{t}{a}"),
+            (None, None) => t.to_string(),
+        }
+    }
+}
+
+/// Why files could not be listed or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// The image under the partition is damaged or unreadable.
+    #[error("the image could not be read")]
+    Image(#[source] ImageError),
+    #[error("{kind}: reading at byte {offset}")]
+    Io {
+        kind: &'static str,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{kind}: {what} (at byte {offset})")]
+    Corrupt { kind: &'static str, offset: u64, what: String },
+    #[error(transparent)]
+    Fs(FsError),
+    #[error("{path}: no such file or directory")]
+    NotFound { path: String },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: String },
+    #[error("{what} is not supported")]
+    Unsupported { what: String },
+    /// Writing the file's bytes out failed (not the image's fault).
+    #[error("writing the file")]
+    Write(#[source] io::Error),
+}
+
+impl FilesError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            FilesError::Image(e) => e.hint(),
+            FilesError::Io { .. } => "check that the image is readable and complete",
+            FilesError::Corrupt { .. } | FilesError::Fs(_) => {
+                "the filesystem in the image is damaged: restore the partition and run its checker (e2fsck, fsck.vfat) on the copy"
+            }
+            FilesError::NotFound { .. } | FilesError::NotADirectory { .. } => "list the parent directory with `rescue ls` to see the names",
+            FilesError::Unsupported { .. } => "restore the partition (rescue restore --part N) and mount the copy",
+            FilesError::Write(_) => "check that the destination has room and is writable",
+        }
+    }
+
+    /// An I/O error at `offset`, unwrapping an image error underneath.
+    pub(crate) fn io(kind: &'static str, offset: u64, e: io::Error) -> Self {
+        match crate::image::view::image_error(e) {
+            Ok(ie) => FilesError::Image(ie),
+            Err(source) => FilesError::Io { kind, offset, source },
+        }
+    }
+
+    pub(crate) fn from_fs(kind: &'static str, e: FsError) -> Self {
+        match e {
+            FsError::Io { offset, source } => FilesError::io(kind, offset, source),
+            other => FilesError::Fs(other),
+        }
+    }
+
+    /// True when the image's content failed verification.
+    pub fn image_error(&self) -> Option<&ImageError> {
+        match self {
+            FilesError::Image(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Read `len` bytes at `offset` (at most `limit`, so corrupt sizes cannot
+/// make us allocate gigabytes).
+pub(crate) fn read(dev: &dyn ReadAt, kind: &'static str, offset: u64, len: u64, limit: u64) -> Result<Vec<u8>, FilesError> {
+    if len > limit {
+        return Err(FilesError::Corrupt { kind, offset, what: format!("a structure of {len} bytes (limit {limit})") });
+    }
+    let mut b = vec![0u8; len as usize];
+    dev.read_exact_at(&mut b, offset).map_err(|e| FilesError::io(kind, offset, e))?;
+    Ok(b)
+}
+
+/// An open filesystem.
+pub enum FileSystem<'a> {
+    Ext(ext::ExtFs<'a>),
+    Fat(fat::FatFs<'a>),
+}
+
+impl<'a> FileSystem<'a> {
+    /// Recognise the filesystem on `dev` (`len` bytes) and open it.
+    pub fn open(dev: &'a dyn ReadAt, len: u64) -> Result<Self, FilesError> {
+        use crate::fs::FsKind;
+        let info = crate::fs::probe(dev, len).map_err(|e| FilesError::from_fs("fs", e))?;
+        let mut head = vec![0u8; 4096.min(len) as usize];
+        dev.read_exact_at(&mut head, 0).map_err(|e| FilesError::io("fs", 0, e))?;
+        let opened = match info.as_ref().map(|i| &i.kind) {
+            Some(FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) => ext::ExtFs::open(dev, &head)?.map(FileSystem::Ext),
+            Some(FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32) => fat::FatFs::open(dev, len, &head)?.map(FileSystem::Fat),
+            Some(other) => return Err(FilesError::Unsupported { what: format!("reading files of {}", other.name()) }),
+            None => None,
+        };
+        opened.ok_or_else(|| FilesError::Unsupported { what: "reading files of this partition (no ext2/3/4 or FAT filesystem found)".into() })
+    }
+
+    /// "ext4", "FAT32", ...
+    pub fn name(&self) -> String {
+        match self {
+            FileSystem::Ext(f) => f.name(),
+            FileSystem::Fat(f) => f.name().into(),
+        }
+    }
+
+    pub fn root(&self) -> Entry {
+        match self {
+            FileSystem::Ext(f) => f.root(),
+            FileSystem::Fat(f) => f.root(),
+        }
+    }
+
+    /// The entries of a directory, without `.` and `..`, in on-disk order.
+    pub fn list(&self, dir: &Entry) -> Result<Vec<Entry>, FilesError> {
+        if dir.kind != Kind::Dir {
+            return Err(FilesError::NotADirectory { path: dir.name.clone() });
+        }
+        match self {
+            FileSystem::Ext(f) => f.list(dir),
+            FileSystem::Fat(f) => f.list(dir),
+        }
+    }
+
+    /// Write a file's bytes to `out`; returns how many.
+    pub fn read(&self, file: &Entry, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+        match self {
+            FileSystem::Ext(f) => f.read(file, out),
+            FileSystem::Fat(f) => f.read(file, out),
+        }
+    }
+
+    /// Find `path` ("/", "/EFI/BOOT", "dir/file"), name by name from the root
+    /// (FAT names match without regard to ASCII case, as on Windows).
+    pub fn lookup(&self, path: &str) -> Result<Entry, FilesError> {
+        let mut cur = self.root();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        if parts.len() > MAX_DEPTH {
+            return Err(FilesError::NotFound { path: path.into() });
+        }
+        let fat = matches!(self, FileSystem::Fat(_));
+        for (i, p) in parts.iter().enumerate() {
+            let so_far = format!("/{}", parts[..i].join("/"));
+            if cur.kind != Kind::Dir {
+                return Err(FilesError::NotADirectory { path: so_far });
+            }
+            let entries = self.list(&cur)?;
+            let found = entries.iter().find(|e| e.name == *p).or_else(|| if fat { entries.iter().find(|e| e.name.eq_ignore_ascii_case(p)) } else { None });
+            cur = match found {
+                Some(e) => e.clone(),
+                None => return Err(FilesError::NotFound { path: format!("/{}", parts[..=i].join("/")) }),
+            };
+        }
+        Ok(cur)
+    }
+}
+
+/// Is `name` (one directory entry's name from an image) safe to create in a
+/// folder: not empty, not `.` or `..`, no path separators or NUL, so that
+/// joining it to a folder never leaves that folder.
+pub fn safe_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']) && !(cfg!(windows) && name.contains(':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names() {
+        for n in ["", ".", "..", "a/b", "../x", "/etc", "a\\b", "x\0y"] {
+            assert!(!safe_name(n), "{n:?}");
+        }
+        for n in ["a", "...", "..a", "grub.cfg", "ü"] {
+            assert!(safe_name(n), "{n:?}");
+        }
+    }
+
+    const FIXTURES: [&str; 9] = ["ext2-1k.img", "ext3-4k.img", "ext4-4k.img", "ext4-noflex-1k.img", "ext4-metabg.img", "fat12.img", "fat16.img", "fat32.img", "fat16-4k.img"];
+
+    /// Every file and directory under `dir`: (path, entry, content).
+    fn walk(fs: &FileSystem, dir: &Entry, path: &str, out: &mut Vec<(String, Entry, Vec<u8>)>) {
+        for e in fs.list(dir).expect("list") {
+            let p = format!("{path}/{}", e.name);
+            match e.kind {
+                Kind::Dir => {
+                    out.push((p.clone(), e.clone(), Vec::new()));
+                    walk(fs, &e, &p, out);
+                }
+                Kind::File => {
+                    let mut v = Vec::new();
+                    assert_eq!(fs.read(&e, &mut v).expect("read"), e.size, "{p}");
+                    assert_eq!(v.len() as u64, e.size, "{p}");
+                    out.push((p, e, v));
+                }
+                _ => out.push((p, e, Vec::new())),
+            }
+        }
+    }
+
+    /// The file as the filesystem's own tools read it (None: tool missing).
+    fn tool_cat(img: &std::path::Path, fat: bool, path: &str) -> Option<Vec<u8>> {
+        let out = if fat {
+            std::process::Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(img).arg(format!("::{path}")).output()
+        } else {
+            std::process::Command::new("debugfs").arg("-R").arg(format!("cat \"{path}\"")).arg(img).output()
+        };
+        out.ok().filter(|o| o.status.success()).map(|o| o.stdout)
+    }
+
+    #[test]
+    fn fixtures_read_like_their_tools() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in FIXTURES {
+            let img = crate::fs::testutil::fixture(name);
+            let fs = FileSystem::open(&img, img.len() as u64).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut all = Vec::new();
+            walk(&fs, &fs.root(), "", &mut all);
+            let files = all.iter().filter(|(_, e, _)| e.kind == Kind::File).count();
+            assert!(files >= 2, "{name}: {files} files");
+            let file = dir.path().join(name);
+            std::fs::write(&file, &img).expect("write fixture");
+            let fat = name.starts_with("fat");
+            let mut compared = 0;
+            for (p, e, data) in all.iter().filter(|(_, e, _)| e.kind == Kind::File) {
+                assert_eq!(fs.lookup(p).expect("lookup").id(), e.id(), "{name}:{p}");
+                if let Some(want) = tool_cat(&file, fat, p) {
+                    assert!(want == *data, "{name}:{p}: content differs from the tool's ({} vs {} bytes)", data.len(), want.len());
+                    compared += 1;
+                }
+            }
+            eprintln!("{name}: {} entries, {files} files, {compared} compared with the filesystem's tool", all.len());
+        }
+    }
+
+    #[test]
+    fn damaged_fixtures_never_panic() {
+        for name in FIXTURES {
+            let mut img = crate::fs::testutil::fixture(name);
+            let len = img.len();
+            // Damage the first 256 KiB (superblock, FATs, descriptors,
+            // inode tables and directories of these small images).
+            crate::fs::testutil::fuzz(&mut img, &[(0, len.min(256 << 10))], 300, |bad| {
+                if let Ok(fs) = FileSystem::open(&bad, len as u64) {
+                    let mut n = 0;
+                    let _ = walk_lossy(&fs, &fs.root(), 0, &mut n);
+                }
+            });
+        }
+    }
+
+    /// Like `walk`, ignoring errors, bounded in depth and entries.
+    fn walk_lossy(fs: &FileSystem, dir: &Entry, depth: usize, n: &mut usize) -> Option<()> {
+        if depth > 8 {
+            return None;
+        }
+        for e in fs.list(dir).ok()? {
+            *n += 1;
+            if *n > 10_000 {
+                return None;
+            }
+            match e.kind {
+                Kind::Dir => {
+                    let _ = walk_lossy(fs, &e, depth + 1, n);
+                }
+                Kind::File => {
+                    let _ = fs.read(&e, &mut std::io::sink());
+                }
+                _ => {}
+            }
+        }
+        Some(())
+    }
+
+    /// Run a tool; None when it is not installed.
+    fn tool(cmd: &mut std::process::Command) -> Option<std::process::Output> {
+        cmd.output().ok()
+    }
+
+    /// ext2 with 1 KiB blocks made at test time by mkfs.ext2 -d (skipped
+    /// without e2fsprogs): double indirect blocks, holes, fast and slow
+    /// symlinks, a directory of many blocks.
+    #[test]
+    fn generated_ext2_block_maps_symlinks_and_big_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("tree");
+        std::fs::create_dir_all(src.join("many")).expect("dirs");
+        let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        std::fs::write(src.join("big.bin"), &big).expect("big");
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::File::create(src.join("sparse.bin")).expect("sparse");
+            f.write_all(b"start").expect("write");
+            f.seek(SeekFrom::Start(5 << 20)).expect("seek");
+            f.write_all(b"end").expect("write");
+        }
+        for i in 0..300 {
+            std::fs::write(src.join("many").join(format!("file-with-a-longer-name-{i:04}.txt")), format!("{i}\n")).expect("small");
+        }
+        let long_target = "x/".repeat(50) + "target";
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("big.bin", src.join("short-link")).expect("symlink");
+            std::os::unix::fs::symlink(&long_target, src.join("long-link")).expect("symlink");
+        }
+        for (mkfs, opts) in [("mkfs.ext2", "-b1024"), ("mkfs.ext3", "-b4096"), ("mkfs.ext4", "-b1024")] {
+            let img = dir.path().join(format!("{mkfs}.img"));
+            let made = tool(std::process::Command::new(mkfs).args(["-q", "-F", opts, "-d"]).arg(&src).arg(&img).arg("16M"));
+            if !made.is_some_and(|o| o.status.success()) {
+                eprintln!("{mkfs} not available: skipped");
+                continue;
+            }
+            if mkfs == "mkfs.ext4" {
+                // Index the directories (htree): still readable linearly.
+                let _ = tool(std::process::Command::new("e2fsck").args(["-fyD"]).arg(&img));
+                let htree = tool(std::process::Command::new("debugfs").args(["-R", "htree /many"]).arg(&img));
+                assert!(htree.is_none_or(|o| String::from_utf8_lossy(&o.stdout).contains("Root node")), "{mkfs}: /many is not an htree");
+            }
+            let bytes = std::fs::read(&img).expect("image");
+            let fs = FileSystem::open(&bytes, bytes.len() as u64).expect("open");
+            let mut v = Vec::new();
+            fs.read(&fs.lookup("/big.bin").expect("big"), &mut v).expect("read big");
+            assert!(v == big, "{mkfs}: big.bin differs");
+            let mut v = Vec::new();
+            fs.read(&fs.lookup("/sparse.bin").expect("sparse"), &mut v).expect("read sparse");
+            assert_eq!(v.len(), (5 << 20) + 3, "{mkfs}");
+            assert!(v.starts_with(b"start") && v.ends_with(b"end") && v[5..5 << 20].iter().all(|&b| b == 0), "{mkfs}: sparse.bin differs");
+            let many = fs.list(&fs.lookup("/many").expect("many")).expect("list many");
+            assert_eq!(many.len(), 300, "{mkfs}");
+            let e = many.iter().find(|e| e.name == "file-with-a-longer-name-0299.txt").expect("last file");
+            let mut v = Vec::new();
+            fs.read(e, &mut v).expect("read small");
+            assert_eq!(v, b"299\n");
+            #[cfg(unix)]
+            {
+                assert_eq!(fs.lookup("/short-link").expect("link").target.as_deref(), Some("big.bin"), "{mkfs}");
+                let l = fs.lookup("/long-link").expect("link");
+                assert_eq!((l.kind, l.target.as_deref()), (Kind::Symlink, Some(long_target.as_str())), "{mkfs}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_not_a_filesystem() {
+        let dev = vec![0x5Au8; 1 << 20];
+        assert!(matches!(FileSystem::open(&dev, dev.len() as u64), Err(FilesError::Unsupported { .. })));
+    }
+}

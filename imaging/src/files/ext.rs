@@ -1,0 +1,387 @@
+//! Files of ext2/3/4, read-only: inodes, directories (linear, which htree
+//! directories also are), extent trees and the old indirect block map.
+//!
+//! Layout per the kernel's `Documentation/filesystems/ext4/` (inodes,
+//! `ifork.rst` for extents and block maps, `directory.rst`). Refused with an
+//! [`FilesError::Unsupported`]: inline data and fscrypt-encrypted inodes.
+
+use std::io;
+
+use super::{read, Entry, FilesError, Kind, Node};
+use crate::fs::ext::{read_groups, Group, Super};
+use crate::fs::{le16, le32};
+use crate::read_at::ReadAt;
+
+const KIND: &str = "ext";
+const ROOT_INO: u32 = 2;
+const INCOMPAT_FILETYPE: u32 = 0x2;
+
+const FL_ENCRYPT: u32 = 0x800;
+const FL_EXTENTS: u32 = 0x8_0000;
+const FL_INLINE_DATA: u32 = 0x1000_0000;
+
+const S_IFMT: u16 = 0xF000;
+const S_IFDIR: u16 = 0x4000;
+const S_IFREG: u16 = 0x8000;
+const S_IFLNK: u16 = 0xA000;
+
+/// Largest directory read into memory.
+const MAX_DIR: u64 = 64 << 20;
+/// Most extents of one file held in memory.
+const MAX_RUNS: usize = 1 << 20;
+/// Bytes read from the device per call when copying a file.
+const COPY: u64 = 1 << 20;
+
+/// An open ext2/3/4 filesystem.
+pub struct ExtFs<'a> {
+    dev: &'a dyn ReadAt,
+    sb: Super,
+    groups: Vec<Group>,
+}
+
+/// An inode, as far as reading files needs it.
+struct Inode {
+    ino: u32,
+    mode: u16,
+    size: u64,
+    atime: i64,
+    mtime: i64,
+    mtime_nsec: u32,
+    flags: u32,
+    block: [u8; 60],
+    offset: u64,
+}
+
+/// `len` blocks of a file from logical block `logical` at physical `physical`
+/// (`None`: a hole or unwritten extent, reads as zeros).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    logical: u64,
+    physical: Option<u64>,
+    len: u64,
+}
+
+/// Adds data block `b` at logical block `l` to the runs (`block_map`).
+type PushBlock<'p> = dyn FnMut(&mut Vec<Run>, u64, u32) -> Result<(), FilesError> + 'p;
+
+fn corrupt(offset: u64, what: impl Into<String>) -> FilesError {
+    FilesError::Corrupt { kind: KIND, offset, what: what.into() }
+}
+
+/// Seconds and nanoseconds from a 32-bit time and its `_extra` field (two
+/// epoch bits for dates past 2038, then nanoseconds).
+fn time(base: u32, extra: Option<u32>) -> (i64, u32) {
+    let secs = i64::from(base as i32);
+    match extra {
+        Some(x) => (secs + (i64::from(x & 3) << 32), (x >> 2).min(999_999_999)),
+        None => (secs, 0),
+    }
+}
+
+impl<'a> ExtFs<'a> {
+    /// `Ok(None)` when `head` (the first 4 KiB) holds no ext superblock.
+    pub fn open(dev: &'a dyn ReadAt, head: &[u8]) -> Result<Option<Self>, FilesError> {
+        let Some(sbb) = head.get(1024..2048) else { return Ok(None) };
+        let Some(sb) = Super::parse(sbb).map_err(|e| FilesError::from_fs(KIND, e))? else { return Ok(None) };
+        let groups = read_groups(dev, &sb).map_err(|e| FilesError::from_fs(KIND, e))?;
+        Ok(Some(ExtFs { dev, sb, groups }))
+    }
+
+    pub fn name(&self) -> String {
+        self.sb.kind().name().to_string()
+    }
+
+    pub fn root(&self) -> Entry {
+        Entry { name: "/".into(), kind: Kind::Dir, size: 0, mtime: 0, mtime_nsec: 0, atime: None, mode: None, attributes: None, target: None, node: Node::Ext(ROOT_INO) }
+    }
+
+    fn inode(&self, ino: u32) -> Result<Inode, FilesError> {
+        let n = u64::from(ino);
+        if ino == 0 || n > self.sb.groups * self.sb.inodes_per_group {
+            return Err(corrupt(0, format!("inode {ino} does not exist")));
+        }
+        let g = (n - 1) / self.sb.inodes_per_group;
+        let idx = (n - 1) % self.sb.inodes_per_group;
+        let table = self.groups.get(g as usize).map(|g| g.inode_table()).ok_or_else(|| corrupt(0, format!("inode {ino}: no group {g}")))?;
+        if table == 0 || table >= self.sb.blocks_count {
+            return Err(corrupt(0, format!("inode {ino}: inode table of group {g} at block {table} lies outside the filesystem")));
+        }
+        let offset = table * self.sb.block_size + idx * self.sb.inode_size;
+        let b = read(self.dev, KIND, offset, self.sb.inode_size, 1 << 16)?;
+        let extra = if b.len() > 0x82 { usize::from(le16(&b, 0x80)) } else { 0 };
+        // An `_extra` time field is there when i_extra_isize covers it.
+        let has = |off: usize| (off + 4 <= 0x80 + extra && off + 4 <= b.len()).then(|| le32(&b, off));
+        let (mtime, mtime_nsec) = time(le32(&b, 0x10), has(0x88));
+        let (atime, _) = time(le32(&b, 0x08), has(0x8C));
+        let mut block = [0u8; 60];
+        block.copy_from_slice(&b[0x28..0x28 + 60]);
+        Ok(Inode {
+            ino,
+            mode: le16(&b, 0),
+            size: u64::from(le32(&b, 0x04)) | (u64::from(le32(&b, 0x6C)) << 32),
+            atime,
+            mtime,
+            mtime_nsec,
+            flags: le32(&b, 0x20),
+            block,
+            offset,
+        })
+    }
+
+    fn entry(&self, name: String, ino: u32) -> Result<Entry, FilesError> {
+        let i = self.inode(ino)?;
+        let kind = match i.mode & S_IFMT {
+            S_IFDIR => Kind::Dir,
+            S_IFREG => Kind::File,
+            S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        let target = if kind == Kind::Symlink { Some(self.link_target(&i)?) } else { None };
+        Ok(Entry {
+            name,
+            kind,
+            size: i.size,
+            mtime: i.mtime,
+            mtime_nsec: i.mtime_nsec,
+            atime: Some(i.atime),
+            mode: Some(u32::from(i.mode & 0o7777)),
+            attributes: None,
+            target,
+            node: Node::Ext(ino),
+        })
+    }
+
+    fn link_target(&self, i: &Inode) -> Result<String, FilesError> {
+        // A fast symlink keeps its target in i_block (e2fsprogs'
+        // ext2fs_is_fast_symlink: shorter than i_block, no inline data).
+        if i.size < 60 && i.flags & (FL_INLINE_DATA | FL_EXTENTS) == 0 {
+            return Ok(String::from_utf8_lossy(&i.block[..i.size as usize]).into_owned());
+        }
+        if i.size > 4096 {
+            return Err(corrupt(i.offset, format!("symlink inode {} is {} bytes long", i.ino, i.size)));
+        }
+        let mut v = Vec::new();
+        self.copy(i, &mut v)?;
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    pub fn list(&self, dir: &Entry) -> Result<Vec<Entry>, FilesError> {
+        let Node::Ext(ino) = dir.node else { return Err(corrupt(0, "not an ext entry")) };
+        let i = self.inode(ino)?;
+        if i.mode & S_IFMT != S_IFDIR {
+            return Err(FilesError::NotADirectory { path: dir.name.clone() });
+        }
+        if i.size > MAX_DIR {
+            return Err(corrupt(i.offset, format!("directory inode {ino} is {} bytes long", i.size)));
+        }
+        let mut data = Vec::with_capacity(i.size as usize);
+        self.copy(&i, &mut data)?;
+        let bs = self.sb.block_size as usize;
+        let filetype = self.sb.incompat & INCOMPAT_FILETYPE != 0;
+        let mut out = Vec::new();
+        for (bi, blk) in data.chunks(bs).enumerate() {
+            let mut at = 0usize;
+            while at + 8 <= blk.len() {
+                let child = le32(blk, at);
+                let rec_len = usize::from(le16(blk, at + 4));
+                let name_len = if filetype { usize::from(blk[at + 6]) } else { usize::from(le16(blk, at + 6)) };
+                if rec_len < 8 || rec_len % 4 != 0 || at + rec_len > blk.len() || 8 + name_len > rec_len {
+                    return Err(corrupt(i.offset, format!("directory inode {ino}: bad entry at byte {} of block {bi}", at)));
+                }
+                // Inode 0: an unused slot (or the metadata_csum tail).
+                if child != 0 {
+                    let name = String::from_utf8_lossy(&blk[at + 8..at + 8 + name_len]).into_owned();
+                    if name != "." && name != ".." {
+                        out.push(self.entry(name, child)?);
+                    }
+                }
+                at += rec_len;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn read(&self, file: &Entry, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+        let Node::Ext(ino) = file.node else { return Err(corrupt(0, "not an ext entry")) };
+        let i = self.inode(ino)?;
+        self.copy(&i, out)
+    }
+
+    /// Write the first `i.size` bytes of the inode's data to `out`.
+    fn copy(&self, i: &Inode, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+        if i.flags & FL_INLINE_DATA != 0 {
+            return Err(FilesError::Unsupported { what: format!("inode {}: inline data (ext4 inline_data feature)", i.ino) });
+        }
+        if i.flags & FL_ENCRYPT != 0 {
+            return Err(FilesError::Unsupported { what: format!("inode {}: an encrypted (fscrypt) file", i.ino) });
+        }
+        let bs = self.sb.block_size;
+        // A damaged size must not make us write terabytes of zeros.
+        let fs_bytes = self.sb.blocks_count.saturating_mul(bs);
+        if i.size > fs_bytes {
+            return Err(corrupt(i.offset, format!("inode {} claims {} bytes, more than the filesystem's {fs_bytes} (sparse files that large are not supported)", i.ino, i.size)));
+        }
+        let nblocks = i.size.div_ceil(bs);
+        let mut runs = if i.flags & FL_EXTENTS != 0 { self.extents(i, nblocks)? } else { self.block_map(i, nblocks)? };
+        runs.sort_by_key(|r| r.logical);
+        let mut buf = vec![0u8; COPY as usize];
+        let mut written = 0u64;
+        let mut emit = |n: u64, src: Option<u64>, written: &mut u64, out: &mut dyn io::Write| -> Result<(), FilesError> {
+            // n bytes from physical byte `src` (None: zeros).
+            let mut left = n;
+            let mut pos = src;
+            while left > 0 {
+                let k = left.min(COPY) as usize;
+                match pos {
+                    Some(p) => self.dev.read_exact_at(&mut buf[..k], p).map_err(|e| FilesError::io(KIND, p, e))?,
+                    None => buf[..k].fill(0),
+                }
+                out.write_all(&buf[..k]).map_err(FilesError::Write)?;
+                *written += k as u64;
+                left -= k as u64;
+                pos = pos.map(|p| p + k as u64);
+            }
+            Ok(())
+        };
+        let mut next = 0u64; // next logical block to emit
+        for r in &runs {
+            if r.logical >= nblocks || r.logical + r.len <= next {
+                continue;
+            }
+            let start = r.logical.max(next);
+            if start > next {
+                let n = ((start - next) * bs).min(i.size - written);
+                emit(n, None, &mut written, out)?;
+            }
+            let skip = start - r.logical;
+            let blocks = (r.len - skip).min(nblocks - start);
+            let n = (blocks * bs).min(i.size - written);
+            emit(n, r.physical.map(|p| (p + skip) * bs), &mut written, out)?;
+            next = start + blocks;
+        }
+        if written < i.size {
+            let n = i.size - written;
+            emit(n, None, &mut written, out)?;
+        }
+        Ok(written)
+    }
+
+    fn check_block(&self, i: &Inode, b: u64, len: u64) -> Result<(), FilesError> {
+        if b.checked_add(len).is_none_or(|e| e > self.sb.blocks_count) || b < self.sb.first_data_block {
+            return Err(corrupt(i.offset, format!("inode {}: blocks {b}+{len} lie outside the filesystem ({} blocks)", i.ino, self.sb.blocks_count)));
+        }
+        Ok(())
+    }
+
+    /// Walk the extent tree (`ext4_extents.h`): header magic 0xF30A, depth at
+    /// most 5, index nodes pointing to blocks of the tree.
+    fn extents(&self, i: &Inode, nblocks: u64) -> Result<Vec<Run>, FilesError> {
+        let mut runs = Vec::new();
+        self.extent_node(i, &i.block, 0, None, &mut runs, nblocks)?;
+        Ok(runs)
+    }
+
+    fn extent_node(&self, i: &Inode, node: &[u8], level: u32, expect_depth: Option<u16>, runs: &mut Vec<Run>, nblocks: u64) -> Result<(), FilesError> {
+        if node.len() < 12 || le16(node, 0) != 0xF30A {
+            return Err(corrupt(i.offset, format!("inode {}: bad extent header", i.ino)));
+        }
+        let entries = usize::from(le16(node, 2));
+        let depth = le16(node, 6);
+        if depth > 5 || expect_depth.is_some_and(|d| d != depth) || level > 5 || 12 + entries * 12 > node.len() {
+            return Err(corrupt(i.offset, format!("inode {}: bad extent tree node (depth {depth}, {entries} entries)", i.ino)));
+        }
+        for k in 0..entries {
+            let e = &node[12 + k * 12..24 + k * 12];
+            let logical = u64::from(le32(e, 0));
+            if depth == 0 {
+                let raw = u64::from(le16(e, 4));
+                let (len, unwritten) = if raw > 32768 { (raw - 32768, true) } else { (raw, false) };
+                let start = u64::from(le32(e, 8)) | (u64::from(le16(e, 6)) << 32);
+                if len == 0 || logical >= nblocks {
+                    continue;
+                }
+                if !unwritten {
+                    self.check_block(i, start, len)?;
+                }
+                if runs.len() >= MAX_RUNS {
+                    return Err(corrupt(i.offset, format!("inode {}: more than {MAX_RUNS} extents", i.ino)));
+                }
+                runs.push(Run { logical, physical: (!unwritten).then_some(start), len });
+            } else {
+                let leaf = u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32);
+                self.check_block(i, leaf, 1)?;
+                let child = read(self.dev, KIND, leaf * self.sb.block_size, self.sb.block_size, 1 << 16)?;
+                self.extent_node(i, &child, level + 1, Some(depth - 1), runs, nblocks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ext2/3 block map: 12 direct blocks, then single, double and
+    /// triple indirect blocks of 32-bit block numbers (0: a hole).
+    fn block_map(&self, i: &Inode, nblocks: u64) -> Result<Vec<Run>, FilesError> {
+        let mut runs: Vec<Run> = Vec::new();
+        let per = self.sb.block_size / 4;
+        let mut push = |runs: &mut Vec<Run>, logical: u64, b: u32| -> Result<(), FilesError> {
+            if b == 0 || logical >= nblocks {
+                return Ok(());
+            }
+            let b = u64::from(b);
+            self.check_block(i, b, 1)?;
+            match runs.last_mut() {
+                Some(r) if r.logical + r.len == logical && r.physical.is_some_and(|p| p + r.len == b) => r.len += 1,
+                _ => {
+                    if runs.len() >= MAX_RUNS {
+                        return Err(corrupt(i.offset, format!("inode {}: more than {MAX_RUNS} runs", i.ino)));
+                    }
+                    runs.push(Run { logical, physical: Some(b), len: 1 })
+                }
+            }
+            Ok(())
+        };
+        for k in 0..12u64 {
+            push(&mut runs, k, le32(&i.block, (k * 4) as usize))?;
+        }
+        // (first logical block covered, blocks covered per pointer at this level).
+        let mut first = 12u64;
+        for (slot, level) in [(12usize, 1u32), (13, 2), (14, 3)] {
+            let span = per.pow(level);
+            let ptr = le32(&i.block, slot * 4);
+            if first < nblocks && ptr != 0 {
+                self.indirect(i, u64::from(ptr), level, first, nblocks, &mut runs, &mut push)?;
+            }
+            first = first.saturating_add(span);
+        }
+        Ok(runs)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn indirect(
+        &self,
+        i: &Inode,
+        block: u64,
+        level: u32,
+        first: u64,
+        nblocks: u64,
+        runs: &mut Vec<Run>,
+        push: &mut PushBlock<'_>,
+    ) -> Result<(), FilesError> {
+        self.check_block(i, block, 1)?;
+        let b = read(self.dev, KIND, block * self.sb.block_size, self.sb.block_size, 1 << 16)?;
+        let per = self.sb.block_size / 4;
+        let span = per.pow(level - 1);
+        for k in 0..per {
+            let logical = first + k * span;
+            if logical >= nblocks {
+                break;
+            }
+            let p = le32(&b, (k * 4) as usize);
+            if level == 1 {
+                push(runs, logical, p)?;
+            } else if p != 0 {
+                self.indirect(i, u64::from(p), level - 1, logical, nblocks, runs, push)?;
+            }
+        }
+        Ok(())
+    }
+}
