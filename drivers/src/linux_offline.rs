@@ -1,0 +1,1328 @@
+//! Linux universal restore, offline: find the installed Linux systems on a
+//! target disk, then in a chroot rebuild their initramfs with the storage
+//! modules the new hardware needs and reinstall GRUB for the boot mode the
+//! disk uses.
+//!
+//! Every partition with a Linux filesystem (ext2/3/4, xfs, btrfs) is mounted
+//! through a loop device over its byte range (`losetup -o OFF --sizelimit
+//! LEN`: disk image files, and kernels without loop partition scanning, work
+//! alike) and is a root when it holds `etc/os-release` and `etc/fstab`. Its
+//! `/boot`, `/usr` and ESP are found in its fstab and resolved by UUID,
+//! PARTUUID or LABEL on the same disk.
+//!
+//! [`plan`] computes, without writing, what will change: the storage modules
+//! (from the `--for` controllers, keeping those some installed kernel has),
+//! the files that make them persistent (`/etc/initramfs-tools/modules`, a
+//! dracut or mkinitcpio drop-in), UUID rewrites ([`crate::linux`]) and the
+//! commands run in the chroot. [`apply`] runs *that* plan with `/dev`,
+//! `/proc`, `/sys` and `/run` bound; everything is unmounted and detached on
+//! every path (guards with `Drop`).
+//!
+//! Deliberately not supported: roots on LVM, md RAID, LUKS or btrfs
+//! subvolumes (the root must be a plain partition), separate `/var`, boot
+//! loaders other than GRUB (systemd-boot entries are left as they are),
+//! fstab sources given as `/dev/sdXN`, and updating Debian's debconf
+//! `grub-pc/install_devices` (the next grub-pc upgrade on the new machine
+//! asks for the disk again). Only initramfs-tools with GRUB for BIOS is
+//! exercised end to end (qemu test); the dracut and mkinitcpio command plans
+//! are covered by unit tests only, and GRUB for EFI is untested.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use imaging::exec::LoopDevice;
+use imaging::fs::FsKind;
+use imaging::inventory;
+use imaging::part::{PartType, TableKind};
+use serde::{Deserialize, Serialize};
+
+use crate::windows::Controller;
+
+/// Stands for the whole target disk in a planned command (a loop device over
+/// the disk image file, or the disk's own node).
+pub const DISK: &str = "<disk>";
+
+/// Extra GRUB modules for core.img (see the BIOS grub-install step).
+const MODULES: &str = "--modules=part_gpt part_msdos";
+
+/// GPT type of a BIOS boot partition (where GRUB embeds core.img).
+const BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
+/// GPT type of an EFI system partition.
+const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxError {
+    #[error("inspecting {disk}: {detail}")]
+    Inspect { disk: String, detail: String },
+    #[error("no Linux system found on {disk} (searched partitions {searched})")]
+    NoLinux { disk: String, searched: String },
+    #[error("partition {part} of {disk} is in use: {why}")]
+    Busy { disk: String, part: u32, why: String },
+    #[error("mounting partition {part} of {disk} at {at}: {detail}")]
+    Mount { disk: String, part: u32, at: String, detail: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{mountpoint} of the system on partition {part} is `{spec}` in /etc/fstab, which is on no partition of this disk")]
+    Unresolved { part: u32, mountpoint: String, spec: String },
+    #[error("the system on partition {part} has no initramfs tool (looked for update-initramfs, dracut, mkinitcpio)")]
+    NoInitramfsTool { part: u32 },
+    #[error("no Linux storage module known for {what}")]
+    NoModules { what: String },
+    #[error("`{cmd}` failed in the system on partition {part} ({status}): {tail}")]
+    Command { part: u32, cmd: String, status: String, tail: String },
+}
+
+impl LinuxError {
+    /// What to do next.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            LinuxError::Inspect { .. } => "check the disk path (see `rescue disks`)",
+            LinuxError::NoLinux { .. } => "restore the Linux system first, or name its root partition with --part N",
+            LinuxError::Busy { .. } => "unmount the partition first",
+            LinuxError::Mount { .. } => "check the filesystem (`e2fsck -f`, `xfs_repair`) and try again",
+            LinuxError::Io { .. } => "check that the target filesystem is healthy and not full",
+            LinuxError::Unresolved { .. } => {
+                "if the filesystem was recreated with a new UUID, pass --map-uuid OLD=NEW; otherwise restore that partition too"
+            }
+            LinuxError::NoInitramfsTool { .. } => "install the distribution's initramfs tool in the system (or rebuild its initramfs by hand)",
+            LinuxError::NoModules { .. } => "name the target hardware with --for ahci|nvme|virtio|vmware|hyperv|intel-rst|ide",
+            LinuxError::Command { .. } => {
+                "the end of its output is shown; fix the cause in the target system (or run the command in a chroot by hand), then run universal-restore again: it is safe to repeat"
+            }
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LinuxError + '_ {
+    move |source| LinuxError::Io { path: path.display().to_string(), source }
+}
+
+// ---------------------------------------------------------------------------
+// Files of the target root
+
+/// `rel` (like `etc/os-release`) inside `root`, following symlinks as the
+/// target system would: absolute link targets stay inside `root`.
+pub fn in_root(root: &Path, rel: &str) -> PathBuf {
+    let mut cur = root.to_path_buf();
+    let mut todo: Vec<String> = rel.split('/').filter(|s| !s.is_empty()).rev().map(str::to_owned).collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                if cur != root {
+                    cur.pop();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let next = cur.join(&c);
+        match std::fs::read_link(&next) {
+            Ok(target) if links < 40 => {
+                links += 1;
+                if target.is_absolute() {
+                    cur = root.to_path_buf();
+                }
+                for comp in target.components().rev() {
+                    if let Component::Normal(s) = comp {
+                        todo.push(s.to_string_lossy().into_owned());
+                    } else if comp == Component::ParentDir {
+                        todo.push("..".into());
+                    }
+                }
+            }
+            _ => cur = next,
+        }
+    }
+    cur
+}
+
+fn read_opt(root: &Path, rel: &str) -> Result<Option<String>, LinuxError> {
+    let p = in_root(root, rel);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(None),
+        Err(e) => Err(io(&p)(e)),
+    }
+}
+
+fn exists(root: &Path, rel: &str) -> bool {
+    in_root(root, rel).exists()
+}
+
+/// The few `/etc/os-release` fields we use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsRelease {
+    pub id: String,
+    pub id_like: Vec<String>,
+    pub pretty_name: String,
+}
+
+pub fn parse_os_release(text: &str) -> OsRelease {
+    let mut o = OsRelease::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.trim().split_once('=') else { continue };
+        let v = v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned();
+        match k {
+            "ID" => o.id = v,
+            "ID_LIKE" => o.id_like = v.split_whitespace().map(str::to_owned).collect(),
+            "PRETTY_NAME" => o.pretty_name = v,
+            _ => {}
+        }
+    }
+    if o.pretty_name.is_empty() {
+        o.pretty_name = if o.id.is_empty() { "Linux".into() } else { o.id.clone() };
+    }
+    o
+}
+
+/// One `/etc/fstab` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FstabEntry {
+    pub spec: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub options: String,
+}
+
+pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some(FstabEntry {
+                spec: w.next()?.to_owned(),
+                mountpoint: w.next()?.replace("\\040", " "),
+                fstype: w.next()?.to_owned(),
+                options: w.next().unwrap_or("defaults").to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// How the system builds its initramfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InitramfsTool {
+    /// Debian, Ubuntu: `update-initramfs`.
+    InitramfsTools,
+    /// Fedora, RHEL, SUSE: `dracut`.
+    Dracut,
+    /// Arch: `mkinitcpio`.
+    Mkinitcpio,
+}
+
+impl fmt::Display for InitramfsTool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InitramfsTool::InitramfsTools => "initramfs-tools",
+            InitramfsTool::Dracut => "dracut",
+            InitramfsTool::Mkinitcpio => "mkinitcpio",
+        })
+    }
+}
+
+fn find_tool(root: &Path, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find(|n| ["usr/sbin", "usr/bin", "sbin", "bin"].iter().any(|d| exists(root, &format!("{d}/{n}"))))
+        .map(|n| (*n).to_owned())
+}
+
+/// Pick the initramfs tool by what the root has (the distribution family
+/// only breaks ties: a Debian may have dracut installed instead).
+pub fn initramfs_tool(root: &Path, os: &OsRelease) -> Option<InitramfsTool> {
+    let have_it = find_tool(root, &["update-initramfs"]).is_some();
+    let have_dracut = find_tool(root, &["dracut"]).is_some();
+    let have_mk = find_tool(root, &["mkinitcpio"]).is_some();
+    let family = |id: &str| os.id == id || os.id_like.iter().any(|l| l == id);
+    match (have_it, have_dracut, have_mk) {
+        (true, true, _) if family("debian") => Some(InitramfsTool::InitramfsTools),
+        (_, true, _) => Some(InitramfsTool::Dracut),
+        (true, _, _) => Some(InitramfsTool::InitramfsTools),
+        (_, _, true) => Some(InitramfsTool::Mkinitcpio),
+        _ => None,
+    }
+}
+
+/// Kernel versions installed in the root, with the module names each has
+/// (loadable and built in, `-` normalised to `_`).
+pub fn kernel_modules(root: &Path) -> Vec<(String, BTreeSet<String>)> {
+    let dir = in_root(root, "usr/lib/modules");
+    let dir = if dir.is_dir() { dir } else { in_root(root, "lib/modules") };
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(&dir) else { return out };
+    let mut kvers: Vec<_> = rd.flatten().filter(|e| e.path().join("modules.dep").exists()).collect();
+    kvers.sort_by_key(|e| e.file_name());
+    for e in kvers {
+        let mut names = BTreeSet::new();
+        for f in ["modules.dep", "modules.builtin"] {
+            let text = std::fs::read_to_string(e.path().join(f)).unwrap_or_default();
+            for line in text.lines() {
+                let path = line.split(':').next().unwrap_or("");
+                let base = path.rsplit('/').next().unwrap_or("");
+                if let Some(name) = base.split(".ko").next().filter(|n| !n.is_empty() && base.contains(".ko")) {
+                    names.insert(name.replace('-', "_"));
+                }
+            }
+        }
+        out.push((e.file_name().to_string_lossy().into_owned(), names));
+    }
+    out
+}
+
+/// Linux modules that drive a controller (its hardware and compatible IDs,
+/// as [`crate::windows::profile`] and sysfs detection give them).
+pub fn modules_for_controller(c: &Controller) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for id in &c.ids {
+        let u = id.to_ascii_uppercase();
+        let has = |s: &str| u.contains(s);
+        let m: &[&str] = if has("VEN_1AF4&DEV_1001") || has("VEN_1AF4&DEV_1042") {
+            &["virtio_pci", "virtio_blk"]
+        } else if has("VEN_1AF4&DEV_1004") || has("VEN_1AF4&DEV_1048") {
+            &["virtio_pci", "virtio_scsi", "sd_mod"]
+        } else if has("VEN_15AD&DEV_07C0") {
+            &["vmw_pvscsi", "sd_mod"]
+        } else if has("VEN_1000&DEV_0054") || has("VEN_1000&DEV_0056") {
+            &["mptsas", "sd_mod"]
+        } else if has("VEN_1000&DEV_0030") {
+            &["mptspi", "sd_mod"]
+        } else if has("VEN_8086&DEV_9A0B") || has("VEN_8086&DEV_467F") || has("VEN_8086&DEV_A77F") || has("VEN_8086&DEV_201D") {
+            &["vmd", "nvme", "nvme_core", "ahci", "libahci", "sd_mod"]
+        } else if has("VEN_8086&CC_0104") {
+            &["vmd", "ahci", "libahci", "sd_mod"]
+        } else if has("CC_0108") {
+            &["nvme", "nvme_core"]
+        } else if has("CC_0106") {
+            &["ahci", "libahci", "sd_mod"]
+        } else if has("CC_0101") {
+            &["ata_piix", "ata_generic", "pata_acpi", "sd_mod"]
+        } else if has("VMBUS\\{BA6163D9") {
+            &["hv_vmbus", "hv_storvsc", "sd_mod"]
+        } else if u == "VMBUS" || has("ACPI\\VMBUS") {
+            &["hv_vmbus"]
+        } else {
+            &[]
+        };
+        for x in m {
+            if !out.contains(x) {
+                out.push(x);
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The disk's partitions
+
+/// A partition of the target disk and what identifies its filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub number: u32,
+    pub start: u64,
+    pub len: u64,
+    /// Filesystem name as `mount -t` takes it ("" when unknown).
+    pub fstype: String,
+    pub uuid: Option<String>,
+    pub label: Option<String>,
+    /// GPT unique GUID, or MBR `disksig-NN`.
+    pub partuuid: Option<String>,
+    pub gpt_type: Option<String>,
+}
+
+/// The disk as the plan needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskLayout {
+    pub path: PathBuf,
+    pub size: u64,
+    /// "gpt" or "mbr".
+    pub table: String,
+    pub parts: Vec<Part>,
+}
+
+fn mount_type(k: &FsKind) -> Option<&str> {
+    match k {
+        FsKind::Ext2 => Some("ext2"),
+        FsKind::Ext3 => Some("ext3"),
+        FsKind::Ext4 => Some("ext4"),
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => Some("vfat"),
+        FsKind::Other(s) if s == "xfs" || s == "btrfs" => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+fn is_root_candidate(fstype: &str) -> bool {
+    matches!(fstype, "ext2" | "ext3" | "ext4" | "xfs" | "btrfs")
+}
+
+/// Who uses each partition (partition number, users), as the inventory says.
+pub type Users = Vec<(u32, Vec<String>)>;
+
+/// Read the disk's table and filesystems.
+pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
+    let r = inventory::inspect(disk, None).map_err(|e| LinuxError::Inspect { disk: disk.display().to_string(), detail: e.to_string() })?;
+    let table = r.table.as_ref();
+    let mut parts = Vec::new();
+    let mut busy = Vec::new();
+    for p in &r.partitions {
+        let fs = p.fs.as_ref();
+        let partuuid = match (&p.partition.guid, table) {
+            (Some(g), _) => Some(g.to_ascii_lowercase()),
+            (None, Some(t)) if t.kind == TableKind::Mbr => Some(format!("{}-{:02x}", t.disk_id, p.partition.number)),
+            _ => None,
+        };
+        parts.push(Part {
+            number: p.partition.number,
+            start: p.partition.start,
+            len: p.partition.len,
+            fstype: fs.and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
+            uuid: fs.and_then(|f| f.uuid.clone()),
+            label: fs.and_then(|f| f.label.clone()),
+            partuuid,
+            gpt_type: match &p.partition.ptype {
+                PartType::Gpt(g) => Some(g.to_ascii_lowercase()),
+                PartType::Mbr(_) => None,
+            },
+        });
+        busy.push((p.partition.number, p.busy.clone()));
+    }
+    let table = match table.map(|t| t.kind) {
+        Some(TableKind::Gpt) => "gpt",
+        Some(TableKind::Mbr) => "mbr",
+        None => "none",
+    };
+    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts }, busy))
+}
+
+/// The partition an fstab source names, if it is on this disk.
+pub fn resolve_spec<'a>(spec: &str, parts: &'a [Part]) -> Option<&'a Part> {
+    let spec = spec.trim_matches('"');
+    let (kind, val) = if let Some(v) = spec.strip_prefix("UUID=") {
+        ("uuid", v)
+    } else if let Some(v) = spec.strip_prefix("/dev/disk/by-uuid/") {
+        ("uuid", v)
+    } else if let Some(v) = spec.strip_prefix("PARTUUID=") {
+        ("partuuid", v)
+    } else if let Some(v) = spec.strip_prefix("/dev/disk/by-partuuid/") {
+        ("partuuid", v)
+    } else if let Some(v) = spec.strip_prefix("LABEL=") {
+        ("label", v)
+    } else if let Some(v) = spec.strip_prefix("/dev/disk/by-label/") {
+        ("label", v)
+    } else {
+        return None;
+    };
+    let val = val.trim_matches('"');
+    parts.iter().find(|p| match kind {
+        "uuid" => p.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(val)),
+        "partuuid" => p.partuuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(val)),
+        _ => p.label.as_deref() == Some(val),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// What a root holds
+
+/// An installed Linux system found on a mounted root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinuxRoot {
+    pub partition: u32,
+    pub os: OsRelease,
+    pub fstab: Vec<FstabEntry>,
+    pub initramfs: Option<InitramfsTool>,
+}
+
+/// `Some` when the mounted filesystem at `dir` is a Linux root.
+pub fn inspect_root(dir: &Path, partition: u32) -> Result<Option<LinuxRoot>, LinuxError> {
+    let Some(fstab) = read_opt(dir, "etc/fstab")? else { return Ok(None) };
+    let os = match read_opt(dir, "etc/os-release")? {
+        Some(t) => t,
+        None => match read_opt(dir, "usr/lib/os-release")? {
+            Some(t) => t,
+            None => return Ok(None),
+        },
+    };
+    let os = parse_os_release(&os);
+    let initramfs = initramfs_tool(dir, &os);
+    Ok(Some(LinuxRoot { partition, os, fstab: parse_fstab(&fstab), initramfs }))
+}
+
+// ---------------------------------------------------------------------------
+// The plan
+
+/// What the Linux part of universal restore is asked to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// Target storage controllers.
+    pub controllers: Vec<Controller>,
+    /// Filesystem identifiers that changed (old → new), rewritten in fstab,
+    /// crypttab, GRUB and mdadm configuration.
+    pub uuid_map: Vec<(String, String)>,
+}
+
+/// A partition mounted into the root for the chroot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMount {
+    pub partition: u32,
+    pub start: u64,
+    pub len: u64,
+    pub fstype: String,
+    /// Absolute path inside the target ("/boot", "/boot/efi").
+    pub at: String,
+    /// Filesystem UUID (for `/dev/disk/by-uuid` in the chroot).
+    pub uuid: Option<String>,
+}
+
+/// One change, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// Replace a file of the target (path relative to its root).
+    Write { path: String, content: String, summary: String },
+    /// Run a command in the chroot; an argument [`DISK`] stands for the disk.
+    Run { argv: Vec<String> },
+}
+
+/// The plan for one Linux system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemPlan {
+    pub partition: u32,
+    pub name: String,
+    pub initramfs: InitramfsTool,
+    /// "bios", "efi", "bios+efi", or "none".
+    pub boot: String,
+    pub mounts: Vec<PlannedMount>,
+    pub modules: Vec<String>,
+    pub steps: Vec<Step>,
+    /// Things the user should know (modules skipped, loader left alone).
+    pub notes: Vec<String>,
+}
+
+impl SystemPlan {
+    /// Whether a step needs the whole disk as a device.
+    pub fn needs_disk(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Run { argv } if argv.iter().any(|a| a == DISK)))
+    }
+}
+
+impl fmt::Display for SystemPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Linux: {} on partition {} ({}, boot loader: {})", self.name, self.partition, self.initramfs, self.boot)?;
+        let mounts: Vec<String> = self.mounts.iter().map(|m| format!("partition {} ({}) at {}", m.partition, m.fstype, m.at)).collect();
+        writeln!(f, "  mount {}; a private /dev; bind /proc /sys /run", mounts.join(", "))?;
+        writeln!(f, "  storage modules: {}", self.modules.join(" "))?;
+        for s in &self.steps {
+            match s {
+                Step::Write { path, summary, .. } => writeln!(f, "  write /{path}: {summary}")?,
+                Step::Run { argv } => writeln!(f, "  chroot: {}", shell_words(argv))?,
+            }
+        }
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// First words of the non-comment lines (a modules list file).
+fn listed_modules(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|w| w.replace('-', "_"))
+        .collect()
+}
+
+const COMMENT: &str = "# Added by rescue universal-restore: storage drivers for the new hardware.";
+
+/// The steps that make `modules` part of every initramfs the tool builds,
+/// then the rebuild itself.
+fn initramfs_steps(root: &Path, tool: InitramfsTool, modules: &[String]) -> Result<Vec<Step>, LinuxError> {
+    let mut steps = Vec::new();
+    let words = modules.join(" ");
+    match tool {
+        InitramfsTool::InitramfsTools => {
+            let rel = "etc/initramfs-tools/modules";
+            let old = read_opt(root, rel)?.unwrap_or_default();
+            let have = listed_modules(&old);
+            let missing: Vec<&String> = modules.iter().filter(|m| !have.contains(&m.replace('-', "_"))).collect();
+            if !missing.is_empty() {
+                let mut content = old.clone();
+                if !content.is_empty() && !content.ends_with('\n') {
+                    content.push('\n');
+                }
+                content.push_str(COMMENT);
+                content.push('\n');
+                for m in &missing {
+                    content.push_str(m);
+                    content.push('\n');
+                }
+                let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+                steps.push(Step::Write { path: rel.into(), content, summary: format!("add {}", names.join(" ")) });
+            }
+            steps.push(Step::Run { argv: argv(&["update-initramfs", "-u", "-k", "all"]) });
+        }
+        InitramfsTool::Dracut => {
+            let rel = "etc/dracut.conf.d/90-rescue-universal-restore.conf";
+            let content = format!("{COMMENT}\nadd_drivers+=\" {words} \"\n");
+            if read_opt(root, rel)?.as_deref() != Some(content.as_str()) {
+                steps.push(Step::Write { path: rel.into(), content, summary: format!("add_drivers {words}") });
+            }
+            steps.push(Step::Run { argv: argv(&["dracut", "-f", "--regenerate-all", "--no-hostonly", "--add-drivers", &words]) });
+        }
+        InitramfsTool::Mkinitcpio => {
+            if exists(root, "etc/mkinitcpio.conf.d") {
+                let rel = "etc/mkinitcpio.conf.d/rescue-universal-restore.conf";
+                let content = format!("{COMMENT}\nMODULES+=({words})\n");
+                if read_opt(root, rel)?.as_deref() != Some(content.as_str()) {
+                    steps.push(Step::Write { path: rel.into(), content, summary: format!("MODULES+=({words})") });
+                }
+            } else {
+                // mkinitcpio before v36 reads only mkinitcpio.conf: extend its MODULES=(...).
+                let rel = "etc/mkinitcpio.conf";
+                let old = read_opt(root, rel)?.unwrap_or_default();
+                let (content, added) = add_to_mkinitcpio_modules(&old, modules);
+                if !added.is_empty() {
+                    steps.push(Step::Write { path: rel.into(), content, summary: format!("MODULES gains {}", added.join(" ")) });
+                }
+            }
+            steps.push(Step::Run { argv: argv(&["mkinitcpio", "-P"]) });
+        }
+    }
+    Ok(steps)
+}
+
+/// Add `modules` inside the first `MODULES=(...)` line (appending one when absent).
+pub fn add_to_mkinitcpio_modules(text: &str, modules: &[String]) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut added = Vec::new();
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if !done && t.starts_with("MODULES=(") {
+            if let Some(close) = line.rfind(')') {
+                let open = line.find('(').expect("line starts with MODULES=(");
+                let have: BTreeSet<&str> = line[open + 1..close].split_whitespace().collect();
+                let mut inner = line[open + 1..close].trim().to_owned();
+                for m in modules {
+                    if !have.contains(m.as_str()) {
+                        if !inner.is_empty() {
+                            inner.push(' ');
+                        }
+                        inner.push_str(m);
+                        added.push(m.clone());
+                    }
+                }
+                out.push_str(&line[..=open]);
+                out.push_str(&inner);
+                out.push_str(&line[close..]);
+                done = true;
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    if !done {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("MODULES=({})\n", modules.join(" ")));
+        added = modules.to_vec();
+    }
+    (out, added)
+}
+
+/// A command line as a shell would take it (for the plan and messages).
+pub fn shell_words(argv: &[String]) -> String {
+    let q: Vec<String> = argv
+        .iter()
+        .map(|a| if a.is_empty() || a.contains([' ', '"', '\'', '$', '\\']) { format!("'{}'", a.replace('\'', "'\\''")) } else { a.clone() })
+        .collect();
+    q.join(" ")
+}
+
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Plan the changes for one root mounted (read-only is enough) at `dir`.
+pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> Result<SystemPlan, LinuxError> {
+    let part = root.partition;
+    let mut notes = Vec::new();
+    let tool = root.initramfs.ok_or(LinuxError::NoInitramfsTool { part })?;
+
+    // Modules: what the controllers need, kept if some kernel of the root has them.
+    let mut wanted: Vec<String> = Vec::new();
+    for c in &opts.controllers {
+        let m = modules_for_controller(c);
+        if m.is_empty() {
+            notes.push(format!("no Linux module known for {} ({}); skipped", c.description, c.ids.first().map(String::as_str).unwrap_or("")));
+        }
+        for x in m {
+            if !wanted.iter().any(|w| w == x) {
+                wanted.push(x.to_owned());
+            }
+        }
+    }
+    if wanted.is_empty() {
+        let what: Vec<&str> = opts.controllers.iter().map(|c| c.description.as_str()).collect();
+        return Err(LinuxError::NoModules { what: if what.is_empty() { "no controller".into() } else { what.join(", ") } });
+    }
+    let kernels = kernel_modules(dir);
+    let modules: Vec<String> = if kernels.is_empty() {
+        notes.push("no kernel modules found under /lib/modules; modules are listed unchecked".into());
+        wanted
+    } else {
+        wanted
+            .into_iter()
+            .filter(|m| {
+                let ok = kernels.iter().any(|(_, names)| names.contains(&m.replace('-', "_")));
+                if !ok {
+                    let k: Vec<&str> = kernels.iter().map(|(k, _)| k.as_str()).collect();
+                    notes.push(format!("module {m} is in none of the kernels ({}); skipped", k.join(", ")));
+                }
+                ok
+            })
+            .collect()
+    };
+    if modules.is_empty() {
+        return Err(LinuxError::NoModules { what: "the target hardware in the installed kernels".into() });
+    }
+
+    // The root, and what of /boot, /usr and the ESP is on other partitions.
+    let this = disk.parts.iter().find(|p| p.number == part).ok_or_else(|| LinuxError::Inspect {
+        disk: disk.path.display().to_string(),
+        detail: format!("partition {part} vanished"),
+    })?;
+    let mut mounts = vec![PlannedMount { partition: part, start: this.start, len: this.len, fstype: this.fstype.clone(), at: "/".into(), uuid: this.uuid.clone() }];
+    let mut esp_at = None;
+    let mut entries: Vec<&FstabEntry> = root.fstab.iter().filter(|e| matches!(e.mountpoint.as_str(), "/boot" | "/boot/efi" | "/efi" | "/usr")).collect();
+    entries.sort_by_key(|e| e.mountpoint.matches('/').count() + usize::from(e.mountpoint.len() > 1));
+    for e in entries {
+        let mapped = crate::linux::rewrite_references(&e.spec, &opts.uuid_map).0;
+        let is_esp_mp = (e.mountpoint != "/boot" && e.mountpoint != "/usr") || e.fstype == "vfat";
+        let Some(p) = resolve_spec(&mapped, &disk.parts) else {
+            if is_esp_mp {
+                notes.push(format!("the ESP ({} at {}) is on no partition of this disk: the EFI boot loader is left as is", e.spec, e.mountpoint));
+                continue;
+            }
+            return Err(LinuxError::Unresolved { part, mountpoint: e.mountpoint.clone(), spec: e.spec.clone() });
+        };
+        let fstype = if p.fstype.is_empty() { e.fstype.clone() } else { p.fstype.clone() };
+        if is_esp_mp && fstype == "vfat" {
+            esp_at = Some(e.mountpoint.clone());
+        }
+        mounts.push(PlannedMount { partition: p.number, start: p.start, len: p.len, fstype, at: e.mountpoint.clone(), uuid: p.uuid.clone() });
+    }
+    // Other fstab references to identifiers that are nowhere on this disk.
+    for e in &root.fstab {
+        if e.spec.contains('=') || e.spec.starts_with("/dev/disk/") {
+            let mapped = opts.uuid_map.iter().any(|(old, _)| e.spec.to_ascii_lowercase().contains(&old.to_ascii_lowercase()));
+            if !mapped && resolve_spec(&e.spec, &disk.parts).is_none() && e.mountpoint != "none" && e.fstype != "swap" && !e.options.contains("nofail") {
+                notes.push(format!("/etc/fstab mounts {} at {}, which is on no partition of this disk; if it was recreated, pass --map-uuid OLD=NEW", e.spec, e.mountpoint));
+            }
+        }
+    }
+
+    let mut steps = Vec::new();
+    if !opts.uuid_map.is_empty() {
+        let fixes = crate::linux::plan_fixups(dir, &opts.uuid_map).map_err(io(dir))?;
+        for fx in fixes {
+            let rel = fx.path.strip_prefix(dir).unwrap_or(&fx.path).to_string_lossy().into_owned();
+            steps.push(Step::Write { path: rel, content: fx.new_text, summary: format!("{} identifier reference(s) updated", fx.changes.len()) });
+        }
+    }
+    steps.extend(initramfs_steps(dir, tool, &modules)?);
+
+    // Boot loader: GRUB for the boot mode(s) this disk is set up for.
+    let grub_install = find_tool(dir, &["grub-install", "grub2-install"]);
+    let grub_lib = if exists(dir, "usr/lib/grub") { "usr/lib/grub" } else { "usr/lib/grub2" };
+    let bios_possible = disk.table == "mbr" || disk.parts.iter().any(|p| p.gpt_type.as_deref() == Some(BIOS_BOOT));
+    let mut boot = Vec::new();
+    match &grub_install {
+        None => notes.push("GRUB is not installed in the system: the boot loader is left as is".into()),
+        Some(gi) => {
+            if bios_possible && exists(dir, &format!("{grub_lib}/i386-pc")) {
+                // The partition loop device GRUB probes is not a partition of
+                // <disk> to it: name the partition-map modules core.img needs
+                // to find /boot/grub (it searches by filesystem UUID).
+                steps.push(Step::Run { argv: vec![gi.clone(), "--target=i386-pc".into(), MODULES.into(), DISK.into()] });
+                boot.push("bios");
+            }
+            if let Some(esp) = &esp_at {
+                if exists(dir, &format!("{grub_lib}/x86_64-efi")) {
+                    let d = format!("--efi-directory={esp}");
+                    // No NVRAM entry can be made for another machine offline:
+                    // also install the removable-media path \EFI\BOOT\BOOTX64.EFI,
+                    // which firmware boots without one.
+                    steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d.clone(), MODULES.into(), "--no-nvram".into()] });
+                    steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d, MODULES.into(), "--removable".into(), "--no-nvram".into()] });
+                    boot.push("efi");
+                } else {
+                    notes.push(format!("the ESP at {esp} is kept as is: GRUB for EFI (x86_64-efi) is not installed in the system"));
+                }
+            } else if disk.parts.iter().any(|p| p.gpt_type.as_deref() == Some(ESP)) && !bios_possible {
+                notes.push("the disk has an ESP but the system's fstab does not mount it: the EFI boot loader is left as is".into());
+            }
+            if boot.is_empty() {
+                notes.push("no boot mode GRUB can be installed for (no MBR, BIOS boot partition or mounted ESP): the boot loader is left as is".into());
+            } else if let Some(mk) = find_tool(dir, &["update-grub"]) {
+                steps.push(Step::Run { argv: vec![mk] });
+            } else if let Some(mk) = find_tool(dir, &["grub-mkconfig", "grub2-mkconfig"]) {
+                let cfg = if mk.starts_with("grub2") { "/boot/grub2/grub.cfg" } else { "/boot/grub/grub.cfg" };
+                steps.push(Step::Run { argv: vec![mk, "-o".into(), cfg.into()] });
+            }
+        }
+    }
+    Ok(SystemPlan {
+        partition: part,
+        name: root.os.pretty_name.clone(),
+        initramfs: tool,
+        boot: if boot.is_empty() { "none".into() } else { boot.join("+") },
+        mounts,
+        modules,
+        steps,
+        notes,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Mounting and running
+
+/// A filesystem mounted on a private directory (over its own loop device, or
+/// a bind mount); unmounted and detached on drop.
+#[derive(Debug)]
+pub struct Mounted {
+    pub dir: PathBuf,
+    remove_dir: bool,
+    /// `/dev/rescue-ul-PID-pN`: the node the filesystem is mounted from.
+    node: Option<PathBuf>,
+    _loop: Option<LoopDevice>,
+}
+
+impl Mounted {
+    /// The device node the filesystem is mounted from.
+    pub fn device(&self) -> Option<&Path> {
+        self.node.as_deref()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let mut ok = false;
+        for _ in 0..20 {
+            if Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        if !ok {
+            tracing::warn!(dir = %self.dir.display(), "unmount failed; detaching lazily");
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        if self.remove_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        if let Some(n) = &self.node {
+            let _ = std::fs::remove_file(n);
+        }
+        // The loop device (if any) is detached after this, when the field drops.
+    }
+}
+
+fn mount_part(disk: &Path, p: &PlannedMount, dir: &Path, write: bool, remove_dir: bool) -> Result<Mounted, LinuxError> {
+    let err = |detail: String| LinuxError::Mount { disk: disk.display().to_string(), part: p.partition, at: p.at.clone(), detail };
+    let lo = LoopDevice::attach(disk, p.start, p.len).map_err(|e| err(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+    // Mounted from a node of our own name, not `/dev/loopN`: tools in the
+    // chroot read the device name from mountinfo (see `private_dev`).
+    let node = PathBuf::from(format!("/dev/rescue-ul-{}-p{}", std::process::id(), p.partition));
+    let _ = std::fs::remove_file(&node);
+    mknod_like(&lo.path, &node).map_err(|e| err(e.to_string()))?;
+    // ro: ext* must not replay its journal (noload), which would write.
+    let opts = match (write, p.fstype.as_str()) {
+        (true, _) => "rw",
+        (false, "ext3" | "ext4") => "ro,noload",
+        (false, "xfs") => "ro,norecovery",
+        (false, _) => "ro",
+    };
+    let mut c = Command::new("mount");
+    c.arg("-o").arg(opts);
+    if !p.fstype.is_empty() {
+        c.arg("-t").arg(&p.fstype);
+    }
+    let out = c.arg(&node).arg(dir).output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        other => {
+            let _ = std::fs::remove_file(&node);
+            if remove_dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(err(match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                Err(e) => format!("mount: {e}"),
+            }));
+        }
+    };
+    drop(out);
+    Ok(Mounted { dir: dir.to_path_buf(), remove_dir, node: Some(node), _loop: Some(lo) })
+}
+
+/// A Linux system found on the disk, its root mounted.
+#[derive(Debug)]
+pub struct FoundLinux {
+    pub root: LinuxRoot,
+    pub mount: Mounted,
+}
+
+/// Mount the Linux filesystems of `disk` (or only partition `part`) and find
+/// installed systems on them. `write`: mount read-write (to apply a plan).
+/// An empty result is not an error: the caller decides (Windows may be there).
+pub fn find_linux(disk: &Path, part: Option<u32>, write: bool) -> Result<(DiskLayout, Vec<FoundLinux>), LinuxError> {
+    let (lay, busy) = layout(disk)?;
+    let mut found = Vec::new();
+    for p in lay.parts.iter().filter(|p| part.is_none_or(|n| n == p.number) && is_root_candidate(&p.fstype)) {
+        if let Some((_, why)) = busy.iter().find(|(n, why)| *n == p.number && !why.is_empty()) {
+            return Err(LinuxError::Busy { disk: disk.display().to_string(), part: p.number, why: why.join(", ") });
+        }
+        let dir = std::env::temp_dir().join(format!("rescue-ul-{}-{}", std::process::id(), p.number));
+        let pm = PlannedMount { partition: p.number, start: p.start, len: p.len, fstype: p.fstype.clone(), at: "/".into(), uuid: p.uuid.clone() };
+        let m = mount_part(disk, &pm, &dir, write, true)?;
+        if let Some(root) = inspect_root(&m.dir, p.number)? {
+            tracing::info!(partition = p.number, os = %root.os.pretty_name, "found Linux");
+            found.push(FoundLinux { root, mount: m });
+        }
+    }
+    Ok((lay, found))
+}
+
+/// Partitions searched by [`find_linux`] (for a "none found" message).
+pub fn searched(lay: &DiskLayout, part: Option<u32>) -> String {
+    let v: Vec<String> = lay.parts.iter().filter(|p| part.is_none_or(|n| n == p.number) && is_root_candidate(&p.fstype)).map(|p| p.number.to_string()).collect();
+    if v.is_empty() {
+        "none with a Linux filesystem".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub partition: u32,
+    pub name: String,
+    pub files_written: Vec<String>,
+    pub commands_run: Vec<String>,
+}
+
+/// The chroot's mounts, unmounted in reverse order on drop.
+struct Chroot {
+    mounts: Vec<Mounted>,
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        while let Some(m) = self.mounts.pop() {
+            drop(m);
+        }
+        let _ = Command::new("sync").status();
+    }
+}
+
+fn bind(src: &str, dir: &Path) -> Result<Mounted, LinuxError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let out = Command::new("mount").arg("--bind").arg(src).arg(dir).output().map_err(io(dir))?;
+    if !out.status.success() {
+        return Err(LinuxError::Io { path: dir.display().to_string(), source: std::io::Error::other(format!("bind-mounting {src}: {}", String::from_utf8_lossy(&out.stderr).trim())) });
+    }
+    Ok(Mounted { dir: dir.to_path_buf(), remove_dir: false, node: None, _loop: None })
+}
+
+fn write_file(root: &Path, rel: &str, content: &str) -> Result<(), LinuxError> {
+    let path = in_root(root, rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let tmp = path.with_extension("rescue-tmp");
+    std::fs::write(&tmp, content).map_err(io(&tmp))?;
+    if let Ok(meta) = std::fs::metadata(&path) {
+        std::fs::set_permissions(&tmp, meta.permissions()).map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// Fixing a Linux system needs loop devices, mounts and a chroot: the Linux
+/// rescue system. Elsewhere (the Windows build) these fail with this error.
+#[cfg(not(unix))]
+fn linux_only(at: &Path) -> LinuxError {
+    LinuxError::Io { path: at.display().to_string(), source: std::io::Error::new(std::io::ErrorKind::Unsupported, "fixing a Linux system needs the Linux rescue system (loop devices, mounts, chroot)") }
+}
+
+#[cfg(unix)]
+fn symlink(target: impl AsRef<Path>, at: &Path) -> Result<(), LinuxError> {
+    std::os::unix::fs::symlink(target, at).map_err(io(at))
+}
+
+#[cfg(not(unix))]
+fn symlink(_target: impl AsRef<Path>, at: &Path) -> Result<(), LinuxError> {
+    Err(linux_only(at))
+}
+
+#[cfg(unix)]
+fn is_block_device(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+}
+
+#[cfg(not(unix))]
+fn is_block_device(_p: &Path) -> bool {
+    false
+}
+
+#[cfg(not(unix))]
+fn mknod_like(_like: &Path, at: &Path) -> Result<(), LinuxError> {
+    Err(linux_only(at))
+}
+
+/// `mknod` a node at `at` like the device `like` (block or character).
+#[cfg(unix)]
+fn mknod_like(like: &Path, at: &Path) -> Result<(), LinuxError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(like).map_err(io(like))?;
+    let kind = if meta.file_type().is_block_device() { "b" } else { "c" };
+    let rdev = meta.rdev();
+    // Linux dev_t encoding (glibc gnu_dev_major / gnu_dev_minor).
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    let out = Command::new("mknod").arg(at).arg(kind).arg(major.to_string()).arg(minor.to_string()).output().map_err(io(at))?;
+    if !out.status.success() {
+        return Err(LinuxError::Io { path: at.display().to_string(), source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()) });
+    }
+    Ok(())
+}
+
+/// A private `/dev` for the chroot (tmpfs): the usual character devices,
+/// the target's partitions under the names they are mounted from
+/// (`rescue-ul-PID-pN`) with `/dev/disk/by-uuid` links, and the disk as
+/// `rescue-ul-PID-disk`. Not the host's `/dev` and not `/dev/loopN`:
+/// Debian's `grub-mkconfig` makes no menu entry for a root on a loop device
+/// ("can't cope with devices loop-mounted from files"), and without a
+/// by-uuid link `root=` would name a device of this machine.
+fn private_dev(dir: &Path, parts: &[(u32, &Path, Option<&str>)], disk: Option<&Path>) -> Result<Mounted, LinuxError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let out = Command::new("mount").args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "rescue-dev"]).arg(dir).output().map_err(io(dir))?;
+    if !out.status.success() {
+        return Err(LinuxError::Io { path: dir.display().to_string(), source: std::io::Error::other(format!("mounting a tmpfs: {}", String::from_utf8_lossy(&out.stderr).trim())) });
+    }
+    let m = Mounted { dir: dir.to_path_buf(), remove_dir: false, node: None, _loop: None };
+    for n in ["null", "zero", "full", "random", "urandom", "tty", "console"] {
+        let host = Path::new("/dev").join(n);
+        if host.exists() {
+            mknod_like(&host, &dir.join(n))?;
+        }
+    }
+    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        symlink(target, &dir.join(name))?;
+    }
+    for d in ["pts", "shm", "disk/by-uuid"] {
+        std::fs::create_dir_all(dir.join(d)).map_err(io(dir))?;
+    }
+    for (_, dev, uuid) in parts {
+        let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        mknod_like(dev, &dir.join(&name))?;
+        if let Some(u) = uuid {
+            symlink(format!("../../{name}"), &dir.join("disk/by-uuid").join(u))?;
+        }
+    }
+    if let Some(d) = disk {
+        mknod_like(d, &dir.join(disk_node_name()))?;
+    }
+    Ok(m)
+}
+
+fn disk_node_name() -> String {
+    format!("rescue-ul-{}-disk", std::process::id())
+}
+
+/// Run `plan` on a system found by [`find_linux`] with `write` (its root
+/// mounted read-write): mount its other partitions, give it `/dev`, `/proc`,
+/// `/sys` and `/run`, write the files and run the commands in a chroot.
+pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan) -> Result<Report, LinuxError> {
+    let part = plan.partition;
+    let root = found.mount.dir.as_path();
+    // The whole disk as a device GRUB can install to: a block device as it
+    // is, an image file through a loop device (the partitions are loop
+    // devices of their own: this kernel need not scan loop partitions).
+    let disk_loop = if plan.needs_disk() && !is_block_device(disk) {
+        Some(LoopDevice::attach(disk, 0, disk_size).map_err(|e| LinuxError::Mount {
+            disk: disk.display().to_string(),
+            part: 0,
+            at: "(whole disk)".into(),
+            detail: e.to_string(),
+        })?)
+    } else {
+        None
+    };
+    let disk_dev: Option<&Path> = if !plan.needs_disk() { None } else { Some(disk_loop.as_ref().map_or(disk, |l| l.path.as_path())) };
+    let mut ch = Chroot { mounts: Vec::new() };
+    let mut devs: Vec<(u32, PathBuf, Option<String>)> = Vec::new();
+    let root_uuid = plan.mounts.iter().find(|m| m.at == "/").and_then(|m| m.uuid.clone());
+    if let Some(d) = found.mount.device() {
+        devs.push((part, d.to_path_buf(), root_uuid));
+    }
+    for m in plan.mounts.iter().filter(|m| m.at != "/") {
+        let dir = in_root(root, m.at.trim_start_matches('/'));
+        let mounted = mount_part(disk, m, &dir, true, false)?;
+        if let Some(d) = mounted.device() {
+            devs.push((m.partition, d.to_path_buf(), m.uuid.clone()));
+        }
+        ch.mounts.push(mounted);
+    }
+    let parts: Vec<(u32, &Path, Option<&str>)> = devs.iter().map(|(n, d, u)| (*n, d.as_path(), u.as_deref())).collect();
+    ch.mounts.push(private_dev(&root.join("dev"), &parts, disk_dev)?);
+    for api in ["proc", "sys", "run"] {
+        ch.mounts.push(bind(&format!("/{api}"), &root.join(api))?);
+    }
+    let disk_arg = if disk_dev.is_some() { format!("/dev/{}", disk_node_name()) } else { String::new() };
+    let mut report = Report { partition: part, name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new() };
+    for s in &plan.steps {
+        match s {
+            Step::Write { path, content, .. } => {
+                write_file(root, path, content)?;
+                report.files_written.push(format!("/{path}"));
+            }
+            Step::Run { argv } => {
+                let args: Vec<String> = argv.iter().map(|a| if a == DISK { disk_arg.clone() } else { a.clone() }).collect();
+                let shown = shell_words(&args);
+                tracing::info!(partition = part, cmd = %shown, "running in chroot");
+                let out = Command::new("chroot")
+                    .arg(root)
+                    .args(&args)
+                    .env_clear()
+                    .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+                    .env("LC_ALL", "C")
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .env("HOME", "/root")
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(io(Path::new("chroot")))?;
+                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                tracing::debug!(partition = part, output = %text, "chroot command output");
+                if !out.status.success() {
+                    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                    let tail = lines[lines.len().saturating_sub(6)..].join(" | ");
+                    return Err(LinuxError::Command { part, cmd: shown, status: out.status.to_string(), tail });
+                }
+                report.commands_run.push(shown);
+            }
+        }
+    }
+    // Unmount (and sync) before the disk's own loop device goes.
+    drop(ch);
+    drop(disk_loop);
+    Ok(report)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn ctl(name: &str) -> Vec<Controller> {
+        crate::windows::profile(name).expect("profile")
+    }
+
+    fn mods(name: &str) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for c in ctl(name) {
+            for m in modules_for_controller(&c) {
+                if !v.contains(&m) {
+                    v.push(m);
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn profiles_map_to_modules() {
+        assert_eq!(mods("nvme"), ["nvme", "nvme_core"]);
+        assert_eq!(mods("ahci"), ["ahci", "libahci", "sd_mod"]);
+        assert_eq!(mods("virtio"), ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"]);
+        assert!(mods("intel-rst").contains(&"vmd"));
+        assert!(mods("hyperv").contains(&"hv_storvsc"));
+        assert!(mods("vmware").contains(&"vmw_pvscsi"));
+        assert!(mods("PCI\\VEN_DEAD&DEV_BEEF").is_empty());
+    }
+
+    #[test]
+    fn os_release_and_fstab() {
+        let o = parse_os_release("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n");
+        assert_eq!((o.id.as_str(), o.pretty_name.as_str()), ("debian", "Debian GNU/Linux 12 (bookworm)"));
+        let o = parse_os_release("ID=rocky\nID_LIKE=\"rhel centos fedora\"\n");
+        assert_eq!(o.id_like, ["rhel", "centos", "fedora"]);
+        assert_eq!(o.pretty_name, "rocky");
+        let f = parse_fstab("# c\nUUID=ab / ext4 errors=remount-ro 0 1\n\nLABEL=x /my\\040data xfs\nbroken\n");
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[1].mountpoint, "/my data");
+        assert_eq!(f[1].options, "defaults");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_stay_in_the_root() {
+        let t = tempfile::tempdir().expect("tmp");
+        let r = t.path();
+        std::fs::create_dir_all(r.join("usr/lib")).expect("mkdir");
+        std::fs::create_dir_all(r.join("etc")).expect("mkdir");
+        std::fs::write(r.join("usr/lib/os-release"), "ID=x\n").expect("w");
+        std::os::unix::fs::symlink("/usr/lib/os-release", r.join("etc/os-release")).expect("ln");
+        std::os::unix::fs::symlink("usr/lib", r.join("lib")).expect("ln");
+        assert_eq!(in_root(r, "etc/os-release"), r.join("usr/lib/os-release"));
+        assert_eq!(in_root(r, "lib/os-release"), r.join("usr/lib/os-release"));
+        assert_eq!(in_root(r, "../../etc/../usr/lib/os-release"), r.join("usr/lib/os-release"));
+        assert_eq!(read_opt(r, "etc/os-release").expect("read").as_deref(), Some("ID=x\n"));
+    }
+
+    fn part(number: u32, fstype: &str, uuid: &str) -> Part {
+        Part {
+            number,
+            start: u64::from(number) << 20,
+            len: 1 << 20,
+            fstype: fstype.into(),
+            uuid: Some(uuid.into()),
+            label: None,
+            partuuid: Some(format!("1234abcd-{number:02x}")),
+            gpt_type: None,
+        }
+    }
+
+    const ROOT_UUID: &str = "0a1b2c3d-1111-2222-3333-444455556666";
+
+    /// A fake root: Debian-like, one kernel with nvme but no vmd.
+    fn fake_root(tool: &str) -> tempfile::TempDir {
+        let t = tempfile::tempdir().expect("tmp");
+        let r = t.path();
+        for d in ["etc/initramfs-tools", "usr/sbin", "usr/lib/grub/i386-pc", "usr/lib/grub/x86_64-efi", "usr/lib/modules/6.1.0-9-amd64"] {
+            std::fs::create_dir_all(r.join(d)).expect("mkdir");
+        }
+        std::os::unix::fs::symlink("usr/lib", r.join("lib")).expect("ln");
+        for f in [tool, "grub-install", "update-grub"] {
+            std::fs::write(r.join("usr/sbin").join(f), "").expect("w");
+        }
+        std::fs::write(r.join("etc/os-release"), "PRETTY_NAME=\"Debian 12\"\nID=debian\n").expect("w");
+        std::fs::write(r.join("etc/fstab"), format!("UUID={ROOT_UUID} / ext4 defaults 0 1\nUUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\nUUID=feedface-0000-0000-0000-000000000000 /data ext4 defaults 0 2\n")).expect("w");
+        std::fs::write(r.join("etc/initramfs-tools/modules"), "# list\nahci\n").expect("w");
+        std::fs::write(
+            r.join("usr/lib/modules/6.1.0-9-amd64/modules.dep"),
+            "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\nkernel/drivers/nvme/host/nvme-core.ko:\nkernel/drivers/ata/ahci.ko.xz: kernel/drivers/ata/libahci.ko.xz\nkernel/drivers/ata/libahci.ko.xz:\n",
+        )
+        .expect("w");
+        std::fs::write(r.join("usr/lib/modules/6.1.0-9-amd64/modules.builtin"), "kernel/drivers/scsi/sd_mod.ko\n").expect("w");
+        t
+    }
+
+    fn disk(table: &str) -> DiskLayout {
+        let mut esp = part(2, "vfat", "ABCD-1234");
+        esp.gpt_type = Some(ESP.into());
+        DiskLayout { path: "/tmp/x.img".into(), size: 8 << 20, table: table.into(), parts: vec![part(1, "ext4", ROOT_UUID), esp] }
+    }
+
+    #[test]
+    fn plan_initramfs_tools_bios_and_efi() {
+        let t = fake_root("update-initramfs");
+        let root = inspect_root(t.path(), 1).expect("inspect").expect("is a root");
+        assert_eq!(root.initramfs, Some(InitramfsTool::InitramfsTools));
+        let mut controllers = ctl("nvme");
+        controllers.extend(ctl("ahci"));
+        controllers.extend(ctl("intel-rst"));
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers, uuid_map: vec![] }).expect("plan");
+        assert_eq!(p.modules, ["nvme", "nvme_core", "ahci", "libahci", "sd_mod"], "vmd is in no kernel: dropped");
+        assert!(p.notes.iter().any(|n| n.contains("vmd")), "{:?}", p.notes);
+        assert!(p.notes.iter().any(|n| n.contains("feedface")), "unknown fstab source noted: {:?}", p.notes);
+        assert_eq!(p.boot, "bios+efi");
+        assert_eq!(p.mounts.iter().map(|m| (m.partition, m.at.as_str())).collect::<Vec<_>>(), [(1, "/"), (2, "/boot/efi")]);
+        let Step::Write { path, content, summary } = &p.steps[0] else { panic!("{p}") };
+        assert_eq!(path, "etc/initramfs-tools/modules");
+        assert_eq!(summary, "add nvme nvme_core libahci sd_mod", "ahci was listed already");
+        assert!(content.starts_with("# list\nahci\n# Added by rescue"));
+        let runs: Vec<String> = p.steps.iter().filter_map(|s| if let Step::Run { argv } = s { Some(shell_words(argv)) } else { None }).collect();
+        assert_eq!(
+            runs,
+            [
+                "update-initramfs -u -k all",
+                "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>",
+                "grub-install --target=x86_64-efi --efi-directory=/boot/efi '--modules=part_gpt part_msdos' --no-nvram",
+                "grub-install --target=x86_64-efi --efi-directory=/boot/efi '--modules=part_gpt part_msdos' --removable --no-nvram",
+                "update-grub",
+            ]
+        );
+        assert!(p.needs_disk());
+        let shown = p.to_string();
+        assert!(shown.contains("chroot: update-initramfs -u -k all"), "{shown}");
+        // Idempotent: with the file written, nothing more to add.
+        std::fs::write(t.path().join("etc/initramfs-tools/modules"), content).expect("w");
+        let p2 = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        assert!(matches!(&p2.steps[0], Step::Run { argv } if argv[0] == "update-initramfs"), "{p2}");
+        // GPT without a BIOS boot partition: EFI only.
+        let p3 = plan(t.path(), &root, &disk("gpt"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        assert_eq!(p3.boot, "efi");
+    }
+
+    #[test]
+    fn plan_dracut_and_mkinitcpio() {
+        let t = fake_root("dracut");
+        std::fs::write(t.path().join("etc/os-release"), "ID=fedora\n").expect("w");
+        let root = inspect_root(t.path(), 1).expect("inspect").expect("root");
+        assert_eq!(root.initramfs, Some(InitramfsTool::Dracut));
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        assert!(matches!(&p.steps[0], Step::Write { path, content, .. } if path == "etc/dracut.conf.d/90-rescue-universal-restore.conf" && content.contains("add_drivers+=\" nvme nvme_core \"")));
+        assert!(matches!(&p.steps[1], Step::Run { argv } if shell_words(argv) == "dracut -f --regenerate-all --no-hostonly --add-drivers 'nvme nvme_core'"));
+
+        let t = fake_root("mkinitcpio");
+        std::fs::write(t.path().join("etc/os-release"), "ID=arch\n").expect("w");
+        std::fs::write(t.path().join("etc/mkinitcpio.conf"), "# x\nMODULES=(ext4)\nHOOKS=(base udev)\n").expect("w");
+        let root = inspect_root(t.path(), 1).expect("inspect").expect("root");
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        assert!(matches!(&p.steps[0], Step::Write { path, content, .. } if path == "etc/mkinitcpio.conf" && content == "# x\nMODULES=(ext4 nvme nvme_core)\nHOOKS=(base udev)\n"), "{p}");
+        assert!(matches!(&p.steps[1], Step::Run { argv } if shell_words(argv) == "mkinitcpio -P"));
+        std::fs::create_dir_all(t.path().join("etc/mkinitcpio.conf.d")).expect("mkdir");
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        assert!(matches!(&p.steps[0], Step::Write { content, .. } if content.contains("MODULES+=(nvme nvme_core)")), "{p}");
+        assert_eq!(add_to_mkinitcpio_modules("MODULES=()\n", &["a".into()]).0, "MODULES=(a)\n");
+        assert_eq!(add_to_mkinitcpio_modules("", &["a".into()]).0, "MODULES=(a)\n");
+    }
+
+    #[test]
+    fn uuid_map_and_unresolved_boot() {
+        let t = fake_root("update-initramfs");
+        let new = "99999999-aaaa-bbbb-cccc-dddddddddddd";
+        std::fs::write(t.path().join("etc/fstab"), format!("UUID={ROOT_UUID} / ext4 defaults 0 1\nUUID=1111 /boot ext4 defaults 0 2\n")).expect("w");
+        let root = inspect_root(t.path(), 1).expect("inspect").expect("root");
+        let e = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect_err("unresolved /boot");
+        assert!(matches!(e, LinuxError::Unresolved { ref mountpoint, .. } if mountpoint == "/boot"), "{e}");
+        // The root was recreated with a new UUID and /boot mapped onto partition 2.
+        let mut d = disk("mbr");
+        d.parts[0].uuid = Some(new.into());
+        d.parts[1] = part(2, "ext4", "2222");
+        let map = vec![(ROOT_UUID.to_owned(), new.to_owned()), ("1111".to_owned(), "2222".to_owned())];
+        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: map }).expect("plan");
+        assert!(matches!(&p.steps[0], Step::Write { path, content, .. } if path == "etc/fstab" && content.contains(new)), "{p}");
+        assert_eq!(p.mounts[1].at, "/boot");
+        assert_eq!(p.mounts[1].partition, 2);
+    }
+
+    #[test]
+    fn spec_resolution() {
+        let parts = vec![part(1, "ext4", ROOT_UUID)];
+        assert!(resolve_spec(&format!("UUID={}", ROOT_UUID.to_uppercase()), &parts).is_some());
+        assert!(resolve_spec(&format!("/dev/disk/by-uuid/{ROOT_UUID}"), &parts).is_some());
+        assert!(resolve_spec("PARTUUID=1234abcd-01", &parts).is_some());
+        assert!(resolve_spec("/dev/sda1", &parts).is_none());
+        assert!(resolve_spec("UUID=", &parts).is_none());
+    }
+}

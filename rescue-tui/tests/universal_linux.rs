@@ -1,0 +1,278 @@
+//! `rescue universal-restore` on a real Debian: a bookworm system made with
+//! debootstrap on an MBR disk image (GRUB for BIOS, serial console), whose
+//! initramfs holds only the modules listed in /etc/initramfs-tools/modules
+//! (`MODULES=list`: ext4 and, after a first universal restore for virtio,
+//! virtio). Booted in qemu as NVMe it stops in the initramfs ("Gave up
+//! waiting for root"); after `universal-restore --for nvme --for ahci` it
+//! reaches the login prompt as NVMe and as AHCI.
+//!
+//! Needs root, debootstrap, qemu-system-x86_64, zstd and the Debian mirror
+//! of the host's apt sources on the first run, which builds the root
+//! filesystem once (about 2 min) into /var/tmp/rescue-debootstrap-cache
+//! (a tarball keyed by [`CACHE_KEY`], built under a lock). TCG is used when
+//! /sys/module/kvm_pvm exists (that nested hypervisor cannot boot a stock
+//! kernel) or /dev/kvm is missing, KVM otherwise. Every boot uses
+//! `-snapshot`: the disk image only changes through `rescue`.
+//! `UL_QEMU_TIMEOUT=SECONDS` overrides the per-boot time limit.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CACHE_DIR: &str = "/var/tmp/rescue-debootstrap-cache";
+/// Bump when the package list or the debootstrap options change.
+const CACHE_KEY: &str = "bookworm-v1";
+const PACKAGES: &str = "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,e2fsprogs";
+const ROOT_UUID: &str = "3f1c2b7e-5d4a-4e2b-9c1d-0a1b2c3d4e5f";
+const DISK_SIZE: u64 = 2 << 30;
+const PART_START: u64 = 1 << 20;
+
+/// The Debian mirror the host's apt uses (deb822 or one-line format).
+fn mirror() -> String {
+    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "sources" || x == "list")).collect();
+        v.sort();
+        texts.extend(v.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()));
+    }
+    for t in &texts {
+        for line in t.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            let url = if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().next()
+            } else if let Some(rest) = line.strip_prefix("deb ") {
+                rest.split_whitespace().find(|w| w.contains("://"))
+            } else {
+                None
+            };
+            if let Some(u) = url.filter(|u| u.contains("/debian") && !u.contains("security")) {
+                return u.to_string();
+            }
+        }
+    }
+    "http://deb.debian.org/debian".into()
+}
+
+/// The cached root filesystem tarball (built once, under a lock).
+fn rootfs_tarball() -> PathBuf {
+    std::fs::create_dir_all(CACHE_DIR).expect("cache dir");
+    let tar = Path::new(CACHE_DIR).join(format!("{CACHE_KEY}.tar.zst"));
+    let lock = std::fs::File::create(Path::new(CACHE_DIR).join(format!("{CACHE_KEY}.lock"))).expect("lock file");
+    lock.lock().expect("locking the debootstrap cache");
+    if tar.exists() {
+        return tar;
+    }
+    let build = Path::new(CACHE_DIR).join(format!("{CACHE_KEY}.build"));
+    let _ = std::fs::remove_dir_all(&build);
+    let t0 = Instant::now();
+    eprintln!("building the Debian root filesystem with debootstrap (once; about 2 minutes)...");
+    sh_ok(Command::new("debootstrap").env("DEBIAN_FRONTEND", "noninteractive").args(["--variant=minbase", &format!("--include={PACKAGES}"), "bookworm"]).arg(&build).arg(mirror()));
+    let tmp = tar.with_extension("tmp");
+    sh_ok(Command::new("sh").arg("-c").arg("tar -C \"$1\" --numeric-owner -cf - . | zstd -T0 -3 -q > \"$2\"").arg("sh").arg(&build).arg(&tmp));
+    std::fs::rename(&tmp, &tar).expect("publishing the tarball");
+    let _ = std::fs::remove_dir_all(&build);
+    eprintln!("debootstrap cache built in {:?}", t0.elapsed());
+    tar
+}
+
+/// Write `text` to `root/rel`.
+fn put(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("has a parent")).expect("mkdir");
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+}
+
+/// An MBR disk image with the Debian root on partition 1; the initramfs
+/// takes only the listed modules.
+fn make_disk(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    sh_ok(Command::new("tar").arg("-C").arg(&root).args(["-I", "zstd", "--numeric-owner", "-xf"]).arg(rootfs_tarball()));
+    put(&root, "etc/fstab", &format!("UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n"));
+    put(&root, "etc/hostname", "rescue-ul\n");
+    let grub = std::fs::read_to_string(root.join("etc/default/grub")).unwrap_or_default();
+    put(
+        &root,
+        "etc/default/grub",
+        &format!("{grub}\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"\"\nGRUB_CMDLINE_LINUX=\"console=ttyS0,115200 rootdelay=20\"\nGRUB_TERMINAL=console\n"),
+    );
+    put(&root, "etc/initramfs-tools/conf.d/rescue-test.conf", "MODULES=list\n");
+    put(&root, "etc/initramfs-tools/modules", "# the test's old hardware had no NVMe and no AHCI\next4\ncrc32c_generic\n");
+    let disk = new_file(dir, "debian.img", DISK_SIZE);
+    put(dir, "layout", "label: dos\nstart=1MiB, type=83, bootable\n");
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("layout")).expect("layout")));
+    let kib = (DISK_SIZE - PART_START) / 1024;
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", ROOT_UUID, "-E", &format!("offset={PART_START}"), "-d"]).arg(&root).arg(&disk).arg(format!("{kib}k")));
+    std::fs::remove_dir_all(&root).expect("removing the unpacked root");
+    disk
+}
+
+/// Files in the system's initramfs (its own lsinitramfs in a chroot; it
+/// needs a writable /tmp).
+fn initramfs_files(disk: &Path, dir: &Path) -> String {
+    let lo = Loop::attach(disk, PART_START, DISK_SIZE - PART_START, false);
+    let m = Mount::new(lo.path(), &dir.join("inspect"), "ext4", false);
+    let boot = std::fs::read_dir(m.0.join("boot")).expect("boot dir");
+    let initrd = boot.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.starts_with("initrd.img-")).expect("an initrd in /boot");
+    let out = sh_ok(Command::new("chroot").arg(&m.0).args(["lsinitramfs", &format!("/boot/{initrd}")]));
+    drop(m);
+    drop(lo);
+    out
+}
+
+/// A qemu process, killed on drop.
+struct Qemu {
+    child: Child,
+    log: PathBuf,
+    name: &'static str,
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn accel() -> &'static str {
+    if Path::new("/sys/module/kvm_pvm").exists() || !Path::new("/dev/kvm").exists() {
+        "tcg"
+    } else {
+        "kvm"
+    }
+}
+
+/// Boot `disk` (copy-on-write: `-snapshot`) with the disk on `bus`.
+fn boot(disk: &Path, bus: &'static str, dir: &Path) -> Qemu {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("serial-{n}-{bus}.log"));
+    let _ = std::fs::remove_file(&log);
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", accel(), "-m", "1024", "-smp", "1", "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot", "-snapshot"])
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=d,format=raw", disk.display()));
+    match bus {
+        "nvme" => c.args(["-device", "nvme,drive=d,serial=rescue-ul"]),
+        "ahci" => c.args(["-device", "ahci,id=ahci", "-device", "ide-hd,drive=d,bus=ahci.0"]),
+        _ => unreachable!("bus {bus}"),
+    };
+    let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting qemu-system-x86_64 (run scripts/setup)");
+    Qemu { child, log, name: bus }
+}
+
+fn log_text(q: &Qemu) -> String {
+    let mut s = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(&q.log) {
+        let _ = f.read_to_end(&mut s);
+    }
+    String::from_utf8_lossy(&s).into_owned()
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Wait until each qemu's serial log shows one of `want` (ok) or one of
+/// `bad` (failure); panic with the log tail on failure or timeout.
+fn wait_for(qs: &mut [Qemu], want: &[&str], bad: &[&str]) -> Vec<String> {
+    let limit = Duration::from_secs(std::env::var("UL_QEMU_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(420));
+    let t0 = Instant::now();
+    let mut found: Vec<Option<String>> = vec![None; qs.len()];
+    while found.iter().any(Option::is_none) {
+        for (i, q) in qs.iter_mut().enumerate() {
+            if found[i].is_some() {
+                continue;
+            }
+            let text = log_text(q);
+            if let Some(b) = bad.iter().find(|b| text.contains(**b)) {
+                panic!("{} boot: unexpected {b:?} on the serial console:\n{}", q.name, tail(&text));
+            }
+            if let Some(w) = want.iter().find(|w| text.contains(**w)) {
+                eprintln!("{} boot: {w:?} after {:?}", q.name, t0.elapsed());
+                found[i] = Some((*w).to_string());
+                let _ = q.child.kill();
+                continue;
+            }
+            if let Ok(Some(st)) = q.child.try_wait() {
+                let mut err = String::new();
+                if let Some(e) = q.child.stderr.as_mut() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("{} boot: qemu exited ({st}) before {want:?}: {err}\n{}", q.name, tail(&text));
+            }
+            if t0.elapsed() > limit {
+                panic!("{} boot: no {want:?} within {limit:?} ({} accel):\n{}", q.name, accel(), tail(&text));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    found.into_iter().flatten().collect()
+}
+
+/// No loop device over `disk` and no rescue mount is left.
+fn assert_released(disk: &Path) {
+    let loops = sh_ok(Command::new("losetup").arg("-j").arg(disk));
+    assert!(loops.trim().is_empty(), "loop devices left over {}: {loops}", disk.display());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    assert!(!mounts.contains("rescue-ul-"), "mounts left: {mounts}");
+}
+
+#[test]
+fn debian_boots_as_nvme_and_ahci_after_universal_restore() {
+    require_root();
+    let t0 = Instant::now();
+    let d = tempfile::Builder::new().prefix("rescue-ul-test").tempdir_in("/var/tmp").expect("temp dir");
+    let disk = make_disk(d.path());
+    let disk_s = disk.to_str().expect("UTF-8 path");
+    eprintln!("disk image ready after {:?}", t0.elapsed());
+
+    // The "old hardware": virtio. This also installs GRUB for BIOS.
+    let out = rescue_ok(&["universal-restore", disk_s, "--for", "virtio", "--yes"]);
+    assert!(out.contains("update-initramfs -u -k all"), "{out}");
+    assert_released(&disk);
+    let files = initramfs_files(&disk, d.path());
+    assert!(files.contains("virtio_blk.ko"), "virtio_blk missing from the initramfs:\n{files}");
+    for m in ["/nvme.ko", "/ahci.ko"] {
+        assert!(!files.contains(m), "{m} is in the initramfs before the restore");
+    }
+
+    // As NVMe it cannot find its root.
+    let mut q = [boot(&disk, "nvme", d.path())];
+    wait_for(&mut q, &["Gave up waiting for root", "ALERT!"], &[" login:"]);
+    drop(q);
+
+    // The plan names the module file and the commands, and writes nothing.
+    let before = file_hash(&disk);
+    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
+    for needle in ["Debian GNU/Linux 12", "add nvme nvme_core ahci libahci", "chroot: update-initramfs -u -k all", "grub-install --target=i386-pc", "update-grub"] {
+        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
+    }
+    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
+    assert_released(&disk);
+
+    let out = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--yes"]);
+    assert!(out.contains("Universal restore of Debian GNU/Linux 12") && out.contains("/etc/initramfs-tools/modules"), "{out}");
+    assert_released(&disk);
+    let files = initramfs_files(&disk, d.path());
+    for m in ["/nvme.ko", "/ahci.ko", "/virtio_blk.ko"] {
+        assert!(files.contains(m), "{m} missing from the initramfs after the restore");
+    }
+    // Running again adds nothing to the modules file.
+    let again = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
+    assert!(!again.contains("write /etc/initramfs-tools/modules"), "{again}");
+
+    // Both boot to a login prompt (in parallel: each is one TCG thread).
+    let mut qs = [boot(&disk, "nvme", d.path()), boot(&disk, "ahci", d.path())];
+    wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic"]);
+    drop(qs);
+    assert_released(&disk);
+    eprintln!("total {:?}", t0.elapsed());
+}
