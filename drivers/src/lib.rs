@@ -7,9 +7,12 @@
 //!   sets; target controller detection (sysfs) and `--for` profiles.
 //! - [`inject`]: the [`inject::Plan`] of registry and file changes and `apply`.
 //! - [`bcd`]: BCD device element and `MountedDevices` rewrite.
-//! - [`offline`]: mount the target disk's NTFS partitions and find Windows on them.
-//! - [`linux`]: fstab/crypttab/grub UUID rewriting (initramfs rebuild and boot
-//!   loader reinstall in a chroot are not implemented yet).
+//! - [`offline`]: mount the target disk's NTFS partitions and find Windows on them
+//!   (or take a Windows folder that is already reachable, as on WinPE).
+//! - [`pnp`]: this machine's storage controllers from Windows SetupAPI (WinPE).
+//! - [`linux`]: fstab/crypttab/grub UUID rewriting.
+//! - [`linux_offline`]: find Linux systems on the target disk; rebuild their
+//!   initramfs with the new storage modules and reinstall GRUB, in a chroot.
 //!
 //! Everything is a plan first: [`inject::plan`] → [`inject::Plan`] (serde, and
 //! `Display` for `--dry-run`) → [`inject::apply`].
@@ -19,7 +22,9 @@ pub mod hive;
 pub mod inf;
 pub mod inject;
 pub mod linux;
+pub mod linux_offline;
 pub mod offline;
+pub mod pnp;
 pub mod windows;
 
 /// Fuzz entry points (never panic on any input).

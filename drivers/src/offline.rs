@@ -141,3 +141,39 @@ pub fn find_windows(disk: &Path, part: Option<u32>, write: bool) -> Result<Vec<F
     }
     Ok(found)
 }
+
+/// The installation(s) in a folder that is already reachable, as on WinPE
+/// where the restored Windows is a drive letter: `dir` is either a Windows
+/// folder (`D:\Windows`: the one holding `System32\config\SYSTEM`) or the root
+/// of its volume (`D:\`, searched like a mounted partition). Nothing is
+/// mounted, so nothing needs releasing.
+pub fn windows_in_dir(dir: &Path) -> Result<Vec<WindowsInstall>, OfflineError> {
+    let root = dir.parent().unwrap_or(dir);
+    if let Some(found) = windows::installation_in(root, dir)? {
+        return Ok(vec![found]);
+    }
+    Ok(windows::find_installations(dir)?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_dir_or_volume_root() {
+        let d = tempfile::tempdir().unwrap();
+        let win = d.path().join("Windows");
+        let cfg = win.join("System32/config");
+        std::fs::create_dir_all(&cfg).unwrap();
+        std::fs::write(cfg.join("SYSTEM"), crate::testutil::regipy("SYSTEM")).unwrap();
+        let a = windows_in_dir(&win).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].windows_dir.as_path(), a[0].root.as_path()), (win.as_path(), d.path()));
+        let b = windows_in_dir(d.path()).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].system_hive, a[0].system_hive);
+        let e = windows_in_dir(&cfg).unwrap_err();
+        assert!(e.to_string().contains("no Windows installation"), "{e}");
+    }
+}

@@ -9,7 +9,8 @@
 //!   `CriticalDeviceDatabase` = Windows 7 or older), and the control sets named by
 //!   `Select` (Current, Default, LastKnownGood: each one is edited).
 //! - [`detect_controllers`]: PCI mass-storage controllers (class 01xxxx) from a
-//!   sysfs tree given as a parameter (tests use a fake one).
+//!   sysfs tree given as a parameter (tests use a fake one). On Windows
+//!   (WinPE), [`crate::pnp`] asks SetupAPI instead.
 //! - [`profile`]: `--for` profiles and explicit hardware IDs.
 //! - [`pci_hardware_ids`]: Windows' PCI ID list, most specific first (Microsoft
 //!   Learn, "Identifiers for PCI Devices").
@@ -390,6 +391,31 @@ pub struct WindowsInstall {
     pub warnings: Vec<String>,
 }
 
+/// The installation whose Windows folder is `dir` (on the volume `root`), or
+/// `None` when `dir` has no `System32\config\SYSTEM`.
+pub fn installation_in(root: &Path, dir: &Path) -> Result<Option<WindowsInstall>, WindowsError> {
+    let Some(system_hive) = resolve_ci(dir, "System32/config/SYSTEM").filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let file = system_hive.display().to_string();
+    let system = Hive::open(&system_hive).map_err(|source| WindowsError::Hive {
+        file: file.clone(),
+        source,
+    })?;
+    let software_hive = resolve_ci(dir, "System32/config/SOFTWARE").filter(|p| p.is_file());
+    // A damaged SOFTWARE hive only costs us the version source.
+    let software = software_hive.as_ref().and_then(|p| Hive::open(p).ok());
+    let facts = system_facts(&system, software.as_ref(), &file)?;
+    Ok(Some(WindowsInstall {
+        root: root.to_path_buf(),
+        windows_dir: dir.to_path_buf(),
+        system_hive,
+        software_hive,
+        facts,
+        warnings: system.report.warnings.clone(),
+    }))
+}
+
 /// Find Windows installations under a mounted volume root (checks `Windows` and
 /// any top-level folder holding `System32\config\SYSTEM`, e.g. `WINNT`).
 pub fn find_installations(root: &Path) -> Result<Vec<WindowsInstall>, WindowsError> {
@@ -405,27 +431,7 @@ pub fn find_installations(root: &Path) -> Result<Vec<WindowsInstall>, WindowsErr
         .collect();
     dirs.sort();
     for dir in dirs {
-        let Some(system_hive) = resolve_ci(&dir, "System32/config/SYSTEM").filter(|p| p.is_file())
-        else {
-            continue;
-        };
-        let file = system_hive.display().to_string();
-        let system = Hive::open(&system_hive).map_err(|source| WindowsError::Hive {
-            file: file.clone(),
-            source,
-        })?;
-        let software_hive = resolve_ci(&dir, "System32/config/SOFTWARE").filter(|p| p.is_file());
-        // A damaged SOFTWARE hive only costs us the version source.
-        let software = software_hive.as_ref().and_then(|p| Hive::open(p).ok());
-        let facts = system_facts(&system, software.as_ref(), &file)?;
-        out.push(WindowsInstall {
-            root: root.to_path_buf(),
-            windows_dir: dir,
-            system_hive,
-            software_hive,
-            facts,
-            warnings: system.report.warnings.clone(),
-        });
+        out.extend(installation_in(root, &dir)?);
     }
     if out.is_empty() {
         return Err(WindowsError::NotFound {
@@ -725,6 +731,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     fn fake_dev(root: &Path, slot: &str, vals: &[(&str, &str)]) {
         let d = root.join("bus/pci/devices").join(slot);
         std::fs::create_dir_all(&d).expect("mkdir");
@@ -733,6 +740,8 @@ mod tests {
         }
     }
 
+    // sysfs slot names (0000:02:00.0) are not valid Windows file names.
+    #[cfg(unix)]
     #[test]
     fn sysfs_detection_keeps_only_mass_storage() {
         let t = tempfile::tempdir().expect("tmp");

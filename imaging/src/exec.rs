@@ -212,7 +212,32 @@ pub fn lies_on(target: &DiskInfo, f: &File) -> bool {
                 li.devnum.as_deref() == Some(fsdev.as_str()) || blockdev::partition_devices(&li).iter().any(|(_, _, dn)| *dn == fsdev)
             })
         });
+    // Windows: a raw disk target holds the image when the volume the image
+    // is on has an extent on that disk.
+    #[cfg(windows)]
+    let on_target = on_target || (target.kind == DiskKind::Block && volume_on_disk(target, f));
     on_target || backing || via_loop
+}
+
+/// Windows: whether the volume holding the open file `f` lies (partly) on the
+/// disk `target` (`\\.\PhysicalDriveN`). When the volume cannot be named
+/// (network share) it lies on no local disk.
+#[cfg(windows)]
+fn volume_on_disk(target: &DiskInfo, f: &File) -> bool {
+    let disk = match blockdev::sys::disk_number(&target.path) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(device = %target.path.display(), "no disk number: {e}");
+            return false;
+        }
+    };
+    match blockdev::sys::disks_holding_file(f) {
+        Ok(disks) => disks.contains(&disk),
+        Err(e) => {
+            tracing::debug!(device = %target.path.display(), "volume of the image unknown: {e}");
+            false
+        }
+    }
 }
 
 /// Refuse when an image volume lives on the target (or is the target).

@@ -163,8 +163,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Copy a disk or a partition to another, without an image.
     Clone(CloneArgs),
-    /// Make the Windows on a disk boot on other storage hardware: enable
-    /// inbox drivers or inject drivers offline.
+    /// Make the Windows or Linux on a disk boot on other storage hardware:
+    /// enable or inject drivers offline; rebuild the initramfs, reinstall GRUB.
     UniversalRestore(UniversalArgs),
     /// Show the backup chains in a folder (or an image's chain) as a tree:
     /// kind, time, size, parent, comment, and whether every file each point
@@ -493,18 +493,27 @@ pub struct UniversalOpts {
     /// Switch off filter drivers of hardware that is gone (Intel RST).
     #[arg(long)]
     pub disable_stale: bool,
+    /// Linux: a filesystem UUID that changed; references in fstab,
+    /// crypttab, GRUB and mdadm.conf are rewritten (repeatable).
+    #[arg(long, value_name = "OLD=NEW")]
+    pub map_uuid: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct UniversalArgs {
     /// The disk holding the restored Windows.
-    pub disk: PathBuf,
+    #[arg(required_unless_present = "windows_dir")]
+    pub disk: Option<PathBuf>,
     /// Only this partition.
-    #[arg(long)]
+    #[arg(long, requires = "disk")]
     pub part: Option<u32>,
+    /// Instead of a disk: a Windows folder that is already reachable, like
+    /// D:\Windows on WinPE, or the root of its volume (D:\).
+    #[arg(long, value_name = "DIR", conflicts_with = "disk")]
+    pub windows_dir: Option<PathBuf>,
     #[command(flatten)]
     pub opts: UniversalOpts,
-    /// Show every key and file that would change, and exit.
+    /// Show every key, file and command that would change or run, and exit.
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -21,6 +21,7 @@
 
 pub mod event;
 pub mod keys;
+mod power;
 pub mod state;
 pub mod view;
 pub mod worker;
@@ -133,20 +134,7 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
-/// Power off or reboot through the init system, else the busybox tools.
-/// (As PID 1 the reboot syscall would be the way; it needs `unsafe`, which
-/// belongs in the engine's `sys.rs`, so the forced tools are used instead.)
+/// Power off or reboot (see `tui/power.rs`).
 fn power(a: PowerAction) -> anyhow::Result<()> {
-    let (verb, forced) = match a {
-        PowerAction::PowerOff => ("poweroff", "poweroff"),
-        PowerAction::Reboot => ("reboot", "reboot"),
-    };
-    let sync = std::process::Command::new("sync").status();
-    let _ = sync;
-    let ok = std::process::Command::new("systemctl").arg(verb).status().is_ok_and(|s| s.success())
-        || std::process::Command::new(forced).arg("-f").status().is_ok_and(|s| s.success());
-    if !ok {
-        anyhow::bail!("could not {verb}: neither `systemctl {verb}` nor `{forced} -f` worked");
-    }
-    Ok(())
+    power::run(a)
 }

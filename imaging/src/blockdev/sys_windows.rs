@@ -11,6 +11,9 @@
 //! disturbs nobody. Volumes are found with FindFirstVolumeW/FindNextVolumeW and
 //! placed on disks with IOCTL_VOLUME_GET_VOLUME_DISK_EXTENTS; their drive
 //! letters and folder mount points come from GetVolumePathNamesForVolumeNameW.
+//! The volume holding an open file (an image being read) is named by
+//! GetFinalPathNameByHandleW with VOLUME_NAME_GUID and placed on its disks the
+//! same way (`disks_holding_file`, used by `exec::lies_on`).
 //!
 //! Windows mounts every volume it recognises, so a mounted volume alone does not
 //! make a disk busy: before writing, every volume on the target is locked
@@ -92,8 +95,8 @@ use windows_sys::Win32::Foundation::{
     ERROR_SHARING_VIOLATION, ERROR_WRITE_PROTECT, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    FindFirstVolumeW, FindNextVolumeW, FindVolumeClose, GetFileInformationByHandle, GetVolumePathNamesForVolumeNameW, BY_HANDLE_FILE_INFORMATION,
-    IOCTL_VOLUME_GET_VOLUME_DISK_EXTENTS,
+    FindFirstVolumeW, FindNextVolumeW, FindVolumeClose, GetFileInformationByHandle, GetFinalPathNameByHandleW, GetVolumePathNamesForVolumeNameW,
+    BY_HANDLE_FILE_INFORMATION, IOCTL_VOLUME_GET_VOLUME_DISK_EXTENTS, VOLUME_NAME_GUID,
 };
 use windows_sys::Win32::System::Ioctl::{
     FSCTL_DISMOUNT_VOLUME, FSCTL_LOCK_VOLUME, IOCTL_DISK_GET_DRIVE_GEOMETRY_EX, IOCTL_DISK_GET_DRIVE_LAYOUT_EX, IOCTL_DISK_IS_WRITABLE,
@@ -449,6 +452,61 @@ pub fn volumes_on_disk(disk: u32) -> io::Result<Vec<Volume>> {
     Ok(out)
 }
 
+/// `\\?\Volume{GUID}\` out of a path GetFinalPathNameByHandleW returned with
+/// VOLUME_NAME_GUID (`\\?\Volume{GUID}\dir\file`).
+fn volume_guid_prefix(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(r"\\?\Volume{")?;
+    let end = rest.find("}\\")?;
+    Some(&path[..r"\\?\Volume{".len() + end + 2])
+}
+
+/// The volume holding an open file, as `\\?\Volume{GUID}\`.
+fn volume_of_file(f: &File) -> io::Result<String> {
+    let mut len = 512usize;
+    for _ in 0..4 {
+        let mut buf = vec![0u16; len];
+        // SAFETY: the handle is valid while `f` lives; `buf` is writable for
+        // `len` UTF-16 units (len stays far below u32::MAX), the size passed.
+        let n = unsafe { GetFinalPathNameByHandleW(f.as_raw_handle(), buf.as_mut_ptr(), len as u32, VOLUME_NAME_GUID) } as usize;
+        if n == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n < len {
+            let path = String::from_utf16_lossy(&buf[..n]);
+            return volume_guid_prefix(&path)
+                .map(str::to_owned)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not a volume GUID path: {path}")));
+        }
+        // Too small: n is the size needed, with the terminating NUL.
+        len = n + 1;
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "file path keeps growing"))
+}
+
+/// The disks (N of `\\.\PhysicalDriveN`) holding the volume an open file is
+/// on: every disk it has an extent on (IOCTL_VOLUME_GET_VOLUME_DISK_EXTENTS).
+/// Empty for volumes on no disk (RAM disks such as WinPE's X:); an error when
+/// the volume cannot be named (network shares, Wine's unix folders).
+pub fn disks_holding_file(f: &File) -> io::Result<Vec<u32>> {
+    let volume = volume_of_file(f)?;
+    let extents = open_query(Path::new(volume.trim_end_matches('\\')))
+        .and_then(|v| ioctl(&v, IOCTL_VOLUME_GET_VOLUME_DISK_EXTENTS, &[], winioctl::layout::EXTENTS_HEADER + 4 * winioctl::layout::DISK_EXTENT))
+        .and_then(|b| winioctl::parse_volume_disk_extents(&b).map_err(invalid));
+    match extents {
+        Ok(x) => {
+            let mut disks: Vec<u32> = x.iter().map(|e| e.disk_number).collect();
+            disks.sort_unstable();
+            disks.dedup();
+            tracing::debug!(volume, ?disks, "disks holding the file");
+            Ok(disks)
+        }
+        Err(e) => {
+            tracing::debug!(volume, "no disk extents: {e}");
+            Ok(Vec::new())
+        }
+    }
+}
+
 /// Why a volume cannot be locked, as far as can be told from outside.
 fn why_in_use(v: &Volume) -> &'static str {
     let system_root = std::env::var("SystemRoot").unwrap_or_default().to_ascii_lowercase();
@@ -576,6 +634,23 @@ mod tests {
             for v in volumes_on_disk(n).unwrap() {
                 assert!(v.guid_path.starts_with(r"\\?\Volume{"), "{v:?}");
             }
+        }
+    }
+
+    #[test]
+    fn volume_of_a_file() {
+        assert_eq!(volume_guid_prefix(r"\\?\Volume{0b2394a9-095e-487d-8d48-719ecd4d78ca}\img\a.img"), Some(r"\\?\Volume{0b2394a9-095e-487d-8d48-719ecd4d78ca}\"));
+        assert_eq!(volume_guid_prefix(r"\\?\Volume{x}\"), Some(r"\\?\Volume{x}\"));
+        assert_eq!(volume_guid_prefix(r"\\?\C:\img\a.img"), None);
+        assert_eq!(volume_guid_prefix(r"\\?\Volume{x"), None);
+        // Under Wine the temp folder is a unix folder on Z:, which may have no
+        // volume GUID: an error or a disk list, never a crash.
+        let t = std::env::temp_dir().join(format!("rescue-vol-{}", std::process::id()));
+        std::fs::write(&t, b"x").unwrap();
+        let r = disks_holding_file(&File::open(&t).unwrap());
+        let _ = std::fs::remove_file(&t);
+        if let Ok(d) = r {
+            assert!(d.iter().all(|n| *n < 1024), "{d:?}");
         }
     }
 
