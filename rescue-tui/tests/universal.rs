@@ -58,7 +58,9 @@ fn enables_ahci_on_an_offline_windows_7() {
     for cs in ["ControlSet001", "ControlSet002"] {
         assert_eq!(service_start(&cfg.join("SYSTEM"), cs, "msahci"), 0, "{cs}: msahci not enabled");
     }
-    let backups: Vec<_> = std::fs::read_dir(&cfg).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("SYSTEM.rescue-bak")).collect();
+    // Names, not DirEntry values: those keep the directory open (and the
+    // mount busy) for as long as they live.
+    let backups: Vec<String> = std::fs::read_dir(&cfg).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("SYSTEM.rescue-bak")).collect();
     assert_eq!(backups.len(), 1, "the original hive is kept beside it");
     drop(m);
     drop(lo);
