@@ -29,6 +29,7 @@ fn options(o: &UniversalOpts) -> Result<Options, CliError> {
 /// Plan (and unless `dry_run`, apply after confirmation) on every Windows
 /// installation and every Linux system found on `disk`.
 pub fn run_on(g: &Global, disk: &Path, part: Option<u32>, o: &UniversalOpts, dry_run: bool, ask: bool) -> Result<(), CliError> {
+    disk_route_available(disk)?;
     let opts = options(o)?;
     let found = match drivers::offline::find_windows(disk, part, !dry_run) {
         Ok(f) => f,
@@ -251,6 +252,20 @@ fn run_in_dir(g: &Global, dir: &Path, o: &UniversalOpts, dry_run: bool) -> Resul
         );
     }
     Ok(())
+}
+
+/// Finding systems on a disk mounts its partitions (ntfs-3g, loop devices,
+/// a chroot for Linux): the Linux rescue system only. Elsewhere (WinPE) say
+/// what works there instead, before anything is done.
+pub fn disk_route_available(disk: &Path) -> Result<(), CliError> {
+    if cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    Err(CliError {
+        exit: super::Exit::Refused,
+        hint: Some("give the restored Windows by folder, e.g. --windows-dir D:\\Windows (assign its volume a drive letter with diskpart first), or run this from the Linux rescue system".into()),
+        error: anyhow::anyhow!("universal restore on a disk ({}) needs the Linux rescue system on this build", disk.display()),
+    })
 }
 
 pub fn run(g: &Global, a: UniversalArgs) -> Result<(), CliError> {

@@ -80,6 +80,10 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<(), CliError> {
     let (target, tpart) = split_disk_part(&a.to);
     let target_partition = one_partition(tpart, "--to")?;
     table_needs_whole_disk(&a.layout, a.part.is_some())?;
+    if a.universal {
+        // Refuse before the restore, not after it.
+        super::universal::disk_route_available(&target)?;
+    }
     let reader = image::open_path(&a.image, a.password_file.as_deref())?;
     let req = RestoreRequest {
         image: a.image.clone(),

@@ -62,6 +62,18 @@ pub fn rescue_fails(args: &[&str], code: i32, needle: &str) -> String {
 pub fn sample_disk() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
+        // Each test process makes its own and nothing removes it at exit:
+        // remove those of processes that are gone (they were 140 MiB each).
+        if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("rescue-test-sample-") {
+                    if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
         let dir = std::env::temp_dir().join(format!("rescue-test-sample-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let p = dir.join("sample.img");
