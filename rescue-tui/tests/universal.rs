@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-
-fn testdata() -> PathBuf {
-    std::env::var_os("RESCUE_TESTDATA").map(PathBuf::from).unwrap_or_else(|| repo().parent().expect("repo has a parent").join("shared/testdata"))
-}
-
-/// Value of `Start` of a service in a hive, read by libhivex (python3-hivex).
-fn service_start(hive: &Path, control_set: &str, service: &str) -> i64 {
-    let script = format!(
-        "import hivex,sys\nh=hivex.Hivex(sys.argv[1])\nn=h.root()\nfor p in ['{control_set}','Services','{service}']:\n    n=[c for c in h.node_children(n) if h.node_name(c).lower()==p.lower()][0]\nv=h.node_get_value(n,'Start')\nprint(h.value_dword(v))"
-    );
-    let out = sh_ok(Command::new("/usr/bin/python3").arg("-c").arg(&script).arg(hive));
-    out.trim().parse().unwrap_or_else(|_| panic!("bad Start value {out:?}"))
-}
 
 #[test]
 fn enables_ahci_on_an_offline_windows_7() {

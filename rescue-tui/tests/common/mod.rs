@@ -281,3 +281,17 @@ pub fn new_file(dir: &Path, name: &str, size: u64) -> PathBuf {
     f.set_len(size).expect("set_len");
     p
 }
+
+/// `shared/testdata` beside the repository (override with `RESCUE_TESTDATA`).
+pub fn testdata() -> PathBuf {
+    std::env::var_os("RESCUE_TESTDATA").map(PathBuf::from).unwrap_or_else(|| repo().parent().expect("repo has a parent").join("shared/testdata"))
+}
+
+/// Value of `Start` of a service in a hive, read by libhivex (python3-hivex).
+pub fn service_start(hive: &Path, control_set: &str, service: &str) -> i64 {
+    let script = format!(
+        "import hivex,sys\nh=hivex.Hivex(sys.argv[1])\nn=h.root()\nfor p in ['{control_set}','Services','{service}']:\n    n=[c for c in h.node_children(n) if h.node_name(c).lower()==p.lower()][0]\nv=h.node_get_value(n,'Start')\nprint(h.value_dword(v))"
+    );
+    let out = sh_ok(Command::new("/usr/bin/python3").arg("-c").arg(&script).arg(hive));
+    out.trim().parse().unwrap_or_else(|_| panic!("bad Start value {out:?}"))
+}
