@@ -607,7 +607,7 @@ pub fn merge(point: &Path, output: &Path, password: Option<&[u8]>, threads: Opti
     let mut w = ImageWriter::create_point(Output::Path(output.to_path_buf()), opts, Some(&reader))?;
     for r in &cat.regions {
         task.check_cancelled()?;
-        let src = crate::image::reader::RegionReadAt::new(&reader, r);
+        let src = crate::image::view::RegionView::new(&reader, r);
         let extents = src.extents()?;
         let mut region = r.clone();
         region.segments = Vec::new();

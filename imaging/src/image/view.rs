@@ -53,6 +53,24 @@ impl<'a> RegionView<'a> {
         Self { reader, region, state: Mutex::new(State::default()) }
     }
 
+    /// Region-relative byte ranges of every chunk the index lists (zero
+    /// chunks included: a restore writes them), merged.
+    pub fn extents(&self) -> Result<Vec<crate::extent::Extent>, ImageError> {
+        let cs = u64::from(self.reader.header().chunk_size);
+        let mut out: Vec<crate::extent::Extent> = Vec::new();
+        for r in &self.region.segments {
+            let seg = self.reader.segment(self.region, r)?;
+            for e in &seg.entries {
+                let start = e.chunk * cs;
+                match out.last_mut() {
+                    Some(x) if x.end() == start => x.len += u64::from(e.len),
+                    _ => out.push(crate::extent::Extent::new(start, u64::from(e.len))),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn region(&self) -> &Region {
         self.region
     }
