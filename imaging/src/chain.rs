@@ -117,9 +117,7 @@ pub struct PointSummary {
 
 /// Files in `dir` that are the first volume of an image.
 fn image_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).filter(|p| !p.to_string_lossy().ends_with(".partial")).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> = crate::store::list(dir).map(|v| v.into_iter().filter(|p| !p.to_string_lossy().ends_with(".partial")).collect()).unwrap_or_default();
     v.retain(|p| volume::volume_id(p).is_some_and(|(i, _)| i == 0));
     v.sort();
     v
@@ -129,7 +127,7 @@ fn image_files(dir: &Path) -> Vec<PathBuf> {
 /// image's task), oldest first. `verify` also checks every stored byte each
 /// intact point uses (the fast stored-hash pass).
 pub fn discover(path: &Path, password: Option<&[u8]>, verify: bool, task: &Task) -> Result<Vec<PointSummary>, Error> {
-    let (files, only) = if path.is_dir() {
+    let (files, only) = if crate::store::is_dir(path) {
         (image_files(path), None)
     } else {
         let r = ImageReader::open_without_links(path, password).map_err(Error::from)?;
@@ -161,7 +159,7 @@ pub fn discover(path: &Path, password: Option<&[u8]>, verify: bool, task: &Task)
 fn summarize(path: &Path, password: Option<&[u8]>, verify: bool, task: &Task) -> Result<PointSummary, Error> {
     let (vols, bytes) = match volume::VolumeSet::open(path) {
         Ok(v) => (v.paths(), v.stored_bytes()),
-        Err(_) => (vec![path.to_path_buf()], std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)),
+        Err(_) => (vec![path.to_path_buf()], crate::store::len(path).unwrap_or(0)),
     };
     let id = volume::volume_id(path).map(|(_, id)| hex(&id)).unwrap_or_default();
     let mut s = PointSummary {
@@ -582,7 +580,7 @@ pub fn merge(point: &Path, output: &Path, password: Option<&[u8]>, threads: Opti
     let c = chain_of(&cat, &point_path);
     let mut merged_files: Vec<PathBuf> = vec![point_path.clone()];
     merged_files.extend(reader.link_paths());
-    if output.exists() || volume::split_name(output, 0).exists() {
+    if crate::store::exists(output) || crate::store::exists(&volume::split_name(output, 0)) {
         return Err(Error::refused(format!("{} exists", output.display()), "choose a new file name for the merged image"));
     }
     // Who else depends on the merged files (decided before writing anything).
@@ -623,7 +621,7 @@ pub fn merge(point: &Path, output: &Path, password: Option<&[u8]>, threads: Opti
     let verified = verify_merge(&reader, &paths[0], password, task);
     if let Err(e) = verified {
         for p in &paths {
-            let _ = std::fs::remove_file(p);
+            let _ = crate::store::remove(p);
         }
         return Err(match e {
             Error::Cancelled => Error::Cancelled,
@@ -641,7 +639,7 @@ pub fn merge(point: &Path, output: &Path, password: Option<&[u8]>, threads: Opti
             }
             let vols = volume::VolumeSet::open(&p).map(|v| v.paths()).unwrap_or_else(|_| vec![p.clone()]);
             for v in vols {
-                std::fs::remove_file(&v).map_err(Error::io(format!("deleting merged file {}", v.display())))?;
+                crate::store::remove(&v).map_err(Error::io(format!("deleting merged file {}", v.display())))?;
                 deleted.push(v);
             }
         }
@@ -703,7 +701,7 @@ impl PrunePlan {
 /// Refuses when a point is unreadable (broken, or locked without the
 /// password): what depends on what would be a guess.
 pub fn plan_prune(dir: &Path, scheme: &crate::retention::Scheme, password: Option<&[u8]>, now: i64, task: &Task) -> Result<PrunePlan, Error> {
-    if !dir.is_dir() {
+    if !crate::store::is_dir(dir) {
         return Err(Error::refused(format!("{} is not a folder", dir.display()), "give the folder that holds the backup points"));
     }
     let points = discover(dir, password, false, task)?;
@@ -751,7 +749,7 @@ pub fn run_prune(plan: &PrunePlan, password: Option<&[u8]>, task: &Task) -> Resu
     }
     let mut deleted = Vec::new();
     for f in plan.files() {
-        std::fs::remove_file(f).map_err(Error::io(format!("deleting {}", f.display())))?;
+        crate::store::remove(f).map_err(Error::io(format!("deleting {}", f.display())))?;
         deleted.push(f.clone());
     }
     Ok(deleted)

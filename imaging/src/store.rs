@@ -8,15 +8,19 @@
 //! with `pread` as before: the store layer adds no copy and no indirection on
 //! the local (benchmarked) path.
 //!
-//! Remote stores are read-only and cannot list folders: chain links are found
-//! by their recorded file names only (a renamed link is found by its image id
-//! on local folders alone). SMB is meant to be added as another [`Store`].
+//! Web servers are read-only and cannot list folders: chain links there are
+//! found by their recorded file names only. SMB shares ([`smb`]) are read,
+//! written and listed like local folders: backups go straight to the share
+//! (no local scratch space), as `*.partial` files renamed when complete.
 
 pub mod http;
+pub mod shares;
+pub mod smb;
 
 use std::fs::File;
-use std::io;
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::read_at::ReadAt;
 
@@ -70,6 +74,16 @@ impl ReadAt for StoreFile {
     }
 }
 
+/// A new file being written to a remote store, front to back.
+pub trait RemoteWriter: Write + Send {
+    /// Write what is buffered, make the server commit it, and close the file.
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+fn read_only(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("{}: this store is read-only", path.display()))
+}
+
 /// Where image files live.
 pub trait Store: Sync {
     /// Open a file for reading; a missing file is an `io::ErrorKind::NotFound` error.
@@ -84,9 +98,49 @@ pub trait Store: Sync {
         }
     }
 
+    /// Whether a file exists: `Ok(false)` only when the store says "not
+    /// found"; any other failure (a wrong password, a missing share) is
+    /// returned, so that it is reported as itself.
+    fn try_exists(&self, path: &Path) -> io::Result<bool> {
+        match self.open(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether folders of this store can be listed (finding renamed chain
     /// links, `rescue points DIR`).
     fn can_list(&self) -> bool;
+
+    /// The files (not folders) directly in `dir`, as full paths.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, format!("{}: this store cannot list folders", dir.display())))
+    }
+
+    /// Whether `path` is a folder.
+    fn is_dir(&self, _path: &Path) -> bool {
+        false
+    }
+
+    /// The size of a file.
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        self.open(path)?.len()
+    }
+
+    /// Create a new file; an existing one is an `AlreadyExists` error.
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn RemoteWriter>> {
+        Err(read_only(path))
+    }
+
+    /// Rename `from` to `to`, never replacing an existing `to`.
+    fn rename_noclobber(&self, from: &Path, _to: &Path) -> io::Result<()> {
+        Err(read_only(from))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        Err(read_only(path))
+    }
 }
 
 /// Local files and block devices.
@@ -101,22 +155,156 @@ impl Store for LocalStore {
         path.exists()
     }
 
+    fn try_exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(path.exists())
+    }
+
     fn can_list(&self) -> bool {
         true
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
     }
 }
 
 /// True when `path` is a URL of a remote store.
 pub fn is_remote(path: &Path) -> bool {
-    path.to_str().is_some_and(|s| http::is_http_url(s))
+    path.to_str().is_some_and(|s| http::is_http_url(s) || smb::is_smb_url(s))
 }
 
 /// The store that holds `path`.
 pub fn for_path(path: &Path) -> &'static dyn Store {
-    if is_remote(path) {
-        &http::HttpStore
-    } else {
-        &LocalStore
+    match path.to_str() {
+        Some(s) if http::is_http_url(s) => &http::HttpStore,
+        Some(s) if smb::is_smb_url(s) => &smb::SmbStore,
+        _ => &LocalStore,
+    }
+}
+
+/// Whether `path` exists in its store.
+pub fn exists(path: &Path) -> bool {
+    for_path(path).exists(path)
+}
+
+/// Whether `path` is a folder of its store.
+pub fn is_dir(path: &Path) -> bool {
+    for_path(path).is_dir(path)
+}
+
+/// The files directly in `dir` (local or on a share).
+pub fn list(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    for_path(dir).list(dir)
+}
+
+/// The size of a file in its store.
+pub fn len(path: &Path) -> io::Result<u64> {
+    for_path(path).len(path)
+}
+
+/// Delete a file from its store.
+pub fn remove(path: &Path) -> io::Result<()> {
+    for_path(path).remove(path)
+}
+
+/// Read-ahead of a sequential reader: the first window, and the most it grows to.
+const AHEAD_MIN: usize = 256 << 10;
+const AHEAD_MAX: usize = 4 << 20;
+/// Sequential readers followed at once (each holds at most `AHEAD_MAX`).
+const STREAMS: usize = 4;
+
+/// One sequential reader: where its next read should start, how far ahead
+/// to fetch, and what was fetched ahead.
+struct Sequential {
+    next: u64,
+    ahead: usize,
+    start: u64,
+    data: Vec<u8>,
+}
+
+impl Sequential {
+    fn covers(&self, offset: u64, len: usize) -> bool {
+        offset >= self.start && offset + len as u64 <= self.start + self.data.len() as u64
+    }
+}
+
+/// Read-ahead for remote files, where each request costs a round trip: a
+/// reader that goes on where its last read ended gets a growing window
+/// (256 KiB doubling to 4 MiB), like the kernel's page cache does for local
+/// files; a random read fetches just what it asks for.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    /// Sequential readers seen lately, most recent last.
+    streams: Mutex<Vec<Sequential>>,
+}
+
+impl ReadAhead {
+    /// Fill `buf` from `offset` of a file of `len` bytes named `name`,
+    /// through `fetch` (which reads exactly what it is given).
+    pub(crate) fn read(&self, buf: &mut [u8], offset: u64, len: u64, name: &str, fetch: impl Fn(&mut [u8], u64) -> io::Result<()>) -> io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|e| *e <= len);
+        let Some(end) = end else {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{name}: read past the end of the file")));
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let lock = || self.streams.lock().map_err(|_| io::Error::other("a reading thread panicked"));
+        let mut stream = {
+            let mut g = lock()?;
+            if let Some(st) = g.iter_mut().find(|st| st.covers(offset, buf.len())) {
+                let at = (offset - st.start) as usize;
+                buf.copy_from_slice(&st.data[at..at + buf.len()]);
+                st.next = end;
+                return Ok(());
+            }
+            // A reader going on from where it stopped (or from inside its window).
+            let i = g.iter().position(|st| st.next == offset || (offset >= st.start && offset < st.start + st.data.len() as u64));
+            i.map(|i| g.remove(i))
+        };
+        match &mut stream {
+            Some(st) if buf.len() < AHEAD_MAX => {
+                st.ahead = if st.data.is_empty() { AHEAD_MIN } else { (st.ahead * 2).min(AHEAD_MAX) };
+                let want = (buf.len().max(st.ahead) as u64).min(len - offset) as usize;
+                st.data.resize(want, 0);
+                st.start = offset;
+                if let Err(e) = fetch(&mut st.data, offset) {
+                    st.data.clear();
+                    return Err(e);
+                }
+                buf.copy_from_slice(&st.data[..buf.len()]);
+                st.next = end;
+            }
+            _ => {
+                fetch(buf, offset)?;
+                stream = Some(Sequential { next: end, ahead: 0, start: offset, data: Vec::new() });
+            }
+        }
+        let mut g = lock()?;
+        if g.len() >= STREAMS {
+            g.remove(0);
+        }
+        g.extend(stream);
+        Ok(())
     }
 }
 
@@ -136,6 +324,14 @@ pub enum StoreError {
     Protocol { url: String, what: String },
     #[error("{url}: not a usable URL: {why}")]
     BadUrl { url: String, why: String },
+    #[error("{url}: the server refused user {user} {}", if *had_password { "with this password" } else { "without a password" })]
+    Auth { url: String, user: String, had_password: bool },
+    #[error("{url}: the server {host} has no share named {share}")]
+    NoShare { url: String, share: String, host: String },
+    #[error("{url}: cannot reach the SMB server {server}: {why}")]
+    Unreachable { url: String, server: String, why: String },
+    #[error("{url}: {what}")]
+    Smb { url: String, what: String },
 }
 
 impl StoreError {
@@ -148,7 +344,13 @@ impl StoreError {
             StoreError::Status { .. } => "check the URL (and that the server lets this machine read the file)",
             StoreError::Changed { .. } => "the image must not change while it is read: wait for the copy to the server to finish, then run the command again",
             StoreError::Protocol { .. } => "use another web server, or copy the image to a local disk first",
+            StoreError::BadUrl { url, .. } if smb::is_smb_url(url) => "give the location as smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH, and the password with --smb-password-file, RESCUE_SMB_PASSWORD or at the prompt",
             StoreError::BadUrl { .. } => "give the image as http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH",
+            StoreError::Auth { had_password: false, .. } => "give the password with --smb-password-file FILE or RESCUE_SMB_PASSWORD, or save the share with `rescue shares add NAME URL --save-password`",
+            StoreError::Auth { .. } => "check the user name (DOMAIN;USER@ in the URL for a domain account) and the password",
+            StoreError::NoShare { .. } => "check the share name; `smbclient -L HOST -U USER` lists the shares of a server",
+            StoreError::Unreachable { .. } => "check that the server is on and reachable from this machine (cable, address, firewall on port 445), then run the command again",
+            StoreError::Smb { .. } => "check the path on the share and that the user may read and write there",
         }
     }
 
@@ -157,10 +359,10 @@ impl StoreError {
         e.get_ref().and_then(|inner| inner.downcast_ref::<StoreError>())
     }
 
-    pub(crate) fn into_io(self) -> io::Error {
+    pub fn into_io(self) -> io::Error {
         let kind = match &self {
             StoreError::Status { status: 404 | 410, .. } => io::ErrorKind::NotFound,
-            StoreError::Status { status: 401 | 403, .. } => io::ErrorKind::PermissionDenied,
+            StoreError::Status { status: 401 | 403, .. } | StoreError::Auth { .. } => io::ErrorKind::PermissionDenied,
             StoreError::RangeUnsupported { .. } | StoreError::BadUrl { .. } => io::ErrorKind::Unsupported,
             _ => io::ErrorKind::Other,
         };

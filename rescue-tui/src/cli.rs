@@ -7,6 +7,7 @@ mod files;
 mod image;
 mod progress;
 mod prompt;
+mod shares;
 pub(crate) mod show;
 mod universal;
 mod write;
@@ -44,6 +45,18 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
 }
 
 fn classify(e: &anyhow::Error) -> (Exit, Option<String>) {
+    // A share or web server that failed: its own hint says what to do.
+    for cause in e.chain() {
+        if let Some(se) = cause.downcast_ref::<std::io::Error>().and_then(imaging::store::StoreError::find) {
+            return (Exit::Failed, Some(se.hint().to_string()));
+        }
+        if let Some(se) = cause.downcast_ref::<imaging::store::StoreError>() {
+            return (Exit::Failed, Some(se.hint().to_string()));
+        }
+        if let Some(se) = cause.downcast_ref::<imaging::store::shares::SharesError>() {
+            return (Exit::Failed, Some(se.hint().to_string()));
+        }
+    }
     for cause in e.chain() {
         if let Some(ie) = cause.downcast_ref::<imaging::Error>() {
             let exit = match ie.class() {
@@ -112,6 +125,8 @@ pub fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
+    // The SMB client logs its failures itself; our errors say them once, with a hint.
+    let default = if verbose < 2 { format!("{default},smb=off,smb_transport=off") } else { default.to_string() };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESCUE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
@@ -140,6 +155,11 @@ pub struct Cli {
     /// subcommand, `rescue` starts the TUI.
     #[arg(long = "disk", global = true, value_name = "FILE")]
     pub disks: Vec<PathBuf>,
+    /// Read the password of the SMB shares named on the command line
+    /// (smb://USER@HOST/SHARE/...) from this file; else a saved one, else
+    /// RESCUE_SMB_PASSWORD, else it is asked for.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub smb_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +196,34 @@ pub enum Command {
     /// Delete old backup points by a retention scheme, never one that a kept
     /// point depends on.
     Prune(PruneArgs),
+    /// Saved SMB locations (NAS shares) for backups and restores.
+    #[command(subcommand)]
+    Shares(SharesCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SharesCmd {
+    /// Save a location under a short name. The password is kept (in a file
+    /// only this user can read) only with --save-password.
+    Add {
+        name: String,
+        /// smb://[DOMAIN;]USER@HOST[:PORT]/SHARE[/PATH]
+        url: String,
+        /// Keep the password too (from --smb-password-file,
+        /// RESCUE_SMB_PASSWORD, or asked for).
+        #[arg(long)]
+        save_password: bool,
+    },
+    /// List the saved locations (never their passwords).
+    List,
+    /// Forget a saved location.
+    Remove { name: String },
+    /// Connect to a saved location (or a URL), list its folder and check
+    /// that files can be written there.
+    Test {
+        /// A saved name or an smb:// URL.
+        share: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -197,8 +245,9 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct PointsArgs {
-    /// A folder of images, or one image (then only its task is shown; an
-    /// http(s):// URL shows the point and the points it depends on).
+    /// A folder of images (local or smb://), or one image (then only its
+    /// task is shown; an http(s):// URL shows the point and the points it
+    /// depends on).
     pub path: PathBuf,
     /// Also check every stored byte of each point (the fast check).
     #[arg(long)]
@@ -309,7 +358,8 @@ pub enum CompressArg {
 
 #[derive(Debug, Args)]
 pub struct BackupOpts {
-    /// The image to write ("-" for stdout); split images get .001, .002, ...
+    /// The image to write: a path, smb://USER@HOST/SHARE/PATH, or "-" for
+    /// stdout; split images get .001, .002, ...
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// zstd level: none, fast (1), normal (3), high (12).
@@ -349,7 +399,8 @@ pub struct BackupOpts {
 #[derive(Debug, Args)]
 pub struct ImageArgs {
     /// The image (a single file, or NAME / NAME.001 of a split set); or an
-    /// http:// or https:// URL of one on a web server with range requests.
+    /// smb://USER@HOST/SHARE/PATH URL of one on a share, or an http:// or
+    /// https:// URL of one on a web server with range requests.
     pub image: PathBuf,
     /// Read the password from this file (encrypted images).
     #[arg(long)]
@@ -451,8 +502,8 @@ pub struct LayoutOpts {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The image to restore: a file, or an http:// or https:// URL (read
-    /// with range requests; only the chunks needed are fetched).
+    /// The image to restore: a file, an smb://USER@HOST/SHARE/PATH URL, or
+    /// an http:// or https:// URL (only the chunks needed are fetched).
     pub image: PathBuf,
     /// Target: DISK (whole disk; with --part: new partition in free space) or
     /// DISK:M (into existing partition M).
@@ -539,6 +590,10 @@ pub fn split_disk_part(s: &str) -> (PathBuf, Option<String>) {
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let g = Global { json: cli.json, yes: cli.yes };
+    if cli.command.is_some() {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        shares::prepare(&args, cli.smb_password_file.as_deref())?;
+    }
     match cli.command {
         None => Ok(crate::tui::run(cli.disks)?),
         Some(Command::Disks(a)) => disks::run(&g, a),
@@ -553,6 +608,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Points(a)) => chain::points(&g, a),
         Some(Command::Merge(a)) => chain::merge(&g, a),
         Some(Command::Prune(a)) => chain::prune(&g, a),
+        Some(Command::Shares(c)) => shares::run(&g, c, cli.smb_password_file.as_deref()),
     }
 }
 

@@ -88,12 +88,13 @@ fn open_links(path: &Path, header: &Header, chain: &ChainInfo) -> Result<Vec<Vol
             Some(Ok(v)) => v,
             other => {
                 // Renamed? Look for a first volume with that image id.
-                let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
-                    rd.flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p != &named && p.is_file())
-                        .find(|p| super::volume::volume_id(p).is_some_and(|(i, id)| i <= 1 && hex(&id) == l.image_id))
-                });
+                let found = if crate::store::for_path(&dir).can_list() {
+                    crate::store::list(&dir).ok().and_then(|files| {
+                        files.into_iter().filter(|p| p != &named).find(|p| super::volume::volume_id(p).is_some_and(|(i, id)| i <= 1 && hex(&id) == l.image_id))
+                    })
+                } else {
+                    None
+                };
                 match (found, other) {
                     (Some(p), _) => open_link(&p, l, header).map_err(|e| missing(format!("is damaged: {e}")))?,
                     (None, Some(Err(e))) => return Err(missing(format!("does not match: {e}"))),

@@ -37,6 +37,8 @@ fn partial_name(p: &Path) -> PathBuf {
 
 enum Sink {
     File { file: BufWriter<File>, tmp: PathBuf, fin: PathBuf },
+    /// A file on a share (`smb://`), written through its store.
+    Remote { file: BufWriter<Box<dyn store::RemoteWriter>>, tmp: PathBuf, fin: PathBuf },
     Stream(Box<dyn Write + Send>),
 }
 
@@ -79,7 +81,7 @@ impl VolumeWriter {
             Output::Path(p) => {
                 let first = if split.is_some() { split_name(&p, 0) } else { p.clone() };
                 for check in [&p, &first] {
-                    if check.exists() {
+                    if store::for_path(check).try_exists(check).map_err(|e| ImageError::io(check, e))? {
                         return Err(ImageError::Invalid(format!(
                             "{} already exists; choose another name or remove it first",
                             check.display()
@@ -98,10 +100,28 @@ impl VolumeWriter {
         let hdr = VolumeHeader { index: self.index, image_id: self.image_id, split_size: self.split.unwrap_or(0) }.encode();
         if let Some(base) = &self.base {
             let fin = if self.split.is_some() { split_name(base, self.index) } else { base.clone() };
-            if fin.exists() {
+            if store::exists(&fin) {
                 return Err(ImageError::Invalid(format!("{} already exists; choose another name or remove it first", fin.display())));
             }
             let tmp = partial_name(&fin);
+            if store::is_remote(&fin) {
+                let st = store::for_path(&fin);
+                let f = match st.create_new(&tmp) {
+                    // Left by a backup that was cut off: never complete, so replace it.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        tracing::info!(file = %tmp.display(), "removing the partial file of an interrupted backup");
+                        st.remove(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+                        st.create_new(&tmp)
+                    }
+                    r => r,
+                }
+                .map_err(|e| ImageError::io(&tmp, e))?;
+                let mut file = BufWriter::with_capacity(1 << 20, f);
+                file.write_all(&hdr).map_err(|e| ImageError::io(&tmp, e))?;
+                self.sink = Some(Sink::Remote { file, tmp, fin });
+                self.in_volume = 0;
+                return Ok(());
+            }
             let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
             let mut file = BufWriter::with_capacity(1 << 20, f);
             file.write_all(&hdr).map_err(|e| ImageError::io(&tmp, e))?;
@@ -118,6 +138,11 @@ impl VolumeWriter {
             Some(Sink::File { file, tmp, fin }) => {
                 let f = file.into_inner().map_err(|e| ImageError::io(&tmp, e.into_error()))?;
                 f.sync_all().map_err(|e| ImageError::io(&tmp, e))?;
+                self.done.push((tmp, fin));
+            }
+            Some(Sink::Remote { file, tmp, fin }) => {
+                let w = file.into_inner().map_err(|e| ImageError::io(&tmp, e.into_error()))?;
+                w.finish().map_err(|e| ImageError::io(&tmp, e))?;
                 self.done.push((tmp, fin));
             }
             Some(Sink::Stream(mut w)) => {
@@ -151,6 +176,7 @@ impl VolumeWriter {
             let n = (data.len() as u64).min(room) as usize;
             match &mut self.sink {
                 Some(Sink::File { file, tmp, .. }) => file.write_all(&data[..n]).map_err(|e| ImageError::io(&*tmp, e))?,
+                Some(Sink::Remote { file, tmp, .. }) => file.write_all(&data[..n]).map_err(|e| ImageError::io(&*tmp, e))?,
                 Some(Sink::Stream(w)) => w.write_all(&data[..n]).map_err(|e| ImageError::io("<stdout>", e))?,
                 None => return Err(ImageError::Invalid("volume writer used after close".into())),
             }
@@ -173,7 +199,7 @@ impl VolumeWriter {
             rename_noclobber(tmp, fin)?;
             out.push(fin.clone());
         }
-        if let Some(dir) = self.base.as_ref().and_then(|b| b.parent()) {
+        if let Some(dir) = self.base.as_ref().filter(|b| !store::is_remote(b)).and_then(|b| b.parent()) {
             let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
@@ -189,11 +215,21 @@ impl Drop for VolumeWriter {
         if self.finished {
             return;
         }
-        if let Some(Sink::File { tmp, .. }) = self.sink.take() {
-            let _ = std::fs::remove_file(&tmp);
+        match self.sink.take() {
+            Some(Sink::File { tmp, .. }) => {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Some(Sink::Remote { file, tmp, .. }) => {
+                // Close our handle first (a share may refuse to delete an open file).
+                drop(file.into_parts());
+                if let Err(e) = store::remove(&tmp) {
+                    tracing::warn!(file = %tmp.display(), error = %e, "could not remove the partial file (it stays, named as partial)");
+                }
+            }
+            _ => {}
         }
         for (tmp, _) in &self.done {
-            let _ = std::fs::remove_file(tmp);
+            let _ = store::remove(tmp);
         }
     }
 }
@@ -202,6 +238,14 @@ impl Drop for VolumeWriter {
 /// the filesystem has them; FAT and exFAT sticks do not, so fall back to a
 /// check followed by a rename there.
 fn rename_noclobber(tmp: &Path, fin: &Path) -> Result<(), ImageError> {
+    if store::is_remote(fin) {
+        return match store::for_path(fin).rename_noclobber(tmp, fin) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(ImageError::Invalid(format!("{} appeared while the backup ran; the new image is left as {}", fin.display(), tmp.display())))
+            }
+            r => r.map_err(|e| ImageError::io(fin, e)),
+        };
+    }
     match std::fs::hard_link(tmp, fin) {
         Ok(()) => std::fs::remove_file(tmp).map_err(|e| ImageError::io(tmp, e)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

@@ -541,7 +541,12 @@ impl ImageWriter {
             }
             drop(job_rx);
             drop(out_tx);
-            // Ordered writer (this thread).
+            // Ordered writer (this thread). It owns the receiver, so when a
+            // write fails (a full disk, a share gone) and it returns early,
+            // the workers' sends fail and every thread ends; borrowed from
+            // outside the scope, it kept them blocked and the scope waited
+            // for them forever.
+            let out_rx = out_rx;
             let mut pending: BTreeMap<u64, FrameOut> = BTreeMap::new();
             let mut next = 0u64;
             for r in out_rx.iter() {

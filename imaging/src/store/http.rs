@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::{RemoteFile, Store, StoreError, StoreFile};
+use super::{ReadAhead, RemoteFile, Store, StoreError, StoreFile};
 use crate::read_at::ReadAt;
 
 /// Attempts per read without progress before giving up.
@@ -36,11 +36,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEADERS: usize = 64 << 10;
 const MAX_REDIRECTS: u32 = 5;
-/// Read-ahead of a sequential reader: the first window, and the most it grows to.
-const AHEAD_MIN: usize = 256 << 10;
-const AHEAD_MAX: usize = 4 << 20;
-/// Sequential readers followed at once (each holds at most `AHEAD_MAX`).
-const STREAMS: usize = 4;
 
 pub fn is_http_url(s: &str) -> bool {
     let l = s.get(..8).unwrap_or(s).to_ascii_lowercase();
@@ -366,23 +361,7 @@ pub struct HttpFile {
     /// so a file replaced on the server is refused instead of mixed.
     validator: Option<String>,
     idle: Mutex<Vec<Conn>>,
-    /// Sequential readers seen lately, most recent last.
-    streams: Mutex<Vec<Sequential>>,
-}
-
-/// One sequential reader: where its next read should start, how far ahead
-/// to fetch, and what was fetched ahead.
-struct Sequential {
-    next: u64,
-    ahead: usize,
-    start: u64,
-    data: Vec<u8>,
-}
-
-impl Sequential {
-    fn covers(&self, offset: u64, len: usize) -> bool {
-        offset >= self.start && offset + len as u64 <= self.start + self.data.len() as u64
-    }
+    ahead: ReadAhead,
 }
 
 impl HttpFile {
@@ -409,12 +388,12 @@ impl HttpFile {
                         }
                         c.read_exact(&mut sink)?;
                         let validator = r.etag.filter(|e| !e.starts_with("W/")).or(r.last_modified);
-                        let f = HttpFile { url: url.clone(), text: text.to_string(), len, validator, idle: Mutex::new(Vec::new()), streams: Mutex::new(Vec::new()) };
+                        let f = HttpFile { url: url.clone(), text: text.to_string(), len, validator, idle: Mutex::new(Vec::new()), ahead: ReadAhead::default() };
                         Ok(Ok((f, c)))
                     }
                     // An empty file: no byte 0 to send.
                     416 if matches!(r.content_range, Some((None, Some(0)))) => {
-                        let f = HttpFile { url: url.clone(), text: text.to_string(), len: 0, validator: None, idle: Mutex::new(Vec::new()), streams: Mutex::new(Vec::new()) };
+                        let f = HttpFile { url: url.clone(), text: text.to_string(), len: 0, validator: None, idle: Mutex::new(Vec::new()), ahead: ReadAhead::default() };
                         Ok(Ok((f, c)))
                     }
                     200 => Err(Failure::Fatal(StoreError::RangeUnsupported { url: text.into() })),
@@ -520,55 +499,10 @@ impl RemoteFile for HttpFile {
 }
 
 impl ReadAt for HttpFile {
-    /// Each request costs a round trip (and on some servers a delayed ACK),
-    /// so a reader that goes on where its last read ended gets a growing
-    /// read-ahead window (256 KiB doubling to 4 MiB), like the kernel's page
-    /// cache does for files; a random read fetches just what it asks for.
+    /// Each request costs a round trip (and on some servers a delayed ACK):
+    /// sequential readers get read-ahead.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|e| *e <= self.len);
-        let Some(end) = end else {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: read past the end of the file", self.text)));
-        };
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let lock = || self.streams.lock().map_err(|_| io::Error::other("a reading thread panicked"));
-        let mut stream = {
-            let mut g = lock()?;
-            if let Some(st) = g.iter_mut().find(|st| st.covers(offset, buf.len())) {
-                let at = (offset - st.start) as usize;
-                buf.copy_from_slice(&st.data[at..at + buf.len()]);
-                st.next = end;
-                return Ok(());
-            }
-            // A reader going on from where it stopped (or from inside its window).
-            let i = g.iter().position(|st| st.next == offset || (offset >= st.start && offset < st.start + st.data.len() as u64));
-            i.map(|i| g.remove(i))
-        };
-        match &mut stream {
-            Some(st) if buf.len() < AHEAD_MAX => {
-                st.ahead = if st.data.is_empty() { AHEAD_MIN } else { (st.ahead * 2).min(AHEAD_MAX) };
-                let want = (buf.len().max(st.ahead) as u64).min(self.len - offset) as usize;
-                st.data.resize(want, 0);
-                st.start = offset;
-                if let Err(e) = self.fetch(&mut st.data, offset) {
-                    st.data.clear();
-                    return Err(e);
-                }
-                buf.copy_from_slice(&st.data[..buf.len()]);
-                st.next = end;
-            }
-            _ => {
-                self.fetch(buf, offset)?;
-                stream = Some(Sequential { next: end, ahead: 0, start: offset, data: Vec::new() });
-            }
-        }
-        let mut g = lock()?;
-        if g.len() >= STREAMS {
-            g.remove(0);
-        }
-        g.extend(stream);
-        Ok(())
+        self.ahead.read(buf, offset, self.len, &self.text, |b, o| self.fetch(b, o))
     }
 }
 

@@ -92,7 +92,7 @@ fn backup(g: &Global, disk: PathBuf, selection: Selection, o: BackupOpts) -> Res
         let rep = imaging::check::check_reader(&reader, true, &task).context("verifying the new image")?;
         verified = Some(rep);
     }
-    let image_bytes: u64 = res.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let image_bytes: u64 = res.paths.iter().filter_map(|p| imaging::store::len(p).ok()).sum();
     let data = res.catalog.used_bytes();
     if to_stdout {
         eprintln!("backup written to stdout: {} of data in {:.1} s", imaging::blockdev::human_size(data), res.seconds);

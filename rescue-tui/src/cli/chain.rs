@@ -22,9 +22,7 @@ fn password_for(image: &Path, file: Option<&Path>) -> Result<Option<Vec<u8>>, Cl
 
 /// A password for a folder: only when one of its images is encrypted.
 fn password_for_dir(dir: &Path, file: Option<&Path>) -> Result<Option<Vec<u8>>, CliError> {
-    let encrypted = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().any(|e| imaging::image::reader::peek(&e.path()).is_ok_and(|p| p.header.encrypted())))
-        .unwrap_or(false);
+    let encrypted = imaging::store::list(dir).map(|files| files.iter().any(|f| imaging::image::reader::peek(f).is_ok_and(|p| p.header.encrypted()))).unwrap_or(false);
     if encrypted {
         Ok(Some(prompt::password(file, false)?))
     } else {
@@ -78,7 +76,7 @@ pub fn backup_point(g: &Global, kind: PointKind, o: PointOpts) -> Result<(), Cli
         let r = ImageReader::open(&res.paths[0], password.as_deref()).context("opening the new point to verify it")?;
         imaging::check::check_reader(&r, true, &t).context("verifying the new point")?;
     }
-    let image_bytes: u64 = res.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let image_bytes: u64 = res.paths.iter().filter_map(|p| imaging::store::len(p).ok()).sum();
     let chunks: u64 = res.catalog.regions.iter().map(|r| r.chunks - r.zero_chunks).sum();
     let base: u64 = res.catalog.regions.iter().map(|r| r.base_chunks).sum();
     let changed = chunks.saturating_sub(base);
@@ -171,7 +169,7 @@ pub fn points_text(points: &[PointSummary]) -> String {
 }
 
 pub fn points(g: &Global, a: PointsArgs) -> Result<(), CliError> {
-    let password = if a.path.is_dir() { password_for_dir(&a.path, a.password_file.as_deref())? } else { password_for(&a.path, a.password_file.as_deref())? };
+    let password = if imaging::store::is_dir(&a.path) { password_for_dir(&a.path, a.password_file.as_deref())? } else { password_for(&a.path, a.password_file.as_deref())? };
     let t = task(g.json);
     let list = chain::discover(&a.path, password.as_deref(), a.verify, &t).with_context(|| format!("reading the images in {}", a.path.display()))?;
     let broken = list.iter().filter(|p| p.status == PointStatus::Broken).count();
@@ -202,7 +200,7 @@ pub fn merge(g: &Global, a: MergeArgs) -> Result<(), CliError> {
     println!(
         "Merge complete: {} ({}) holds the state of {} ({} file{} folded), verified, {:.1} s",
         out.paths[0].display(),
-        hs(out.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()),
+        hs(out.paths.iter().filter_map(|p| imaging::store::len(p).ok()).sum()),
         a.point.display(),
         out.merged.len(),
         if out.merged.len() == 1 { "" } else { "s" },

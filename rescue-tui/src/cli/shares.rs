@@ -1,0 +1,171 @@
+//! `rescue shares` (saved SMB locations) and the SMB passwords of a command
+//! line: a saved password, `--smb-password-file`, `RESCUE_SMB_PASSWORD`, or
+//! a question on the terminal.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use imaging::store::shares::{SavedShare, Shares};
+use imaging::store::smb::{self, SmbUrl};
+
+use super::{print_json, CliError, Global, SharesCmd};
+
+/// The first line of a password file.
+fn read_password_file(f: &Path) -> Result<String, CliError> {
+    let s = std::fs::read_to_string(f).with_context(|| format!("reading the password file {}", f.display()))?;
+    let line = s.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(super::usage(format!("{} holds an empty password", f.display()), "put the password on the first line"));
+    }
+    Ok(line)
+}
+
+/// Every `smb://` URL among the arguments (`--output=URL` included).
+fn urls_in(args: &[OsString]) -> Vec<String> {
+    args.iter()
+        .filter_map(|a| a.to_str())
+        .map(|a| if a.starts_with('-') { a.split_once('=').map_or("", |(_, v)| v) } else { a })
+        .filter(|a| smb::is_smb_url(a))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Register a password for each SMB location on the command line that has
+/// none yet: the saved one, the file's, or one asked for on the terminal
+/// (once per user and server). `RESCUE_SMB_PASSWORD` needs nothing here.
+pub fn prepare(args: &[OsString], password_file: Option<&Path>) -> Result<(), CliError> {
+    let urls = urls_in(args);
+    if urls.is_empty() {
+        return Ok(());
+    }
+    let from_file = password_file.map(read_password_file).transpose()?;
+    // A broken list of saved shares must not stop a command that names its share in full.
+    let saved = Shares::load().ok();
+    for u in urls {
+        let Ok(parsed) = SmbUrl::parse(&u) else { continue };
+        if let Some(p) = &from_file {
+            smb::set_password(&u, p)?;
+            continue;
+        }
+        if let Some(p) = saved.as_ref().and_then(|s| s.password_for(&u)) {
+            smb::set_password(&u, p)?;
+            continue;
+        }
+        if smb::has_password(&u) || parsed.user.is_none() || !std::io::stdin().is_terminal() {
+            continue;
+        }
+        let who = parsed.user.as_deref().unwrap_or_default();
+        let p = rpassword::prompt_password(format!("Password of {who} on {}: ", parsed.host)).context("reading the password")?;
+        smb::set_password(&u, &p)?;
+    }
+    Ok(())
+}
+
+pub fn run(g: &Global, cmd: SharesCmd, password_file: Option<&Path>) -> Result<(), CliError> {
+    match cmd {
+        SharesCmd::Add { name, url, save_password } => {
+            let mut s = Shares::load()?;
+            let password = if save_password {
+                let p = match password_file {
+                    Some(f) => read_password_file(f)?,
+                    None => match std::env::var("RESCUE_SMB_PASSWORD") {
+                        Ok(p) if !p.is_empty() => p,
+                        _ if std::io::stdin().is_terminal() => rpassword::prompt_password("Password to save: ").context("reading the password")?,
+                        _ => return Err(super::usage("--save-password needs a password but there is no terminal to ask on", "pass --smb-password-file FILE or set RESCUE_SMB_PASSWORD")),
+                    },
+                };
+                Some(p)
+            } else {
+                None
+            };
+            let added = s.add(&name, &url, password)?.clone();
+            if g.json {
+                print_json(&shown(&added))?;
+            } else {
+                println!("saved {} = {}{}", added.name, added.url, if added.password.is_some() { " (with its password)" } else { "" });
+                println!("list file: {}", s.path().display());
+            }
+            Ok(())
+        }
+        SharesCmd::List => {
+            let s = Shares::load()?;
+            if g.json {
+                return print_json(&s.list().iter().map(shown).collect::<Vec<_>>());
+            }
+            if s.list().is_empty() {
+                println!("no saved shares (add one with `rescue shares add NAME smb://USER@HOST/SHARE`)");
+            }
+            for x in s.list() {
+                println!("{:<16} {}{}", x.name, x.url, if x.password.is_some() { "  (password saved)" } else { "" });
+            }
+            Ok(())
+        }
+        SharesCmd::Remove { name } => {
+            let mut s = Shares::load()?;
+            let r = s.remove(&name)?;
+            if g.json {
+                print_json(&shown(&r))
+            } else {
+                println!("removed {} ({})", r.name, r.url);
+                Ok(())
+            }
+        }
+        SharesCmd::Test { share } => {
+            let url = resolve(&share)?;
+            prepare(&[OsString::from(&url)], password_file)?;
+            let t0 = std::time::Instant::now();
+            let files = smb::test_location(&url).with_context(|| format!("reaching {url}"))?;
+            let writable = probe_write(&url);
+            let ms = t0.elapsed().as_millis();
+            if g.json {
+                print_json(&serde_json::json!({ "url": url, "files": files, "writable": writable.is_ok(), "write_error": writable.as_ref().err().map(|e| e.to_string()), "ms": ms }))
+            } else {
+                println!("{url}: reachable, {files} file(s) in the folder, {} ({ms} ms)", match &writable {
+                    Ok(()) => "writable".to_string(),
+                    Err(e) => format!("NOT writable: {e}"),
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A saved share's URL, or the URL itself.
+pub fn resolve(name_or_url: &str) -> Result<String, CliError> {
+    if smb::is_smb_url(name_or_url) {
+        return Ok(name_or_url.to_string());
+    }
+    let s = Shares::load()?;
+    match s.get(name_or_url) {
+        Some(x) => Ok(x.url.clone()),
+        None => Err(imaging::store::shares::SharesError::Unknown(name_or_url.into()).into()),
+    }
+}
+
+/// Create and delete a small file in the folder: can backups go there?
+fn probe_write(url: &str) -> std::io::Result<()> {
+    let dir = PathBuf::from(SmbUrl::parse(url).map_err(imaging::store::StoreError::into_io)?.display());
+    let probe = PathBuf::from(format!("{}/.rescue-write-test-{}", dir.display(), std::process::id()));
+    let st = imaging::store::for_path(&probe);
+    let mut w = st.create_new(&probe)?;
+    std::io::Write::write_all(&mut w, b"rescue write test\n")?;
+    w.finish()?;
+    st.remove(&probe)
+}
+
+fn shown(s: &SavedShare) -> serde_json::Value {
+    serde_json::json!({ "name": s.name, "url": s.url, "password_saved": s.password.is_some() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_urls_among_arguments() {
+        let a: Vec<OsString> = ["rescue", "backup", "disk", "d.img", "-o", "smb://u@h/s/x.img", "--output=SMB://v@h/s/y.img", "--comment", "smb-ish"].iter().map(OsString::from).collect();
+        assert_eq!(urls_in(&a), vec!["smb://u@h/s/x.img".to_string(), "SMB://v@h/s/y.img".to_string()]);
+    }
+}

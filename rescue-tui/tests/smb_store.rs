@@ -1,0 +1,264 @@
+//! Images on SMB shares: a real Samba server (Debian `samba`) started by each
+//! test on 127.0.0.1 at a free port, with its own configuration, password
+//! database and share folder in a temporary directory, and killed (with every
+//! child it forked) when the test ends. The SMB user `tech` is mapped to
+//! root, so no system account is created. Backups go to the share, restores
+//! come from it, chains and merges live on it, and the share's files are
+//! compared with what the same commands make locally. Needs root (smbd).
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PASSWORD: &str = "Correct-Horse-7";
+
+struct Samba {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Samba {
+    fn start() -> Samba {
+        require_root();
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let d = dir.path();
+        for sub in ["private", "lock", "state", "cache", "pid", "ncalrpc", "share", "share/pc1"] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        let conf = format!(
+            "[global]\n  server role = standalone server\n  smb ports = {port}\n  interfaces = 127.0.0.1\n  bind interfaces only = yes\n  \
+             private dir = {d}/private\n  lock directory = {d}/lock\n  state directory = {d}/state\n  cache directory = {d}/cache\n  \
+             pid directory = {d}/pid\n  ncalrpc dir = {d}/ncalrpc\n  log file = {d}/log.%m\n  log level = 1\n  \
+             passdb backend = tdbsam:{d}/private/passdb.tdb\n  server min protocol = SMB2_10\n  server signing = mandatory\n  \
+             load printers = no\n  printing = bsd\n  printcap name = /dev/null\n  disable spoolss = yes\n  disable netbios = yes\n  \
+             username map = {d}/usermap\n[images]\n  path = {d}/share\n  read only = no\n  force user = root\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("smb.conf"), conf).expect("conf");
+        std::fs::write(d.join("usermap"), "root = tech\n").expect("usermap");
+        let mut c = Command::new("smbpasswd");
+        c.args(["-c", &d.join("smb.conf").to_string_lossy(), "-s", "-a", "root"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut p = c.spawn().expect("smbpasswd (run scripts/setup: samba)");
+        std::io::Write::write_all(p.stdin.as_mut().expect("stdin"), format!("{PASSWORD}\n{PASSWORD}\n").as_bytes()).expect("write");
+        assert!(p.wait_with_output().expect("smbpasswd").status.success(), "smbpasswd failed");
+        let mut s = Samba { port, dir, child: None };
+        s.run();
+        s
+    }
+
+    /// Start smbd (in its own process group, so its children die with it)
+    /// and wait until it accepts connections.
+    fn run(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let d = self.dir.path();
+        let log = std::fs::File::create(d.join("smbd.out")).expect("log");
+        let child = Command::new("smbd")
+            .args(["-s", &d.join("smb.conf").to_string_lossy(), "--foreground", "--no-process-group", "--debug-stdout"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("smbd (run scripts/setup: samba)");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "smbd did not listen on port {} in 30 s:\n{}", self.port, self.log_tail());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(self.dir.path().join("smbd.out")).unwrap_or_default();
+        s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn share(&self) -> PathBuf {
+        self.dir.path().join("share")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("smb://tech@127.0.0.1:{}/images/{path}", self.port)
+    }
+}
+
+impl Drop for Samba {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `rescue` with the share's password in the environment (or not).
+fn run(args: &[&str], password: Option<&str>, config: &Path) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.args(args).env_remove("RESCUE_PASSWORD").env("RESCUE_CONFIG_DIR", config).stdin(Stdio::null());
+    match password {
+        Some(p) => c.env("RESCUE_SMB_PASSWORD", p),
+        None => c.env_remove("RESCUE_SMB_PASSWORD"),
+    };
+    sh(&mut c)
+}
+
+fn ok(args: &[&str], config: &Path) -> String {
+    let out = run(args, Some(PASSWORD), config);
+    assert!(out.status.success(), "rescue {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str], password: Option<&str>, config: &Path, needle: &str) -> String {
+    let out = run(args, password, config);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "rescue {args:?} should fail");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "rescue {args:?}: stderr lacks {needle:?}:\n{err}");
+    err
+}
+
+fn blank(dir: &Path, name: &str, like: &Path) -> PathBuf {
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).expect("create");
+    f.set_len(std::fs::metadata(like).expect("meta").len()).expect("len");
+    p
+}
+
+#[test]
+fn backup_restore_chain_and_merge_on_a_share() {
+    let smb = Samba::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let cfg = work.path().join("config");
+    let sample = sample_disk();
+    let full = smb.url("pc1/full.img");
+
+    let out = ok(&["backup", "disk", sample.to_str().expect("utf-8"), "-o", &full, "--verify"], &cfg);
+    assert!(out.is_empty() || !out.contains("error"), "{out}");
+    let on_share = smb.share().join("pc1/full.img");
+    assert!(on_share.is_file(), "the image is on the share");
+    let names: Vec<String> = std::fs::read_dir(smb.share().join("pc1")).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".partial")), "no partial file is left: {names:?}");
+
+    // The share's file is an ordinary image: restoring it from the share and
+    // from a local copy gives the same disk, and the sample's data.
+    ok(&["check", &full], &cfg);
+    let info = ok(&["info", &full, "--json"], &cfg);
+    assert!(info.contains("\"regions\""), "{info}");
+    let local = work.path().join("local.img");
+    std::fs::copy(&on_share, &local).expect("copy");
+    let a = blank(work.path(), "a.img", sample);
+    let b = blank(work.path(), "b.img", sample);
+    ok(&["restore", &full, "--to", a.to_str().expect("utf-8"), "--yes"], &cfg);
+    ok(&["restore", local.to_str().expect("utf-8"), "--to", b.to_str().expect("utf-8"), "--yes"], &cfg);
+    assert_eq!(file_hash(&a), file_hash(&b), "restore from the share = restore from a local copy");
+
+    // A chain on the share: the new point goes beside its parent (on the
+    // share), `points` lists the share's folder, and a merge lands there too.
+    let out = ok(&["backup", "incr", &full], &cfg);
+    let _ = out;
+    let incr = smb.url("pc1/full.p002-incr.img");
+    assert!(smb.share().join("pc1/full.p002-incr.img").is_file(), "incremental point beside its parent");
+    let points = ok(&["points", &smb.url("pc1"), "--json"], &cfg);
+    assert_eq!(points.matches("\"sequence\"").count(), 2, "{points}");
+    let c = blank(work.path(), "c.img", sample);
+    ok(&["restore", &incr, "--to", c.to_str().expect("utf-8"), "--yes"], &cfg);
+    assert_eq!(file_hash(&c), file_hash(&a), "nothing changed between the points");
+    let merged = smb.url("pc1/merged.img");
+    ok(&["merge", &incr, "-o", &merged], &cfg);
+    ok(&["check", &merged], &cfg);
+    fails(&["merge", &incr, "-o", &merged], Some(PASSWORD), &cfg, "exists");
+    fails(&["backup", "disk", sample.to_str().expect("utf-8"), "-o", &full], Some(PASSWORD), &cfg, "already exists");
+
+    // Saved locations: the password is kept only when asked, in a 0600 file,
+    // and `shares test` connects, lists and writes.
+    let pwfile = work.path().join("pw");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n")).expect("pw");
+    let pf = pwfile.to_str().expect("utf-8");
+    ok(&["shares", "add", "nas", &smb.url("pc1"), "--save-password", "--smb-password-file", pf], &cfg);
+    ok(&["shares", "add", "plain", &smb.url("")], &cfg);
+    let list = ok(&["shares", "list", "--json"], &cfg);
+    assert!(list.contains("\"nas\"") && list.contains("\"plain\"") && !list.contains(PASSWORD), "{list}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(cfg.join("shares.json")).expect("meta").permissions().mode() & 0o777, 0o600);
+    // The saved password serves commands that name the share, without the environment.
+    let out = run(&["shares", "test", "nas", "--json"], None, &cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("\"writable\": true"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["check", &full], None, &cfg);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&["shares", "remove", "nas"], &cfg);
+    fails(&["check", &full], None, &cfg, "without a password");
+    fails(&["shares", "remove", "nas"], None, &cfg, "no saved share");
+}
+
+#[test]
+fn refusals_say_what_is_wrong() {
+    let smb = Samba::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let cfg = work.path().join("config");
+    let sample = sample_disk().to_str().expect("utf-8").to_string();
+    let err = fails(&["backup", "disk", &sample, "-o", &smb.url("pc1/x.img")], Some("wrong"), &cfg, "refused user tech with this password");
+    assert!(err.contains("hint:"), "{err}");
+    fails(&["info", &smb.url("pc1/x.img")], None, &cfg, "without a password");
+    let nope = format!("smb://tech@127.0.0.1:{}/nope/x.img", smb.port);
+    fails(&["info", &nope], Some(PASSWORD), &cfg, "has no share named nope");
+    fails(&["info", &smb.url("pc1/missing.img")], Some(PASSWORD), &cfg, "no such");
+    fails(&["backup", "disk", &sample, "-o", &smb.url("no/such/folder/x.img")], Some(PASSWORD), &cfg, "folder does not exist");
+    fails(&["info", &format!("smb://tech:{PASSWORD}@127.0.0.1/images/x.img")], None, &cfg, "does not belong in the URL");
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    fails(&["info", &format!("smb://tech@127.0.0.1:{closed}/images/x.img")], Some(PASSWORD), &cfg, "cannot reach");
+    assert!(std::fs::read_dir(smb.share().join("pc1")).expect("dir").next().is_none(), "nothing was written");
+}
+
+/// The server dies in the middle of a backup: the command fails, saying so,
+/// and what is on the share is named as partial, never as an image. Run
+/// again when the server is back, the backup replaces the partial file and
+/// completes.
+#[test]
+fn server_killed_mid_backup_leaves_no_complete_looking_file() {
+    let mut smb = Samba::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let cfg = work.path().join("config");
+    // 384 MiB that do not compress: long enough to be cut off halfway.
+    let src = work.path().join("random.img");
+    sh_ok(Command::new("sh").arg("-c").arg(format!("head -c 384M /dev/urandom > {}", src.display())));
+    let target = smb.url("pc1/big.img");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.args(["backup", "disk", src.to_str().expect("utf-8"), "-o", &target, "--compress", "high"])
+        .env("RESCUE_SMB_PASSWORD", PASSWORD)
+        .env("RESCUE_CONFIG_DIR", &cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("rescue");
+    let partial = smb.share().join("pc1/big.img.partial");
+    let t0 = Instant::now();
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (16 << 20) {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the backup did not write 16 MiB in 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    smb.kill();
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the backup must fail when the server is gone:\n{err}");
+    assert!(err.contains("big.img"), "{err}");
+    assert!(!smb.share().join("pc1/big.img").exists(), "no complete-looking file");
+    assert!(partial.exists(), "the server was gone: the partial file stays, named as such");
+
+    smb.run();
+    ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", &target, "--compress", "fast"], &cfg);
+    assert!(!partial.exists(), "the stale partial file was replaced");
+    let r = blank(work.path(), "r.img", &src);
+    ok(&["restore", &target, "--to", r.to_str().expect("utf-8"), "--yes"], &cfg);
+    assert_eq!(file_hash(&r), file_hash(&src));
+}
