@@ -93,7 +93,10 @@ fn windows_build_links_only_system_dlls() {
     assert!(dlls.iter().any(|d| d == "kernel32.dll"), "no kernel32 import? {dlls:?}");
     let system = |d: &str| {
         d.starts_with("api-ms-win-")
-            || ["kernel32.dll", "ntdll.dll", "advapi32.dll", "user32.dll", "userenv.dll", "ws2_32.dll", "bcrypt.dll", "bcryptprimitives.dll", "msvcrt.dll", "shell32.dll", "ole32.dll", "oleaut32.dll", "setupapi.dll", "cfgmgr32.dll", "secur32.dll", "crypt32.dll"].contains(&d)
+            || ["kernel32.dll", "ntdll.dll", "advapi32.dll", "user32.dll", "userenv.dll", "ws2_32.dll", "bcrypt.dll", "bcryptprimitives.dll", "msvcrt.dll", "shell32.dll", "ole32.dll", "oleaut32.dll", "setupapi.dll", "cfgmgr32.dll", "secur32.dll", "crypt32.dll",
+                // sspi (NTLM for SMB shares): in System32 of Windows and of WinPE.
+                "dnsapi.dll", "ncrypt.dll", "rpcrt4.dll", "ktmw32.dll"]
+                .contains(&d)
     };
     let foreign: Vec<&String> = dlls.iter().filter(|d| !system(d)).collect();
     assert!(foreign.is_empty(), "rescue.exe needs DLLs that Windows does not ship: {foreign:?}");
