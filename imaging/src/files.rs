@@ -5,15 +5,19 @@
 //!
 //! Supported: ext2/3/4 (extent trees and the old indirect block map; htree
 //! directories are read linearly, as their blocks stay valid linear
-//! directories) and FAT12/16/32 (long file names and 8.3 names).
+//! directories), FAT12/16/32 (long file names and 8.3 names) and NTFS
+//! (B-tree indexes, fragmented and sparse files, attribute lists, symbolic
+//! links and junctions).
 //!
 //! Deliberately unsupported (an [`FilesError::Unsupported`] error, never
-//! wrong data): NTFS and exFAT, ext4 inline data and encrypted (fscrypt)
-//! files, extended attributes and ACLs. Every on-disk number is bounds-checked:
+//! wrong data): exFAT, ext4 inline data and encrypted (fscrypt) files,
+//! NTFS-compressed, EFS-encrypted and WOF-compressed files, alternate data
+//! streams, extended attributes and ACLs. Every on-disk number is bounds-checked:
 //! a damaged filesystem gives an error, never a panic or an endless loop.
 
 pub mod ext;
 pub mod fat;
+pub mod ntfs;
 
 use std::io;
 
@@ -69,6 +73,8 @@ pub(crate) enum Node {
     Ext(u32),
     /// First cluster (0 for an empty file; the FAT12/16 root has `root`).
     Fat { cluster: u32, root: bool },
+    /// An MFT record number.
+    Ntfs(u64),
 }
 
 impl Entry {
@@ -78,6 +84,7 @@ impl Entry {
         match self.node {
             Node::Ext(i) => u64::from(i),
             Node::Fat { cluster, .. } => u64::from(cluster),
+            Node::Ntfs(r) => r,
         }
     }
 
@@ -186,6 +193,7 @@ pub(crate) fn read(dev: &dyn ReadAt, kind: &'static str, offset: u64, len: u64, 
 pub enum FileSystem<'a> {
     Ext(ext::ExtFs<'a>),
     Fat(fat::FatFs<'a>),
+    Ntfs(ntfs::NtfsFs<'a>),
 }
 
 impl<'a> FileSystem<'a> {
@@ -198,10 +206,11 @@ impl<'a> FileSystem<'a> {
         let opened = match info.as_ref().map(|i| &i.kind) {
             Some(FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) => ext::ExtFs::open(dev, &head)?.map(FileSystem::Ext),
             Some(FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32) => fat::FatFs::open(dev, len, &head)?.map(FileSystem::Fat),
+            Some(FsKind::Ntfs) => ntfs::NtfsFs::open(dev, &head)?.map(FileSystem::Ntfs),
             Some(other) => return Err(FilesError::Unsupported { what: format!("reading files of {}", other.name()) }),
             None => None,
         };
-        opened.ok_or_else(|| FilesError::Unsupported { what: "reading files of this partition (no ext2/3/4 or FAT filesystem found)".into() })
+        opened.ok_or_else(|| FilesError::Unsupported { what: "reading files of this partition (no ext2/3/4, FAT or NTFS filesystem found)".into() })
     }
 
     /// "ext4", "FAT32", ...
@@ -209,6 +218,7 @@ impl<'a> FileSystem<'a> {
         match self {
             FileSystem::Ext(f) => f.name(),
             FileSystem::Fat(f) => f.name().into(),
+            FileSystem::Ntfs(f) => f.name().into(),
         }
     }
 
@@ -216,6 +226,7 @@ impl<'a> FileSystem<'a> {
         match self {
             FileSystem::Ext(f) => f.root(),
             FileSystem::Fat(f) => f.root(),
+            FileSystem::Ntfs(f) => f.root(),
         }
     }
 
@@ -227,6 +238,7 @@ impl<'a> FileSystem<'a> {
         match self {
             FileSystem::Ext(f) => f.list(dir),
             FileSystem::Fat(f) => f.list(dir),
+            FileSystem::Ntfs(f) => f.list(dir),
         }
     }
 
@@ -235,18 +247,20 @@ impl<'a> FileSystem<'a> {
         match self {
             FileSystem::Ext(f) => f.read(file, out),
             FileSystem::Fat(f) => f.read(file, out),
+            FileSystem::Ntfs(f) => f.read(file, out),
         }
     }
 
     /// Find `path` ("/", "/EFI/BOOT", "dir/file"), name by name from the root
-    /// (FAT names match without regard to ASCII case, as on Windows).
+    /// (FAT and NTFS names match without regard to case when no name
+    /// matches exactly, as on Windows).
     pub fn lookup(&self, path: &str) -> Result<Entry, FilesError> {
         let mut cur = self.root();
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
         if parts.len() > MAX_DEPTH {
             return Err(FilesError::NotFound { path: path.into() });
         }
-        let fat = matches!(self, FileSystem::Fat(_));
+        let fat = matches!(self, FileSystem::Fat(_) | FileSystem::Ntfs(_));
         for (i, p) in parts.iter().enumerate() {
             let so_far = format!("/{}", parts[..i].join("/"));
             if cur.kind != Kind::Dir {
@@ -284,7 +298,7 @@ mod tests {
         }
     }
 
-    const FIXTURES: [&str; 9] = ["ext2-1k.img", "ext3-4k.img", "ext4-4k.img", "ext4-noflex-1k.img", "ext4-metabg.img", "fat12.img", "fat16.img", "fat32.img", "fat16-4k.img"];
+    const FIXTURES: [&str; 11] = ["ext2-1k.img", "ext3-4k.img", "ext4-4k.img", "ext4-noflex-1k.img", "ext4-metabg.img", "fat12.img", "fat16.img", "fat32.img", "fat16-4k.img", "ntfs.img", "ntfs-4k.img"];
 
     /// Every file and directory under `dir`: (path, entry, content).
     fn walk(fs: &FileSystem, dir: &Entry, path: &str, out: &mut Vec<(String, Entry, Vec<u8>)>) {
@@ -308,7 +322,10 @@ mod tests {
 
     /// The file as the filesystem's own tools read it (None: tool missing).
     fn tool_cat(img: &std::path::Path, fat: bool, path: &str) -> Option<Vec<u8>> {
-        let out = if fat {
+        let ntfs = img.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ntfs"));
+        let out = if ntfs {
+            std::process::Command::new("ntfscat").arg(img).arg(path).output()
+        } else if fat {
             std::process::Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(img).arg(format!("::{path}")).output()
         } else {
             std::process::Command::new("debugfs").arg("-R").arg(format!("cat \"{path}\"")).arg(img).output()

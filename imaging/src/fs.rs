@@ -30,7 +30,7 @@ mod bitmap;
 mod exfat;
 pub(crate) mod ext;
 pub(crate) mod fat;
-mod ntfs;
+pub(crate) mod ntfs;
 mod other;
 mod swap;
 

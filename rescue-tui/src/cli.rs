@@ -174,10 +174,10 @@ pub enum Command {
     /// Verify every byte of an image (exit 4 when damaged).
     Check(CheckArgs),
     /// List a directory of a partition in an image, without restoring it
-    /// (ext2/3/4, FAT12/16/32).
+    /// (ext2/3/4, FAT12/16/32, NTFS).
     Ls(LsArgs),
     /// Copy files and directories out of a partition in an image, without
-    /// restoring it (ext2/3/4, FAT12/16/32).
+    /// restoring it (ext2/3/4, FAT12/16/32, NTFS incl. compressed files).
     Extract(ExtractArgs),
     /// Restore an image to a disk, a partition, or free space.
     Restore(RestoreArgs),

@@ -239,7 +239,7 @@ impl<'a> FatFs<'a> {
                 }
                 Ok(v)
             }
-            Node::Ext(_) => Err(corrupt(0, "not a FAT entry")),
+            Node::Ext(_) | Node::Ntfs(_) => Err(corrupt(0, "not a FAT entry")),
         }
     }
 

@@ -137,10 +137,10 @@ fn record_size(raw: u8, cluster_size: u64) -> Option<u64> {
 /// One run of a non-resident attribute: `len` clusters from `vcn`, stored at
 /// `lcn` (None: sparse, reads as zeroes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Run {
-    vcn: u64,
-    len: u64,
-    lcn: Option<u64>,
+pub(crate) struct Run {
+    pub vcn: u64,
+    pub len: u64,
+    pub lcn: Option<u64>,
 }
 
 /// Decode mapping pairs starting at `b[off..]`, VCNs from `first_vcn`.
@@ -229,15 +229,15 @@ fn decode_runs(
 }
 
 /// A parsed attribute header (the parts we use).
-struct Attr<'a> {
-    ty: u32,
-    non_resident: bool,
-    name_len: u8,
-    raw: &'a [u8],
+pub(crate) struct Attr<'a> {
+    pub ty: u32,
+    pub non_resident: bool,
+    pub name_len: u8,
+    pub raw: &'a [u8],
 }
 
 impl Attr<'_> {
-    fn resident_value(&self) -> Option<&[u8]> {
+    pub(crate) fn resident_value(&self) -> Option<&[u8]> {
         let len = le32(self.raw, 0x10) as usize;
         let off = usize::from(le16(self.raw, 0x14));
         self.raw.get(off..off.checked_add(len)?)
@@ -245,7 +245,7 @@ impl Attr<'_> {
 }
 
 /// Iterate the attributes of a fixed-up MFT record.
-fn attrs(rec: &[u8], rec_offset: u64) -> Result<Vec<Attr<'_>>, FsError> {
+pub(crate) fn attrs(rec: &[u8], rec_offset: u64) -> Result<Vec<Attr<'_>>, FsError> {
     let used = (le32(rec, 0x18) as usize).min(rec.len());
     let mut p = usize::from(le16(rec, 0x14));
     let mut out = Vec::new();
@@ -274,9 +274,15 @@ fn attrs(rec: &[u8], rec_offset: u64) -> Result<Vec<Attr<'_>>, FsError> {
 }
 
 /// Apply the update sequence array of one multi-sector record in place.
-fn apply_fixups(rec: &mut [u8], rec_offset: u64) -> Result<(), FsError> {
-    if bytes(rec, 0, 4) != b"FILE" {
-        return Err(corrupt(rec_offset, "MFT record without FILE magic"));
+pub(crate) fn apply_fixups(rec: &mut [u8], rec_offset: u64) -> Result<(), FsError> {
+    fixups(rec, rec_offset, b"FILE", "MFT record")
+}
+
+/// Apply the update sequence array of a multi-sector structure whose magic
+/// must be `magic` (`FILE` for MFT records, `INDX` for index blocks).
+pub(crate) fn fixups(rec: &mut [u8], rec_offset: u64, magic: &[u8; 4], what: &str) -> Result<(), FsError> {
+    if bytes(rec, 0, 4) != magic {
+        return Err(corrupt(rec_offset, format!("{what} without {} magic", String::from_utf8_lossy(magic))));
     }
     let usa_ofs = usize::from(le16(rec, 4));
     let usa_count = usize::from(le16(rec, 6));
@@ -306,7 +312,7 @@ fn apply_fixups(rec: &mut [u8], rec_offset: u64) -> Result<(), FsError> {
 }
 
 /// Read `buf.len()` bytes at byte `off` of a non-resident stream.
-fn read_stream(
+pub(crate) fn read_stream(
     dev: &dyn ReadAt,
     vol: &Boot,
     runs: &[Run],
@@ -319,9 +325,11 @@ fn read_stream(
     while done < buf.len() {
         let pos = off.checked_add(done as u64).ok_or_else(|| overflow("position"))?;
         let vcn = pos / cs;
+        // Runs are in VCN order: find the first that ends past `vcn`.
+        let i = runs.partition_point(|r| r.vcn.saturating_add(r.len) <= vcn);
         let run = runs
-            .iter()
-            .find(|r| vcn >= r.vcn && r.vcn.checked_add(r.len).is_some_and(|end| vcn < end))
+            .get(i)
+            .filter(|r| vcn >= r.vcn && r.vcn.checked_add(r.len).is_some_and(|end| vcn < end))
             .ok_or_else(|| {
                 corrupt(
                     0,
@@ -351,7 +359,7 @@ fn read_stream(
 }
 
 /// Read MFT record `no` through the `$MFT` runlist, fixed up.
-fn read_record(dev: &dyn ReadAt, vol: &Boot, mft: &[Run], no: u64) -> Result<Vec<u8>, FsError> {
+pub(crate) fn read_record(dev: &dyn ReadAt, vol: &Boot, mft: &[Run], no: u64) -> Result<Vec<u8>, FsError> {
     let mut rec = vec![0u8; vol.record_size as usize];
     let off = mul(KIND, 0, no, vol.record_size)?;
     read_stream(dev, vol, mft, off, &mut rec)?;
@@ -360,6 +368,38 @@ fn read_record(dev: &dyn ReadAt, vol: &Boot, mft: &[Run], no: u64) -> Result<Vec
         return Err(corrupt(off, format!("MFT record {no} is not in use")));
     }
     Ok(rec)
+}
+
+/// One attribute's value: inline in its record, or clusters on the volume.
+#[derive(Debug, Clone)]
+pub(crate) enum Stream {
+    Resident(Vec<u8>),
+    NonResident {
+        runs: Vec<Run>,
+        /// Logical size in bytes.
+        size: u64,
+        /// Bytes written so far (the "valid data length"): the rest reads as zeroes.
+        init: u64,
+        /// Attribute flags: 0x0001 compressed, 0x4000 encrypted, 0x8000 sparse.
+        flags: u16,
+        /// log2 of the clusters per compression unit (compressed streams).
+        compression_unit: u8,
+    },
+}
+
+/// Does the attribute name stored as `name_len` UTF-16 units at `b[off..]` equal `want`?
+fn name_is(b: &[u8], off: usize, name_len: usize, want: &str) -> bool {
+    let Some(raw) = b.get(off..off + 2 * name_len) else {
+        return false;
+    };
+    let units = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    units.eq(want.encode_utf16())
+}
+
+impl Attr<'_> {
+    fn named(&self, want: &str) -> bool {
+        name_is(self.raw, usize::from(le16(self.raw, 0x0A)), usize::from(self.name_len), want)
+    }
 }
 
 /// The complete runlist of the unnamed `$DATA` of a file, following an
@@ -373,9 +413,29 @@ fn data_runs(
     base_no: u64,
     mft: Option<&[Run]>,
 ) -> Result<(Vec<Run>, u64), FsError> {
+    match stream(dev, vol, base, base_no, mft, AT_DATA, "")? {
+        Some(Stream::NonResident { runs, size, .. }) => Ok((runs, size)),
+        _ => Err(corrupt(base_no * vol.record_size, "no non-resident $DATA attribute")),
+    }
+}
+
+/// The attribute of type `ty` named `name` ("" for unnamed) of the file
+/// whose base record is `base`, following an `$ATTRIBUTE_LIST` into
+/// extension records; None when the file has no such attribute.
+pub(crate) fn stream(
+    dev: &dyn ReadAt,
+    vol: &Boot,
+    base: &[u8],
+    base_no: u64,
+    mft: Option<&[Run]>,
+    ty: u32,
+    name: &str,
+) -> Result<Option<Stream>, FsError> {
     let base_off = base_no * vol.record_size;
-    let mut pieces: Vec<(u64, Vec<Run>, u64)> = Vec::new(); // (lowest vcn, runs, data size)
-    collect_data(vol, base, base_off, &mut pieces)?;
+    let mut pieces: Vec<Piece> = Vec::new();
+    if let Some(v) = collect(vol, base, base_off, ty, name, &mut pieces)? {
+        return Ok(Some(Stream::Resident(v)));
+    }
     let list = attrs(base, base_off)?
         .into_iter()
         .find(|a| a.ty == AT_ATTRIBUTE_LIST)
@@ -404,18 +464,19 @@ fn data_runs(
         let mut p = 0usize;
         let mut seen = std::collections::BTreeSet::new();
         while p + 0x1A <= list.len() {
-            let ty = le32(&list, p);
+            let lty = le32(&list, p);
             let len = usize::from(le16(&list, p + 4));
             if len < 0x1A {
                 return Err(corrupt(base_off, "attribute list entry too short"));
             }
             let rec_no = le64(&list, p + 0x10) & 0x0000_FFFF_FFFF_FFFF;
-            if ty == AT_DATA && u8_at(&list, p + 6) == 0 && rec_no != base_no && seen.insert(rec_no)
-            {
-                let known: Vec<Run> = pieces
+            let named = name_is(&list, p + usize::from(u8_at(&list, p + 7)), usize::from(u8_at(&list, p + 6)), name);
+            if lty == ty && named && rec_no != base_no && seen.insert(rec_no) {
+                let mut known: Vec<Run> = pieces
                     .iter()
-                    .flat_map(|(_, r, _)| r.iter().copied())
+                    .flat_map(|p| p.runs.iter().copied())
                     .collect();
+                known.sort_by_key(|r| r.vcn);
                 let mft_runs = mft.unwrap_or(&known);
                 let ext = read_record(dev, vol, mft_runs, rec_no)?;
                 // An extension record names its base record (ntfs-3g checks
@@ -429,59 +490,84 @@ fn data_runs(
                         ),
                     ));
                 }
-                collect_data(vol, &ext, rec_no * vol.record_size, &mut pieces)?;
+                if let Some(v) = collect(vol, &ext, rec_no * vol.record_size, ty, name, &mut pieces)? {
+                    return Ok(Some(Stream::Resident(v)));
+                }
             }
             p += len;
         }
     }
-    pieces.sort_by_key(|p| p.0);
-    let size = pieces
+    if pieces.is_empty() {
+        return Ok(None);
+    }
+    pieces.sort_by_key(|p| p.low);
+    let first = pieces
         .iter()
-        .find(|p| p.0 == 0)
-        .map(|p| p.2)
-        .ok_or_else(|| corrupt(base_off, "no non-resident $DATA attribute"))?;
+        .find(|p| p.low == 0)
+        .ok_or_else(|| corrupt(base_off, format!("attribute {ty:#x} has no first extent")))?;
+    let (size, init, flags, compression_unit) = (first.size, first.init.min(first.size), first.flags, first.compression_unit);
     let mut runs = Vec::new();
     let mut next = 0u64;
-    for (low, r, _) in pieces {
-        if low != next {
+    for p in pieces {
+        if p.low != next {
             return Err(corrupt(
                 base_off,
-                format!("$DATA extents leave a hole at VCN {next}"),
+                format!("attribute {ty:#x} extents leave a hole at VCN {next}"),
             ));
         }
-        next = r.last().map_or(low, |l| l.vcn + l.len);
-        runs.extend(r);
+        next = p.runs.last().map_or(p.low, |l| l.vcn + l.len);
+        runs.extend(p.runs);
     }
-    if !matches!(next.checked_mul(vol.cluster_size), Some(b) if b >= size) {
+    // Compressed streams may end in a sparse tail not in the runlist.
+    if flags & 0x0001 == 0 && !matches!(next.checked_mul(vol.cluster_size), Some(b) if b >= size) {
         return Err(corrupt(
             base_off,
             format!("runlist ({next} clusters) shorter than the data ({size} bytes)"),
         ));
     }
-    Ok((runs, size))
+    Ok(Some(Stream::NonResident { runs, size, init, flags, compression_unit }))
 }
 
-/// Gather the unnamed non-resident `$DATA` extents of one record.
-fn collect_data(
+/// One extent of a non-resident attribute, from one record.
+struct Piece {
+    low: u64,
+    runs: Vec<Run>,
+    size: u64,
+    init: u64,
+    flags: u16,
+    compression_unit: u8,
+}
+
+/// Gather the extents of attribute `ty`/`name` in one record; a resident
+/// one is returned at once.
+fn collect(
     vol: &Boot,
     rec: &[u8],
     rec_off: u64,
-    out: &mut Vec<(u64, Vec<Run>, u64)>,
-) -> Result<(), FsError> {
+    ty: u32,
+    name: &str,
+    out: &mut Vec<Piece>,
+) -> Result<Option<Vec<u8>>, FsError> {
     for a in attrs(rec, rec_off)? {
-        if a.ty != AT_DATA || a.name_len != 0 || !a.non_resident || a.raw.len() < 0x40 {
+        if a.ty != ty || !a.named(name) {
+            continue;
+        }
+        if !a.non_resident {
+            return Ok(Some(a.resident_value().unwrap_or(&[]).to_vec()));
+        }
+        if a.raw.len() < 0x40 {
             continue;
         }
         let low = le64(a.raw, 0x10);
         let mut runs = Vec::new();
         decode_runs(a.raw, usize::from(le16(a.raw, 0x20)), low, vol, &mut runs)?;
-        out.push((low, runs, le64(a.raw, 0x30)));
+        out.push(Piece { low, runs, size: le64(a.raw, 0x30), init: le64(a.raw, 0x38), flags: le16(a.raw, 0x0C), compression_unit: u8_at(a.raw, 0x22) });
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The `$MFT` runlist, starting from record 0 at the boot sector's LCN.
-fn mft_runs(dev: &dyn ReadAt, vol: &Boot) -> Result<Vec<Run>, FsError> {
+pub(crate) fn mft_runs(dev: &dyn ReadAt, vol: &Boot) -> Result<Vec<Run>, FsError> {
     let first = [Run {
         vcn: 0,
         len: vol.record_size.div_ceil(vol.cluster_size),
@@ -491,7 +577,7 @@ fn mft_runs(dev: &dyn ReadAt, vol: &Boot) -> Result<Vec<Run>, FsError> {
     Ok(data_runs(dev, vol, &rec0, MFT_RECORD_MFT, None)?.0)
 }
 
-fn volume_label(dev: &dyn ReadAt, vol: &Boot, mft: &[Run]) -> Option<String> {
+pub(crate) fn volume_label(dev: &dyn ReadAt, vol: &Boot, mft: &[Run]) -> Option<String> {
     let rec = read_record(dev, vol, mft, MFT_RECORD_VOLUME).ok()?;
     let a = attrs(&rec, 0)
         .ok()?

@@ -39,8 +39,13 @@ pub fn ls(g: &Global, a: LsArgs) -> Result<(), CliError> {
     if g.json {
         return print_json(&list);
     }
+    // A closed pipe (`rescue ls ... | head`) ends the listing quietly.
+    let mut out = std::io::stdout().lock();
     for e in &list {
-        println!("{}", line(e));
+        match writeln!(out, "{}", line(e)) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            r => r.context("writing the listing")?,
+        }
     }
     Ok(())
 }

@@ -146,6 +146,13 @@ impl Mount {
         sh_ok(Command::new("mount").args(["-t", fstype, "-o", opts, dev]).arg(dir));
         Mount(dir.to_path_buf(), None)
     }
+
+    /// An ntfs-3g (FUSE) mount of a device or image file with these options.
+    pub fn ntfs3g(dev: &Path, dir: &Path, opts: &str) -> Mount {
+        std::fs::create_dir_all(dir).expect("mount point");
+        sh_ok(Command::new("ntfs-3g").args(["-o", opts]).arg(dev).arg(dir));
+        Mount(dir.to_path_buf(), Some(dev.to_string_lossy().into_owned()))
+    }
 }
 
 impl Drop for Mount {
