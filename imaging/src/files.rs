@@ -137,6 +137,15 @@ pub enum FilesError {
     /// Writing the file's bytes out failed (not the image's fault).
     #[error("writing the file")]
     Write(#[source] io::Error),
+    #[error(transparent)]
+    Disk(#[from] crate::blockdev::BlockError),
+    #[error("reading the partition table")]
+    Table(#[source] crate::part::PartError),
+    #[error("{disk} has no partition {n} (it has: {have})")]
+    NoPartition { disk: String, n: u32, have: String },
+    /// The destination lies on the disk the files come from.
+    #[error("{dest} is on {disk}, the disk the files are read from")]
+    DestinationOnSource { dest: String, disk: String },
 }
 
 impl FilesError {
@@ -151,6 +160,10 @@ impl FilesError {
             FilesError::NotFound { .. } | FilesError::NotADirectory { .. } => "list the parent directory with `rescue ls` to see the names",
             FilesError::Unsupported { .. } => "restore the partition (rescue restore --part N) and mount the copy",
             FilesError::Write(_) => "check that the destination has room and is writable",
+            FilesError::Disk(e) => e.hint(),
+            FilesError::Table(_) => "the partition table is damaged: give the whole disk without :N if it holds a filesystem directly, or repair the table first",
+            FilesError::NoPartition { .. } => "`rescue disks` lists each disk's partitions and their numbers",
+            FilesError::DestinationOnSource { .. } => "copy to another disk (a USB stick, a network share): writing to a failing disk can destroy what is being rescued",
         }
     }
 
@@ -274,6 +287,81 @@ impl<'a> FileSystem<'a> {
             };
         }
         Ok(cur)
+    }
+}
+
+/// A partition of a disk (a block device or a raw disk image file), or a
+/// whole disk without a partition table, opened read-only for its files.
+/// Nothing here ever writes to the disk.
+pub struct DiskPartition {
+    pub disk: crate::blockdev::DiskInfo,
+    /// None: the whole disk holds the filesystem.
+    pub part: Option<crate::part::Partition>,
+    /// Why the partition is in use (mounted, swap, held by LVM/md).
+    pub busy: Vec<String>,
+    window: crate::read_at::Window<std::fs::File>,
+}
+
+impl DiskPartition {
+    /// Open partition `n` of `disk` (None: the whole disk).
+    pub fn open(disk: &std::path::Path, n: Option<u32>) -> Result<Self, FilesError> {
+        let src = crate::blockdev::SourceDisk::open(disk, None)?;
+        let info = src.info;
+        let busy = crate::blockdev::busy_reasons(&info);
+        let part = match n {
+            None => None,
+            Some(n) => {
+                let table = crate::part::read(&src.file, info.size, info.logical_sector_size).map_err(FilesError::Table)?;
+                let parts = table.map(|t| t.partitions).unwrap_or_default();
+                let have = if parts.is_empty() { "none".to_string() } else { parts.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ") };
+                Some(parts.into_iter().find(|p| p.number == n).ok_or_else(|| FilesError::NoPartition { disk: disk.display().to_string(), n, have })?)
+            }
+        };
+        let (start, len) = part.as_ref().map_or((0, info.size), |p| (p.start, p.len));
+        // Only this partition's own use matters (another mounted partition
+        // of the same disk does not make this one inconsistent); when its
+        // device is unknown (an image file), every use is reported.
+        let dev = n.and_then(|n| crate::blockdev::partition_devices(&info).into_iter().find(|d| d.0 == n)).map(|d| format!("{} ", d.1.display()));
+        let busy = match dev {
+            Some(d) => busy.into_iter().filter(|r| r.starts_with(&d)).collect(),
+            None => busy,
+        };
+        Ok(DiskPartition { disk: info, part, busy, window: crate::read_at::Window::new(src.file, start, len) })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.window.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.window.is_empty()
+    }
+
+    /// The partition's bytes.
+    pub fn reader(&self) -> &dyn ReadAt {
+        &self.window
+    }
+
+    /// Refuse a destination folder on this disk: files rescued from a
+    /// failing disk must never be written back onto it. `dest` need not
+    /// exist yet (its nearest existing parent is checked).
+    pub fn check_destination(&self, dest: &std::path::Path) -> Result<(), FilesError> {
+        let mut p = dest.to_path_buf();
+        let meta = loop {
+            if let Ok(m) = std::fs::metadata(&p) {
+                break Some(m);
+            }
+            if !p.pop() {
+                break None;
+            }
+        };
+        let Some(dn) = meta.as_ref().and_then(crate::blockdev::fs_devnum) else { return Ok(()) };
+        let mut ours: Vec<String> = self.disk.devnum.iter().cloned().collect();
+        ours.extend(crate::blockdev::partition_devices(&self.disk).into_iter().map(|(_, _, d)| d));
+        if ours.contains(&dn) {
+            return Err(FilesError::DestinationOnSource { dest: dest.display().to_string(), disk: self.disk.path.display().to_string() });
+        }
+        Ok(())
     }
 }
 

@@ -87,7 +87,12 @@ fn classify(e: &anyhow::Error) -> (Exit, Option<String>) {
         // A damaged image under a filesystem: the image error comes next.
         if let Some(fe) = cause.downcast_ref::<imaging::files::FilesError>() {
             if fe.image_error().is_none() {
-                return (Exit::Failed, Some(fe.hint().to_string()));
+                let exit = match fe {
+                    imaging::files::FilesError::DestinationOnSource { .. } => Exit::Refused,
+                    imaging::files::FilesError::NoPartition { .. } => Exit::Usage,
+                    _ => Exit::Failed,
+                };
+                return (exit, Some(fe.hint().to_string()));
             }
         }
         if let Some(u) = cause.downcast_ref::<UsageError>() {
@@ -179,6 +184,11 @@ pub enum Command {
     /// Copy files and directories out of a partition in an image, without
     /// restoring it (ext2/3/4, FAT12/16/32, NTFS incl. compressed files).
     Extract(ExtractArgs),
+    /// Files straight off a disk that no longer boots: list them, copy them
+    /// to another disk. The disk is only read (nothing is mounted or
+    /// written); a damaged filesystem is read as far as it goes.
+    #[command(subcommand)]
+    Files(FilesCmd),
     /// Restore an image to a disk, a partition, or free space.
     Restore(RestoreArgs),
     /// Copy a disk or a partition to another, without an image.
@@ -429,6 +439,47 @@ pub struct LsArgs {
     pub path: String,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum FilesCmd {
+    /// List a directory of a partition of a disk (ext2/3/4, FAT12/16/32, NTFS).
+    Ls(FilesLsArgs),
+    /// Copy files and folders off a partition of a disk into a folder on
+    /// another disk, with their times; unreadable files are skipped and
+    /// listed at the end (exit status 1). A folder on the source disk is
+    /// refused.
+    Copy(FilesCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FilesLsArgs {
+    /// DISK:N (a partition of a disk or disk image file), or DISK when the
+    /// whole disk holds one filesystem.
+    pub source: String,
+    /// The directory (or file) to list.
+    #[arg(default_value = "/")]
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FilesCopyArgs {
+    /// DISK:N (a partition of a disk or disk image file), or DISK when the
+    /// whole disk holds one filesystem.
+    pub source: String,
+    /// Files and folders to copy (folders with all they hold; / copies
+    /// everything).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// The folder to copy into (made if missing), on another disk.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Replace files that exist in DIR (default: refuse them).
+    #[arg(long, conflicts_with = "skip_existing")]
+    pub overwrite: bool,
+    /// Leave files that exist in DIR as they are.
+    #[arg(long)]
+    pub skip_existing: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
     #[command(flatten)]
@@ -602,6 +653,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Check(a)) => image::check(&g, a),
         Some(Command::Ls(a)) => files::ls(&g, a),
         Some(Command::Extract(a)) => files::extract(&g, a),
+        Some(Command::Files(FilesCmd::Ls(a))) => files::disk_ls(&g, a),
+        Some(Command::Files(FilesCmd::Copy(a))) => files::disk_copy(&g, a),
         Some(Command::Restore(a)) => write::restore(&g, a),
         Some(Command::Clone(a)) => write::clone(&g, a),
         Some(Command::UniversalRestore(a)) => universal::run(&g, a),

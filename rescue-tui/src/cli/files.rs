@@ -12,7 +12,7 @@ use imaging::files::{self, Entry, FileSystem, Kind};
 use imaging::image::view::RegionView;
 use imaging::image::{ImageError, ImageReader, Region};
 
-use super::{image, print_json, show, usage, CliError, Exit, ExtractArgs, Global, LsArgs};
+use super::{image, print_json, show, usage, CliError, Exit, ExtractArgs, FilesCopyArgs, FilesLsArgs, Global, LsArgs};
 
 fn partition(r: &ImageReader, n: u32) -> Result<&Region, CliError> {
     r.catalog().partition_region(n).ok_or_else(|| {
@@ -33,8 +33,19 @@ pub fn ls(g: &Global, a: LsArgs) -> Result<(), CliError> {
     let region = partition(&r, a.part)?;
     let view = RegionView::new(&r, region);
     let fs = open_fs(&view, a.part)?;
-    let e = fs.lookup(&a.path).with_context(|| format!("looking up {} in partition {}", a.path, a.part))?;
-    let mut list = if e.kind == Kind::Dir { fs.list(&e).with_context(|| format!("listing {} in partition {}", a.path, a.part))? } else { vec![e] };
+    listing(g, &fs, &a.path, &format!("partition {}", a.part))
+}
+
+/// `rescue files ls DISK[:N] [PATH]`: the same listing, off a disk.
+pub fn disk_ls(g: &Global, a: FilesLsArgs) -> Result<(), CliError> {
+    let (src, what) = open_disk(&a.source)?;
+    let fs = FileSystem::open(src.reader(), src.len()).with_context(|| format!("opening the filesystem of {what}"))?;
+    listing(g, &fs, &a.path, &what)
+}
+
+fn listing(g: &Global, fs: &FileSystem<'_>, path: &str, what: &str) -> Result<(), CliError> {
+    let e = fs.lookup(path).with_context(|| format!("looking up {path} in {what}"))?;
+    let mut list = if e.kind == Kind::Dir { fs.list(&e).with_context(|| format!("listing {path} in {what}"))? } else { vec![e] };
     list.sort_by(|x, y| x.name.cmp(&y.name));
     if g.json {
         return print_json(&list);
@@ -50,6 +61,23 @@ pub fn ls(g: &Global, a: LsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Open `DISK:N` (or a whole `DISK`) read-only, warning when it is in use.
+fn open_disk(source: &str) -> Result<(files::DiskPartition, String), CliError> {
+    let (disk, n) = super::split_disk_part(source);
+    let n = match n {
+        None => None,
+        Some(n) => Some(n.parse::<u32>().map_err(|_| usage(format!("{source}: one partition number is needed after the colon"), "e.g. /dev/sdb:2 (`rescue disks` shows the numbers)"))?),
+    };
+    let src = files::DiskPartition::open(&disk, n)?;
+    let what = match n {
+        Some(n) => format!("partition {n} of {}", disk.display()),
+        None => disk.display().to_string(),
+    };
+    for r in &src.busy {
+        eprintln!("warning: {r}: reading the device directly while it is in use can see half-written data; unmount it first, or copy from where it is mounted");
+    }
+    Ok((src, what))
+}
 /// One `ls -l`-style line: mode, size, mtime (UTC), name.
 fn line(e: &Entry) -> String {
     let name = printable(&e.name);
@@ -71,11 +99,27 @@ pub fn extract(g: &Global, a: ExtractArgs) -> Result<(), CliError> {
     let region = partition(&r, a.part)?;
     let view = RegionView::new(&r, region);
     let fs = open_fs(&view, a.part)?;
-    std::fs::create_dir_all(&a.to).with_context(|| format!("making the folder {}", a.to.display()))?;
+    copy_out(g, &fs, &a.paths, &a.to, a.overwrite, a.skip_existing, "the image")
+}
+
+/// `rescue files copy DISK[:N] PATH... --to DIR`: files off a disk that no
+/// longer boots, read directly (nothing mounted, nothing written to it).
+pub fn disk_copy(g: &Global, a: FilesCopyArgs) -> Result<(), CliError> {
+    let (src, what) = open_disk(&a.source)?;
+    src.check_destination(&a.to)?;
+    let fs = FileSystem::open(src.reader(), src.len()).with_context(|| format!("opening the filesystem of {what}"))?;
+    copy_out(g, &fs, &a.paths, &a.to, a.overwrite, a.skip_existing, "the disk")
+}
+
+/// Copy `paths` of `fs` into the folder `to`; failures are listed at the end
+/// and make the exit status non-zero, after everything else was copied.
+fn copy_out(g: &Global, fs: &FileSystem<'_>, paths: &[String], to: &Path, overwrite: bool, skip_existing: bool, source: &str) -> Result<(), CliError> {
+    std::fs::create_dir_all(to).with_context(|| format!("making the folder {}", to.display()))?;
     let mut x = Extractor {
-        fs: &fs,
-        overwrite: a.overwrite,
-        skip_existing: a.skip_existing,
+        fs,
+        source,
+        overwrite,
+        skip_existing,
         files: 0,
         dirs: 0,
         bytes: 0,
@@ -83,12 +127,12 @@ pub fn extract(g: &Global, a: ExtractArgs) -> Result<(), CliError> {
         failed: Vec::new(),
         tmp_seq: 0,
     };
-    for p in &a.paths {
+    for p in paths {
         let src = format!("/{}", p.split('/').filter(|s| !s.is_empty() && *s != ".").collect::<Vec<_>>().join("/"));
         match fs.lookup(p) {
             // The root: its contents go straight into DIR.
-            Ok(e) if src == "/" => x.contents(&e, "", &a.to, &mut vec![e.id()]),
-            Ok(e) => x.entry(&e, &src, &a.to, &mut Vec::new()),
+            Ok(e) if src == "/" => x.contents(&e, "", to, &mut vec![e.id()]),
+            Ok(e) => x.entry(&e, &src, to, &mut Vec::new()),
             Err(err) => x.failed.push((src, anyhow::Error::new(err))),
         }
     }
@@ -96,20 +140,21 @@ pub fn extract(g: &Global, a: ExtractArgs) -> Result<(), CliError> {
         eprintln!("skipped: {s}");
     }
     for (p, e) in &x.failed {
-        eprintln!("not extracted: {p}: {e:#}");
+        eprintln!("not {}: {p}: {e:#}", if source == "the disk" { "copied" } else { "extracted" });
     }
     if g.json {
         let failed: Vec<_> = x.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": format!("{e:#}")})).collect();
         print_json(&serde_json::json!({"files": x.files, "dirs": x.dirs, "bytes": x.bytes, "skipped": x.skipped, "failed": failed}))?;
     } else {
         println!(
-            "Extracted {} file{} and {} folder{} ({}) to {}{}",
+            "{} {} file{} and {} folder{} ({}) to {}{}",
+            if source == "the disk" { "Copied" } else { "Extracted" },
             x.files,
             if x.files == 1 { "" } else { "s" },
             x.dirs,
             if x.dirs == 1 { "" } else { "s" },
             imaging::blockdev::human_size(x.bytes),
-            a.to.display(),
+            to.display(),
             if x.skipped.is_empty() { String::new() } else { format!("; {} skipped", x.skipped.len()) }
         );
     }
@@ -119,9 +164,11 @@ pub fn extract(g: &Global, a: ExtractArgs) -> Result<(), CliError> {
     let damaged = x.failed.iter().any(|(_, e)| e.chain().any(|c| c.downcast_ref::<ImageError>().is_some_and(|i| i.is_verification_failure())));
     Err(CliError {
         exit: if damaged { Exit::Verification } else { Exit::Failed },
-        error: anyhow!("{} of the paths could not be extracted (listed above)", x.failed.len()),
+        error: anyhow!("{} of the paths could not be {} (listed above)", x.failed.len(), if source == "the disk" { "copied" } else { "extracted" }),
         hint: Some(if damaged {
             "the image is damaged: `rescue check` shows the first bad place; the other files were extracted".into()
+        } else if source == "the disk" {
+            "the other files were copied; for unreadable ones, make a sector copy first (`rescue backup disk --sector-by-sector`) and copy from the image, which retries nothing on the failing disk".into()
         } else {
             "see the reasons above; --overwrite replaces existing files, --skip-existing keeps them".into()
         }),
@@ -130,6 +177,8 @@ pub fn extract(g: &Global, a: ExtractArgs) -> Result<(), CliError> {
 
 struct Extractor<'a> {
     fs: &'a FileSystem<'a>,
+    /// "the image" or "the disk", for messages.
+    source: &'a str,
     overwrite: bool,
     skip_existing: bool,
     files: u64,
@@ -257,7 +306,7 @@ impl Extractor<'_> {
         let f = OpenOptions::new().write(true).create_new(true).open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let written = (|| -> anyhow::Result<()> {
             let mut w = BufWriter::with_capacity(1 << 20, &f);
-            self.fs.read(e, &mut w).context("reading it from the image")?;
+            self.fs.read(e, &mut w).with_context(|| format!("reading it from {}", self.source))?;
             w.flush().with_context(|| format!("writing {}", tmp.display()))?;
             drop(w);
             set_file_meta(&f, e)
@@ -364,7 +413,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let into = d.path().join("a").join("b");
         std::fs::create_dir_all(&into).expect("dirs");
-        let mut x = Extractor { fs: &fs, overwrite: false, skip_existing: false, files: 0, dirs: 0, bytes: 0, skipped: Vec::new(), failed: Vec::new(), tmp_seq: 0 };
+        let mut x = Extractor { fs: &fs, source: "the image", overwrite: false, skip_existing: false, files: 0, dirs: 0, bytes: 0, skipped: Vec::new(), failed: Vec::new(), tmp_seq: 0 };
         let root = fs.root();
         x.contents(&root, "", &into, &mut vec![root.id()]);
         assert_eq!(x.failed.len(), 1, "{:?}", x.failed);
