@@ -202,6 +202,139 @@ pub(crate) fn read(dev: &dyn ReadAt, kind: &'static str, offset: u64, len: u64, 
     Ok(b)
 }
 
+/// Where a file's bytes are, found once (when a FUSE client opens the file,
+/// say) and then read at any offset with [`FileSystem::read_at`].
+#[derive(Debug, Clone)]
+pub struct FileMap {
+    size: u64,
+    kind: MapKind,
+}
+
+#[derive(Debug, Clone)]
+enum MapKind {
+    /// Pieces in file order, covering `[0, size)`.
+    Pieces(Vec<Piece>),
+    /// Bytes kept in the metadata (NTFS resident data).
+    Inline(Vec<u8>),
+    /// NTFS-compressed: the units a read touches are decompressed.
+    NtfsCompressed(ntfs::Compressed),
+}
+
+/// `len` bytes of a file from byte `at`, stored at device byte `dev` (None: zeroes).
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    at: u64,
+    len: u64,
+    dev: Option<u64>,
+}
+
+/// Builds the pieces of a [`FileMap`]: appended in file order, clipped to
+/// the file's size; bytes from `valid` on read as zeroes (NTFS's
+/// initialised length).
+pub(crate) struct MapBuilder {
+    size: u64,
+    valid: u64,
+    pos: u64,
+    pieces: Vec<Piece>,
+}
+
+impl MapBuilder {
+    pub(crate) fn new(size: u64, valid: u64) -> Self {
+        MapBuilder { size, valid: valid.min(size), pos: 0, pieces: Vec::new() }
+    }
+
+    /// The next `len` bytes are at device byte `dev` (None: zeroes).
+    pub(crate) fn push(&mut self, len: u64, dev: Option<u64>) {
+        let len = len.min(self.size - self.pos);
+        if len == 0 {
+            return;
+        }
+        let data = if dev.is_some() { self.valid.saturating_sub(self.pos).min(len) } else { 0 };
+        if data > 0 {
+            self.add(data, dev);
+        }
+        if len > data {
+            self.add(len - data, None);
+        }
+    }
+
+    fn add(&mut self, len: u64, dev: Option<u64>) {
+        match self.pieces.last_mut() {
+            Some(p) if p.dev.is_none() && dev.is_none() => p.len += len,
+            Some(p) if p.dev.zip(dev).is_some_and(|(a, b)| a + p.len == b) => p.len += len,
+            _ => self.pieces.push(Piece { at: self.pos, len, dev }),
+        }
+        self.pos += len;
+    }
+
+    /// The map, padded with zeroes to the file's size.
+    pub(crate) fn finish(mut self) -> FileMap {
+        let rest = self.size - self.pos;
+        if rest > 0 {
+            self.add(rest, None);
+        }
+        FileMap { size: self.size, kind: MapKind::Pieces(self.pieces) }
+    }
+}
+
+impl FileMap {
+    pub(crate) fn inline(v: Vec<u8>) -> Self {
+        FileMap { size: v.len() as u64, kind: MapKind::Inline(v) }
+    }
+
+    pub(crate) fn ntfs_compressed(size: u64, c: ntfs::Compressed) -> Self {
+        FileMap { size, kind: MapKind::NtfsCompressed(c) }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Write the whole file to `out` (not for NTFS-compressed maps).
+    pub(crate) fn copy_plain(&self, dev: &dyn ReadAt, kind: &'static str, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+        let pieces = match &self.kind {
+            MapKind::Inline(v) => {
+                out.write_all(v).map_err(FilesError::Write)?;
+                return Ok(self.size);
+            }
+            MapKind::Pieces(p) => p,
+            MapKind::NtfsCompressed(_) => return Err(FilesError::Corrupt { kind, offset: 0, what: "a compressed map copied as plain".into() }),
+        };
+        let mut buf = vec![0u8; COPY_CHUNK.min(self.size) as usize];
+        let mut pos = 0u64;
+        while pos < self.size {
+            let n = (self.size - pos).min(COPY_CHUNK) as usize;
+            FileMap::read_pieces(pieces, dev, kind, pos, &mut buf[..n])?;
+            out.write_all(&buf[..n]).map_err(FilesError::Write)?;
+            pos += n as u64;
+        }
+        Ok(self.size)
+    }
+
+    /// Read pieces into `buf` from file byte `offset` (`buf` within the file).
+    fn read_pieces(pieces: &[Piece], dev: &dyn ReadAt, kind: &'static str, offset: u64, buf: &mut [u8]) -> Result<(), FilesError> {
+        let mut i = pieces.partition_point(|p| p.at + p.len <= offset);
+        let mut done = 0usize;
+        while done < buf.len() {
+            let p = pieces.get(i).ok_or_else(|| FilesError::Corrupt { kind, offset, what: "the file map ends early".into() })?;
+            let pos = offset + done as u64;
+            let skip = pos - p.at;
+            let n = ((p.len - skip) as usize).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            match p.dev {
+                Some(d) => dev.read_exact_at(dst, d + skip).map_err(|e| FilesError::io(kind, d + skip, e))?,
+                None => dst.fill(0),
+            }
+            done += n;
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Largest buffer one sequential copy reads at a time.
+const COPY_CHUNK: u64 = 1 << 20;
+
 /// An open filesystem.
 pub enum FileSystem<'a> {
     Ext(ext::ExtFs<'a>),
@@ -257,11 +390,56 @@ impl<'a> FileSystem<'a> {
 
     /// Write a file's bytes to `out`; returns how many.
     pub fn read(&self, file: &Entry, out: &mut dyn io::Write) -> Result<u64, FilesError> {
-        match self {
-            FileSystem::Ext(f) => f.read(file, out),
-            FileSystem::Fat(f) => f.read(file, out),
-            FileSystem::Ntfs(f) => f.read(file, out),
+        let map = self.map(file)?;
+        self.copy_map(&map, out)
+    }
+
+    /// Where the bytes of `file` are, for [`FileSystem::read_at`].
+    pub fn map(&self, file: &Entry) -> Result<FileMap, FilesError> {
+        if file.kind != Kind::File {
+            return Err(FilesError::Unsupported { what: format!("reading {} (not a regular file)", file.name) });
         }
+        match self {
+            FileSystem::Ext(f) => f.map(file),
+            FileSystem::Fat(f) => f.map(file),
+            FileSystem::Ntfs(f) => f.map(file),
+        }
+    }
+
+    /// Read up to `buf.len()` bytes of a mapped file at `offset`; returns
+    /// how many (0 at the end of the file).
+    pub fn read_at(&self, map: &FileMap, offset: u64, buf: &mut [u8]) -> Result<usize, FilesError> {
+        if offset >= map.size {
+            return Ok(0);
+        }
+        let n = ((map.size - offset).min(buf.len() as u64)) as usize;
+        let buf = &mut buf[..n];
+        let (dev, kind) = match self {
+            FileSystem::Ext(f) => (f.dev(), "ext"),
+            FileSystem::Fat(f) => (f.dev(), "fat"),
+            FileSystem::Ntfs(f) => (f.dev(), "ntfs"),
+        };
+        match &map.kind {
+            MapKind::Inline(v) => buf.copy_from_slice(&v[offset as usize..offset as usize + n]),
+            MapKind::Pieces(p) => FileMap::read_pieces(p, dev, kind, offset, buf)?,
+            MapKind::NtfsCompressed(c) => match self {
+                FileSystem::Ntfs(f) => f.read_compressed(c, offset, buf)?,
+                _ => return Err(FilesError::Corrupt { kind, offset, what: "an NTFS map used with another filesystem".into() }),
+            },
+        }
+        Ok(n)
+    }
+
+    /// Write a mapped file's bytes to `out`, in order.
+    pub(crate) fn copy_map(&self, map: &FileMap, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+        let mut buf = vec![0u8; COPY_CHUNK.min(map.size) as usize];
+        let mut pos = 0u64;
+        while pos < map.size {
+            let n = self.read_at(map, pos, &mut buf)?;
+            out.write_all(&buf[..n]).map_err(FilesError::Write)?;
+            pos += n as u64;
+        }
+        Ok(pos)
     }
 
     /// Find `path` ("/", "/EFI/BOOT", "dir/file"), name by name from the root
@@ -437,6 +615,16 @@ mod tests {
             let mut compared = 0;
             for (p, e, data) in all.iter().filter(|(_, e, _)| e.kind == Kind::File) {
                 assert_eq!(fs.lookup(p).expect("lookup").id(), e.id(), "{name}:{p}");
+                // Random access through the map agrees with the stream.
+                let map = fs.map(e).expect("map");
+                assert_eq!(map.size(), e.size, "{name}:{p}");
+                for (off, len) in [(0u64, 1usize), (1, 4095), (e.size / 2, 70_000), (e.size.saturating_sub(1), 10), (e.size, 5)] {
+                    let mut b = vec![0xAAu8; len];
+                    let n = fs.read_at(&map, off, &mut b).expect("read_at");
+                    let lo = (off as usize).min(data.len());
+                    let hi = (off as usize + len).min(data.len());
+                    assert_eq!(&b[..n], &data[lo..hi], "{name}:{p} at {off}+{len}");
+                }
                 if let Some(want) = tool_cat(&file, fat, p) {
                     assert!(want == *data, "{name}:{p}: content differs from the tool's ({} vs {} bytes)", data.len(), want.len());
                     compared += 1;

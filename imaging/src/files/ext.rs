@@ -7,7 +7,7 @@
 
 use std::io;
 
-use super::{read, Entry, FilesError, Kind, Node};
+use super::{read, Entry, FileMap, FilesError, Kind, MapBuilder, Node};
 use crate::fs::ext::{read_groups, Group, Super};
 use crate::fs::{le16, le32};
 use crate::read_at::ReadAt;
@@ -30,7 +30,6 @@ const MAX_DIR: u64 = 64 << 20;
 /// Most extents of one file held in memory.
 const MAX_RUNS: usize = 1 << 20;
 /// Bytes read from the device per call when copying a file.
-const COPY: u64 = 1 << 20;
 
 /// An open ext2/3/4 filesystem.
 pub struct ExtFs<'a> {
@@ -201,14 +200,22 @@ impl<'a> ExtFs<'a> {
         Ok(out)
     }
 
-    pub fn read(&self, file: &Entry, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+    pub(crate) fn dev(&self) -> &dyn ReadAt {
+        self.dev
+    }
+
+    pub fn map(&self, file: &Entry) -> Result<FileMap, FilesError> {
         let Node::Ext(ino) = file.node else { return Err(corrupt(0, "not an ext entry")) };
-        let i = self.inode(ino)?;
-        self.copy(&i, out)
+        self.map_inode(&self.inode(ino)?)
     }
 
     /// Write the first `i.size` bytes of the inode's data to `out`.
     fn copy(&self, i: &Inode, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+        self.map_inode(i)?.copy_plain(self.dev, KIND, out)
+    }
+
+    /// Where the first `i.size` bytes of the inode's data are.
+    fn map_inode(&self, i: &Inode) -> Result<FileMap, FilesError> {
         if i.flags & FL_INLINE_DATA != 0 {
             return Err(FilesError::Unsupported { what: format!("inode {}: inline data (ext4 inline_data feature)", i.ino) });
         }
@@ -224,46 +231,22 @@ impl<'a> ExtFs<'a> {
         let nblocks = i.size.div_ceil(bs);
         let mut runs = if i.flags & FL_EXTENTS != 0 { self.extents(i, nblocks)? } else { self.block_map(i, nblocks)? };
         runs.sort_by_key(|r| r.logical);
-        let mut buf = vec![0u8; COPY as usize];
-        let mut written = 0u64;
-        let mut emit = |n: u64, src: Option<u64>, written: &mut u64, out: &mut dyn io::Write| -> Result<(), FilesError> {
-            // n bytes from physical byte `src` (None: zeros).
-            let mut left = n;
-            let mut pos = src;
-            while left > 0 {
-                let k = left.min(COPY) as usize;
-                match pos {
-                    Some(p) => self.dev.read_exact_at(&mut buf[..k], p).map_err(|e| FilesError::io(KIND, p, e))?,
-                    None => buf[..k].fill(0),
-                }
-                out.write_all(&buf[..k]).map_err(FilesError::Write)?;
-                *written += k as u64;
-                left -= k as u64;
-                pos = pos.map(|p| p + k as u64);
-            }
-            Ok(())
-        };
-        let mut next = 0u64; // next logical block to emit
+        let mut m = MapBuilder::new(i.size, i.size);
+        let mut next = 0u64; // next logical block to map
         for r in &runs {
             if r.logical >= nblocks || r.logical + r.len <= next {
                 continue;
             }
             let start = r.logical.max(next);
             if start > next {
-                let n = ((start - next) * bs).min(i.size - written);
-                emit(n, None, &mut written, out)?;
+                m.push((start - next) * bs, None);
             }
             let skip = start - r.logical;
             let blocks = (r.len - skip).min(nblocks - start);
-            let n = (blocks * bs).min(i.size - written);
-            emit(n, r.physical.map(|p| (p + skip) * bs), &mut written, out)?;
+            m.push(blocks * bs, r.physical.map(|p| (p + skip) * bs));
             next = start + blocks;
         }
-        if written < i.size {
-            let n = i.size - written;
-            emit(n, None, &mut written, out)?;
-        }
-        Ok(written)
+        Ok(m.finish())
     }
 
     fn check_block(&self, i: &Inode, b: u64, len: u64) -> Result<(), FilesError> {

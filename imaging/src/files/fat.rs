@@ -7,10 +7,9 @@
 //! looping FAT gives an error, not an endless loop.
 
 use std::collections::HashMap;
-use std::io;
 use std::sync::Mutex;
 
-use super::{read, Entry, FilesError, Kind, Node};
+use super::{read, Entry, FileMap, FilesError, Kind, MapBuilder, Node};
 use crate::fs::fat::{Bpb, FatType};
 use crate::fs::{le16, le32};
 use crate::read_at::ReadAt;
@@ -22,7 +21,6 @@ const FAT_BLOCK: u64 = 64 << 10;
 const FAT_BLOCKS: usize = 64;
 /// A directory holds at most 65536 entries (the spec's limit).
 const MAX_DIR: u64 = 65536 * 32;
-const COPY: u64 = 1 << 20;
 
 const ATTR_RO: u8 = 0x01;
 const ATTR_HIDDEN: u8 = 0x02;
@@ -315,26 +313,19 @@ impl<'a> FatFs<'a> {
         Ok(out)
     }
 
-    pub fn read(&self, file: &Entry, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+    pub(crate) fn dev(&self) -> &dyn ReadAt {
+        self.dev
+    }
+
+    pub fn map(&self, file: &Entry) -> Result<FileMap, FilesError> {
         let Node::Fat { cluster, .. } = file.node else { return Err(corrupt(0, "not a FAT entry")) };
-        if file.size == 0 {
-            return Ok(0);
-        }
-        let mut left = file.size;
-        let mut buf = vec![0u8; COPY as usize];
-        for (off, len) in self.chain(u64::from(cluster), Some(file.size))? {
-            let mut pos = off;
-            let mut run = len.min(left);
-            while run > 0 {
-                let k = run.min(COPY) as usize;
-                self.dev.read_exact_at(&mut buf[..k], pos).map_err(|e| FilesError::io(KIND, pos, e))?;
-                out.write_all(&buf[..k]).map_err(FilesError::Write)?;
-                pos += k as u64;
-                run -= k as u64;
-                left -= k as u64;
+        let mut m = MapBuilder::new(file.size, file.size);
+        if file.size > 0 {
+            for (off, len) in self.chain(u64::from(cluster), Some(file.size))? {
+                m.push(len, Some(off));
             }
         }
-        Ok(file.size)
+        Ok(m.finish())
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::io;
 
-use super::{Entry, FilesError, Kind, Node};
+use super::{Entry, FileMap, FilesError, Kind, MapBuilder, Node};
 use crate::fs::ntfs::{self as vol, Boot, Run, Stream};
 use crate::fs::{le16, le32, le64, FsError};
 use crate::read_at::ReadAt;
@@ -226,28 +226,48 @@ impl<'a> NtfsFs<'a> {
         Ok(size)
     }
 
-    /// A compressed stream, one compression unit (16 clusters as Windows
-    /// makes them) at a time: a unit stored in all its clusters is plain,
-    /// one with no clusters is zeroes, and one in fewer clusters (the rest
-    /// sparse) holds LZNT1 data.
+    /// A compressed stream, one compression unit at a time.
     fn copy_compressed(&self, runs: &[Run], size: u64, init: u64, cu: u8, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+        let c = self.compressed(runs.to_vec(), size, init, cu)?;
+        let mut buf = vec![0u8; (self.vol.cluster_size << cu) as usize];
+        let mut pos = 0u64;
+        while pos < size {
+            let n = (size - pos).min(buf.len() as u64) as usize;
+            self.read_compressed(&c, pos, &mut buf[..n])?;
+            out.write_all(&buf[..n]).map_err(FilesError::Write)?;
+            pos += n as u64;
+        }
+        Ok(size)
+    }
+
+    fn compressed(&self, runs: Vec<Run>, size: u64, init: u64, cu: u8) -> Result<Compressed, FilesError> {
         let cs = self.vol.cluster_size;
         if cu == 0 || cu > 8 || (cs << cu) > (1 << 20) {
             return Err(FilesError::Unsupported { what: format!("NTFS compression with 2^{cu}-cluster units of {cs}-byte clusters") });
         }
-        let unit_clusters = 1u64 << cu;
-        let unit = (cs << cu) as usize;
+        Ok(Compressed { runs, init: init.min(size), cu })
+    }
+
+    /// Bytes `[offset, offset + buf.len())` of a compressed stream (within
+    /// its size): each compression unit touched is read whole. A unit stored
+    /// in all its clusters is plain, one with no clusters is zeroes, and one
+    /// in fewer clusters (the rest sparse) holds LZNT1 data.
+    pub(crate) fn read_compressed(&self, c: &Compressed, offset: u64, buf: &mut [u8]) -> Result<(), FilesError> {
+        let cs = self.vol.cluster_size;
+        let unit_clusters = 1u64 << c.cu;
+        let unit = (cs << c.cu) as usize;
         let mut raw = vec![0u8; unit];
         let mut plain = Vec::with_capacity(unit);
-        let mut pos = 0u64;
-        let mut u = 0u64;
-        while pos < size {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let u = pos / unit as u64;
             let first = u * unit_clusters;
             // Clusters of this unit that are stored, and whether they come first.
             let mut stored = 0u64;
             let mut after_hole = false;
-            let from = runs.partition_point(|r| r.vcn + r.len <= first);
-            for r in runs[from..].iter().take_while(|r| r.vcn < first + unit_clusters) {
+            let from = c.runs.partition_point(|r| r.vcn + r.len <= first);
+            for r in c.runs[from..].iter().take_while(|r| r.vcn < first + unit_clusters) {
                 let n = (r.vcn + r.len).min(first + unit_clusters) - r.vcn.max(first);
                 match r.lcn {
                     Some(_) if after_hole => return Err(corrupt(first * cs, "a compression unit with data after its sparse part")),
@@ -257,22 +277,24 @@ impl<'a> NtfsFs<'a> {
             }
             plain.clear();
             if stored == unit_clusters {
-                vol::read_stream(self.dev, &self.vol, runs, first * cs, &mut raw).map_err(fs_err)?;
+                vol::read_stream(self.dev, &self.vol, &c.runs, first * cs, &mut raw).map_err(fs_err)?;
                 plain.extend_from_slice(&raw);
             } else if stored > 0 {
                 let data = &mut raw[..(stored * cs) as usize];
-                vol::read_stream(self.dev, &self.vol, runs, first * cs, data).map_err(fs_err)?;
+                vol::read_stream(self.dev, &self.vol, &c.runs, first * cs, data).map_err(fs_err)?;
                 lznt1(data, &mut plain, unit).map_err(|what| corrupt(first * cs, format!("compression unit {u}: {what}")))?;
             }
             plain.resize(unit, 0);
-            let n = (size - pos).min(unit as u64) as usize;
-            let valid = init.saturating_sub(pos).min(n as u64) as usize;
-            plain[valid..n].fill(0);
-            out.write_all(&plain[..n]).map_err(FilesError::Write)?;
-            pos += n as u64;
-            u += 1;
+            let in_unit = (pos - u * unit as u64) as usize;
+            let n = (unit - in_unit).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            dst.copy_from_slice(&plain[in_unit..in_unit + n]);
+            // Past the initialised length: zeroes, whatever the unit holds.
+            let valid = c.init.saturating_sub(pos).min(n as u64) as usize;
+            dst[valid..].fill(0);
+            done += n;
         }
-        Ok(size)
+        Ok(())
     }
 
     fn describe(&self, no: u64, rec: &[u8]) -> Result<Record, FilesError> {
@@ -407,7 +429,11 @@ impl<'a> NtfsFs<'a> {
         Ok(out)
     }
 
-    pub fn read(&self, file: &Entry, out: &mut dyn io::Write) -> Result<u64, FilesError> {
+    pub(crate) fn dev(&self) -> &dyn ReadAt {
+        self.dev
+    }
+
+    pub fn map(&self, file: &Entry) -> Result<FileMap, FilesError> {
         let Node::Ntfs(no) = file.node else { return Err(corrupt(0, "not an NTFS entry")) };
         let rec = self.record(no)?;
         let r = self.describe(no, &rec)?;
@@ -415,10 +441,32 @@ impl<'a> NtfsFs<'a> {
             return Err(FilesError::Unsupported { what: format!("reading {}: a file behind reparse point {tag:#010x} (e.g. CompactOS compression or deduplication)", file.name) });
         }
         match self.stream(&rec, no, AT_DATA, "")? {
-            None => Ok(0),
-            Some(st) => self.copy_stream(&st, &file.name, out),
+            None => Ok(MapBuilder::new(0, 0).finish()),
+            Some(Stream::Resident(v)) => Ok(FileMap::inline(v)),
+            Some(Stream::NonResident { runs, size, init, flags, compression_unit }) => {
+                if flags & 0x4000 != 0 {
+                    return Err(FilesError::Unsupported { what: format!("reading {}: EFS-encrypted files", file.name) });
+                }
+                if flags & 0x0001 != 0 {
+                    return Ok(FileMap::ntfs_compressed(size, self.compressed(runs, size, init, compression_unit)?));
+                }
+                let cs = self.vol.cluster_size;
+                let mut m = MapBuilder::new(size, init);
+                for r in &runs {
+                    m.push(r.len * cs, r.lcn.map(|l| l * cs));
+                }
+                Ok(m.finish())
+            }
         }
     }
+}
+
+/// Where a compressed stream's units are.
+#[derive(Debug, Clone)]
+pub struct Compressed {
+    runs: Vec<Run>,
+    init: u64,
+    cu: u8,
 }
 
 /// Decompress LZNT1 data (a sequence of chunks, each 4096 bytes when
