@@ -5,6 +5,8 @@ mod chain;
 mod disks;
 mod files;
 mod image;
+#[cfg(unix)]
+mod mount;
 mod progress;
 mod prompt;
 mod shares;
@@ -184,6 +186,13 @@ pub enum Command {
     /// Copy files and directories out of a partition in an image, without
     /// restoring it (ext2/3/4, FAT12/16/32, NTFS incl. compressed files).
     Extract(ExtractArgs),
+    /// Show a partition of an image (any point of a chain) read-only at a
+    /// folder, through FUSE: its files (ext2/3/4, FAT, NTFS, read by rescue
+    /// itself), or with --raw the partition as one file for the kernel's
+    /// own drivers. Returns once mounted; `rescue umount DIR` ends it.
+    Mount(MountArgs),
+    /// End a `rescue mount`.
+    Umount(UmountArgs),
     /// Files straight off a disk that no longer boots: list them, copy them
     /// to another disk. The disk is only read (nothing is mounted or
     /// written); a damaged filesystem is read as far as it goes.
@@ -439,6 +448,30 @@ pub struct LsArgs {
     pub path: String,
 }
 
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The partition (its number, as `rescue info` shows it).
+    #[arg(long)]
+    pub part: u32,
+    /// An empty folder to mount on.
+    pub dir: PathBuf,
+    /// Show the partition as one read-only file, DIR/partN.img, to mount
+    /// with the kernel's driver (mount -o ro,loop DIR/partN.img /mnt).
+    #[arg(long)]
+    pub raw: bool,
+    /// Serve in this process until unmounted (instead of in the background).
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// The folder given to `rescue mount`.
+    pub dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum FilesCmd {
     /// List a directory of a partition of a disk (ext2/3/4, FAT12/16/32, NTFS).
@@ -653,6 +686,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Check(a)) => image::check(&g, a),
         Some(Command::Ls(a)) => files::ls(&g, a),
         Some(Command::Extract(a)) => files::extract(&g, a),
+        #[cfg(unix)]
+        Some(Command::Mount(a)) => mount::mount(&g, a),
+        #[cfg(unix)]
+        Some(Command::Umount(a)) => mount::umount(&g, a),
+        #[cfg(not(unix))]
+        Some(Command::Mount(_) | Command::Umount(_)) => Err(usage("mount needs FUSE, which this system lacks", "use `rescue ls` and `rescue extract`, or restore the partition")),
         Some(Command::Files(FilesCmd::Ls(a))) => files::disk_ls(&g, a),
         Some(Command::Files(FilesCmd::Copy(a))) => files::disk_copy(&g, a),
         Some(Command::Restore(a)) => write::restore(&g, a),

@@ -15,19 +15,6 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// Copy bytes `[start, start + len)` of `img` into a new file.
-fn cut(img: &Path, start: u64, len: u64, out: &Path) {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(img).expect("open disk");
-    f.seek(SeekFrom::Start(start)).expect("seek");
-    let mut o = std::fs::File::create(out).expect("create");
-    std::io::copy(&mut f.take(len), &mut o).expect("copy partition");
-}
-
-fn part(img: &Path, n: u32) -> (u64, u64) {
-    partitions(img).into_iter().find(|p| p.0 == n).map(|p| (p.1, p.2)).expect("partition")
-}
-
 /// `rescue ls --json`: name -> (kind, size, mode).
 fn ls(args: &[&str]) -> BTreeMap<String, (String, u64, Option<u64>)> {
     let mut a = vec!["ls", "--json"];
@@ -72,11 +59,6 @@ fn mdir_names(disk: &Path, offset: u64, dir: &str) -> Vec<String> {
     v
 }
 
-/// Files only: path -> (size, mtime, hash) (FAT keeps no modes, and the
-/// tools leave folder times to chance).
-fn files_of(dir: &Path) -> BTreeMap<String, (u64, i64, String)> {
-    tree(dir).into_iter().filter(|(_, v)| v.0.starts_with('f')).map(|(k, v)| (k, (v.1, v.2, v.3))).collect()
-}
 
 /// A minimal web server with range requests for the files in `root`, on
 /// 127.0.0.1 for the rest of the test process; returns its base URL.

@@ -15,10 +15,6 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-fn part(img: &Path, n: u32) -> (u64, u64) {
-    partitions(img).into_iter().find(|p| p.0 == n).map(|p| (p.1, p.2)).expect("partition")
-}
-
 #[test]
 fn files_come_off_a_disk_unchanged_and_a_damaged_file_is_named() {
     require_root();
@@ -29,13 +25,7 @@ fn files_come_off_a_disk_unchanged_and_a_damaged_file_is_named() {
 
     // What debugfs copies out of the healthy ext4 partition.
     let ext = d.path().join("ext.img");
-    {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&disk).expect("open");
-        f.seek(SeekFrom::Start(at)).expect("seek");
-        let mut o = std::fs::File::create(&ext).expect("create");
-        std::io::copy(&mut f.take(len), &mut o).expect("cut partition");
-    }
+    cut(&disk, at, len, &ext);
     let want_dir = d.path().join("debugfs");
     std::fs::create_dir(&want_dir).expect("dir");
     sh_ok(Command::new("debugfs").arg("-R").arg(format!("rdump /text {}", s(&want_dir))).arg(&ext));

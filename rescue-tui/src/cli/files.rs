@@ -14,7 +14,7 @@ use imaging::image::{ImageError, ImageReader, Region};
 
 use super::{image, print_json, show, usage, CliError, Exit, ExtractArgs, FilesCopyArgs, FilesLsArgs, Global, LsArgs};
 
-fn partition(r: &ImageReader, n: u32) -> Result<&Region, CliError> {
+pub(super) fn partition(r: &ImageReader, n: u32) -> Result<&Region, CliError> {
     r.catalog().partition_region(n).ok_or_else(|| {
         let have: Vec<String> = r.catalog().regions.iter().filter_map(|x| x.partition).map(|p| p.to_string()).collect();
         usage(

@@ -302,3 +302,23 @@ pub fn service_start(hive: &Path, control_set: &str, service: &str) -> i64 {
     let out = sh_ok(Command::new("/usr/bin/python3").arg("-c").arg(&script).arg(hive));
     out.trim().parse().unwrap_or_else(|_| panic!("bad Start value {out:?}"))
 }
+
+/// Copy bytes `[start, start + len)` of `img` into a new file.
+pub fn cut(img: &Path, start: u64, len: u64, out: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(img).expect("open disk");
+    f.seek(SeekFrom::Start(start)).expect("seek");
+    let mut o = std::fs::File::create(out).expect("create");
+    std::io::copy(&mut f.take(len), &mut o).expect("copy partition");
+}
+
+/// Start and size in bytes of partition `n` of a disk image.
+pub fn part(img: &Path, n: u32) -> (u64, u64) {
+    partitions(img).into_iter().find(|p| p.0 == n).map(|p| (p.1, p.2)).expect("partition")
+}
+
+/// Files only: path -> (size, mtime, hash) (FAT keeps no modes, and the
+/// tools leave folder times to chance).
+pub fn files_of(dir: &Path) -> BTreeMap<String, (u64, i64, String)> {
+    tree(dir).into_iter().filter(|(_, v)| v.0.starts_with('f')).map(|(k, v)| (k, (v.1, v.2, v.3))).collect()
+}
