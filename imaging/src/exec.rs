@@ -416,7 +416,7 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
 fn source_failed(e: Error, state: String) -> Error {
     match e {
         Error::Image(ie @ ImageError::Io { .. }) => {
-            Error::Interrupted { detail: format!("reading the image failed: {ie}; {state}"), hint: format!("{}; then run the restore again", ie.hint()) }
+            Error::Interrupted { detail: format!("reading the image failed: {ie}; {state}"), hint: format!("{}; then run the same restore again with --resume (only what is missing is fetched)", ie.hint()) }
         }
         other => other,
     }
@@ -432,7 +432,10 @@ fn annotate_target_state(e: Error, plan: &WritePlan, written: u64) -> Error {
         format!("the target partition on {} is incomplete and its filesystem unusable until a restore completes", plan.target.path.display())
     };
     match e {
-        Error::Cancelled => Error::Refused { reason: format!("cancelled: {state}"), hint: "run the restore again to complete it".into() },
+        Error::Cancelled => Error::Refused {
+            reason: format!("cancelled: {state}"),
+            hint: if plan.operation == "clone" { "run the clone again to complete it".into() } else { "run the same restore again with --resume to complete it (what was written is kept)".into() },
+        },
         Error::Image(ie) if ie.is_verification_failure() => Error::Verify(format!("{ie}; {state}")),
         e @ Error::Image(ImageError::Io { .. }) => source_failed(e, state),
         other => Error::Tool { cmd: "restore".into(), detail: format!("{other}; {state}") },

@@ -601,6 +601,12 @@ pub struct RestoreArgs {
     /// image came from; the result is the same as a full restore).
     #[arg(long)]
     pub only_changed: bool,
+    /// Continue a restore that stopped (its share or web server went away,
+    /// or it was cancelled): the target is read and hashed, and only the
+    /// chunks it does not hold yet are fetched and written. Give the same
+    /// image, target and options as before.
+    #[arg(long)]
+    pub resume: bool,
     /// Read the password from this file (encrypted images).
     #[arg(long)]
     pub password_file: Option<PathBuf>,

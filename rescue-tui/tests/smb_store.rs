@@ -262,3 +262,56 @@ fn server_killed_mid_backup_leaves_no_complete_looking_file() {
     ok(&["restore", &target, "--to", r.to_str().expect("utf-8"), "--yes"], &cfg);
     assert_eq!(file_hash(&r), file_hash(&src));
 }
+
+/// The server dies while a restore reads from it: the restore stops and says
+/// what state the target is in and how to go on. When the server is back,
+/// `--resume` fetches only what the target does not hold yet, and the
+/// result is the source, byte for byte.
+#[test]
+fn server_killed_mid_restore_resumes_where_it_stopped() {
+    let mut smb = Samba::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let cfg = work.path().join("config");
+    let src = work.path().join("random.img");
+    sh_ok(Command::new("sh").arg("-c").arg(format!("head -c 384M /dev/urandom > {}", src.display())));
+    let image = smb.url("pc1/r.img");
+    ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", &image, "--compress", "fast"], &cfg);
+
+    let r = blank(work.path(), "r.img", &src);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.args(["restore", &image, "--to", r.to_str().expect("utf-8"), "--yes"])
+        .env("RESCUE_SMB_PASSWORD", PASSWORD)
+        .env("RESCUE_CONFIG_DIR", &cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("rescue");
+    // Data reaches the target in order: once 32 MiB in holds data, stop the server.
+    let probe = std::fs::File::open(&r).expect("target");
+    let t0 = Instant::now();
+    loop {
+        let mut b = [0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(&probe, &mut b, 32 << 20).expect("read target");
+        if b.iter().any(|&x| x != 0) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(180), "the restore wrote nothing at 32 MiB in 180 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!("restore killed after {:?}", t0.elapsed());
+    smb.kill();
+    let out = child.wait_with_output().expect("wait");
+    eprintln!("restore failed after {:?}", t0.elapsed());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the restore must fail when the server is gone (it finished first: make the source larger):\n{err}");
+    assert!(err.contains("incomplete") && err.contains("--resume"), "the target's state and the way on are named:\n{err}");
+
+    smb.run();
+    let out = ok(&["--json", "restore", &image, "--to", r.to_str().expect("utf-8"), "--yes", "--resume"], &cfg);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let written = v["outcome"]["bytes_written"].as_u64().expect("bytes_written");
+    eprintln!("resumed after {:?}: {written} bytes written", t0.elapsed());
+    assert!(written < 384 << 20, "the resume wrote everything again ({written} bytes)");
+    assert!(written > 0, "the resume wrote nothing");
+    assert_eq!(file_hash(&r), file_hash(&src), "the resumed restore differs from the source");
+}

@@ -95,7 +95,10 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<(), CliError> {
         sector_by_sector: a.layout.sector_by_sector,
     };
     let mut plan = restore::plan_restore(&req, &reader).with_context(|| format!("planning the restore to {}", target.display()))?;
-    plan.only_changed = a.only_changed;
+    // Resuming is a changed-block restore: what was written before is
+    // recognised by its hashes, so nothing is fetched twice and nothing
+    // depends on a progress file that the interruption may have lost.
+    plan.only_changed = a.only_changed || a.resume;
     confirm_and_report(g, &plan, a.layout.dry_run, || {
         let t = task(g.json);
         Ok(restore::run_restore(&plan, &reader, a.layout.sector_by_sector, &t).with_context(|| format!("restoring to {}", target.display()))?)
