@@ -90,8 +90,20 @@ impl<'a> ExtFs<'a> {
         self.sb.kind().name().to_string()
     }
 
+    /// The root folder, with its times and mode (bare when its inode cannot be read).
     pub fn root(&self) -> Entry {
-        Entry { name: "/".into(), kind: Kind::Dir, size: 0, mtime: 0, mtime_nsec: 0, atime: None, mode: None, attributes: None, target: None, node: Node::Ext(ROOT_INO) }
+        self.entry("/".into(), ROOT_INO).ok().filter(|e| e.kind == Kind::Dir).unwrap_or(Entry {
+            name: "/".into(),
+            kind: Kind::Dir,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            atime: None,
+            mode: None,
+            attributes: None,
+            target: None,
+            node: Node::Ext(ROOT_INO),
+        })
     }
 
     fn inode(&self, ino: u32) -> Result<Inode, FilesError> {

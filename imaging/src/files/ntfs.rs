@@ -172,8 +172,15 @@ impl<'a> NtfsFs<'a> {
         "ntfs"
     }
 
+    /// The root folder, with its times (bare when its record cannot be read).
     pub fn root(&self) -> Entry {
-        Entry { name: "/".into(), kind: Kind::Dir, size: 0, mtime: 0, mtime_nsec: 0, atime: None, mode: None, attributes: None, target: None, node: Node::Ntfs(ROOT_RECORD) }
+        let mut e = Entry { name: "/".into(), kind: Kind::Dir, size: 0, mtime: 0, mtime_nsec: 0, atime: None, mode: None, attributes: None, target: None, node: Node::Ntfs(ROOT_RECORD) };
+        if let Ok(r) = self.record(ROOT_RECORD).and_then(|rec| self.describe(ROOT_RECORD, &rec)) {
+            (e.mtime, e.mtime_nsec) = ntfs_time(r.mtime);
+            e.atime = Some(ntfs_time(r.atime).0);
+            e.attributes = Some(attr_letters(r.attributes));
+        }
+        e
     }
 
     fn record(&self, no: u64) -> Result<Vec<u8>, FilesError> {
