@@ -29,7 +29,6 @@ const S_IFLNK: u16 = 0xA000;
 const MAX_DIR: u64 = 64 << 20;
 /// Most extents of one file held in memory.
 const MAX_RUNS: usize = 1 << 20;
-/// Bytes read from the device per call when copying a file.
 
 /// An open ext2/3/4 filesystem.
 pub struct ExtFs<'a> {
