@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::read_at::ReadAt;
 
@@ -138,9 +139,43 @@ pub trait Store: Sync {
         Err(read_only(from))
     }
 
+    /// Rename `from` to `to`, replacing an existing file `to`.
+    fn rename_replace(&self, from: &Path, _to: &Path) -> io::Result<()> {
+        Err(read_only(from))
+    }
+
     fn remove(&self, path: &Path) -> io::Result<()> {
         Err(read_only(path))
     }
+
+    /// What `path` is, or None when it does not exist.
+    fn kind(&self, path: &Path) -> io::Result<Option<PathKind>> {
+        Ok(if self.is_dir(path) {
+            Some(PathKind::Dir)
+        } else {
+            self.try_exists(path)?.then_some(PathKind::File)
+        })
+    }
+
+    /// Make the folder `path` (its parent must exist); an existing one is an
+    /// `AlreadyExists` error.
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        Err(read_only(path))
+    }
+
+    /// Set the modification (and access) time of a file or folder.
+    fn set_times(&self, path: &Path, _modified: SystemTime, _accessed: Option<SystemTime>) -> io::Result<()> {
+        Err(read_only(path))
+    }
+}
+
+/// What a path of a store names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    File,
+    Dir,
+    /// A symlink, device, pipe or socket.
+    Other,
 }
 
 /// Local files and block devices.
@@ -182,8 +217,35 @@ impl Store for LocalStore {
         Ok(std::fs::metadata(path)?.len())
     }
 
+    fn rename_replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<PathKind>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Ok(Some(PathKind::Dir)),
+            Ok(m) if m.is_file() => Ok(Some(PathKind::File)),
+            Ok(_) => Ok(Some(PathKind::Other)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn set_times(&self, path: &Path, modified: SystemTime, accessed: Option<SystemTime>) -> io::Result<()> {
+        let t = std::fs::FileTimes::new().set_modified(modified);
+        let t = match accessed {
+            Some(a) => t.set_accessed(a),
+            None => t,
+        };
+        File::open(path)?.set_times(t)
     }
 }
 
@@ -198,6 +260,31 @@ pub fn for_path(path: &Path) -> &'static dyn Store {
         Some(s) if http::is_http_url(s) => &http::HttpStore,
         Some(s) if smb::is_smb_url(s) => &smb::SmbStore,
         _ => &LocalStore,
+    }
+}
+
+/// `dir` joined with one file name, escaped as its store needs.
+pub fn join(dir: &Path, name: &str) -> PathBuf {
+    match dir.to_str() {
+        Some(s) if smb::is_smb_url(s) => PathBuf::from(format!("{}/{}", s.trim_end_matches('/'), smb::escape(name))),
+        _ => dir.join(name),
+    }
+}
+
+/// Make the folder `path` and any missing parents in its store.
+pub fn create_dir_all(path: &Path) -> io::Result<()> {
+    let st = for_path(path);
+    match st.kind(path)? {
+        Some(PathKind::Dir) => return Ok(()),
+        Some(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not a folder", path.display()))),
+        None => {}
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all(parent)?;
+    }
+    match st.create_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && st.is_dir(path) => Ok(()),
+        r => r,
     }
 }
 

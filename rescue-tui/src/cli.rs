@@ -502,7 +502,8 @@ pub struct FilesCopyArgs {
     /// everything).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
-    /// The folder to copy into (made if missing), on another disk.
+    /// The folder to copy into (made if missing), on another disk, or on
+    /// an SMB share: smb://USER@HOST/SHARE/PATH or a saved share's NAME:PATH.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Replace files that exist in DIR (default: refuse them).
@@ -524,7 +525,8 @@ pub struct ExtractArgs {
     /// copies the whole partition).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
-    /// The folder to copy into (made if missing).
+    /// The folder to copy into (made if missing), local or on an SMB share
+    /// (smb://USER@HOST/SHARE/PATH or a saved share's NAME:PATH).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Replace files that exist in DIR (default: refuse them).
@@ -678,11 +680,13 @@ pub fn split_disk_part(s: &str) -> (PathBuf, Option<String>) {
     }
 }
 
-pub fn run(cli: Cli) -> Result<(), CliError> {
+pub use shares::expand_names as expand_share_names;
+
+/// Run the command of `cli`, parsed from `argv` (saved share names expanded).
+pub fn run(cli: Cli, argv: &[std::ffi::OsString]) -> Result<(), CliError> {
     let g = Global { json: cli.json, yes: cli.yes };
     if cli.command.is_some() {
-        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        shares::prepare(&args, cli.smb_password_file.as_deref())?;
+        shares::prepare(argv, cli.smb_password_file.as_deref())?;
     }
     match cli.command {
         None => Ok(crate::tui::run(cli.disks)?),

@@ -7,12 +7,14 @@ mod tui;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    // A saved share's NAME:PATH stands for its URL anywhere a path goes.
+    let argv = cli::expand_share_names(std::env::args_os().collect());
+    let args = cli::Cli::parse_from(argv.clone());
     if args.command.is_some() {
         // The TUI logs to a file: stderr belongs to the screen.
         cli::init_logging(args.verbose);
     }
-    let code = match cli::run(args) {
+    let code = match cli::run(args, &argv) {
         Ok(()) => 0,
         Err(e) => cli::report_error(&e),
     };

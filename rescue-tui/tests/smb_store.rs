@@ -315,3 +315,80 @@ fn server_killed_mid_restore_resumes_where_it_stopped() {
     assert!(written > 0, "the resume wrote nothing");
     assert_eq!(file_hash(&r), file_hash(&src), "the resumed restore differs from the source");
 }
+
+/// Files rescued straight onto a share, named by its saved name: off a disk
+/// (`files copy`) and out of an image (`extract`). The share's copies match
+/// a local copy byte for byte, with their times; a `%` in a name survives;
+/// symlinks (which shares do not take) are listed as skipped; no temporary
+/// file is left; existing files are refused, kept or replaced as asked.
+#[test]
+fn files_are_copied_and_extracted_onto_a_share() {
+    let smb = Samba::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let cfg = w.join("config");
+    let src = w.join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).expect("mkdir");
+    std::fs::write(src.join("50% off.txt"), b"half price\n").expect("write");
+    std::fs::write(src.join("empty"), b"").expect("write");
+    let big: Vec<u8> = (0..(3u32 << 20) / 4).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+    std::fs::write(src.join("sub/deeper/big.bin"), &big).expect("write");
+    std::os::unix::fs::symlink("sub/deeper/big.bin", src.join("link")).expect("symlink");
+    sh_ok(Command::new("touch").args(["-d", "2001-02-03 04:05:06"]).arg(src.join("sub/deeper/big.bin")).arg(src.join("sub/deeper")).arg(src.join("sub")));
+    let fs_img = w.join("fs.img");
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(&fs_img).arg("32M"));
+    let fs_arg = fs_img.to_str().expect("utf-8");
+
+    let pwfile = w.join("pw");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n")).expect("pw");
+    ok(&["shares", "add", "nas", &smb.url("rescued"), "--save-password", "--smb-password-file", pwfile.to_str().expect("utf-8")], &cfg);
+    std::fs::create_dir(smb.share().join("rescued")).expect("mkdir");
+
+    // Off the "disk" onto the share by name (the saved password, nothing in the environment).
+    let out = run(&["files", "copy", fs_arg, "/", "--to", "nas:out/here"], None, &cfg);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("skipped: /link (a symlink"), "{stderr}");
+    assert!(stdout.contains("1 skipped"), "{stdout}");
+    let local = w.join("local");
+    ok(&["files", "copy", fs_arg, "/", "--to", local.to_str().expect("utf-8")], &cfg);
+    let on_share = smb.share().join("rescued/out/here");
+    assert_eq!(files_of(&on_share), files_of(&local), "the share's copies differ from the local ones");
+    assert!(on_share.join("50% off.txt").is_file(), "the % name");
+    let mtime = |p: &Path| std::fs::metadata(p).expect("meta").modified().expect("mtime");
+    assert_eq!(mtime(&on_share.join("sub")), mtime(&local.join("sub")), "folder times");
+    assert_eq!(mtime(&on_share.join("sub/deeper")), mtime(&src.join("sub/deeper")), "folder times");
+    let leftovers: Vec<_> = walk(&on_share).into_iter().filter(|p| p.contains(".rescue-extract")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // Existing files: refused by default, kept or replaced when asked.
+    std::fs::write(on_share.join("empty"), b"changed on the share").expect("write");
+    let err = fails(&["files", "copy", fs_arg, "/empty", "--to", "nas:out/here"], Some(PASSWORD), &cfg, "exists");
+    assert!(err.contains("--overwrite"), "{err}");
+    ok(&["files", "copy", fs_arg, "/empty", "--to", "nas:out/here", "--skip-existing"], &cfg);
+    assert_eq!(std::fs::read(on_share.join("empty")).expect("read"), b"changed on the share");
+    ok(&["files", "copy", fs_arg, "/empty", "--to", "nas:out/here", "--overwrite"], &cfg);
+    assert_eq!(std::fs::read(on_share.join("empty")).expect("read"), b"");
+
+    // Out of an image of the sample disk (its ext4 partition) onto the share by URL.
+    let img = w.join("sample.img");
+    ok(&["backup", "disk", sample_disk().to_str().expect("utf-8"), "-o", img.to_str().expect("utf-8"), "--compress", "fast"], &cfg);
+    ok(&["extract", img.to_str().expect("utf-8"), "--part", "3", "/text", "--to", &smb.url("ex")], &cfg);
+    let local_ex = w.join("local-ex");
+    ok(&["extract", img.to_str().expect("utf-8"), "--part", "3", "/text", "--to", local_ex.to_str().expect("utf-8")], &cfg);
+    let got = files_of(&smb.share().join("ex"));
+    assert!(got.len() > 10, "{got:?}");
+    assert_eq!(got, files_of(&local_ex));
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        out.push(p.to_string_lossy().into_owned());
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+    }
+    out
+}

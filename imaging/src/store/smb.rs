@@ -20,12 +20,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use smb::resource::file_util::{ReadAt as SmbReadAt, WriteAt as SmbWriteAt};
 use smb::{Client, ClientConfig, CreateOptions, FileAccessMask, FileAttributes, FileCreateArgs, UncPath};
 
-use super::{ReadAhead, RemoteFile, RemoteWriter, Store, StoreError, StoreFile};
+use super::{PathKind, ReadAhead, RemoteFile, RemoteWriter, Store, StoreError, StoreFile};
 use crate::read_at::ReadAt;
 
 /// Attempts per operation without progress before giving up.
@@ -73,6 +73,12 @@ fn decode(s: &str, url: &str) -> Result<String, StoreError> {
         }
     }
     String::from_utf8(out).map_err(|_| StoreError::BadUrl { url: url.into(), why: "not UTF-8 after %-decoding".into() })
+}
+
+/// A name as one segment of a URL path: only `%` needs escaping (the
+/// parser reads `%XX`); a name holding `/` or `\\` cannot be on a share.
+pub fn escape(name: &str) -> String {
+    name.replace('%', "%25")
 }
 
 impl SmbUrl {
@@ -148,7 +154,7 @@ impl SmbUrl {
     pub fn display(&self) -> String {
         let mut s = String::from("smb://");
         if let Some(u) = &self.user {
-            s.push_str(&u.replace('\\', ";"));
+            s.push_str(&escape(&u.replace('\\', ";")));
             s.push('@');
         }
         if self.host.contains(':') {
@@ -160,10 +166,10 @@ impl SmbUrl {
             s.push_str(&format!(":{p}"));
         }
         s.push('/');
-        s.push_str(&self.share);
-        if !self.path.is_empty() {
+        s.push_str(&escape(&self.share));
+        for seg in self.path.split('\\').filter(|p| !p.is_empty()) {
             s.push('/');
-            s.push_str(&self.path.replace('\\', "/"));
+            s.push_str(&escape(seg));
         }
         s
     }
@@ -477,7 +483,7 @@ impl Store for SmbStore {
             },
             || false,
         )?;
-        Ok(names.into_iter().map(|n| PathBuf::from(format!("{}/{n}", base.trim_end_matches('/')))).collect())
+        Ok(names.into_iter().map(|n| PathBuf::from(format!("{}/{}", base.trim_end_matches('/'), escape(&n)))).collect())
     }
 
     fn is_dir(&self, path: &Path) -> bool {
@@ -494,21 +500,45 @@ impl Store for SmbStore {
     }
 
     fn rename_noclobber(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let (a, b) = (url_of(from)?, url_of(to)?);
-        if a.with_path("") != b.with_path("") {
-            return Err(io::Error::other(format!("{} and {} are not on the same share", a.display(), b.display())));
+        rename(from, to, false)
+    }
+
+    fn rename_replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        rename(from, to, true)
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<PathKind>> {
+        let url = url_of(path)?;
+        if url.path.is_empty() {
+            return Ok(Some(PathKind::Dir));
         }
-        let access = FileAccessMask::new().with_delete(true).with_file_read_attributes(true);
-        with_client(
-            &a,
-            "renaming the finished image",
-            |c| {
-                with_resource(c, &a, &open_args(access), |r| {
-                    as_file(r)?.set_info(smb::FileRenameInformation { replace_if_exists: false.into(), root_directory: 0, file_name: b.path.as_str().into() })
-                })
-            },
-            || false,
-        )
+        let access = FileAccessMask::new().with_file_read_attributes(true);
+        match with_client(&url, "looking at the path", |c| with_resource(c, &url, &open_args(access), |r| Ok(r.is_dir())), || false) {
+            Ok(true) => Ok(Some(PathKind::Dir)),
+            Ok(false) => Ok(Some(PathKind::File)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        let url = url_of(path)?;
+        let args = FileCreateArgs::make_create_new(FileAttributes::new().with_directory(true), CreateOptions::new().with_directory_file(true));
+        with_client(&url, "making the folder", |c| with_resource(c, &url, &args, |_| Ok(())), || false)
+    }
+
+    fn set_times(&self, path: &Path, modified: SystemTime, accessed: Option<SystemTime>) -> io::Result<()> {
+        let url = url_of(path)?;
+        let info = || smb::FileBasicInformation {
+            // 0: leave as it is.
+            creation_time: 0u64.into(),
+            last_access_time: accessed.map_or(0, file_time).into(),
+            last_write_time: file_time(modified).into(),
+            change_time: 0u64.into(),
+            file_attributes: FileAttributes::new(),
+        };
+        let access = FileAccessMask::new().with_file_write_attributes(true);
+        with_client(&url, "setting the times", |c| with_resource(c, &url, &open_args(access), |r| handle(r).set_info(info())), || false)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -516,6 +546,39 @@ impl Store for SmbStore {
         let access = FileAccessMask::new().with_delete(true);
         with_client(&url, "deleting", |c| with_resource(c, &url, &open_args(access), |r| as_file(r)?.set_info(smb::FileDispositionInformation::default())), || false)
     }
+}
+
+/// Rename a file or folder within its share.
+fn rename(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    let (a, b) = (url_of(from)?, url_of(to)?);
+    if a.with_path("") != b.with_path("") {
+        return Err(io::Error::other(format!("{} and {} are not on the same share", a.display(), b.display())));
+    }
+    let access = FileAccessMask::new().with_delete(true).with_file_read_attributes(true);
+    with_client(
+        &a,
+        "renaming",
+        |c| with_resource(c, &a, &open_args(access), |r| handle(r).set_info(smb::FileRenameInformation { replace_if_exists: replace.into(), root_directory: 0, file_name: b.path.as_str().into() })),
+        || false,
+    )
+}
+
+fn handle(r: &smb::Resource) -> &smb::resource::ResourceHandle {
+    match r {
+        smb::Resource::File(f) => f,
+        smb::Resource::Directory(d) => d,
+        smb::Resource::Pipe(p) => p,
+    }
+}
+
+/// 100 ns units since 1601 (times before 1601 become 1601; 0 would mean "unchanged").
+fn file_time(t: SystemTime) -> u64 {
+    const TO_1970: i128 = 11_644_473_600 * 10_000_000;
+    let since_1970 = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => (d.as_nanos() / 100) as i128,
+        Err(e) => -((e.duration().as_nanos() / 100) as i128),
+    };
+    (since_1970 + TO_1970).clamp(1, u64::MAX as i128) as u64
 }
 
 /// An image file on a share, opened for reading.
@@ -665,7 +728,7 @@ impl SmbWriter {
         let args = FileCreateArgs::make_create_new(FileAttributes::new(), CreateOptions::new());
         let (f, chunk) = with_client(
             &url,
-            "creating the image file",
+            "creating the file",
             |c| {
                 let f = c.create_file(&unc, &args)?.unwrap_file();
                 Ok((f, io_sizes(c, &url).1))
@@ -686,7 +749,7 @@ impl SmbWriter {
         drop_client(&self.url, None);
         let unc = self.url.unc().map_err(StoreError::into_io)?;
         let access = FileAccessMask::new().with_generic_read(true).with_generic_write(true);
-        let f = with_client(&self.url, "reopening the image file", |c| Ok(c.create_file(&unc, &open_args(access))?.unwrap_file()), || false)?;
+        let f = with_client(&self.url, "reopening the file", |c| Ok(c.create_file(&unc, &open_args(access))?.unwrap_file()), || false)?;
         self.file = Some(f);
         Ok(())
     }
@@ -771,6 +834,10 @@ mod tests {
         assert_eq!(u.server(), "fe80::1");
         // Windows joins with `\`.
         assert_eq!(SmbUrl::parse("smb://h/s\\d\\x.img").expect("url").path, "d\\x.img");
+        // A `%` in a name survives a round trip through the shown URL.
+        let u = SmbUrl::parse("smb://h/s/50%25%20off/x%2541.txt").expect("url");
+        assert_eq!(u.path, "50% off\\x%41.txt");
+        assert_eq!(SmbUrl::parse(&u.display()).expect("reparse"), u);
         for bad in ["smb://u:pw@h/s", "smb://h", "smb://h/", "smb:///s", "smb://h:0/s", "smb://h:x/s", "smb://h/s/../x", "smb://@h/s", "http://h/s", "smb://h/s/%zz"] {
             assert!(SmbUrl::parse(bad).is_err(), "{bad} should be refused");
         }

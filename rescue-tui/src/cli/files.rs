@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use imaging::files::{self, Entry, FileSystem, Kind};
 use imaging::image::view::RegionView;
 use imaging::image::{ImageError, ImageReader, Region};
+use imaging::store::{self, PathKind, Store};
 
 use super::{image, print_json, show, usage, CliError, Exit, ExtractArgs, FilesCopyArgs, FilesLsArgs, Global, LsArgs};
 
@@ -106,17 +107,25 @@ pub fn extract(g: &Global, a: ExtractArgs) -> Result<(), CliError> {
 /// longer boots, read directly (nothing mounted, nothing written to it).
 pub fn disk_copy(g: &Global, a: FilesCopyArgs) -> Result<(), CliError> {
     let (src, what) = open_disk(&a.source)?;
-    src.check_destination(&a.to)?;
+    if !store::is_remote(&a.to) {
+        src.check_destination(&a.to)?;
+    }
     let fs = FileSystem::open(src.reader(), src.len()).with_context(|| format!("opening the filesystem of {what}"))?;
     copy_out(g, &fs, &a.paths, &a.to, a.overwrite, a.skip_existing, "the disk")
 }
 
-/// Copy `paths` of `fs` into the folder `to`; failures are listed at the end
-/// and make the exit status non-zero, after everything else was copied.
+/// Copy `paths` of `fs` into the folder `to` (local, or on an SMB share);
+/// failures are listed at the end and make the exit status non-zero, after
+/// everything else was copied.
 fn copy_out(g: &Global, fs: &FileSystem<'_>, paths: &[String], to: &Path, overwrite: bool, skip_existing: bool, source: &str) -> Result<(), CliError> {
-    std::fs::create_dir_all(to).with_context(|| format!("making the folder {}", to.display()))?;
+    if store::is_remote(to) && !store::smb::is_smb_url(&to.to_string_lossy()) {
+        return Err(usage(format!("{}: files can be written to a local folder or an SMB share only", to.display()), "give --to DIR or --to smb://USER@HOST/SHARE/PATH"));
+    }
+    store::create_dir_all(to).with_context(|| format!("making the folder {}", to.display()))?;
     let mut x = Extractor {
         fs,
+        store: store::for_path(to),
+        local: !store::is_remote(to),
         source,
         overwrite,
         skip_existing,
@@ -177,6 +186,9 @@ fn copy_out(g: &Global, fs: &FileSystem<'_>, paths: &[String], to: &Path, overwr
 
 struct Extractor<'a> {
     fs: &'a FileSystem<'a>,
+    /// Where the copies go: local folders, or a share.
+    store: &'static dyn Store,
+    local: bool,
     /// "the image" or "the disk", for messages.
     source: &'a str,
     overwrite: bool,
@@ -193,7 +205,7 @@ struct Extractor<'a> {
 /// could leave `into` (`..`, a path separator, empty): names come from an
 /// untrusted image.
 fn dest_path(into: &Path, name: &str) -> Option<PathBuf> {
-    files::safe_name(name).then(|| into.join(name))
+    files::safe_name(name).then(|| store::join(into, name))
 }
 
 fn system_time(secs: i64, nsec: u32) -> SystemTime {
@@ -205,10 +217,18 @@ fn system_time(secs: i64, nsec: u32) -> SystemTime {
     }
 }
 
+fn mtime(e: &Entry) -> SystemTime {
+    system_time(e.mtime, e.mtime_nsec)
+}
+
+fn atime(e: &Entry) -> Option<SystemTime> {
+    e.atime.map(|a| system_time(a, 0))
+}
+
 fn times(e: &Entry) -> FileTimes {
-    let t = FileTimes::new().set_modified(system_time(e.mtime, e.mtime_nsec));
-    match e.atime {
-        Some(a) => t.set_accessed(system_time(a, 0)),
+    let t = FileTimes::new().set_modified(mtime(e));
+    match atime(e) {
+        Some(a) => t.set_accessed(a),
         None => t,
     }
 }
@@ -247,17 +267,21 @@ impl Extractor<'_> {
             self.fail(src, anyhow!("the directory contains itself or lies deeper than {} levels (damaged filesystem)", files::MAX_DEPTH));
             return;
         }
-        match std::fs::symlink_metadata(dest) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+        match self.store.kind(dest) {
+            Ok(Some(PathKind::Dir)) => {}
+            Ok(Some(_)) => {
                 self.fail(src, anyhow!("{} exists and is not a folder", dest.display()));
                 return;
             }
-            Err(_) => {
-                if let Err(err) = std::fs::create_dir(dest) {
+            Ok(None) => {
+                if let Err(err) = self.store.create_dir(dest) {
                     self.fail(src, anyhow::Error::new(err).context(format!("making the folder {}", dest.display())));
                     return;
                 }
+            }
+            Err(err) => {
+                self.fail(src, anyhow::Error::new(err).context(format!("looking at {}", dest.display())));
+                return;
             }
         }
         self.dirs += 1;
@@ -266,7 +290,8 @@ impl Extractor<'_> {
         stack.pop();
         // Times and mode last: writing into the folder changed its mtime,
         // and a read-only mode would have stopped those writes.
-        if let Err(err) = set_dir_meta(e, dest) {
+        let meta = if self.local { set_dir_meta(e, dest) } else { self.store.set_times(dest, mtime(e), atime(e)).with_context(|| format!("setting the times of {}", dest.display())) };
+        if let Err(err) = meta {
             self.fail(src, err);
         }
     }
@@ -285,12 +310,12 @@ impl Extractor<'_> {
 
     /// Whether `dest` may be written: Ok(false) to skip it.
     fn may_write(&self, dest: &Path) -> anyhow::Result<bool> {
-        match std::fs::symlink_metadata(dest) {
-            Err(_) => Ok(true),
-            Ok(_) if self.skip_existing => Ok(false),
-            Ok(m) if m.is_dir() => bail!("{} exists and is a folder", dest.display()),
-            Ok(_) if self.overwrite => Ok(true),
-            Ok(_) => bail!("{} exists (--overwrite replaces it, --skip-existing keeps it)", dest.display()),
+        match self.store.kind(dest).with_context(|| format!("looking at {}", dest.display()))? {
+            None => Ok(true),
+            Some(_) if self.skip_existing => Ok(false),
+            Some(PathKind::Dir) => bail!("{} exists and is a folder", dest.display()),
+            Some(_) if self.overwrite => Ok(true),
+            Some(_) => bail!("{} exists (--overwrite replaces it, --skip-existing keeps it)", dest.display()),
         }
     }
 
@@ -299,6 +324,9 @@ impl Extractor<'_> {
     fn file(&mut self, e: &Entry, dest: &Path) -> anyhow::Result<bool> {
         if !self.may_write(dest)? {
             return Ok(false);
+        }
+        if !self.local {
+            return self.file_on_share(e, dest).map(|()| true);
         }
         let dir = dest.parent().ok_or_else(|| anyhow!("{} has no folder", dest.display()))?;
         self.tmp_seq += 1;
@@ -332,8 +360,39 @@ impl Extractor<'_> {
         placed.map(|()| true)
     }
 
+    /// The same on a share: a `.tmp` file, its times set, then renamed.
+    fn file_on_share(&mut self, e: &Entry, dest: &Path) -> anyhow::Result<()> {
+        let dir = dest.parent().ok_or_else(|| anyhow!("{} has no folder", dest.display()))?;
+        self.tmp_seq += 1;
+        let tmp = store::join(dir, &format!(".rescue-extract-{}-{}.tmp", std::process::id(), self.tmp_seq));
+        let w = self.store.create_new(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let placed = (|| -> anyhow::Result<()> {
+            // Whole WRITE requests, not one per small read.
+            let mut buf = BufWriter::with_capacity(1 << 20, w);
+            self.fs.read(e, &mut buf).with_context(|| format!("reading it from {}", self.source))?;
+            buf.flush().with_context(|| format!("writing {}", tmp.display()))?;
+            let w = buf.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
+            w.finish().with_context(|| format!("writing {}", tmp.display()))?;
+            self.store.set_times(&tmp, mtime(e), atime(e)).with_context(|| format!("setting the times of {}", tmp.display()))?;
+            if self.overwrite {
+                self.store.rename_replace(&tmp, dest)
+            } else {
+                self.store.rename_noclobber(&tmp, dest)
+            }
+            .with_context(|| format!("moving the copy to {}", dest.display()))
+        })();
+        if placed.is_err() {
+            let _ = self.store.remove(&tmp);
+        }
+        placed
+    }
+
     fn symlink(&mut self, e: &Entry, src: &str, dest: &Path) -> anyhow::Result<()> {
         let target = e.target.as_deref().ok_or_else(|| anyhow!("the symlink has no target"))?;
+        if !self.local {
+            self.skipped.push(format!("{src} (a symlink to {}: shares take no symlinks)", printable(target)));
+            return Ok(());
+        }
         if !self.may_write(dest)? {
             self.skipped.push(format!("{src} (exists)"));
             return Ok(());
@@ -413,7 +472,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let into = d.path().join("a").join("b");
         std::fs::create_dir_all(&into).expect("dirs");
-        let mut x = Extractor { fs: &fs, source: "the image", overwrite: false, skip_existing: false, files: 0, dirs: 0, bytes: 0, skipped: Vec::new(), failed: Vec::new(), tmp_seq: 0 };
+        let mut x = Extractor { fs: &fs, store: &store::LocalStore, local: true, source: "the image", overwrite: false, skip_existing: false, files: 0, dirs: 0, bytes: 0, skipped: Vec::new(), failed: Vec::new(), tmp_seq: 0 };
         let root = fs.root();
         x.contents(&root, "", &into, &mut vec![root.id()]);
         assert_eq!(x.failed.len(), 1, "{:?}", x.failed);

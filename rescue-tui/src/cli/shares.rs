@@ -32,6 +32,60 @@ fn urls_in(args: &[OsString]) -> Vec<String> {
         .collect()
 }
 
+/// `NAME:REST` when NAME could be a saved share's name (not a URL, not a
+/// drive letter, not a path).
+fn share_ref(s: &str) -> Option<(&str, &str)> {
+    let (name, rest) = s.split_once(':')?;
+    let plausible = name.len() >= 2 && !rest.starts_with("//") && !name.contains(['/', '\\']) && !name.contains(char::is_whitespace);
+    plausible.then_some((name, rest))
+}
+
+/// The arguments with each `NAME:PATH` of a saved share replaced by the
+/// share's URL and PATH (`nas:pc1/monday.img` becomes
+/// `smb://tech@10.0.0.5/images/pc1/monday.img`), `--opt=NAME:PATH` too. A
+/// local file called NAME (or the whole argument) wins, and an unreadable
+/// list changes nothing: the command then says what it cannot open.
+pub fn expand_names(args: Vec<OsString>) -> Vec<OsString> {
+    let any = args.iter().skip(1).filter_map(|a| a.to_str()).any(|a| share_ref(value_part(a).1).is_some());
+    if !any {
+        return args;
+    }
+    match Shares::load() {
+        Ok(saved) => expand_with(&saved, args),
+        Err(_) => args,
+    }
+}
+
+/// `--opt=VALUE` as ("--opt=", VALUE); anything else as ("", itself).
+fn value_part(a: &str) -> (&str, &str) {
+    match a.split_once('=') {
+        Some((opt, v)) if a.starts_with("--") => (&a[..opt.len() + 1], v),
+        _ => ("", a),
+    }
+}
+
+fn expand_with(saved: &Shares, args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    for (i, a) in args.into_iter().enumerate() {
+        let expanded = a.to_str().filter(|_| i > 0).and_then(|s| {
+            let (opt, v) = value_part(s);
+            let (name, rest) = share_ref(v)?;
+            if Path::new(v).exists() || Path::new(name).exists() {
+                return None;
+            }
+            let share = saved.get(name)?;
+            let mut url = share.url.trim_end_matches('/').to_string();
+            for seg in rest.split(['/', '\\']).filter(|x| !x.is_empty()) {
+                url.push('/');
+                url.push_str(&smb::escape(seg));
+            }
+            Some(OsString::from(format!("{opt}{url}")))
+        });
+        out.push(expanded.unwrap_or(a));
+    }
+    out
+}
+
 /// Register a password for each SMB location on the command line that has
 /// none yet: the saved one, the file's, or one asked for on the terminal
 /// (once per user and server). `RESCUE_SMB_PASSWORD` needs nothing here.
@@ -162,6 +216,38 @@ fn shown(s: &SavedShare) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_share_names_become_urls() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut s = Shares::load_from(d.path()).expect("empty");
+        s.add("nas", "smb://tech@10.1.1.5/images", None).expect("add");
+        let local = d.path().join("x.img");
+        std::fs::write(&local, b"x").expect("write");
+        let local_part = format!("{}:1", local.display());
+        let args: Vec<OsString> = ["rescue", "backup", "disk", "nas:1", "-o", "NAS:pc1/50%.img", "--output=nas:", "--to", "lab:x", "smb://h/s/x", "C:/x", &local_part]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let got: Vec<String> = expand_with(&s, args).into_iter().map(|a| a.into_string().expect("utf-8")).collect();
+        assert_eq!(
+            got,
+            [
+                "rescue",
+                "backup",
+                "disk",
+                "smb://tech@10.1.1.5/images/1",
+                "-o",
+                "smb://tech@10.1.1.5/images/pc1/50%25.img",
+                "--output=smb://tech@10.1.1.5/images",
+                "--to",
+                "lab:x",
+                "smb://h/s/x",
+                "C:/x",
+                local_part.as_str()
+            ]
+        );
+    }
 
     #[test]
     fn finds_urls_among_arguments() {
