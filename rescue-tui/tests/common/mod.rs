@@ -24,6 +24,31 @@ pub fn sh(cmd: &mut Command) -> Output {
     out
 }
 
+/// Run `cmd` (stdout and stderr captured), killing it after `limit`: a
+/// hung command fails its test with what it printed instead of stalling
+/// the whole run.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("running {cmd:?}: {e} (run scripts/setup to install the tools)"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("waiting for the command"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let out = rx.recv().expect("the killed command's output").expect("output");
+            panic!(
+                "{cmd:?} did not finish in {limit:?} (killed):\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 pub fn sh_ok(cmd: &mut Command) -> String {
     let out = sh(cmd);
     assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
