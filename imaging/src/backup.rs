@@ -12,7 +12,7 @@ use crate::fs::{self, FsInfo, FsKind};
 use crate::image::format::{hex, BackupKind, Catalog, CopyMode, ImageOptions, Region, RegionKind, SourceInfo};
 use crate::image::volume::Output;
 use crate::image::format::ChainInfo;
-use crate::image::{ImageReader, ImageWriter, WriterOptions};
+use crate::image::{ImageError, ImageReader, ImageWriter, WriterOptions};
 use crate::inventory::{self, DiskReport};
 use crate::part::{Partition, PartitionTable};
 use crate::read_at::{ReadAt, Window};
@@ -410,6 +410,20 @@ pub struct BackupOutcome {
     pub paths: Vec<PathBuf>,
     pub catalog: Catalog,
     pub seconds: f64,
+    /// Bytes of the image that were on the share already when an
+    /// interrupted backup was resumed.
+    pub resumed_from: Option<u64>,
+}
+
+/// A failure writing to a share says what is left there and how to go on.
+fn cut_off(e: ImageError, share: Option<&Path>) -> Error {
+    match (share, &e) {
+        (Some(fin), ImageError::Io { .. }) => Error::Interrupted {
+            detail: format!("writing the image to the share failed: {e}; what was written stays as {}.partial (never taken for an image)", fin.display()),
+            hint: format!("{}; when the share is back, run the same backup again with --resume: it goes on from the last checkpoint", e.hint()),
+        },
+        _ => e.into(),
+    }
 }
 
 /// Execute a backup plan.
@@ -440,6 +454,7 @@ pub fn run_backup_into(
     let ss = plan.source.logical_sector_size.max(512) as usize;
     let mut sector0 = vec![0u8; ss];
     let sector0 = if src.info.size >= ss as u64 && src.file.read_exact_at(&mut sector0, 0).is_ok() { Some(hex(&sector0)) } else { None };
+    let share = w.resumable().map(Path::to_path_buf);
     let compression = w.options().compression;
     let chunk_size = w.header().chunk_size;
     for pr in &plan.regions {
@@ -468,7 +483,7 @@ pub fn run_backup_into(
                 .find(|r| r.kind == pr.kind && r.partition == pr.partition && (pr.partition.is_some() || r.disk_offset == pr.disk_offset))
                 .map(|r| (b, r))
         });
-        w.add_region_on(&win, region, &pr.extents, base_region, task)?;
+        w.add_region_on(&win, region, &pr.extents, base_region, task).map_err(|e| cut_off(e, share.as_deref()))?;
     }
     let catalog = Catalog {
         format_version: 0,
@@ -495,6 +510,7 @@ pub fn run_backup_into(
         notes: plan.notes.clone(),
         chain,
     };
-    let (paths, catalog) = w.finish(catalog)?;
-    Ok(BackupOutcome { paths, catalog, seconds: t0.elapsed().as_secs_f64() })
+    let resumed_from = w.resumed_from();
+    let (paths, catalog) = w.finish(catalog).map_err(|e| cut_off(e, share.as_deref()))?;
+    Ok(BackupOutcome { paths, catalog, seconds: t0.elapsed().as_secs_f64(), resumed_from })
 }

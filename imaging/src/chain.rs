@@ -117,7 +117,11 @@ pub struct PointSummary {
 
 /// Files in `dir` that are the first volume of an image.
 fn image_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = crate::store::list(dir).map(|v| v.into_iter().filter(|p| !p.to_string_lossy().ends_with(".partial")).collect()).unwrap_or_default();
+    let mut v: Vec<PathBuf> = crate::store::list(dir).map(|v| v.into_iter().filter(|p| {
+        // Partial files of running or cut-off backups, and their journals.
+        let n = p.to_string_lossy();
+        !n.ends_with(".partial") && !n.contains(".partial.journal")
+    }).collect()).unwrap_or_default();
     v.retain(|p| volume::volume_id(p).is_some_and(|(i, _)| i == 0));
     v.sort();
     v
@@ -523,7 +527,8 @@ pub fn link_of(r: &ImageReader, path: &Path) -> ChainLink {
 
 /// Write the planned point. `password` is needed for an encrypted task (a
 /// new full gets its own keys from it; other points share the base's).
-pub fn run_point(plan: &PointPlan, password: Option<&[u8]>, threads: Option<usize>, comment: Option<String>, task: &Task) -> Result<BackupOutcome, Error> {
+/// With `resume`, go on with the same point cut off while written to a share.
+pub fn run_point(plan: &PointPlan, password: Option<&[u8]>, threads: Option<usize>, comment: Option<String>, resume: bool, task: &Task) -> Result<BackupOutcome, Error> {
     if plan.encrypted && password.is_none() {
         return Err(ImageError::PasswordNeeded.into());
     }
@@ -544,6 +549,7 @@ pub fn run_point(plan: &PointPlan, password: Option<&[u8]>, threads: Option<usiz
         compression: plan.compression,
         password: if plan.encrypted { password.map(<[u8]>::to_vec) } else { None },
         split: plan.split,
+        resume,
         ..Default::default()
     };
     if let Some(t) = threads {

@@ -134,6 +134,12 @@ pub trait Store: Sync {
         Err(read_only(path))
     }
 
+    /// Open an existing file to go on writing it at `at`, cutting off
+    /// whatever follows (resuming an interrupted backup).
+    fn open_at(&self, path: &Path, _at: u64) -> io::Result<Box<dyn RemoteWriter>> {
+        Err(read_only(path))
+    }
+
     /// Rename `from` to `to`, never replacing an existing `to`.
     fn rename_noclobber(&self, from: &Path, _to: &Path) -> io::Result<()> {
         Err(read_only(from))

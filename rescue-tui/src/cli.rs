@@ -325,6 +325,10 @@ pub struct PointOpts {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Go on with a point written to a share that was cut off (same
+    /// options): what is on the share up to its last checkpoint is kept.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -413,6 +417,10 @@ pub struct BackupOpts {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Go on with a backup to a share that was cut off (same source and
+    /// options): what is on the share up to its last checkpoint is kept.
+    #[arg(long, conflicts_with_all = ["split", "dry_run"])]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]

@@ -110,7 +110,7 @@ fn run(args: &[&str], password: Option<&str>, config: &Path) -> std::process::Ou
         Some(p) => c.env("RESCUE_SMB_PASSWORD", p),
         None => c.env_remove("RESCUE_SMB_PASSWORD"),
     };
-    sh(&mut c)
+    output_within(&mut c, Duration::from_secs(300))
 }
 
 fn ok(args: &[&str], config: &Path) -> String {
@@ -220,47 +220,81 @@ fn refusals_say_what_is_wrong() {
     assert!(std::fs::read_dir(smb.share().join("pc1")).expect("dir").next().is_none(), "nothing was written");
 }
 
-/// The server dies in the middle of a backup: the command fails, saying so,
-/// and what is on the share is named as partial, never as an image. Run
-/// again when the server is back, the backup replaces the partial file and
-/// completes.
+/// The server dies in the middle of a backup: the command fails, saying so
+/// and naming `--resume`, and what is on the share is named as partial,
+/// never as an image. When the server is back, `--resume` refuses another
+/// source (its chunks are not the ones backed up), then goes on from the
+/// last checkpoint with the right one: the image restores to the source,
+/// and no partial file or journal is left. A new backup without `--resume`
+/// replaces a partial file.
 #[test]
-fn server_killed_mid_backup_leaves_no_complete_looking_file() {
+fn server_killed_mid_backup_leaves_no_complete_looking_file_and_resumes() {
     let mut smb = Samba::start();
     let work = tempfile::tempdir().expect("tmp");
     let cfg = work.path().join("config");
     // 384 MiB that do not compress: long enough to be cut off halfway.
     let src = work.path().join("random.img");
     sh_ok(Command::new("sh").arg("-c").arg(format!("head -c 384M /dev/urandom > {}", src.display())));
+    let src_arg = src.to_str().expect("utf-8");
     let target = smb.url("pc1/big.img");
+    fails(&["backup", "disk", src_arg, "-o", &target, "--resume"], Some(PASSWORD), &cfg, "no interrupted backup");
     let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
-    c.args(["backup", "disk", src.to_str().expect("utf-8"), "-o", &target, "--compress", "high"])
+    c.args(["backup", "disk", src_arg, "-o", &target, "--compress", "high"])
+        .env("RESCUE_LOG", "info,smb=off,smb_transport=off")
         .env("RESCUE_SMB_PASSWORD", PASSWORD)
         .env("RESCUE_CONFIG_DIR", &cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().expect("rescue");
+    let mut child = c.spawn().expect("rescue");
     let partial = smb.share().join("pc1/big.img.partial");
+    let journal = smb.share().join("pc1/big.img.partial.journal");
+    // Past the first checkpoint (64 MiB stored).
     let t0 = Instant::now();
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (16 << 20) {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the backup did not write 16 MiB in 120 s");
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (100 << 20) {
+        if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            panic!("the backup ended before it was cut off:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            let size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("the backup wrote {size} bytes in 300 s, not 100 MiB:\n{}\n--- smbd:\n{}", String::from_utf8_lossy(&out.stderr), smb.log_tail());
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     smb.kill();
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the backup must fail when the server is gone:\n{err}");
-    assert!(err.contains("big.img"), "{err}");
+    assert!(err.contains("big.img") && err.contains("--resume"), "{err}");
     assert!(!smb.share().join("pc1/big.img").exists(), "no complete-looking file");
-    assert!(partial.exists(), "the server was gone: the partial file stays, named as such");
+    assert!(partial.exists() && journal.exists(), "the server was gone: the partial file and its journal stay, named as such");
 
     smb.run();
-    ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", &target, "--compress", "fast"], &cfg);
-    assert!(!partial.exists(), "the stale partial file was replaced");
+    // Another disk of the same size is not taken for the one cut off.
+    let other = work.path().join("other.img");
+    std::fs::File::create(&other).expect("create").set_len(384 << 20).expect("len");
+    fails(&["backup", "disk", other.to_str().expect("utf-8"), "-o", &target, "--resume"], Some(PASSWORD), &cfg, "not what was backed up");
+    assert!(partial.exists() && journal.exists(), "a refused resume keeps what is on the share");
+
+    let out = ok(&["--json", "backup", "disk", src_arg, "-o", &target, "--resume", "--compress", "fast"], &cfg);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let from = v["resumed_from"].as_u64().expect("resumed_from");
+    eprintln!("resumed from {from} bytes");
+    assert!(from >= 64 << 20, "the resume started over ({from} bytes kept)");
+    assert!(!partial.exists() && !journal.exists(), "the partial file and its journal are gone once the image is complete");
+    ok(&["check", &target], &cfg);
     let r = blank(work.path(), "r.img", &src);
     ok(&["restore", &target, "--to", r.to_str().expect("utf-8"), "--yes"], &cfg);
-    assert_eq!(file_hash(&r), file_hash(&src));
+    assert_eq!(file_hash(&r), file_hash(&src), "the resumed image restores to the source");
+
+    // A new backup (no --resume) over a stale partial file replaces it.
+    let second = smb.url("pc1/second.img");
+    std::fs::write(smb.share().join("pc1/second.img.partial"), b"stale").expect("stale");
+    ok(&["backup", "disk", src_arg, "-o", &second, "--compress", "fast"], &cfg);
+    assert!(!smb.share().join("pc1/second.img.partial").exists() && !smb.share().join("pc1/second.img.partial.journal").exists());
 }
 
 /// The server dies while a restore reads from it: the restore stops and says

@@ -29,9 +29,16 @@ pub fn split_name(base: &Path, index: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn partial_name(p: &Path) -> PathBuf {
+pub(crate) fn partial_name(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Where a backup to a share records how far its partial file is complete.
+pub(crate) fn journal_name(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".partial.journal");
     PathBuf::from(s)
 }
 
@@ -61,6 +68,9 @@ pub struct VolumeWriter {
     logical: u64,
     done: Vec<(PathBuf, PathBuf)>,
     finished: bool,
+    /// A resumed partial file stays when this run fails too (it holds the
+    /// work of the run that was cut off).
+    keep_on_failure: bool,
 }
 
 impl VolumeWriter {
@@ -91,9 +101,40 @@ impl VolumeWriter {
                 (Some(p), None)
             }
         };
-        let mut w = VolumeWriter { base, split, image_id, sink, index: 0, in_volume: 0, logical: 0, done: Vec::new(), finished: false };
+        let mut w = VolumeWriter { base, split, image_id, sink, index: 0, in_volume: 0, logical: 0, done: Vec::new(), finished: false, keep_on_failure: false };
         w.open_volume()?;
         Ok(w)
+    }
+
+    /// Go on writing the partial file of an interrupted backup to a share
+    /// (one volume) at logical position `at`; what follows is cut off.
+    pub(crate) fn reopen(fin: PathBuf, image_id: [u8; 16], at: u64) -> Result<Self, ImageError> {
+        if store::exists(&fin) {
+            return Err(ImageError::Invalid(format!("{} already exists; choose another name or remove it first", fin.display())));
+        }
+        let tmp = partial_name(&fin);
+        let w = store::for_path(&tmp).open_at(&tmp, VOLUME_HEADER_LEN as u64 + at).map_err(|e| ImageError::io(&tmp, e))?;
+        let sink = Sink::Remote { file: BufWriter::with_capacity(1 << 20, w), tmp, fin: fin.clone() };
+        Ok(VolumeWriter { base: Some(fin), split: None, image_id, sink: Some(sink), index: 0, in_volume: at, logical: at, done: Vec::new(), finished: false, keep_on_failure: true })
+    }
+
+    /// Hand what is buffered to the file (or share).
+    pub fn flush(&mut self) -> Result<(), ImageError> {
+        match &mut self.sink {
+            Some(Sink::File { file, tmp, .. }) => file.flush().map_err(|e| ImageError::io(&*tmp, e)),
+            Some(Sink::Remote { file, tmp, .. }) => file.flush().map_err(|e| ImageError::io(&*tmp, e)),
+            Some(Sink::Stream(w)) => w.flush().map_err(|e| ImageError::io("<stdout>", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The final name of an image written to a share (one volume), whose
+    /// progress is journaled so that `--resume` can go on after a cut.
+    pub(crate) fn journaled(&self) -> Option<&Path> {
+        match &self.sink {
+            Some(Sink::Remote { fin, .. }) if self.split.is_none() => Some(fin),
+            _ => None,
+        }
     }
 
     fn open_volume(&mut self) -> Result<(), ImageError> {
@@ -198,6 +239,10 @@ impl VolumeWriter {
         for (tmp, fin) in &self.done {
             rename_noclobber(tmp, fin)?;
             out.push(fin.clone());
+            if store::is_remote(fin) && self.split.is_none() {
+                // The image is complete: its journal has no more use.
+                let _ = store::remove(&journal_name(fin));
+            }
         }
         if let Some(dir) = self.base.as_ref().filter(|b| !store::is_remote(b)).and_then(|b| b.parent()) {
             let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
@@ -215,15 +260,26 @@ impl Drop for VolumeWriter {
         if self.finished {
             return;
         }
+        if self.keep_on_failure {
+            if let Some(Sink::Remote { file, .. }) = self.sink.take() {
+                drop(file.into_parts());
+            }
+            return;
+        }
         match self.sink.take() {
             Some(Sink::File { tmp, .. }) => {
                 let _ = std::fs::remove_file(&tmp);
             }
-            Some(Sink::Remote { file, tmp, .. }) => {
+            Some(Sink::Remote { file, tmp, fin }) => {
                 // Close our handle first (a share may refuse to delete an open file).
                 drop(file.into_parts());
-                if let Err(e) = store::remove(&tmp) {
-                    tracing::warn!(file = %tmp.display(), error = %e, "could not remove the partial file (it stays, named as partial)");
+                match store::remove(&tmp) {
+                    Ok(()) => {
+                        let _ = store::remove(&journal_name(&fin));
+                    }
+                    // The share is gone: the partial file and its journal stay
+                    // for `--resume` (or the next backup replaces them).
+                    Err(e) => tracing::warn!(file = %tmp.display(), error = %e, "could not remove the partial file (it stays, named as partial)"),
                 }
             }
             _ => {}

@@ -16,6 +16,7 @@ use super::crypto::{self, KdfParams, Keys};
 use super::format::*;
 use super::volume::{Output, VolumeWriter};
 use super::reader::ImageReader;
+use super::resume;
 use super::{Compression, ImageError};
 use crate::extent::Extent;
 use crate::read_at::ReadAt;
@@ -31,6 +32,9 @@ pub struct WriterOptions {
     pub chunk_size: u32,
     /// Worker threads for hashing, compression and encryption.
     pub threads: usize,
+    /// Go on with the interrupted backup to this share file instead of
+    /// starting a new one (see [`super::resume`]).
+    pub resume: bool,
 }
 
 impl Default for WriterOptions {
@@ -42,12 +46,13 @@ impl Default for WriterOptions {
             split: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            resume: false,
         }
     }
 }
 
 /// Statistics of one stored region.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegionStats {
     pub used_bytes: u64,
     pub stored_bytes: u64,
@@ -130,9 +135,10 @@ fn dedup_key(h: &[u8; 32]) -> DedupKey {
 const DEDUP_CAPACITY: usize = 512 * 1024;
 
 /// Split normalized extents of a region into chunk plans, in chunk order.
-fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64) -> impl Iterator<Item = ChunkPlan> + '_ {
+/// The chunks to read of a region, from chunk `first` on.
+fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64, first: u64) -> impl Iterator<Item = ChunkPlan> + '_ {
     let mut i = 0usize;
-    let mut next_chunk = 0u64;
+    let mut next_chunk = first;
     std::iter::from_fn(move || {
         while i < extents.len() && extents[i].end() <= next_chunk * cs {
             i += 1;
@@ -237,7 +243,16 @@ pub struct ImageWriter {
     /// Which chunks the reader decided to remember (reader side); shared
     /// across regions so a partition copy in another partition dedups too.
     seen: std::collections::HashSet<DedupKey>,
+    /// The journal of an image written to a share (for `--resume`).
+    keeper: Option<resume::Keeper>,
+    /// What a resumed backup had done before it was cut off.
+    replay: Option<resume::Replay>,
+    resumed_from: Option<u64>,
 }
+
+/// Stored bytes after which a backup to a share writes its index so far
+/// and a checkpoint: at most this much is written again after a cut.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// The unchanged chunks of a region in the chain's base point, walked in
 /// chunk order alongside the new backup (one index segment in memory).
@@ -306,6 +321,9 @@ impl ImageWriter {
         if !opts.chunk_size.is_power_of_two() || !(4096..=(1 << 22)).contains(&opts.chunk_size) {
             return Err(ImageError::Invalid(format!("chunk size {} must be a power of two from 4 KiB to 4 MiB", opts.chunk_size)));
         }
+        if opts.resume {
+            return Self::resume(out, opts, base);
+        }
         let image_id: [u8; 16] = crypto::random();
         let (salt, keys) = match base {
             Some(b) => (b.header().salt, b.keys().cloned()),
@@ -331,7 +349,99 @@ impl ImageWriter {
         };
         let mut vol = VolumeWriter::create(out, opts.split, image_id)?;
         vol.write_all(&header.encode())?;
-        Ok(Self { vol, header, keys, opts, regions: Vec::new(), dedup: Default::default(), seen: Default::default() })
+        let keeper = vol.journaled().map(|fin| resume::Keeper {
+            path: super::volume::journal_name(fin),
+            journal: resume::Journal { version: 1, image_id: hex(&image_id), position: 0, done: Vec::new(), current: None },
+        });
+        let mut w = Self { vol, header, keys, opts, regions: Vec::new(), dedup: Default::default(), seen: Default::default(), keeper, replay: None, resumed_from: None };
+        // The first checkpoint (the header) also replaces a journal left by an earlier cut-off backup.
+        w.checkpoint(None)?;
+        Ok(w)
+    }
+
+    /// Go on with an interrupted backup to a share (see [`resume`]).
+    fn resume(out: Output, opts: WriterOptions, base: Option<&ImageReader>) -> Result<Self, ImageError> {
+        let Output::Path(fin) = out else {
+            return Err(ImageError::Resume("a backup to stdout cannot be resumed".into()));
+        };
+        if opts.split.is_some() {
+            return Err(ImageError::Resume("a split backup cannot be resumed".into()));
+        }
+        if !crate::store::is_remote(&fin) {
+            return Err(ImageError::Resume(format!(
+                "{}: only a backup to a share is resumed (a local backup that stops removes its partial file)",
+                fin.display()
+            )));
+        }
+        let r = resume::open(&fin, opts.password.as_deref(), base.map(|b| (b.header(), b.keys())))?;
+        if r.header.chunk_size != opts.chunk_size && base.is_some() {
+            return Err(ImageError::Resume("the interrupted backup has another chunk size than its chain's base point".into()));
+        }
+        let mut opts = opts;
+        opts.chunk_size = r.header.chunk_size;
+        opts.kdf = KdfParams { m_kib: r.header.kdf_m_kib, t: r.header.kdf_t, p: r.header.kdf_p };
+        let vol = VolumeWriter::reopen(fin.clone(), r.header.image_id, r.journal.position)?;
+        let keeper = resume::Keeper {
+            path: super::volume::journal_name(&fin),
+            journal: resume::Journal { version: 1, image_id: r.journal.image_id.clone(), position: r.journal.position, done: Vec::new(), current: None },
+        };
+        let replay = resume::Replay { done: r.journal.done.into(), current: r.journal.current };
+        tracing::info!(file = %fin.display(), at = r.journal.position, "resuming the interrupted backup");
+        Ok(Self {
+            vol,
+            header: r.header,
+            keys: r.keys,
+            opts,
+            regions: Vec::new(),
+            dedup: Default::default(),
+            seen: Default::default(),
+            keeper: Some(keeper),
+            replay: Some(replay),
+            resumed_from: Some(r.journal.position),
+        })
+    }
+
+    /// The image on a share this writer journals (so that a cut-off backup
+    /// can be resumed).
+    pub fn resumable(&self) -> Option<&std::path::Path> {
+        self.keeper.as_ref().and(self.vol.journaled())
+    }
+
+    /// Bytes of the image already on the share when a backup was resumed.
+    pub fn resumed_from(&self) -> Option<u64> {
+        self.resumed_from
+    }
+
+    /// Read the sampled chunks of a region from the source again: a resumed
+    /// backup must read the disk it was reading before the cut.
+    fn check_sample(&self, src: &dyn ReadAt, extents: &[Extent], region_len: u64, region_id: u32, sample: &resume::Sample) -> Result<(), ImageError> {
+        let cs = u64::from(self.opts.chunk_size);
+        for (chunk, want) in sample {
+            let plan = chunk_plans(extents, region_len, cs, *chunk).next().filter(|p| p.chunk == *chunk);
+            let same = match plan {
+                Some(p) => read_frame(src, std::slice::from_ref(&p), cs, self.keys.as_ref(), region_id)?.1[0].is_some_and(|h| hex(&h) == *want),
+                None => false,
+            };
+            if !same {
+                return Err(ImageError::Resume(format!(
+                    "chunk {chunk} of region {region_id} is not what was backed up before the cut: the source changed, or it is another disk"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Record how far the image is complete (a backup to a share only).
+    fn checkpoint(&mut self, current: Option<resume::CurrentRegion>) -> Result<(), ImageError> {
+        if self.keeper.is_none() {
+            return Ok(());
+        }
+        self.vol.flush()?;
+        let position = self.vol.position();
+        let Some(k) = self.keeper.as_mut() else { return Ok(()) };
+        k.journal.position = position;
+        k.journal.current = current;
+        k.save()
     }
 
     pub fn header(&self) -> &Header {
@@ -376,6 +486,36 @@ impl ImageWriter {
         task: &Task,
     ) -> Result<RegionStats, ImageError> {
         region.id = self.regions.len() as u32;
+        let fingerprint = resume::fingerprint(&region, extents);
+        let changed = || ImageError::Resume("the source is not what it was when the backup was cut off (its partitions or used blocks differ)".into());
+        // A resumed backup: regions finished before the cut are taken as they are.
+        let mut start: Option<resume::CurrentRegion> = None;
+        if let Some(replay) = self.replay.as_mut() {
+            if let Some(d) = replay.done.pop_front() {
+                if d.fingerprint != fingerprint {
+                    return Err(changed());
+                }
+                self.check_sample(src, extents, region.len, region.id, &d.sample)?;
+                let mut r = d.region.clone();
+                r.id = region.id;
+                let stats = d.stats;
+                self.regions.push(r);
+                if let Some(k) = self.keeper.as_mut() {
+                    k.journal.done.push(d);
+                }
+                return Ok(stats);
+            }
+            match replay.current.take() {
+                Some(c) if c.fingerprint == fingerprint => {
+                    self.check_sample(src, extents, region.len, region.id, &c.sample)?;
+                    start = Some(c);
+                }
+                Some(_) => return Err(changed()),
+                None => {}
+            }
+        }
+        let first_chunk = start.as_ref().map_or(0, |c| c.next_chunk);
+        let journaled = self.keeper.is_some();
         let cs = u64::from(self.opts.chunk_size);
         let per_frame = (FRAME_TARGET as u64 / cs).max(1) as usize;
         let threads = self.opts.threads.max(1);
@@ -385,12 +525,17 @@ impl ImageWriter {
         let region_id = region.id;
         let used_total = crate::extent::total(extents);
         task.progress.begin(&region_label(&region), used_total);
+        if let Some(c) = &start {
+            task.progress.advance(c.stats.used_bytes);
+        }
 
         let (job_tx, job_rx) = bounded::<Result<FrameJob, ImageError>>(threads * 2);
         let (out_tx, out_rx) = bounded::<Result<FrameOut, ImageError>>(threads * 2);
-        let mut stats = RegionStats::default();
+        let mut stats = start.as_ref().map(|c| c.stats).unwrap_or_default();
         let mut segment = Segment { region: region_id, ..Default::default() };
-        let mut segs = Vec::new();
+        let (mut segs, mut sample) = start.map(|c| (c.segments, c.sample)).unwrap_or_default();
+        // Stored bytes since the last index segment was written.
+        let mut unindexed = 0u64;
 
         let result: Result<(), ImageError> = std::thread::scope(|s| {
             // Planner: cuts the region into frame jobs, in order, and hints
@@ -406,7 +551,7 @@ impl ImageWriter {
             }
             let task_p = task.clone();
             s.spawn(move || {
-                let mut plans = chunk_plans(extents, region_len, cs).peekable();
+                let mut plans = chunk_plans(extents, region_len, cs, first_chunk).peekable();
                 let batch_jobs = threads * 4;
                 let mut take_batch = || -> Vec<Vec<ChunkPlan>> {
                     (0..batch_jobs)
@@ -561,6 +706,7 @@ impl ImageWriter {
                         let off = self.vol.position();
                         self.vol.write_all(&f.stored)?;
                         stats.stored_bytes += f.stored.len() as u64;
+                        unindexed += f.stored.len() as u64;
                         segment.frames.push(FrameRef {
                             offset: off,
                             stored_len: f.stored.len() as u32,
@@ -599,9 +745,16 @@ impl ImageWriter {
                         };
                         segment.entries.push(Entry { chunk: c.chunk, frame, offset_in_frame, len: c.len, flags, hash: c.hash });
                     }
-                    if segment.entries.len() >= SEGMENT_ENTRIES {
+                    if segment.entries.len() >= SEGMENT_ENTRIES || (journaled && unindexed >= CHECKPOINT_BYTES) {
                         let full = std::mem::replace(&mut segment, Segment { region: region_id, ..Default::default() });
                         segs.push(self.write_segment(&full)?);
+                        unindexed = 0;
+                        if journaled {
+                            resume::add_sample(&mut sample, &full.entries);
+                            let next_chunk = full.entries.last().map_or(first_chunk, |e| e.chunk + 1);
+                            let current = resume::CurrentRegion { fingerprint: fingerprint.clone(), sample: sample.clone(), next_chunk, segments: segs.clone(), stats };
+                            self.checkpoint(Some(current))?;
+                        }
                     }
                 }
             }
@@ -612,6 +765,9 @@ impl ImageWriter {
         result?;
         if !segment.entries.is_empty() {
             segs.push(self.write_segment(&segment)?);
+            if journaled {
+                resume::add_sample(&mut sample, &segment.entries);
+            }
         }
         task.progress.finish();
         region.used_bytes = stats.used_bytes;
@@ -620,7 +776,11 @@ impl ImageWriter {
         region.zero_chunks = stats.zero_chunks;
         region.base_chunks = stats.base_chunks;
         region.segments = segs;
+        if let Some(k) = self.keeper.as_mut() {
+            k.journal.done.push(resume::DoneRegion { fingerprint, region: region.clone(), stats, sample });
+        }
         self.regions.push(region);
+        self.checkpoint(None)?;
         Ok(stats)
     }
 
@@ -639,6 +799,9 @@ impl ImageWriter {
     /// Write the catalog and the footer, sync, and give the volumes their final
     /// names. `catalog.regions`, ids, header binding and options are filled in here.
     pub fn finish(mut self, mut catalog: Catalog) -> Result<(Vec<std::path::PathBuf>, Catalog), ImageError> {
+        if self.replay.as_ref().is_some_and(|r| !r.done.is_empty() || r.current.is_some()) {
+            return Err(ImageError::Resume("the source has fewer regions than when the backup was cut off".into()));
+        }
         catalog.format_version = FORMAT_VERSION;
         catalog.image_id = hex(&self.header.image_id);
         catalog.header_hash = self.header.digest();
@@ -734,7 +897,7 @@ mod tests {
     #[test]
     fn chunk_plans_cover_extents() {
         let ex = vec![Extent::new(100, 50), Extent::new(16384 * 2 - 10, 30), Extent::new(16384 * 5, 16384 * 2 + 5)];
-        let plans: Vec<_> = chunk_plans(&ex, 16384 * 7 + 100, 16384).collect();
+        let plans: Vec<_> = chunk_plans(&ex, 16384 * 7 + 100, 16384, 0).collect();
         let ks: Vec<u64> = plans.iter().map(|p| p.chunk).collect();
         assert_eq!(ks, vec![0, 1, 2, 5, 6, 7]);
         assert_eq!(plans[1].pieces, vec![Extent::new(16384 * 2 - 10, 10)]);

@@ -499,6 +499,10 @@ impl Store for SmbStore {
         Ok(Box::new(SmbWriter::create(url_of(path)?)?))
     }
 
+    fn open_at(&self, path: &Path, at: u64) -> io::Result<Box<dyn RemoteWriter>> {
+        Ok(Box::new(SmbWriter::open_at(url_of(path)?, at)?))
+    }
+
     fn rename_noclobber(&self, from: &Path, to: &Path) -> io::Result<()> {
         rename(from, to, false)
     }
@@ -736,6 +740,38 @@ impl SmbWriter {
             || false,
         )?;
         Ok(SmbWriter { shown: url.display(), url, file: Some(f), pos: 0, chunk })
+    }
+
+    /// Reopen an existing file to write from `at` on (what follows is cut off).
+    pub fn open_at(url: SmbUrl, at: u64) -> io::Result<SmbWriter> {
+        let unc = url.unc().map_err(StoreError::into_io)?;
+        let access = FileAccessMask::new().with_generic_read(true).with_generic_write(true);
+        let (f, chunk) = with_client(
+            &url,
+            "reopening the file",
+            |c| {
+                let f = match c.create_file(&unc, &open_args(access))? {
+                    smb::Resource::File(f) => f,
+                    smb::Resource::Directory(d) => {
+                        let _ = d.close();
+                        return Err(smb::Error::InvalidArgument("it is a folder, not a file".into()));
+                    }
+                    smb::Resource::Pipe(p) => {
+                        let _ = p.close();
+                        return Err(smb::Error::InvalidArgument("a pipe, not a file".into()));
+                    }
+                };
+                let len = f.query_info::<smb::FileStandardInformation>()?.end_of_file;
+                if len < at {
+                    let _ = f.close();
+                    return Err(smb::Error::InvalidArgument(format!("the file holds {len} bytes, fewer than the {at} to keep")));
+                }
+                f.set_info(smb::FileEndOfFileInformation { end_of_file: at })?;
+                Ok((f, io_sizes(c, &url).1))
+            },
+            || false,
+        )?;
+        Ok(SmbWriter { shown: url.display(), url, file: Some(f), pos: at, chunk })
     }
 
     fn file(&self) -> io::Result<&smb::File> {

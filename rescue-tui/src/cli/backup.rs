@@ -83,6 +83,10 @@ fn backup(g: &Global, disk: PathBuf, selection: Selection, o: BackupOpts) -> Res
     if let Some(t) = o.threads {
         wo.threads = t.max(1);
     }
+    wo.resume = o.resume;
+    if o.resume && to_stdout {
+        return Err(usage("--resume needs the image file on a share, not stdout", "give -o smb://USER@HOST/SHARE/PATH as the first time"));
+    }
     let out = if to_stdout { Output::Stream(Box::new(std::io::stdout())) } else { Output::Path(o.output.clone()) };
     let task = task(g.json);
     let res = backup::run_backup(&plan, out, wo, o.comment.clone(), &task).with_context(|| format!("backing up {}", disk.display()))?;
@@ -105,9 +109,13 @@ fn backup(g: &Global, disk: PathBuf, selection: Selection, o: BackupOpts) -> Res
             "image_bytes": image_bytes,
             "data_bytes": data,
             "seconds": res.seconds,
+            "resumed_from": res.resumed_from,
             "verified": verified.is_some(),
             "catalog": res.catalog,
         }));
+    }
+    if let Some(at) = res.resumed_from {
+        println!("Resumed: the first {} were on the share already", imaging::blockdev::human_size(at));
     }
     println!(
         "Backup complete: {} ({} volume{}), {} of data stored in {} ({:.0}%), {:.1} s, {}/s{}",

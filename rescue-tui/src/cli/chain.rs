@@ -71,7 +71,7 @@ pub fn backup_point(g: &Global, kind: PointKind, o: PointOpts) -> Result<(), Cli
         eprint!("{}", point_plan_text(&plan));
     }
     let t = task(g.json);
-    let res = chain::run_point(&plan, password.as_deref(), o.threads, o.comment.clone(), &t).with_context(|| format!("writing {}", plan.output.display()))?;
+    let res = chain::run_point(&plan, password.as_deref(), o.threads, o.comment.clone(), o.resume, &t).with_context(|| format!("writing {}", plan.output.display()))?;
     if o.verify {
         let r = ImageReader::open(&res.paths[0], password.as_deref()).context("opening the new point to verify it")?;
         imaging::check::check_reader(&r, true, &t).context("verifying the new point")?;
@@ -90,9 +90,13 @@ pub fn backup_point(g: &Global, kind: PointKind, o: PointOpts) -> Result<(), Cli
             "changed_chunks": changed,
             "unchanged_chunks": base,
             "seconds": res.seconds,
+            "resumed_from": res.resumed_from,
             "verified": o.verify,
             "catalog": res.catalog,
         }));
+    }
+    if let Some(at) = res.resumed_from {
+        println!("Resumed: the first {} were on the share already", imaging::blockdev::human_size(at));
     }
     println!(
         "{} point #{} complete: {} ({}), {} of {} chunks changed{}, {:.1} s{}",

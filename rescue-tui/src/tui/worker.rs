@@ -306,7 +306,7 @@ fn run_backup(job: BackupJob, task: &Task) -> Result<Vec<String>, Failure> {
 fn run_point(job: PointJob, task: &Task) -> Result<Vec<String>, Failure> {
     let plan = &job.plan;
     let password = job.password.as_deref().map(str::as_bytes);
-    let res = imaging::chain::run_point(plan, password, None, job.comment, task)
+    let res = imaging::chain::run_point(plan, password, None, job.comment, false, task)
         .map_err(|e| Failure::from_error(&format!("writing the {} point {}", plan.kind.name(), plan.output.display()), &e))?;
     let image_bytes: u64 = res.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let chunks: u64 = res.catalog.regions.iter().map(|r| r.chunks - r.zero_chunks).sum();
