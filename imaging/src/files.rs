@@ -395,6 +395,15 @@ impl<'a> FileSystem<'a> {
     }
 
     /// Where the bytes of `file` are, for [`FileSystem::read_at`].
+    /// The NTFS security descriptor of a file or folder (self-relative), for
+    /// copies onto NTFS that keep permissions; None on other filesystems.
+    pub fn security(&self, e: &Entry) -> Result<Option<Vec<u8>>, FilesError> {
+        match (self, &e.node) {
+            (FileSystem::Ntfs(f), Node::Ntfs(no)) => f.security(*no),
+            _ => Ok(None),
+        }
+    }
+
     pub fn map(&self, file: &Entry) -> Result<FileMap, FilesError> {
         if file.kind != Kind::File {
             return Err(FilesError::Unsupported { what: format!("reading {} (not a regular file)", file.name) });

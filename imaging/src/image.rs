@@ -22,6 +22,7 @@
 pub mod crypto;
 pub mod format;
 pub mod reader;
+pub(crate) mod resume;
 pub mod view;
 pub mod volume;
 pub mod writer;
@@ -59,6 +60,8 @@ pub enum ImageError {
     BadChunk { region: u32, chunk: u64, disk_offset: u64, what: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("cannot resume: {0}")]
+    Resume(String),
     #[error(transparent)]
     Cancelled(#[from] crate::task::Cancelled),
 }
@@ -73,6 +76,7 @@ impl ImageError {
             },
             ImageError::NotAnImage { .. } => "pass the image file written by `rescue backup` (for a split image, its .001 volume)",
             ImageError::Version { .. } => "use the rescue version that wrote the image or a newer one",
+            ImageError::Resume(_) => "run the backup again without --resume (the partial file is replaced by a new backup)",
             ImageError::Incomplete { .. } => "the backup was interrupted or a volume is missing: copy all volumes again, or make a new backup",
             ImageError::MissingVolume { .. } => "put every volume (.001, .002, ...) of the image in the same folder",
             ImageError::WrongVolume { .. } => "a volume file was renamed or belongs to another backup: put the right volumes side by side",

@@ -86,3 +86,61 @@ fn a_destination_on_the_source_disk_is_refused() {
     drop(m);
     drop(lo);
 }
+
+/// The security descriptor ntfs-3g shows for a path.
+fn ntfs_acl(p: &Path) -> Vec<u8> {
+    xattr::get(p, "system.ntfs_acl").unwrap_or_else(|e| panic!("system.ntfs_acl of {}: {e}", p.display())).unwrap_or_else(|| panic!("{} has no NTFS ACL", p.display()))
+}
+
+/// Files copied from NTFS onto NTFS keep their permissions (each file's
+/// own security descriptor, read from `$Secure`), as ntfs-3g shows them on
+/// both sides; onto a folder that is not NTFS the copy just goes without.
+#[test]
+fn ntfs_permissions_are_kept_on_an_ntfs_target() {
+    require_root();
+    let d = tempfile::tempdir().expect("tempdir");
+    let mk = |name: &str| {
+        let raw = d.path().join(name);
+        std::fs::File::create(&raw).and_then(|f| f.set_len(16 << 20)).expect("ntfs file");
+        sh_ok(Command::new("mkntfs").args(["-q", "-F", "-Q"]).arg(&raw));
+        raw
+    };
+    let (src_raw, dst_raw) = (mk("src.raw"), mk("dst.raw"));
+    // Distinct descriptors: ntfs-3g's "permissions" mode writes one per chmod.
+    let src = d.path().join("src");
+    {
+        let _m = Mount::ntfs3g(&src_raw, &src, "rw,permissions");
+        std::fs::create_dir_all(src.join("dir/sub")).expect("dirs");
+        std::fs::write(src.join("a.txt"), b"a").expect("a");
+        std::fs::write(src.join("dir/b.txt"), b"b").expect("b");
+        std::fs::write(src.join("dir/sub/c.txt"), b"c").expect("c");
+        for (mode, p) in [("640", "a.txt"), ("700", "dir"), ("604", "dir/b.txt"), ("750", "dir/sub"), ("400", "dir/sub/c.txt")] {
+            sh_ok(Command::new("chmod").arg(mode).arg(src.join(p)));
+        }
+    }
+    let names = ["a.txt", "dir", "dir/b.txt", "dir/sub", "dir/sub/c.txt"];
+    let want: Vec<Vec<u8>> = {
+        let _m = Mount::ntfs3g(&src_raw, &src, "ro");
+        names.iter().map(|n| ntfs_acl(&src.join(n))).collect()
+    };
+    assert!(want.windows(2).all(|w| w[0] != w[1]), "the source descriptors should all differ");
+
+    let dst = d.path().join("dst");
+    let _m = Mount::ntfs3g(&dst_raw, &dst, "rw");
+    std::fs::write(dst.join("fresh"), b"").expect("fresh");
+    let fresh = ntfs_acl(&dst.join("fresh"));
+    let out = rescue_ok(&["files", "copy", s(&src_raw), "/a.txt", "/dir", "--to", s(&dst.join("out"))]);
+    assert!(out.contains("NTFS permissions kept on 5"), "{out}");
+    for (n, w) in names.iter().zip(&want) {
+        let got = ntfs_acl(&dst.join("out").join(n));
+        assert_eq!(&got, w, "{n}: the copy's NTFS permissions differ from the source's");
+        assert_ne!(got, fresh, "{n}: the copy has the target's default permissions");
+    }
+    assert_eq!(std::fs::read(dst.join("out/dir/sub/c.txt")).expect("c"), b"c");
+
+    // Onto a folder that is not NTFS: copied, no permission complaints.
+    let plain = d.path().join("plain");
+    let o = rescue(&["files", "copy", s(&src_raw), "/dir", "--to", s(&plain)]);
+    assert!(o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("permissions"), "{o:?}");
+    assert_eq!(std::fs::read(plain.join("dir/b.txt")).expect("b"), b"b");
+}

@@ -12,6 +12,7 @@
 //! placeholders), whose `$DATA` is not the file's content. The system
 //! metafiles (`$MFT`, `$Bitmap`, ...) are not listed.
 
+use std::collections::HashMap;
 use std::io;
 
 use super::{Entry, FileMap, FilesError, Kind, MapBuilder, Node};
@@ -47,6 +48,40 @@ pub struct NtfsFs<'a> {
     dev: &'a dyn ReadAt,
     vol: Boot,
     mft: Vec<Run>,
+    /// The shared security descriptors of `$Secure:$SDS` by id, read once
+    /// when the first one is asked for.
+    sds: std::sync::OnceLock<Result<HashMap<u32, Vec<u8>>, String>>,
+}
+
+const AT_SECURITY_DESCRIPTOR: u32 = 0x50;
+const SECURE_RECORD: u64 = 9;
+/// Largest `$SDS` stream read (Windows systems hold a few MiB).
+const MAX_SDS: u64 = 64 << 20;
+/// `$SDS` comes in 256 KiB blocks, each followed by its mirror copy.
+const SDS_BLOCK: u64 = 256 << 10;
+
+/// The descriptors of a `$SDS` stream by security id: each entry is a
+/// 20-byte header (hash, id, offset, length with the header) and the
+/// self-relative descriptor, 16-byte aligned; the mirror blocks are skipped.
+fn parse_sds(b: &[u8]) -> HashMap<u32, Vec<u8>> {
+    let mut out = HashMap::new();
+    let mut pos = 0u64;
+    while pos + 20 <= b.len() as u64 {
+        if (pos / SDS_BLOCK) % 2 == 1 {
+            pos = (pos / SDS_BLOCK + 1) * SDS_BLOCK;
+            continue;
+        }
+        let p = pos as usize;
+        let (id, off, len) = (le32(b, p + 4), le64(b, p + 8), le32(b, p + 16) as u64);
+        if len < 20 + 20 || off != pos || pos + len > b.len() as u64 || (pos % SDS_BLOCK) + len > SDS_BLOCK {
+            // Free space up to the next block.
+            pos = (pos / SDS_BLOCK + 1) * SDS_BLOCK;
+            continue;
+        }
+        out.entry(id).or_insert_with(|| b[p + 20..(pos + len) as usize].to_vec());
+        pos += len.div_ceil(16) * 16;
+    }
+    out
 }
 
 fn corrupt(offset: u64, what: impl Into<String>) -> FilesError {
@@ -165,7 +200,7 @@ impl<'a> NtfsFs<'a> {
     pub fn open(dev: &'a dyn ReadAt, head: &[u8]) -> Result<Option<Self>, FilesError> {
         let Some(vol) = Boot::parse(head).map_err(fs_err)? else { return Ok(None) };
         let mft = vol::mft_runs(dev, &vol).map_err(fs_err)?;
-        Ok(Some(NtfsFs { dev, vol, mft }))
+        Ok(Some(NtfsFs { dev, vol, mft, sds: std::sync::OnceLock::new() }))
     }
 
     pub fn name(&self) -> &'static str {
@@ -343,6 +378,38 @@ impl<'a> NtfsFs<'a> {
             }
         }
         Ok(Record { dir, size, mtime: le64(&si, 0x08), atime: le64(&si, 0x18), attributes, reparse, interix })
+    }
+
+    /// The security descriptor of record `no` (self-relative, the form
+    /// Windows and ntfs-3g's `system.ntfs_acl` take), or None when it has
+    /// none: its own `$SECURITY_DESCRIPTOR` (NTFS 1.x), else the shared one
+    /// its `$STANDARD_INFORMATION` names in `$Secure:$SDS`.
+    pub fn security(&self, no: u64) -> Result<Option<Vec<u8>>, FilesError> {
+        let at = no * self.vol.record_size;
+        let rec = self.record(no)?;
+        if let Some(s) = self.stream(&rec, no, AT_SECURITY_DESCRIPTOR, "")? {
+            return Ok(Some(self.small_stream(s, 1 << 20, at)?));
+        }
+        let si = match self.stream(&rec, no, AT_STANDARD_INFORMATION, "")? {
+            Some(Stream::Resident(v)) if v.len() >= 0x38 => v,
+            _ => return Ok(None),
+        };
+        let id = le32(&si, 0x34);
+        if id == 0 {
+            return Ok(None);
+        }
+        let table = self.sds.get_or_init(|| {
+            let load = || -> Result<HashMap<u32, Vec<u8>>, FilesError> {
+                let rec = self.record(SECURE_RECORD)?;
+                let Some(s) = self.stream(&rec, SECURE_RECORD, AT_DATA, "$SDS")? else { return Ok(HashMap::new()) };
+                Ok(parse_sds(&self.small_stream(s, MAX_SDS, SECURE_RECORD * self.vol.record_size)?))
+            };
+            load().map_err(|e| e.to_string())
+        });
+        match table {
+            Ok(t) => Ok(t.get(&id).cloned()),
+            Err(e) => Err(corrupt(at, format!("reading $Secure: {e}"))),
+        }
     }
 
     /// Every name in directory record `no`'s `$I30` index.

@@ -135,6 +135,9 @@ fn copy_out(g: &Global, fs: &FileSystem<'_>, paths: &[String], to: &Path, overwr
         skipped: Vec::new(),
         failed: Vec::new(),
         tmp_seq: 0,
+        acl: fs.name() == "ntfs" && !store::is_remote(to) && cfg!(unix),
+        acls: 0,
+        acl_failed: Vec::new(),
     };
     for p in paths {
         let src = format!("/{}", p.split('/').filter(|s| !s.is_empty() && *s != ".").collect::<Vec<_>>().join("/"));
@@ -148,12 +151,15 @@ fn copy_out(g: &Global, fs: &FileSystem<'_>, paths: &[String], to: &Path, overwr
     for s in &x.skipped {
         eprintln!("skipped: {s}");
     }
+    for s in &x.acl_failed {
+        eprintln!("permissions not kept: {s}");
+    }
     for (p, e) in &x.failed {
         eprintln!("not {}: {p}: {e:#}", if source == "the disk" { "copied" } else { "extracted" });
     }
     if g.json {
         let failed: Vec<_> = x.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": format!("{e:#}")})).collect();
-        print_json(&serde_json::json!({"files": x.files, "dirs": x.dirs, "bytes": x.bytes, "skipped": x.skipped, "failed": failed}))?;
+        print_json(&serde_json::json!({"files": x.files, "dirs": x.dirs, "bytes": x.bytes, "skipped": x.skipped, "failed": failed, "ntfs_permissions_kept": x.acls}))?;
     } else {
         println!(
             "{} {} file{} and {} folder{} ({}) to {}{}",
@@ -166,6 +172,9 @@ fn copy_out(g: &Global, fs: &FileSystem<'_>, paths: &[String], to: &Path, overwr
             to.display(),
             if x.skipped.is_empty() { String::new() } else { format!("; {} skipped", x.skipped.len()) }
         );
+        if x.acls > 0 {
+            println!("NTFS permissions kept on {} of them", x.acls);
+        }
     }
     if x.failed.is_empty() {
         return Ok(());
@@ -199,6 +208,13 @@ struct Extractor<'a> {
     skipped: Vec<String>,
     failed: Vec<(String, anyhow::Error)>,
     tmp_seq: u64,
+    /// Copy NTFS permissions (an NTFS source, a local target): switched off
+    /// at the first refusal, which says the target is not NTFS.
+    acl: bool,
+    /// Files and folders whose permissions were kept.
+    acls: u64,
+    /// Permissions that could not be kept, on a target that keeps others.
+    acl_failed: Vec<String>,
 }
 
 /// Where entry `name` of an image goes under `into`, or None when the name
@@ -249,6 +265,7 @@ impl Extractor<'_> {
                 Ok(true) => {
                     self.files += 1;
                     self.bytes += e.size;
+                    self.security(e, src, &dest);
                 }
                 Ok(false) => self.skipped.push(format!("{src} (exists)")),
                 Err(err) => self.fail(src, err),
@@ -294,6 +311,7 @@ impl Extractor<'_> {
         if let Err(err) = meta {
             self.fail(src, err);
         }
+        self.security(e, src, dest);
     }
 
     fn contents(&mut self, e: &Entry, src: &str, dest: &Path, stack: &mut Vec<u64>) {
@@ -306,6 +324,31 @@ impl Extractor<'_> {
             }
             Err(err) => self.fail(if src.is_empty() { "/" } else { src }, anyhow::Error::new(err)),
         }
+    }
+
+    /// Keep the NTFS permissions of `e` on `dest` when the target is NTFS
+    /// (ntfs-3g takes a security descriptor as `system.ntfs_acl`).
+    fn security(&mut self, e: &Entry, src: &str, dest: &Path) {
+        if !self.acl {
+            return;
+        }
+        let sd = match self.fs.security(e) {
+            Ok(Some(sd)) => sd,
+            Ok(None) => return,
+            Err(err) => {
+                self.acl_failed.push(format!("{src}: {err}"));
+                return;
+            }
+        };
+        #[cfg(unix)]
+        match xattr::set(dest, "system.ntfs_acl", &sd) {
+            Ok(()) => self.acls += 1,
+            // Not NTFS (through ntfs-3g): there is nothing to keep them in.
+            Err(_) if self.acls == 0 && self.acl_failed.is_empty() => self.acl = false,
+            Err(err) => self.acl_failed.push(format!("{src}: {err}")),
+        }
+        #[cfg(not(unix))]
+        let _ = (sd, dest);
     }
 
     /// Whether `dest` may be written: Ok(false) to skip it.
@@ -472,7 +515,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let into = d.path().join("a").join("b");
         std::fs::create_dir_all(&into).expect("dirs");
-        let mut x = Extractor { fs: &fs, store: &store::LocalStore, local: true, source: "the image", overwrite: false, skip_existing: false, files: 0, dirs: 0, bytes: 0, skipped: Vec::new(), failed: Vec::new(), tmp_seq: 0 };
+        let mut x = Extractor { acl: false, acls: 0, acl_failed: Vec::new(), fs: &fs, store: &store::LocalStore, local: true, source: "the image", overwrite: false, skip_existing: false, files: 0, dirs: 0, bytes: 0, skipped: Vec::new(), failed: Vec::new(), tmp_seq: 0 };
         let root = fs.root();
         x.contents(&root, "", &into, &mut vec![root.id()]);
         assert_eq!(x.failed.len(), 1, "{:?}", x.failed);
