@@ -25,6 +25,12 @@ struct Samba {
 
 impl Samba {
     fn start() -> Samba {
+        Samba::start_with("server signing = mandatory\n", "")
+    }
+
+    /// A server with these `[global]` lines (signing, encryption, guests)
+    /// and these extra shares (`{d}` stands for its folder).
+    fn start_with(global: &str, shares: &str) -> Samba {
         require_root();
         let dir = tempfile::tempdir().expect("tmp");
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -36,10 +42,11 @@ impl Samba {
             "[global]\n  server role = standalone server\n  smb ports = {port}\n  interfaces = 127.0.0.1\n  bind interfaces only = yes\n  \
              private dir = {d}/private\n  lock directory = {d}/lock\n  state directory = {d}/state\n  cache directory = {d}/cache\n  \
              pid directory = {d}/pid\n  ncalrpc dir = {d}/ncalrpc\n  log file = {d}/log.%m\n  log level = 1\n  \
-             passdb backend = tdbsam:{d}/private/passdb.tdb\n  server min protocol = SMB2_10\n  server signing = mandatory\n  \
+             passdb backend = tdbsam:{d}/private/passdb.tdb\n  server min protocol = SMB2_10\n  {global}  \
              load printers = no\n  printing = bsd\n  printcap name = /dev/null\n  disable spoolss = yes\n  disable netbios = yes\n  \
-             username map = {d}/usermap\n[images]\n  path = {d}/share\n  read only = no\n  force user = root\n",
-            d = d.display()
+             username map = {d}/usermap\n[images]\n  path = {d}/share\n  read only = no\n  force user = root\n{shares}",
+            d = d.display(),
+            shares = shares.replace("{d}", &d.display().to_string()),
         );
         std::fs::write(d.join("smb.conf"), conf).expect("conf");
         std::fs::write(d.join("usermap"), "root = tech\n").expect("usermap");
@@ -425,4 +432,39 @@ fn walk(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// A small backup to the share and back, through `url`, compared with its source.
+fn round_trip(url: &str, password: Option<&str>, work: &Path) {
+    let cfg = work.join("config");
+    let src = work.join("small.img");
+    if !src.exists() {
+        sh_ok(Command::new("sh").arg("-c").arg(format!("head -c 24M /dev/urandom > {0}; head -c 8M /dev/zero >> {0}", src.display())));
+    }
+    let out = run(&["backup", "disk", src.to_str().expect("utf-8"), "-o", url, "--compress", "fast", "--verify"], password, &cfg);
+    assert!(out.status.success(), "backup to {url}: {}", String::from_utf8_lossy(&out.stderr));
+    let r = blank(work, "back.img", &src);
+    let out = run(&["restore", url, "--to", r.to_str().expect("utf-8"), "--yes"], password, &cfg);
+    assert!(out.status.success(), "restore from {url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(file_hash(&r), file_hash(&src), "{url}: restored bytes differ");
+    std::fs::remove_file(&r).expect("rm");
+}
+
+/// A server that requires encryption (SMB 3 sealing) and one that serves a
+/// guest share (no user, no password, unsigned as guests are): backups go
+/// to both and come back unchanged. Without a user the client asks for
+/// guest access; a named user is never downgraded to it.
+#[test]
+fn encrypted_and_guest_shares() {
+    let work = tempfile::tempdir().expect("tmp");
+    let sealed = Samba::start_with("server signing = mandatory\n  server smb encrypt = required\n  server min protocol = SMB3\n", "");
+    round_trip(&sealed.url("pc1/sealed.img"), Some(PASSWORD), work.path());
+    assert!(sealed.share().join("pc1/sealed.img").is_file());
+
+    let guest = Samba::start_with("map to guest = Bad User\n  server signing = auto\n", "[public]\n  path = {d}/share\n  guest ok = yes\n  read only = no\n  force user = root\n");
+    let url = format!("smb://127.0.0.1:{}/public/guest.img", guest.port);
+    round_trip(&url, None, work.path());
+    assert!(guest.share().join("guest.img").is_file());
+    // The user share of the same server still wants its password.
+    fails(&["info", &guest.url("guest.img")], Some("wrong"), &work.path().join("config"), "refused user tech");
 }

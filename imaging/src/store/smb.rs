@@ -1,5 +1,6 @@
 //! Image stores on SMB 2/3 shares (Windows, Samba, NAS boxes), in userspace:
-//! `smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH`.
+//! `smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH`, or without `USER@` for a
+//! guest share (the only sessions allowed to go unsigned).
 //!
 //! Built on the `smb` crate's threaded client (pure Rust, no async runtime,
 //! NTLM through `sspi`, signing and encryption as the server asks), so it
@@ -357,12 +358,18 @@ fn connect(url: &SmbUrl) -> io::Result<Arc<Client>> {
                 cfg.connection.port = url.port;
                 cfg.connection.timeout = Some(IO_TIMEOUT);
                 cfg.connection.client_name = Some("rescue".into());
+                // smb://HOST/SHARE without a user asks for guest access,
+                // which cannot be signed; a named user's sessions always are.
+                cfg.connection.allow_unsigned_guest_access = url.user.is_none();
                 Arc::new(Client::new(cfg))
             })
             .clone()
     };
     let unc = url.share_unc().map_err(StoreError::into_io)?;
-    let user = url.user.clone().unwrap_or_default();
+    // No user: guest access. NTLM needs a name; servers that allow guests
+    // (Samba's "map to guest = Bad User", Windows with Guest on) map an
+    // unknown one like this to their guest account.
+    let user = url.user.clone().unwrap_or_else(|| "guest".into());
     let password = password_for(url).unwrap_or_default();
     let mut failures = 0;
     let mut delay = BACKOFF;
