@@ -86,6 +86,25 @@ fn expand_with(saved: &Shares, args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
+/// A location typed in the TUI: a saved share's NAME:PATH becomes its URL,
+/// and the share's saved password (if any) is registered for it.
+pub fn resolve_typed(typed: &str) -> String {
+    match Shares::load() {
+        Ok(saved) => resolve_typed_with(&saved, typed),
+        Err(_) => typed.to_string(),
+    }
+}
+
+fn resolve_typed_with(saved: &Shares, typed: &str) -> String {
+    let out = expand_with(saved, vec![OsString::from("rescue"), OsString::from(typed)]).pop().and_then(|a| a.into_string().ok()).unwrap_or_else(|| typed.to_string());
+    if smb::is_smb_url(&out) && !smb::has_password(&out) {
+        if let Some(p) = saved.password_for(&out) {
+            let _ = smb::set_password(&out, p);
+        }
+    }
+    out
+}
+
 /// Register a password for each SMB location on the command line that has
 /// none yet: the saved one, the file's, or one asked for on the terminal
 /// (once per user and server). `RESCUE_SMB_PASSWORD` needs nothing here.
@@ -247,6 +266,16 @@ mod tests {
                 local_part.as_str()
             ]
         );
+    }
+
+    #[test]
+    fn typed_locations_resolve_with_their_saved_password() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut s = Shares::load_from(d.path()).expect("empty");
+        s.add("vault", "smb://keeper@10.77.0.9/vault", Some("sesame".into())).expect("add");
+        assert_eq!(resolve_typed_with(&s, "vault:pc/a.img"), "smb://keeper@10.77.0.9/vault/pc/a.img");
+        assert!(smb::has_password("smb://keeper@10.77.0.9/vault/pc/a.img"), "the saved password is registered");
+        assert_eq!(resolve_typed_with(&s, "/mnt/usb/a.img"), "/mnt/usb/a.img");
     }
 
     #[test]

@@ -1240,6 +1240,8 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
             if w.dest.trim().is_empty() {
                 w.error = Some("type where the image goes, e.g. /mnt/usb/pc.rimg".into());
             } else if let Some(d) = s.disk(w.disk) {
+                // A saved share's NAME:PATH is shown as the URL it stands for.
+                w.dest = crate::cli::resolve_typed_location(w.dest.trim());
                 // Does the folder already hold backups of this disk? Then a
                 // new point of that task is offered (answer: TasksFound).
                 w.error = None;

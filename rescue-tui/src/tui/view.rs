@@ -357,7 +357,8 @@ fn backup(s: &State, w: &BackupWiz, f: &mut Frame, area: Rect) {
         }
         BStep::Dest => {
             let mut lines = vec![
-                Line::from("Where should the image go? A path on a mounted disk or share;"),
+                Line::from("Where should the image go? A path on a mounted disk, an SMB share"),
+                Line::from("(smb://USER@HOST/SHARE/PATH) or a saved share's NAME:PATH;"),
                 Line::from("split images get .001, .002, ... appended."),
                 Line::from(""),
                 text_box("Image file", &w.dest, true, false),
