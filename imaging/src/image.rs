@@ -36,7 +36,7 @@ use std::path::PathBuf;
 /// Errors of the image format (reading, writing, verifying).
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: {source}")]
+    #[error("{}", io_message(path, source))]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a rescue image (bad magic at byte {offset})")]
     NotAnImage { path: PathBuf, offset: u64 },
@@ -64,6 +64,15 @@ pub enum ImageError {
     Resume(String),
     #[error(transparent)]
     Cancelled(#[from] crate::task::Cancelled),
+}
+
+/// "PATH: why", or just "why" when a store's error already names the file
+/// (its messages start with the URL).
+fn io_message(path: &std::path::Path, source: &std::io::Error) -> String {
+    match crate::store::StoreError::find(source) {
+        Some(_) => source.to_string(),
+        None => format!("{}: {source}", path.display()),
+    }
 }
 
 impl ImageError {

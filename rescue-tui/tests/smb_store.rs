@@ -112,7 +112,8 @@ impl Drop for Samba {
 /// `rescue` with the share's password in the environment (or not).
 fn run(args: &[&str], password: Option<&str>, config: &Path) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
-    c.args(args).env_remove("RESCUE_PASSWORD").env("RESCUE_CONFIG_DIR", config).stdin(Stdio::null());
+    // Our own info lines land in the captured stderr a failure shows.
+    c.args(args).env_remove("RESCUE_PASSWORD").env("RESCUE_CONFIG_DIR", config).env("RESCUE_LOG", "info,smb=warn,smb_transport=warn,sspi=warn").stdin(Stdio::null());
     match password {
         Some(p) => c.env("RESCUE_SMB_PASSWORD", p),
         None => c.env_remove("RESCUE_SMB_PASSWORD"),
