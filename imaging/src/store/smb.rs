@@ -601,6 +601,9 @@ pub struct SmbFile {
     /// Replaced after a reconnect.
     file: RwLock<Arc<smb::File>>,
     ahead: ReadAhead,
+    /// The server stopped answering: the handle is not closed (a CLOSE on
+    /// the dead connection would wait for its 30 s reply timeout).
+    dead: std::sync::atomic::AtomicBool,
 }
 
 fn open_for_read(url: &SmbUrl) -> io::Result<(smb::File, u64, usize)> {
@@ -638,7 +641,7 @@ fn open_for_read(url: &SmbUrl) -> io::Result<(smb::File, u64, usize)> {
 impl SmbFile {
     pub fn open(url: &SmbUrl) -> io::Result<SmbFile> {
         let (f, len, chunk) = open_for_read(url)?;
-        Ok(SmbFile { shown: url.display(), url: url.clone(), len, chunk, file: RwLock::new(Arc::new(f)), ahead: ReadAhead::default() })
+        Ok(SmbFile { shown: url.display(), url: url.clone(), len, chunk, file: RwLock::new(Arc::new(f)), ahead: ReadAhead::default(), dead: false.into() })
     }
 
     fn current(&self) -> Arc<smb::File> {
@@ -669,12 +672,16 @@ impl SmbFile {
                 Err(e) => {
                     failures += 1;
                     if failures >= ATTEMPTS {
+                        self.dead.store(true, std::sync::atomic::Ordering::Relaxed);
                         return Err(StoreError::Failed { url: self.shown.clone(), start: offset, end: offset + buf.len() as u64, attempts: failures, got: got as u64, last: e.to_string() }.into_io());
                     }
                     tracing::info!(url = %self.shown, error = %e, resume_at = offset + got as u64, "SMB read failed; reconnecting");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
-                    self.reopen(&file)?;
+                    if let Err(e) = self.reopen(&file) {
+                        self.dead.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -705,7 +712,9 @@ impl SmbFile {
 
 impl Drop for SmbFile {
     fn drop(&mut self) {
-        let _ = self.current().close();
+        if !self.dead.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.current().close();
+        }
     }
 }
 
@@ -820,6 +829,8 @@ impl Write for SmbWriter {
                     }
                     failures += 1;
                     if failures >= ATTEMPTS {
+                        // Not closed on drop: the connection is dead (see `reopen`).
+                        drop(self.file.take());
                         return Err(StoreError::Failed { url: self.shown.clone(), start: self.pos, end: self.pos + part.len() as u64, attempts: failures, got: 0, last: e.to_string() }.into_io());
                     }
                     tracing::info!(url = %self.shown, error = %e, at = self.pos, "SMB write failed; reconnecting");

@@ -86,9 +86,13 @@ pub struct AcquireError;
 #[cfg(not(feature = "async"))]
 impl std::fmt::Display for AcquireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Failed to acquire semaphore.")
+        write!(f, "the server granted no credits for 30 s (failed to acquire semaphore)")
     }
 }
+
+/// How long [`Semaphore::acquire_many`] waits for credits before failing.
+#[cfg(not(feature = "async"))]
+const CREDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An implementation of a limited tokio::sync::Semaphore using std::sync primitives -
 /// for multi-threaded environments, where tokio::sync::Semaphore is not available.
@@ -115,7 +119,14 @@ impl Semaphore {
 
     pub fn acquire_many(&self, count: u32) -> Result<SemaphorePermit<'_>, AcquireError> {
         let guard = self.inner.lock().unwrap();
-        let mut guard = self.condvar.wait_while(guard, |c| *c < count).unwrap();
+        // Vendored change: the only semaphore is the connection's credits, and
+        // credits a server never grants would block the caller forever. Fail
+        // instead after as long as a reply may take, so the caller can
+        // reconnect (a new connection starts with fresh credits).
+        let (mut guard, waited) = self.condvar.wait_timeout_while(guard, CREDIT_WAIT, |c| *c < count).unwrap();
+        if waited.timed_out() && *guard < count {
+            return Err(AcquireError);
+        }
         *guard -= count;
         Ok(SemaphorePermit { sem: self, count })
     }
