@@ -1406,10 +1406,12 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
                 1 => {
                     w.busy = true;
                     w.error = None;
+                    // A share's folder (URL or a saved share's NAME:PATH) is listed too.
+                    w.scan_dir = crate::cli::resolve_typed_location(w.scan_dir.trim());
                     return (Screen::Restore(w.with_scan(&mut cmds)), cmds);
                 }
                 2 => w.found.get(w.found_sel).map(|p| p.display().to_string()).unwrap_or_default(),
-                _ => w.path.trim().to_string(),
+                _ => crate::cli::resolve_typed_location(w.path.trim()),
             };
             if path.is_empty() {
                 w.error = Some("type the image's path, or scan a folder for images".into());

@@ -356,6 +356,15 @@ pub fn tasks_of(dir: &Path, source: &Path) -> Vec<imaging::chain::PointSummary> 
 /// Images under `dir`: `*.rimg`, the first volume of split sets, and
 /// `*.img` files that are images (chain points) rather than raw disks.
 pub fn scan(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    // A folder on a share: its images (first volumes), without descending.
+    if imaging::store::is_remote(dir) {
+        for p in imaging::store::list(dir).unwrap_or_default() {
+            if imaging::image::volume::volume_id(&p).is_some_and(|(i, _)| i == 0) {
+                out.push(p);
+            }
+        }
+        return;
+    }
     if depth > 4 || ["/proc", "/sys", "/dev", "/run"].iter().any(|p| dir == Path::new(p)) {
         return;
     }
