@@ -344,27 +344,6 @@ fn with_client<T>(url: &SmbUrl, doing: &str, mut op: impl FnMut(&Client) -> Resu
 fn connect(url: &SmbUrl) -> io::Result<Arc<Client>> {
     let key = url.client_key();
     let share_key = format!("{key}/{}", url.share.to_ascii_lowercase());
-    let client = {
-        let mut p = lock_pool().map_err(StoreError::into_io)?;
-        if p.shares.contains(&share_key) {
-            if let Some(c) = p.clients.get(&key) {
-                return Ok(c.clone());
-            }
-        }
-        p.clients
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let mut cfg = ClientConfig::default();
-                cfg.connection.port = url.port;
-                cfg.connection.timeout = Some(IO_TIMEOUT);
-                cfg.connection.client_name = Some("rescue".into());
-                // smb://HOST/SHARE without a user asks for guest access,
-                // which cannot be signed; a named user's sessions always are.
-                cfg.connection.allow_unsigned_guest_access = url.user.is_none();
-                Arc::new(Client::new(cfg))
-            })
-            .clone()
-    };
     let unc = url.share_unc().map_err(StoreError::into_io)?;
     // No user: guest access. NTLM needs a name; servers that allow guests
     // (Samba's "map to guest = Bad User", Windows with Guest on) map an
@@ -374,30 +353,53 @@ fn connect(url: &SmbUrl) -> io::Result<Arc<Client>> {
     let mut failures = 0;
     let mut delay = BACKOFF;
     loop {
+        let client = {
+            let mut p = lock_pool().map_err(StoreError::into_io)?;
+            if p.shares.contains(&share_key) {
+                if let Some(c) = p.clients.get(&key) {
+                    return Ok(c.clone());
+                }
+            }
+            p.clients
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let mut cfg = ClientConfig::default();
+                    cfg.connection.port = url.port;
+                    cfg.connection.timeout = Some(IO_TIMEOUT);
+                    cfg.connection.client_name = Some("rescue".into());
+                    // smb://HOST/SHARE without a user asks for guest access,
+                    // which cannot be signed; a named user's sessions always are.
+                    cfg.connection.allow_unsigned_guest_access = url.user.is_none();
+                    Arc::new(Client::new(cfg))
+                })
+                .clone()
+        };
         match client.share_connect(&unc, &user, password.clone()) {
-            Ok(()) => break,
-            Err(e) => match classify(url, "connecting", e) {
-                Failure::Fatal(e) => {
-                    forget(url, &client);
-                    return Err(e);
+            Ok(()) => {
+                if let Ok(mut p) = lock_pool() {
+                    p.shares.insert(share_key);
                 }
-                Failure::Retry(why) => {
-                    failures += 1;
-                    if failures >= ATTEMPTS {
-                        forget(url, &client);
-                        return Err(StoreError::Unreachable { url: url.display(), server: url.server(), why }.into_io());
+                return Ok(client);
+            }
+            Err(e) => {
+                // Whatever failed, the next attempt starts on a new
+                // connection (one left without credits stays so).
+                forget(url, &client);
+                match classify(url, "connecting", e) {
+                    Failure::Fatal(e) => return Err(e),
+                    Failure::Retry(why) => {
+                        failures += 1;
+                        if failures >= ATTEMPTS {
+                            return Err(StoreError::Unreachable { url: url.display(), server: url.server(), why }.into_io());
+                        }
+                        tracing::info!(url = %url.display(), error = %why, "connecting to the share failed; retrying");
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(5));
                     }
-                    tracing::info!(url = %url.display(), error = %why, "connecting to the share failed; retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
-            },
+            }
         }
     }
-    if let Ok(mut p) = lock_pool() {
-        p.shares.insert(share_key);
-    }
-    Ok(client)
 }
 
 /// Drop a client whose connection failed, so the next use makes a new one.
