@@ -469,3 +469,52 @@ fn encrypted_and_guest_shares() {
     // The user share of the same server still wants its password.
     fails(&["info", &guest.url("guest.img")], Some("wrong"), &work.path().join("config"), "refused user tech");
 }
+
+/// An incremental point cut off on its way to the share goes on with
+/// `backup incr --resume`, and restores to the source as it was then.
+#[test]
+fn an_incremental_point_cut_off_resumes() {
+    let mut smb = Samba::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let cfg = work.path().join("config");
+    let src = work.path().join("disk.img");
+    sh_ok(Command::new("sh").arg("-c").arg(format!("head -c 320M /dev/urandom > {}", src.display())));
+    let src_arg = src.to_str().expect("utf-8");
+    let full = smb.url("pc1/disk.img");
+    ok(&["backup", "disk", src_arg, "-o", &full, "--compress", "fast"], &cfg);
+    // Everything changes: the new point stores it all again.
+    sh_ok(Command::new("sh").arg("-c").arg(format!("head -c 320M /dev/urandom | dd of={} conv=notrunc status=none", src.display())));
+
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.args(["backup", "incr", &full, "--compress", "high"])
+        .env("RESCUE_SMB_PASSWORD", PASSWORD)
+        .env("RESCUE_CONFIG_DIR", &cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("rescue");
+    let partial = smb.share().join("pc1/disk.p002-incr.img.partial");
+    let t0 = Instant::now();
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (100 << 20) {
+        if child.try_wait().expect("wait").is_some() || t0.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("the point was not cut off at 100 MiB:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    smb.kill();
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    smb.run();
+    let out = ok(&["--json", "backup", "incr", &full, "--resume"], &cfg);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(v["resumed_from"].as_u64().expect("resumed_from") >= 64 << 20, "{out}");
+    let point = smb.url("pc1/disk.p002-incr.img");
+    ok(&["check", &point], &cfg);
+    let r = blank(work.path(), "r.img", &src);
+    ok(&["restore", &point, "--to", r.to_str().expect("utf-8"), "--yes"], &cfg);
+    assert_eq!(file_hash(&r), file_hash(&src), "the resumed point restores to the changed source");
+    assert!(!partial.exists());
+}
