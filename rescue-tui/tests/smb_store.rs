@@ -142,6 +142,36 @@ fn blank(dir: &Path, name: &str, like: &Path) -> PathBuf {
     p
 }
 
+/// Run `rescue args` and kill the server once `partial` holds `bytes`:
+/// the command's output after it noticed (it must still be running then).
+fn cut_off(smb: &mut Samba, args: &[&str], cfg: &Path, partial: &Path, bytes: u64) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.args(args)
+        .env("RESCUE_LOG", "info,smb=off,smb_transport=off")
+        .env("RESCUE_SMB_PASSWORD", PASSWORD)
+        .env("RESCUE_CONFIG_DIR", cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("rescue");
+    let t0 = Instant::now();
+    while std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0) < bytes {
+        if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            panic!("rescue {args:?} ended before it was cut off:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            let size = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("rescue {args:?} wrote {size} bytes in 300 s, not {bytes}:\n{}\n--- smbd:\n{}", String::from_utf8_lossy(&out.stderr), smb.log_tail());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    smb.kill();
+    child.wait_with_output().expect("wait")
+}
+
 #[test]
 fn backup_restore_chain_and_merge_on_a_share() {
     let smb = Samba::start();
@@ -246,34 +276,10 @@ fn server_killed_mid_backup_leaves_no_complete_looking_file_and_resumes() {
     let src_arg = src.to_str().expect("utf-8");
     let target = smb.url("pc1/big.img");
     fails(&["backup", "disk", src_arg, "-o", &target, "--resume"], Some(PASSWORD), &cfg, "no interrupted backup");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
-    c.args(["backup", "disk", src_arg, "-o", &target, "--compress", "high"])
-        .env("RESCUE_LOG", "info,smb=off,smb_transport=off")
-        .env("RESCUE_SMB_PASSWORD", PASSWORD)
-        .env("RESCUE_CONFIG_DIR", &cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("rescue");
     let partial = smb.share().join("pc1/big.img.partial");
     let journal = smb.share().join("pc1/big.img.partial.journal");
     // Past the first checkpoint (64 MiB stored).
-    let t0 = Instant::now();
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (100 << 20) {
-        if child.try_wait().expect("wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            panic!("the backup ended before it was cut off:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        }
-        if t0.elapsed() > Duration::from_secs(300) {
-            let size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("the backup wrote {size} bytes in 300 s, not 100 MiB:\n{}\n--- smbd:\n{}", String::from_utf8_lossy(&out.stderr), smb.log_tail());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    smb.kill();
-    let out = child.wait_with_output().expect("wait");
+    let out = cut_off(&mut smb, &["backup", "disk", src_arg, "-o", &target, "--compress", "high"], &cfg, &partial, 100 << 20);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the backup must fail when the server is gone:\n{err}");
     assert!(err.contains("big.img") && err.contains("--resume"), "{err}");
@@ -485,26 +491,8 @@ fn an_incremental_point_cut_off_resumes() {
     // Everything changes: the new point stores it all again.
     sh_ok(Command::new("sh").arg("-c").arg(format!("head -c 320M /dev/urandom | dd of={} conv=notrunc status=none", src.display())));
 
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
-    c.args(["backup", "incr", &full, "--compress", "high"])
-        .env("RESCUE_SMB_PASSWORD", PASSWORD)
-        .env("RESCUE_CONFIG_DIR", &cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("rescue");
     let partial = smb.share().join("pc1/disk.p002-incr.img.partial");
-    let t0 = Instant::now();
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < (100 << 20) {
-        if child.try_wait().expect("wait").is_some() || t0.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("the point was not cut off at 100 MiB:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    smb.kill();
-    let out = child.wait_with_output().expect("wait");
+    let out = cut_off(&mut smb, &["backup", "incr", &full, "--compress", "high"], &cfg, &partial, 100 << 20);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--resume"), "{}", String::from_utf8_lossy(&out.stderr));
 
     smb.run();

@@ -91,6 +91,13 @@ pub(crate) struct Journal {
     pub current: Option<CurrentRegion>,
 }
 
+impl Journal {
+    /// A journal of image `image_id` with nothing done yet.
+    pub fn new(image_id: String, position: u64) -> Journal {
+        Journal { version: JOURNAL_VERSION, image_id, position, done: Vec::new(), current: None }
+    }
+}
+
 /// What a resumed writer replays: the regions done, and where the region in
 /// progress stopped.
 pub(crate) struct Replay {

@@ -351,7 +351,7 @@ impl ImageWriter {
         vol.write_all(&header.encode())?;
         let keeper = vol.journaled().map(|fin| resume::Keeper {
             path: super::volume::journal_name(fin),
-            journal: resume::Journal { version: 1, image_id: hex(&image_id), position: 0, done: Vec::new(), current: None },
+            journal: resume::Journal::new(hex(&image_id), 0),
         });
         let mut w = Self { vol, header, keys, opts, regions: Vec::new(), dedup: Default::default(), seen: Default::default(), keeper, replay: None, resumed_from: None };
         // The first checkpoint (the header) also replaces a journal left by an earlier cut-off backup.
@@ -383,7 +383,7 @@ impl ImageWriter {
         let vol = VolumeWriter::reopen(fin.clone(), r.header.image_id, r.journal.position)?;
         let keeper = resume::Keeper {
             path: super::volume::journal_name(&fin),
-            journal: resume::Journal { version: 1, image_id: r.journal.image_id.clone(), position: r.journal.position, done: Vec::new(), current: None },
+            journal: resume::Journal::new(r.journal.image_id.clone(), r.journal.position),
         };
         let replay = resume::Replay { done: r.journal.done.into(), current: r.journal.current };
         tracing::info!(file = %fin.display(), at = r.journal.position, "resuming the interrupted backup");
@@ -433,13 +433,9 @@ impl ImageWriter {
 
     /// Record how far the image is complete (a backup to a share only).
     fn checkpoint(&mut self, current: Option<resume::CurrentRegion>) -> Result<(), ImageError> {
-        if self.keeper.is_none() {
-            return Ok(());
-        }
-        self.vol.flush()?;
-        let position = self.vol.position();
         let Some(k) = self.keeper.as_mut() else { return Ok(()) };
-        k.journal.position = position;
+        self.vol.flush()?;
+        k.journal.position = self.vol.position();
         k.journal.current = current;
         k.save()
     }
