@@ -216,6 +216,10 @@ pub enum Command {
     /// point depends on.
     Prune(PruneArgs),
     /// Saved SMB locations (NAS shares) for backups and restores.
+    ///
+    /// A saved share's NAME:PATH stands for its URL wherever a path or URL
+    /// goes, with its saved password (e.g. `rescue backup disk /dev/sda -o
+    /// nas:pc1/full.rimg`); smb://HOST/SHARE without a user is guest access.
     #[command(subcommand)]
     Shares(SharesCmd),
 }
