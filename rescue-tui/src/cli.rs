@@ -11,7 +11,7 @@ mod progress;
 mod prompt;
 mod shares;
 pub(crate) mod show;
-mod universal;
+pub mod universal;
 mod write;
 
 use std::path::PathBuf;

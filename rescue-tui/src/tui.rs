@@ -15,8 +15,7 @@
 //!   and asks for the target's short name.
 //!
 //! Deliberately unsupported for now: mounting a partition read-write as a
-//! backup destination, SMB shares, universal restore, manual partition
-//! resizing, a shell, and the mouse. Chains: new points of unencrypted tasks
+//! backup destination, manual partition resizing, and the mouse. Chains: new points of unencrypted tasks
 //! only (an encrypted task's source is unknown until its password is typed).
 
 pub mod event;
@@ -31,7 +30,9 @@ mod tests;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -101,7 +102,21 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the screen")?;
 
     let input_tx = tx.clone();
+    let input = Arc::new(AtomicU8::new(INPUT_RUN));
+    let input2 = input.clone();
     std::thread::spawn(move || loop {
+        // Parked while a shell owns the terminal: reading here would steal
+        // its keys. Polling keeps the pause within 100 ms.
+        if input2.load(Ordering::SeqCst) != INPUT_RUN {
+            input2.store(INPUT_PARKED, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match crossterm::event::poll(Duration::from_millis(100)) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => break,
+        }
         let ev = match crossterm::event::read() {
             Ok(CtEvent::Key(k)) => Event::Key(k),
             Ok(CtEvent::Resize(..)) => Event::Resize,
@@ -124,14 +139,59 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
     // vt100-class terminals and serial lines often lack UTF-8 line drawing.
     let term = std::env::var("TERM").unwrap_or_default();
     state.ascii = std::env::var_os("RESCUE_ASCII").is_some_and(|v| v != "0") || ["vt100", "vt102", "vt220", "dumb", "ansi"].contains(&term.as_str());
+    state.shell = find_shell();
+    let shell_tx = tx.clone();
     let mut runner = Runner::new(tx, extra_disks);
     runner.run(Command::Refresh);
-    let flow = run_loop(&mut terminal, &mut state, &rx, &mut runner);
+    let flow = loop {
+        match run_loop(&mut terminal, &mut state, &rx, &mut runner) {
+            Ok(Flow::Shell(sh)) => {
+                let r = run_shell(&sh, &input);
+                terminal.clear().context("redrawing the screen after the shell")?;
+                let _ = shell_tx.send(Event::ShellDone(r));
+            }
+            other => break other,
+        }
+    };
     restore_terminal();
     match flow.context("drawing the screen")? {
         Flow::Power(a) => power(a),
         _ => Ok(()),
     }
+}
+
+const INPUT_RUN: u8 = 0;
+const INPUT_PAUSE: u8 = 1;
+const INPUT_PARKED: u8 = 2;
+
+/// The shell Tools offers: $SHELL, else bash or sh (cmd.exe on Windows);
+/// None when the system has none (a minimal initramfs).
+fn find_shell() -> Option<PathBuf> {
+    let env = if cfg!(windows) { "COMSPEC" } else { "SHELL" };
+    let fallback: &[&str] = if cfg!(windows) { &["C:\\Windows\\System32\\cmd.exe", "X:\\Windows\\System32\\cmd.exe"] } else { &["/bin/bash", "/bin/sh"] };
+    std::env::var_os(env).map(PathBuf::from).into_iter().chain(fallback.iter().map(PathBuf::from)).find(|p| p.is_absolute() && p.is_file())
+}
+
+/// Give the terminal to `sh` until it exits, then take it back: the input
+/// thread is parked first so it does not read the shell's keys.
+fn run_shell(sh: &std::path::Path, input: &AtomicU8) -> Result<String, String> {
+    input.store(INPUT_PAUSE, Ordering::SeqCst);
+    for _ in 0..100 {
+        if input.load(Ordering::SeqCst) == INPUT_PARKED {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    restore_terminal();
+    println!("\r\nrescue: this is {}; type exit to go back to rescue.\r", sh.display());
+    let r = std::process::Command::new(sh)
+        .status()
+        .map(|st| st.to_string())
+        .map_err(|e| format!("could not start {}: {e}", sh.display()));
+    let _ = crossterm::terminal::enable_raw_mode();
+    let _ = crossterm::execute!(io::stdout(), crossterm::terminal::EnterAlternateScreen, crossterm::cursor::Hide);
+    input.store(INPUT_RUN, Ordering::SeqCst);
+    r
 }
 
 /// Power off or reboot (see `tui/power.rs`).

@@ -430,3 +430,97 @@ fn tui_full_then_incremental_then_restore_the_point_in_tmux() {
     t.keys(&["q"]);
     t.wait("rescue exited with 0", 10);
 }
+
+/// Universal restore from the TUI on a disk with a real Windows 7 hive:
+/// once as the restore summary's option (restore an image of the disk onto
+/// another, AHCI enabled on the copy), once from Tools on the original.
+/// Then a shell from Tools: it gets the keys, and the TUI comes back. Needs
+/// root (loop devices and ntfs-3g for the fixture and the check).
+#[test]
+fn tui_universal_restore_and_shell_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test: apt-get install tmux");
+    }
+    require_root();
+    let d = tempfile::tempdir().expect("temp dir");
+    let dir = d.path();
+    let win = windows7_disk(dir);
+    let img = dir.join("win.rimg");
+    rescue_ok(&["backup", "disk", win.to_str().expect("utf-8"), "-o", img.to_str().expect("utf-8")]);
+    let tgt = file(dir, "copy.img", 100 << 20);
+    let cmd = format!(
+        "cd {dir} && TERM=xterm SHELL=/bin/sh RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {win} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
+        dir = dir.display(),
+        bin = env!("CARGO_BIN_EXE_rescue"),
+        win = win.display(),
+        tgt = tgt.display(),
+    );
+    let t = Tmux::start("universal", &cmd);
+    t.wait("Recent operations", 30);
+    t.wait("> [", 30);
+
+    // 1. Restore the image onto copy.img with universal restore for AHCI.
+    t.keys(&["r"]);
+    t.wait("Scan folder", 10);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Restore what?", 30);
+    t.keys(&["Enter"]);
+    t.wait("Restore onto which disk?", 10);
+    t.select("[copy.img]");
+    t.keys(&["Enter"]);
+    t.wait("type copy.img to start", 60);
+    // Up from the first option wraps to the last: universal restore.
+    t.keys(&["Up", "Right", "Right"]);
+    t.wait("yes: for AHCI (SATA)", 10);
+    t.keys(&["Enter"]);
+    let p = t.wait("Type the name", 10);
+    assert!(p.contains("Then universal restore"), "{p}");
+    t.text("copy.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Restore finished", 180);
+    assert!(p.contains("Restore complete") && p.contains("Universal restore on partition 1"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    assert_eq!(windows7_service_start(&tgt, &dir.join("m1"), "ControlSet001", "msahci"), 0, "msahci enabled on the restored copy");
+    assert_eq!(windows7_service_start(&win, &dir.join("m2"), "ControlSet001", "msahci"), 3, "the source disk is untouched so far");
+
+    // 2. Tools > Universal restore on the original disk, for AHCI.
+    t.keys(&["t"]);
+    t.wait("Tools", 10);
+    t.select("Universal restore");
+    t.keys(&["Enter"]);
+    t.wait("which disk holds", 10);
+    t.select("[win.img]");
+    t.keys(&["Enter"]);
+    t.wait("boot on:", 10);
+    t.select("For AHCI (SATA)");
+    t.keys(&["Enter"]);
+    let p = t.wait("Type the name", 120);
+    assert!(p.contains("msahci") && p.contains("type  win.img"), "the plan names the change: {p}");
+    assert_eq!(windows7_service_start(&win, &dir.join("m3"), "ControlSet001", "msahci"), 3, "planning writes nothing");
+    t.text("win.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Universal restore finished", 180);
+    assert!(p.contains("registry changes"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    assert_eq!(windows7_service_start(&win, &dir.join("m4"), "ControlSet001", "msahci"), 0, "msahci enabled on the original");
+
+    // 3. A shell from Tools takes the keys; `exit` comes back to the TUI.
+    t.keys(&["t"]);
+    t.wait("Tools", 10);
+    t.select("Open a shell");
+    t.keys(&["Enter"]);
+    t.wait("type exit to go back", 10);
+    let out = dir.join("shell-out");
+    t.text(&format!("echo shell-$((6*7)) > {}; exit", out.display()));
+    t.keys(&["Enter"]);
+    t.wait("Open a shell", 20);
+    assert_eq!(std::fs::read_to_string(&out).expect("the shell ran the command").trim(), "shell-42");
+    // The TUI reads keys again.
+    t.keys(&["Escape"]);
+    t.wait("Recent operations", 10);
+    let log = std::fs::read_to_string(dir.join("tui.log")).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+}

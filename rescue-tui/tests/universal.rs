@@ -12,23 +12,7 @@ use common::*;
 fn enables_ahci_on_an_offline_windows_7() {
     require_root();
     let d = tempfile::tempdir().unwrap();
-    let hive_xz = testdata().join("hives/regipy/SYSTEM.xz");
-    assert!(hive_xz.exists(), "test data missing: {} (shared/testdata beside the repo)", hive_xz.display());
-    let disk = new_file(d.path(), "win.img", 96 << 20);
-    std::fs::write(d.path().join("l"), "label: gpt\nstart=1MiB, size=90MiB, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n").unwrap();
-    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(d.path().join("l")).unwrap()));
-    {
-        let lo = Loop::attach(&disk, 1 << 20, 90 << 20, false);
-        sh_ok(Command::new("mkfs.ntfs").args(["-q", "-F", "-f", lo.path()]));
-        let m = Mount::new(lo.path(), &d.path().join("m"), "ntfs", false);
-        let cfg = m.0.join("Windows/System32/config");
-        std::fs::create_dir_all(&cfg).unwrap();
-        std::fs::create_dir_all(m.0.join("Windows/System32/drivers")).unwrap();
-        let raw = Command::new("xz").arg("-dc").arg(&hive_xz).output().unwrap();
-        assert!(raw.status.success());
-        std::fs::write(cfg.join("SYSTEM"), &raw.stdout).unwrap();
-        assert_eq!(service_start(&cfg.join("SYSTEM"), "ControlSet001", "msahci"), 3, "fixture: msahci starts disabled");
-    }
+    let disk = windows7_disk(d.path());
     let disk_s = disk.to_str().unwrap();
     // The plan names the change and writes nothing.
     let before = file_hash(&disk);

@@ -26,9 +26,43 @@ fn options(o: &UniversalOpts) -> Result<Options, CliError> {
     Ok(Options { controllers, driver_dirs: o.drivers.clone(), disable_stale: o.disable_stale, timestamp: None })
 }
 
-/// Plan (and unless `dry_run`, apply after confirmation) on every Windows
-/// installation and every Linux system found on `disk`.
-pub fn run_on(g: &Global, disk: &Path, part: Option<u32>, o: &UniversalOpts, dry_run: bool, ask: bool) -> Result<(), CliError> {
+/// The systems found on a disk and what universal restore would change on
+/// them. Holds their partitions mounted (read-write unless planned for a dry
+/// run) until it is applied or dropped.
+pub struct DiskWork {
+    found: Vec<drivers::offline::FoundWindows>,
+    windows: Vec<(u32, inject::Plan)>,
+    linux: LinuxWork,
+}
+
+impl DiskWork {
+    /// The plan in words: every key, file and command, by partition.
+    pub fn lines(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (p, pl) in &self.windows {
+            v.push(format!("partition {p}:"));
+            v.extend(pl.to_string().lines().map(str::to_string));
+        }
+        for pl in &self.linux.plans {
+            v.push(format!("partition {}:", pl.partition));
+            v.extend(pl.to_string().lines().map(str::to_string));
+        }
+        v
+    }
+
+    /// What the change touches, for the confirmation question.
+    pub fn what(&self) -> &'static str {
+        match (self.windows.is_empty(), self.linux.plans.is_empty()) {
+            (false, true) => "the Windows registry and driver files",
+            (true, false) => "the Linux initramfs and boot loader",
+            _ => "the Windows registry and driver files, and the Linux initramfs and boot loader,",
+        }
+    }
+}
+
+/// Find every Windows installation and Linux system on `disk` (or its
+/// partition `part`) and plan their changes for the target hardware in `o`.
+pub fn plan_disk(disk: &Path, part: Option<u32>, o: &UniversalOpts, dry_run: bool) -> Result<DiskWork, CliError> {
     disk_route_available(disk)?;
     let opts = options(o)?;
     let found = match drivers::offline::find_windows(disk, part, !dry_run) {
@@ -55,7 +89,7 @@ pub fn run_on(g: &Global, disk: &Path, part: Option<u32>, o: &UniversalOpts, dry
             ),
         });
     }
-    let mut plans = Vec::new();
+    let mut windows = Vec::new();
     for f in &found {
         for inst in &f.installs {
             let plan = inject::plan(inst, &opts).map_err(|e| CliError {
@@ -63,72 +97,92 @@ pub fn run_on(g: &Global, disk: &Path, part: Option<u32>, o: &UniversalOpts, dry
                 hint: Some(e.hint().to_string()),
                 error: anyhow::Error::new(e).context(format!("planning driver changes on partition {}", f.volume.partition)),
             })?;
-            plans.push((f.volume.partition, plan));
+            windows.push((f.volume.partition, plan));
         }
     }
-    if dry_run {
-        if g.json {
-            let mut v: Vec<_> = plans.iter().map(|(p, pl)| serde_json::json!({"partition": p, "plan": pl})).collect();
-            v.extend(linux.plans.iter().map(|pl| serde_json::json!({"partition": pl.partition, "linux": pl})));
-            return print_json(&v);
+    Ok(DiskWork { found, windows, linux })
+}
+
+/// What applying did, per system.
+pub struct Applied {
+    pub windows: Vec<(u32, inject::ApplyReport)>,
+    pub linux: Vec<drivers::linux_offline::Report>,
+}
+
+impl Applied {
+    pub fn lines(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (p, r) in &self.windows {
+            v.push(format!(
+                "Universal restore on partition {p}: {} registry changes, {} files copied; the old hive is kept as {}",
+                r.registry_changes,
+                r.files_copied,
+                r.backup.display()
+            ));
         }
-        for (p, pl) in &plans {
-            println!("partition {p}:\n{pl}");
+        for r in &self.linux {
+            v.push(format!(
+                "Universal restore of {} on partition {}: wrote {}; ran {}",
+                r.name,
+                r.partition,
+                if r.files_written.is_empty() { "no files".to_string() } else { r.files_written.join(", ") },
+                r.commands_run.join("; ")
+            ));
         }
-        for pl in &linux.plans {
-            println!("partition {}:\n{pl}", pl.partition);
-        }
-        return Ok(());
+        v
     }
-    if !g.json {
-        for (p, pl) in &plans {
-            eprintln!("partition {p}:\n{pl}");
-        }
-        for pl in &linux.plans {
-            eprintln!("partition {}:\n{pl}", pl.partition);
-        }
-    }
-    if ask {
-        let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let what = match (plans.is_empty(), linux.plans.is_empty()) {
-            (false, true) => "the Windows registry and driver files",
-            (true, false) => "the Linux initramfs and boot loader",
-            _ => "the Windows registry and driver files, and the Linux initramfs and boot loader,",
-        };
-        prompt::confirm(g.yes, &format!("This changes {what} on {}.", disk.display()), &name)?;
-    }
-    let mut reports = Vec::new();
-    for (p, pl) in &plans {
+}
+
+/// Apply a plan made with `dry_run` false; every mount is released before
+/// this returns. `note` hears about the slow steps.
+pub fn apply_disk(disk: &Path, w: DiskWork, note: &dyn Fn(String)) -> Result<Applied, CliError> {
+    let mut windows = Vec::new();
+    for (p, pl) in &w.windows {
+        note(format!("Changing the Windows registry and drivers on partition {p}"));
         let r = inject::apply(pl).map_err(|e| CliError {
             exit: super::Exit::Failed,
             hint: Some(e.hint().to_string()),
             error: anyhow::Error::new(e).context(format!("applying driver changes on partition {p}")),
         })?;
-        reports.push((*p, r));
+        windows.push((*p, r));
     }
-    drop(found);
-    let linux_reports = linux_apply(disk, linux)?;
+    drop(w.found);
+    let linux = linux_apply(disk, w.linux, note)?;
+    Ok(Applied { windows, linux })
+}
+
+/// Plan (and unless `dry_run`, apply after confirmation) on every Windows
+/// installation and every Linux system found on `disk`.
+pub fn run_on(g: &Global, disk: &Path, part: Option<u32>, o: &UniversalOpts, dry_run: bool, ask: bool) -> Result<(), CliError> {
+    let work = plan_disk(disk, part, o, dry_run)?;
+    if dry_run {
+        if g.json {
+            let mut v: Vec<_> = work.windows.iter().map(|(p, pl)| serde_json::json!({"partition": p, "plan": pl})).collect();
+            v.extend(work.linux.plans.iter().map(|pl| serde_json::json!({"partition": pl.partition, "linux": pl})));
+            return print_json(&v);
+        }
+        for l in work.lines() {
+            println!("{l}");
+        }
+        return Ok(());
+    }
+    if !g.json {
+        for l in work.lines() {
+            eprintln!("{l}");
+        }
+    }
+    if ask {
+        let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        prompt::confirm(g.yes, &format!("This changes {} on {}.", work.what(), disk.display()), &name)?;
+    }
+    let done = apply_disk(disk, work, &|m| eprintln!("{m}..."))?;
     if g.json {
-        let mut v: Vec<_> = reports.iter().map(|(p, r)| serde_json::json!({"partition": p, "report": r})).collect();
-        v.extend(linux_reports.iter().map(|r| serde_json::json!({"partition": r.partition, "linux": r})));
+        let mut v: Vec<_> = done.windows.iter().map(|(p, r)| serde_json::json!({"partition": p, "report": r})).collect();
+        v.extend(done.linux.iter().map(|r| serde_json::json!({"partition": r.partition, "linux": r})));
         return print_json(&v);
     }
-    for (p, r) in &reports {
-        println!(
-            "Universal restore on partition {p}: {} registry changes, {} files copied; the old hive is kept as {}",
-            r.registry_changes,
-            r.files_copied,
-            r.backup.display()
-        );
-    }
-    for r in &linux_reports {
-        println!(
-            "Universal restore of {} on partition {}: wrote {}; ran {}",
-            r.name,
-            r.partition,
-            if r.files_written.is_empty() { "no files".to_string() } else { r.files_written.join(", ") },
-            r.commands_run.join("; ")
-        );
+    for l in done.lines() {
+        println!("{l}");
     }
     Ok(())
 }
@@ -165,10 +219,10 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
 }
 
 /// Apply the Linux plans; every mount is released before this returns.
-fn linux_apply(disk: &Path, w: LinuxWork) -> Result<Vec<drivers::linux_offline::Report>, CliError> {
+fn linux_apply(disk: &Path, w: LinuxWork, note: &dyn Fn(String)) -> Result<Vec<drivers::linux_offline::Report>, CliError> {
     let mut out = Vec::new();
     for (f, pl) in w.found.iter().zip(&w.plans) {
-        eprintln!("Rebuilding the initramfs of {} on partition {} (this takes a minute)...", pl.name, pl.partition);
+        note(format!("Rebuilding the initramfs of {} on partition {} (this takes a minute)", pl.name, pl.partition));
         let r = drivers::linux_offline::apply(disk, w.layout.size, f, pl)
             .map_err(|e| linux_failed(e, format!("applying the Linux fix-ups on partition {}", pl.partition)))?;
         out.push(r);

@@ -82,6 +82,10 @@ pub enum Event {
     /// disk being backed up: the tasks a new point could continue.
     TasksFound(Vec<PointSummary>),
     PointPlanned(Result<Box<PointPlan>, Failure>),
+    UniversalPlanned(Result<UniversalPlan, Failure>),
+    /// The shell the user opened has ended (its exit status, or why it
+    /// could not start).
+    ShellDone(Result<String, String>),
     /// Task progress: a phase begins.
     Phase {
         name: String,
@@ -118,6 +122,25 @@ pub struct PointJob {
     pub password: Option<String>,
     pub verify: bool,
     pub comment: Option<String>,
+}
+
+/// Universal restore: make the Windows or Linux on `disk` (only partition
+/// `part` when set) boot on other storage hardware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniversalJob {
+    pub disk: PathBuf,
+    pub part: Option<u32>,
+    /// Profiles (`ahci`, `nvme`, ...) or hardware IDs; empty: this machine's
+    /// storage controllers.
+    pub for_hw: Vec<String>,
+}
+
+/// A universal-restore plan: what it touches, and every key, file and
+/// command it would change or run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UniversalPlan {
+    pub what: String,
+    pub lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +196,14 @@ pub enum Command {
         plan: Box<WritePlan>,
         password: Option<String>,
         sector_by_sector: bool,
+        /// Then make the restored system boot on other hardware.
+        universal: Option<UniversalJob>,
     },
+    /// Plan universal restore (nothing is written).
+    PlanUniversal(UniversalJob),
+    RunUniversal(UniversalJob),
+    /// Leave the screen to a shell until it exits.
+    Shell(PathBuf),
     RunClone(Box<ClonePlan>),
     Check {
         path: PathBuf,

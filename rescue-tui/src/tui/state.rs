@@ -16,7 +16,7 @@ use imaging::layout::{LayoutMode, LayoutOptions};
 use imaging::restore::RestoreRequest;
 use imaging::ErrorClass;
 
-use super::event::{BackupJob, Command, DiskEntry, Event, Failure, ImageSummary, PointJob, PowerAction};
+use super::event::{BackupJob, Command, DiskEntry, Event, Failure, ImageSummary, PointJob, PowerAction, UniversalJob, UniversalPlan};
 use super::keys::{self, Action, Binding};
 
 pub struct State {
@@ -39,6 +39,8 @@ pub struct State {
     /// An inventory that arrived while a wizard was open: the wizards hold
     /// indexes into `disks`, so it is applied back on the home screen.
     pub pending_disks: Option<Vec<DiskEntry>>,
+    /// The shell Tools can open; None: this system has none.
+    pub shell: Option<PathBuf>,
 }
 
 pub enum Screen {
@@ -71,6 +73,7 @@ pub enum F {
     OnlyChanged,
     MergeOutput,
     DeleteMerged,
+    Universal,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,7 +218,37 @@ fn write_form() -> Form {
 fn restore_form() -> Form {
     let mut f = write_form();
     f.fields.push(choice(F::OnlyChanged, "Only changed blocks", &["no: write everything", "yes: read the target, write what differs"], 0));
+    f.fields.push(choice(F::Universal, "Universal restore", UNIVERSAL_CHOICES, 0));
     f
+}
+
+/// Universal restore in the restore summary: off, or for which hardware.
+pub const UNIVERSAL_CHOICES: &[&str] = &[
+    "no",
+    "yes: this machine's storage controllers",
+    "yes: for AHCI (SATA)",
+    "yes: for NVMe",
+    "yes: for VirtIO (KVM, QEMU, Proxmox)",
+    "yes: for VMware (PVSCSI, LSI SAS)",
+    "yes: for Hyper-V",
+    "yes: for Intel RST / VMD",
+];
+
+/// The `--for` profiles behind [`UNIVERSAL_CHOICES`] (index 0: off).
+const UNIVERSAL_PROFILES: &[&str] = &["", "", "ahci", "nvme", "virtio", "vmware", "hyperv", "intel-rst"];
+
+/// The hardware of a universal-restore choice in words ("AHCI (SATA)").
+pub fn universal_words(choice: usize) -> &'static str {
+    UNIVERSAL_CHOICES.get(choice).copied().unwrap_or("").trim_start_matches("yes: ").trim_start_matches("for ")
+}
+
+/// The target hardware of a universal-restore choice; None: no universal restore.
+pub fn universal_for(choice: usize) -> Option<Vec<String>> {
+    match choice {
+        0 => None,
+        1 => Some(Vec::new()),
+        i => Some(vec![UNIVERSAL_PROFILES.get(i).copied().unwrap_or("ahci").to_string()]),
+    }
 }
 
 /// Options of a new point of an existing task: the task fixes the rest
@@ -344,6 +377,9 @@ pub struct RestoreWiz {
     pub what_sel: usize,
     pub target: usize,
     pub tpart_sel: usize,
+    /// The existing target partition of the planned single-partition
+    /// restore (None: whole disk, or a new partition in free space).
+    pub tpart: Option<u32>,
     pub form: Form,
     pub plan: Option<WritePlan>,
     pub busy: bool,
@@ -383,7 +419,9 @@ pub enum Tool {
     Info,
     Merge,
     Points,
+    Universal,
     Log,
+    Shell,
     PowerOff,
     Reboot,
 }
@@ -393,7 +431,9 @@ pub const TOOLS: &[(Tool, &str)] = &[
     (Tool::Info, "Image info (what an image holds)"),
     (Tool::Merge, "Merge images (fold a chain up to a point into one full image)"),
     (Tool::Points, "Backup points (the chains of an image or a folder, as a tree)"),
+    (Tool::Universal, "Universal restore (boot a disk's system on other hardware)"),
     (Tool::Log, "View the log"),
+    (Tool::Shell, "Open a shell (type exit to come back)"),
     (Tool::PowerOff, "Power off"),
     (Tool::Reboot, "Reboot"),
 ];
@@ -407,6 +447,10 @@ pub enum TStep {
     PickPoint,
     /// Merge: where the new full goes.
     MergeOut,
+    /// Universal restore: which disk.
+    Disk,
+    /// Universal restore: for which hardware.
+    Hardware,
     View,
 }
 
@@ -423,6 +467,10 @@ pub struct ToolsWiz {
     pub busy: bool,
     pub error: Option<String>,
     pub scroll: u16,
+    /// Universal restore: the disk (index into the readable disks) and the
+    /// hardware (index into [`UNIVERSAL_CHOICES`] without "no").
+    pub disk_sel: usize,
+    pub hw_sel: usize,
 }
 
 /// A destructive step: the plan in words and the word to type.
@@ -444,6 +492,7 @@ pub enum Op {
     Clone,
     Check,
     Merge,
+    Universal,
     Power,
 }
 
@@ -455,6 +504,7 @@ impl Op {
             Op::Clone => "Clone",
             Op::Check => "Check",
             Op::Merge => "Merge",
+            Op::Universal => "Universal restore",
             Op::Power => "Power",
         }
     }
@@ -499,6 +549,7 @@ impl State {
             idle_ticks: 0,
             ascii: false,
             pending_disks: None,
+            shell: None,
         }
     }
 
@@ -533,7 +584,7 @@ impl State {
                 _ => keys::LIST,
             },
             Screen::Tools(w) => match w.step {
-                TStep::Menu | TStep::PickPoint => keys::LIST,
+                TStep::Menu | TStep::PickPoint | TStep::Disk | TStep::Hardware => keys::LIST,
                 TStep::Path | TStep::Password => keys::TEXT,
                 TStep::MergeOut => keys::FORM,
                 TStep::View => keys::VIEW,
@@ -745,6 +796,18 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
             vec![]
         }
         Event::Points(r) => points_read(s, r),
+        Event::UniversalPlanned(r) => universal_planned(s, r),
+        Event::ShellDone(r) => {
+            let line = match &r {
+                Ok(status) => format!("shell: ended ({status})"),
+                Err(e) => format!("shell: {e}"),
+            };
+            s.log_line(line);
+            if let (Screen::Tools(w), Err(e)) = (&mut s.screen, r) {
+                w.error = Some(e);
+            }
+            vec![]
+        }
         Event::TasksFound(tasks) => {
             if let Screen::Backup(w) = &mut s.screen {
                 if w.step == BStep::Dest && w.busy {
@@ -852,6 +915,10 @@ fn finished(s: &mut State, r: Result<Vec<String>, Failure>) -> Vec<Command> {
                     "If Windows or Linux does not start, check the firmware's boot order (UEFI/BIOS).".into(),
                 ],
                 Op::Check => vec!["The image is sound: it can be restored.".into()],
+                Op::Universal => vec![
+                    "Boot the disk on its new hardware; the first start of Windows installs the devices it finds.".into(),
+                    "The old SYSTEM hive is kept beside the new one (see above) should you need to go back.".into(),
+                ],
                 Op::Merge => vec![
                     "The new image stands alone: restore or check it without the other files of the chain.".into(),
                     "Tools > Backup points shows what is left in the folder.".into(),
@@ -1118,6 +1185,7 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 what_sel: 0,
                 target: 0,
                 tpart_sel: 0,
+                tpart: None,
                 form: restore_form(),
                 plan: None,
                 busy: false,
@@ -1156,6 +1224,8 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 busy: false,
                 error: None,
                 scroll: 0,
+                disk_sel: 0,
+                hw_sel: 0,
             };
             return (Screen::Tools(w), vec![]);
         }
@@ -1483,7 +1553,9 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
         (RStep::Summary, Some(a @ (Action::NextField | Action::PrevField))) => w.form.move_focus(if a == Action::NextField { 1 } else { -1 }),
         (RStep::Summary, Some(a @ (Action::Left | Action::Right))) => {
             w.form.change(if a == Action::Right { 1 } else { -1 });
-            if w.form.fields[w.form.focus].id == F::OnlyChanged {
+            if w.form.fields[w.form.focus].id == F::Universal {
+                // Done after the restore: the plan stays.
+            } else if w.form.fields[w.form.focus].id == F::OnlyChanged {
                 // Same plan, another way to execute it.
                 let on = w.form.choice(F::OnlyChanged) == 1;
                 if let Some(p) = &mut w.plan {
@@ -1497,14 +1569,28 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
         (RStep::Summary, Some(a @ (Action::PageUp | Action::PageDown))) => scroll(&mut w.scroll, a),
         (RStep::Summary, Some(Action::Enter)) => {
             if let (Some(plan), false) = (&w.plan, w.busy) {
+                let universal = universal_for(w.form.choice(F::Universal)).map(|for_hw| UniversalJob {
+                    disk: plan.target.path.clone(),
+                    // The restored partition; a new one is found by searching the disk.
+                    part: if plan.whole_disk { None } else { w.tpart },
+                    for_hw,
+                });
+                let mut lines = write_plan_words(plan);
+                if universal.is_some() {
+                    lines.push(format!(
+                        "Then universal restore: the restored Windows' registry and driver files (or the Linux initramfs and boot loader) are changed to boot on {}.",
+                        universal_words(w.form.choice(F::Universal))
+                    ));
+                }
                 let then = Command::RunRestore {
                     plan: Box::new(plan.clone()),
                     password: w.image.as_ref().and_then(|i| i.password.clone()),
                     sector_by_sector: w.form.choice(F::SectorBySector) == 1,
+                    universal,
                 };
                 let c = Confirm {
                     title: format!("Restore {} to {}", w.image.as_ref().map(|i| i.path.display().to_string()).unwrap_or_default(), plan.target.name),
-                    lines: write_plan_words(plan),
+                    lines,
                     word: plan.target.name.clone(),
                     typed: String::new(),
                     error: None,
@@ -1533,6 +1619,7 @@ fn plan_restore(s: &State, w: &mut RestoreWiz, cmds: &mut Vec<Command>) {
     let (Some(img), Some(d)) = (&w.image, s.disk(w.target)) else { return };
     let part = restore_choices(&img.catalog).get(w.what_sel).copied().flatten();
     let tpart = if part.is_some() { target_parts(d).get(w.tpart_sel).copied().flatten() } else { None };
+    w.tpart = tpart;
     w.plan = None;
     w.busy = true;
     w.error = None;
@@ -1656,16 +1743,31 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
             w.error = None;
             w.step = if w.step == TStep::MergeOut { TStep::PickPoint } else { TStep::Path };
         }
+        (TStep::Hardware, Some(Action::Back)) => {
+            w.error = None;
+            w.busy = false;
+            w.step = TStep::Disk;
+        }
         (_, Some(Action::Back)) => {
             w.error = None;
             w.busy = false;
             w.step = TStep::Menu;
         }
-        (TStep::Menu, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.sel, TOOLS.len(), a),
+        (TStep::Menu, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.sel, tools_menu(s).len(), a),
         (TStep::Menu, Some(Action::Enter)) => {
-            w.tool = TOOLS[w.sel.min(TOOLS.len() - 1)].0;
+            let menu = tools_menu(s);
+            w.tool = menu[w.sel.min(menu.len() - 1)].0;
             w.error = None;
             match w.tool {
+                Tool::Universal => {
+                    w.step = TStep::Disk;
+                }
+                Tool::Shell => {
+                    if let Some(sh) = s.shell.clone() {
+                        s.log_line(format!("shell: {} started", sh.display()));
+                        cmds.push(Command::Shell(sh));
+                    }
+                }
                 Tool::Check | Tool::Info | Tool::Merge | Tool::Points => {
                     if matches!(w.tool, Tool::Merge | Tool::Points) && w.path.is_empty() {
                         w.path = s.default_dir.display().to_string();
@@ -1752,10 +1854,69 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
             }
         }
         (TStep::MergeOut, None) => w.form.edit(k),
+        (TStep::Disk, Some(a @ (Action::Up | Action::Down))) => step_sel(&mut w.disk_sel, s.readable().len(), a),
+        (TStep::Disk, Some(Action::Enter)) => {
+            if s.disk(w.disk_sel).is_some() {
+                w.error = None;
+                w.step = TStep::Hardware;
+            }
+        }
+        (TStep::Hardware, Some(a @ (Action::Up | Action::Down))) if !w.busy => step_sel(&mut w.hw_sel, UNIVERSAL_CHOICES.len() - 1, a),
+        (TStep::Hardware, Some(Action::Enter)) if !w.busy => {
+            if let (Some(d), Some(for_hw)) = (s.disk(w.disk_sel), universal_for(w.hw_sel + 1)) {
+                w.busy = true;
+                w.error = None;
+                cmds.push(Command::PlanUniversal(UniversalJob { disk: d.disk.path.clone(), part: None, for_hw }));
+            }
+        }
         (TStep::View, Some(a)) => scroll(&mut w.scroll, a),
         _ => {}
     }
     (Screen::Tools(w), cmds)
+}
+
+/// The Tools entries this system offers (a shell only where there is one).
+pub fn tools_menu(s: &State) -> Vec<(Tool, &'static str)> {
+    TOOLS.iter().copied().filter(|(t, _)| *t != Tool::Shell || s.shell.is_some()).collect()
+}
+
+/// A universal-restore plan arrived: confirm it with the disk's short name.
+fn universal_planned(s: &mut State, r: Result<UniversalPlan, Failure>) -> Vec<Command> {
+    let Screen::Tools(w) = &mut s.screen else { return vec![] };
+    if w.step != TStep::Hardware || !w.busy {
+        return vec![];
+    }
+    w.busy = false;
+    let (disk_sel, hw_sel) = (w.disk_sel, w.hw_sel);
+    let plan = match r {
+        Ok(p) => p,
+        Err(f) => {
+            w.error = Some(format!("{}\nhint: {}", f.message, f.hint));
+            return vec![];
+        }
+    };
+    let Some(d) = s.disk(disk_sel) else { return vec![] };
+    let for_hw = universal_for(hw_sel + 1).unwrap_or_default();
+    let name = d.disk.name.clone();
+    let mut lines = vec![
+        format!("This changes {} on {}", plan.what, super::view::disk_line(d)),
+        format!("so that it boots on {}.", universal_words(hw_sel + 1)),
+        String::new(),
+    ];
+    lines.extend(plan.lines);
+    let then = Command::RunUniversal(UniversalJob { disk: d.disk.path.clone(), part: None, for_hw });
+    let back = std::mem::replace(&mut s.screen, Screen::Home);
+    s.screen = Screen::Confirm(Box::new(Confirm {
+        title: format!("Universal restore on {name}"),
+        lines,
+        word: name,
+        typed: String::new(),
+        error: None,
+        then,
+        op: Op::Universal,
+        back,
+    }));
+    vec![]
 }
 
 fn confirm(mut c: Confirm, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {

@@ -415,7 +415,7 @@ fn tools() {
     assert!(matches!(&c[..], [Command::OpenImage { .. }]), "{c:?}");
     update(&mut s, Event::ImageOpened(Ok(image())));
     snap("tools_info", &s);
-    keys(&mut s, &[Esc, Down, Down, Down, Down, Enter]);
+    keys(&mut s, &[Esc, Down, Down, Down, Down, Down, Enter]);
     snap("tools_power_confirm", &s);
     typed(&mut s, "poweroff");
     let c = press(&mut s, Enter);
@@ -544,8 +544,12 @@ fn restore_one_partition_offers_no_changed_blocks() {
     plan.whole_disk = false;
     update(&mut s, Event::RestorePlanned(Ok(plan)));
     assert!(!draw(&s, 160, 50).contains("Only changed blocks"));
-    // The last field is the sector-by-sector choice: one more Down wraps to the first.
+    // Sector by sector is followed by universal restore (the hidden
+    // changed-block field is skipped); one more Down wraps to the first.
     keys(&mut s, &[Down, Down, Down]);
+    let Screen::Restore(w) = &s.screen else { panic!("restore wizard") };
+    assert_eq!(w.form.fields[w.form.focus].label, "Universal restore");
+    press(&mut s, Down);
     let Screen::Restore(w) = &s.screen else { panic!("restore wizard") };
     assert_eq!(w.form.focus, 0);
 }
@@ -681,4 +685,93 @@ fn points_tree_hangs_each_point_under_its_parent() {
     assert!(lines[2].starts_with("  |- #2 "), "{t}");
     assert!(lines[3].starts_with("  |  `- #3 ") && lines[3].contains("cannot be restored"), "{t}");
     assert!(lines[4].starts_with("  `- #4 "), "{t}");
+}
+
+/// The restore summary's universal-restore option rides on the restore
+/// (same confirmation); Tools runs it alone on a disk after its own plan.
+#[test]
+fn universal_restore_in_the_restore_summary_and_in_tools() {
+    use super::event::{UniversalJob, UniversalPlan};
+    let mut s = state();
+    press(&mut s, KeyCode::Char('r'));
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    press(&mut s, Enter);
+    update(&mut s, Event::ImageOpened(Ok(image())));
+    update(&mut s, Event::Points(Ok(vec![point(1, PointKind::Full, None, PointStatus::Ok)])));
+    keys(&mut s, &[Enter, Down]);
+    press(&mut s, Enter);
+    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    // Up from the first option wraps to the last one: universal restore.
+    // Changing it does not plan again: it runs after the restore.
+    assert!(keys(&mut s, &[KeyCode::Up, Right, Right]).is_empty());
+    snap("restore_summary_universal", &s);
+    assert!(press(&mut s, Enter).is_empty());
+    let Screen::Confirm(c) = &s.screen else { panic!("expected the confirmation") };
+    assert!(c.lines.iter().any(|l| l.contains("Then universal restore") && l.contains("AHCI")), "{:?}", c.lines);
+    typed(&mut s, "sdb");
+    let c = press(&mut s, Enter);
+    let [Command::RunRestore { universal: Some(job), .. }] = &c[..] else { panic!("expected a restore with universal restore, got {c:?}") };
+    assert_eq!(job, &UniversalJob { disk: PathBuf::from("/dev/sdb"), part: None, for_hw: vec!["ahci".into()] });
+
+    // Tools > Universal restore: disk, hardware, plan, typed name, run.
+    let mut s = state();
+    press(&mut s, KeyCode::Char('t'));
+    keys(&mut s, &[Down, Down, Down, Down, Enter]);
+    snap("tools_universal_disk", &s);
+    press(&mut s, Enter);
+    press(&mut s, Down);
+    snap("tools_universal_hardware", &s);
+    let c = press(&mut s, Enter);
+    let job = UniversalJob { disk: PathBuf::from("/dev/sda"), part: None, for_hw: vec!["ahci".into()] };
+    assert!(matches!(&c[..], [Command::PlanUniversal(j)] if j == &job), "{c:?}");
+    assert!(press(&mut s, Enter).is_empty(), "one plan at a time");
+    update(
+        &mut s,
+        Event::UniversalPlanned(Err(Failure {
+            message: "planning universal restore on /dev/sda: no Windows installation and no Linux system found on /dev/sda".into(),
+            hint: "restore the Windows or Linux system first".into(),
+            class: ErrorClass::Failed,
+            needs_password: false,
+        })),
+    );
+    assert!(matches!(&s.screen, Screen::Tools(w) if w.error.as_deref().is_some_and(|e| e.contains("no Windows installation"))));
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::PlanUniversal(_)]), "{c:?}");
+    let plan = UniversalPlan {
+        what: "the Windows registry and driver files".into(),
+        lines: vec![
+            "partition 3:".into(),
+            "  Windows 10 x64 (build 19045) in Windows".into(),
+            "  ControlSet001\\Services\\storahci: Start 3 -> 0; StartOverride removed".into(),
+        ],
+    };
+    update(&mut s, Event::UniversalPlanned(Ok(plan)));
+    snap("tools_universal_confirm", &s);
+    typed(&mut s, "sdb");
+    assert!(press(&mut s, Enter).is_empty(), "a wrong name never confirms");
+    typed(&mut s, "sda");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::RunUniversal(j)] if j == &job), "{c:?}");
+    update(&mut s, Event::Phase { name: "universal restore".into(), total: 0 });
+    update(&mut s, Event::Finished(Ok(vec!["Universal restore on partition 3: 4 registry changes, 0 files copied; the old hive is kept as SYSTEM.rescue-bak-1".into()])));
+    assert!(matches!(&s.screen, Screen::Result(r) if r.status == "OK" && r.title == "Universal restore finished"));
+}
+
+/// A shell is offered only where the system has one; it comes back to Tools.
+#[test]
+fn tools_open_a_shell() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('t'));
+    assert!(!draw(&s, 80, 24).contains("Open a shell"), "no shell on this system: not offered");
+    let mut s = state();
+    s.shell = Some(PathBuf::from("/bin/sh"));
+    press(&mut s, KeyCode::Char('t'));
+    assert!(draw(&s, 80, 24).contains("Open a shell"));
+    let c = keys(&mut s, &[Down, Down, Down, Down, Down, Down, Enter]);
+    assert!(matches!(&c[..], [Command::Shell(p)] if p == &PathBuf::from("/bin/sh")), "{c:?}");
+    update(&mut s, Event::ShellDone(Ok("exit status: 0".into())));
+    assert!(matches!(s.screen, Screen::Tools(_)));
+    assert!(s.log.iter().any(|l| l.contains("shell: ended (exit status: 0)")), "{:?}", s.log);
+    update(&mut s, Event::ShellDone(Err("could not start /bin/sh: No such file or directory (os error 2)".into())));
+    assert!(matches!(&s.screen, Screen::Tools(w) if w.error.as_deref().is_some_and(|e| e.contains("could not start"))));
 }

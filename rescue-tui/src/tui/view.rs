@@ -597,8 +597,18 @@ fn tools(s: &State, w: &ToolsWiz, f: &mut Frame, area: Rect) {
     let e = error_lines(&w.error);
     match w.step {
         TStep::Menu => {
-            let items: Vec<String> = TOOLS.iter().map(|t| t.1.to_string()).collect();
+            let items: Vec<String> = tools_menu(s).iter().map(|t| t.1.to_string()).collect();
             list(f, area, "Tools", &items, w.sel, &e)
+        }
+        TStep::Disk => list(f, area, "Universal restore: which disk holds the restored Windows or Linux?", &disk_items(s), w.disk_sel, &e),
+        TStep::Hardware => {
+            let Some(d) = s.readable().get(w.disk_sel).copied() else { return };
+            let items: Vec<String> = UNIVERSAL_CHOICES[1..].iter().map(|c| capitalize(c.trim_start_matches("yes: "))).collect();
+            let mut e = e;
+            if w.busy {
+                e.insert(0, "looking for Windows and Linux on the disk (nothing is written yet)...".into());
+            }
+            list(f, area, &format!("Make the system on {} boot on:", d.disk.name), &items, w.hw_sel, &e)
         }
         TStep::Path | TStep::Password => {
             let mut lines = vec![Line::from("Which image? (a single file, or the .001 volume of a split one)"), Line::from("")];

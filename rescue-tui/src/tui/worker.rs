@@ -13,7 +13,7 @@ use imaging::image::volume::Output;
 use imaging::image::{ImageError, ImageReader, WriterOptions};
 use imaging::task::{CancelToken, Progress, Task};
 
-use super::event::{BackupJob, Command, Event, Failure, ImageSummary, PointJob, PowerAction};
+use super::event::{BackupJob, Command, Event, Failure, ImageSummary, PointJob, PowerAction, UniversalJob, UniversalPlan};
 
 /// Sends progress as events, at most ten a second per phase.
 pub struct ChannelProgress {
@@ -89,6 +89,8 @@ pub enum Flow {
     Continue,
     Quit,
     Power(PowerAction),
+    /// Hand the terminal to this shell until it exits.
+    Shell(PathBuf),
 }
 
 impl Runner {
@@ -125,6 +127,21 @@ impl Runner {
                 return Flow::Quit;
             }
             Command::Power(a) => return Flow::Power(a),
+            Command::Shell(sh) => return Flow::Shell(sh),
+            Command::PlanUniversal(job) => {
+                self.spawn(move |tx| {
+                    let r = crate::cli::universal::plan_disk(&job.disk, job.part, &universal_opts(&job), true)
+                        .map(|w| UniversalPlan { what: w.what().to_string(), lines: w.lines() })
+                        .map_err(|e| cli_failure(&format!("planning universal restore on {}", job.disk.display()), e));
+                    let _ = tx.send(Event::UniversalPlanned(r));
+                });
+            }
+            Command::RunUniversal(job) => {
+                let task = self.task();
+                self.spawn(move |tx| {
+                    let _ = tx.send(Event::Finished(run_universal(&job, &task)));
+                });
+            }
             Command::Cancel => {
                 if let Some(c) = &self.cancel {
                     c.cancel();
@@ -228,14 +245,24 @@ impl Runner {
                     let _ = tx.send(Event::Finished(r));
                 });
             }
-            Command::RunRestore { plan, password, sector_by_sector } => {
+            Command::RunRestore { plan, password, sector_by_sector, universal } => {
                 let task = self.task();
                 self.spawn(move |tx| {
-                    let r = open(Path::new(&plan.source), password.as_deref()).and_then(|reader| {
+                    let mut r = open(Path::new(&plan.source), password.as_deref()).and_then(|reader| {
                         imaging::restore::run_restore(&plan, &reader, sector_by_sector, &task)
                             .map(|o| outcome_lines("Restore", &plan, o))
                             .map_err(|e| Failure::from_error(&format!("restoring to {}", plan.target.path.display()), &e))
                     });
+                    if let (Ok(lines), Some(job)) = (&mut r, universal) {
+                        match run_universal(&job, &task) {
+                            Ok(more) => lines.extend(more),
+                            Err(mut f) => {
+                                // The image is on the disk; say so, or the user restores again.
+                                f.message = format!("The restore finished, but universal restore failed: {}", f.message);
+                                r = Err(f);
+                            }
+                        }
+                    }
                     let _ = tx.send(Event::Finished(r));
                 });
             }
@@ -325,6 +352,30 @@ fn run_point(job: PointJob, task: &Task) -> Result<Vec<String>, Failure> {
         lines.push("Verified: every chunk of the new point and of the files it depends on reads back correctly.".into());
     }
     Ok(lines)
+}
+
+fn universal_opts(job: &UniversalJob) -> crate::cli::UniversalOpts {
+    crate::cli::UniversalOpts { for_hw: job.for_hw.clone(), ..Default::default() }
+}
+
+fn cli_failure(context: &str, e: crate::cli::CliError) -> Failure {
+    Failure {
+        message: format!("{context}: {:#}", e.error),
+        hint: e.hint.unwrap_or_default(),
+        class: if matches!(e.exit, crate::cli::Exit::Refused | crate::cli::Exit::Usage) { imaging::ErrorClass::Refused } else { imaging::ErrorClass::Failed },
+        needs_password: false,
+    }
+}
+
+/// Universal restore as a task: find the systems on the disk, change them,
+/// and say what changed.
+fn run_universal(job: &UniversalJob, task: &Task) -> Result<Vec<String>, Failure> {
+    let ctx = format!("universal restore on {}", job.disk.display());
+    task.progress.begin("universal restore", 0);
+    let work = crate::cli::universal::plan_disk(&job.disk, job.part, &universal_opts(job), false).map_err(|e| cli_failure(&ctx, e))?;
+    let done = crate::cli::universal::apply_disk(&job.disk, work, &|m| task.progress.note(&m)).map_err(|e| cli_failure(&ctx, e))?;
+    task.progress.finish();
+    Ok(done.lines())
 }
 
 fn capitalized(s: &str) -> String {

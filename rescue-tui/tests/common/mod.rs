@@ -347,3 +347,38 @@ pub fn part(img: &Path, n: u32) -> (u64, u64) {
 pub fn files_of(dir: &Path) -> BTreeMap<String, (u64, i64, String)> {
     tree(dir).into_iter().filter(|(_, v)| v.0.starts_with('f')).map(|(k, v)| (k, (v.1, v.2, v.3))).collect()
 }
+
+/// A 96 MiB GPT disk image in `dir` (`win.img`) whose NTFS partition 1
+/// (1 MiB..91 MiB) holds a real Windows 7 SYSTEM hive (shared/testdata) in
+/// Windows\System32\config, with msahci disabled (Start 3). Needs root.
+pub fn windows7_disk(dir: &Path) -> PathBuf {
+    let hive_xz = testdata().join("hives/regipy/SYSTEM.xz");
+    assert!(hive_xz.exists(), "test data missing: {} (shared/testdata beside the repo)", hive_xz.display());
+    let disk = new_file(dir, "win.img", 96 << 20);
+    std::fs::write(dir.join("win.sfdisk"), "label: gpt\nstart=1MiB, size=90MiB, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n").unwrap();
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("win.sfdisk")).unwrap()));
+    let lo = Loop::attach(&disk, 1 << 20, 90 << 20, false);
+    sh_ok(Command::new("mkfs.ntfs").args(["-q", "-F", "-f", lo.path()]));
+    let m = Mount::new(lo.path(), &dir.join("win.mnt"), "ntfs", false);
+    let cfg = m.0.join("Windows/System32/config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::create_dir_all(m.0.join("Windows/System32/drivers")).unwrap();
+    let raw = Command::new("xz").arg("-dc").arg(&hive_xz).output().unwrap();
+    assert!(raw.status.success());
+    std::fs::write(cfg.join("SYSTEM"), &raw.stdout).unwrap();
+    assert_eq!(service_start(&cfg.join("SYSTEM"), "ControlSet001", "msahci"), 3, "fixture: msahci starts disabled");
+    drop(m);
+    drop(lo);
+    disk
+}
+
+/// The `Start` of `service` in `control_set` of the SYSTEM hive on the
+/// Windows 7 disk made by [`windows7_disk`] (or a restored copy of it).
+pub fn windows7_service_start(disk: &Path, mnt: &Path, control_set: &str, service: &str) -> i64 {
+    let lo = Loop::attach(disk, 1 << 20, 90 << 20, true);
+    let m = Mount::new(lo.path(), mnt, "ntfs", true);
+    let v = service_start(&m.0.join("Windows/System32/config/SYSTEM"), control_set, service);
+    drop(m);
+    drop(lo);
+    v
+}
