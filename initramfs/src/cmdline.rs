@@ -12,8 +12,8 @@
 //! | `rescue.shell` (or `=1`) | start `/bin/sh` instead of `rescue` on the consoles, when the image has a shell |
 //! | `rescue.run="disks --json"` | run this `rescue` subcommand once on the primary console, then do `rescue.after` |
 //! | `rescue.after=poweroff\|reboot\|halt\|tui` | what follows `rescue.run` (default `poweroff`) |
-//! | `rescue.job=ID` | an unattended job; passed to `rescue` as `RESCUE_JOB` |
-//! | `rescue.server=HOST[:PORT]` | the PXE server; passed to `rescue` as `RESCUE_SERVER` |
+//! | `rescue.job=restore\|backup` | an unattended job (`pxe-server` adds it with `rescue.image=`, `rescue.disk=`, `rescue.share=`, `rescue.then=`): `rescue job` runs once on the primary console (like `rescue.run=job`); when it succeeds and asks for it (exit 100/101) the machine powers off or reboots, otherwise the TUI starts (`rescue.after` may say otherwise) |
+//! | `rescue.server=http://HOST:PORT` (or `HOST[:PORT]`) | the PXE server: where job images and progress reports go; passed to `rescue` as `RESCUE_SERVER` |
 //! | `rescue.modules=a,b` | extra modules to load before coldplug |
 //! | `rescue.nocoldplug` | do not load modules for the hardware found |
 //! | `rescue.net=dhcp\|off\|IFACE\|MAC` | bring up the network with DHCP (on every wired interface, or only IFACE / the one with MAC), or not at all |
@@ -111,6 +111,7 @@ impl Cmdline {
             ..Cmdline::default()
         };
         let (mut rescue_net, mut ip, mut bootif, mut wait) = (None, None, None, None);
+        let mut after_given = false;
         for word in split_words(text) {
             let (key, value) = match word.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -161,6 +162,7 @@ impl Cmdline {
                     c.run = (!args.is_empty()).then_some(args);
                 }
                 "rescue.after" => {
+                    after_given = true;
                     c.after = match value {
                         Some("reboot") => After::Reboot,
                         Some("halt") => After::Halt,
@@ -187,6 +189,15 @@ impl Cmdline {
         }
         if c.consoles.is_empty() {
             c.consoles.push("tty1".to_string());
+        }
+        // A job from the PXE server: `rescue job` reads its parameters from
+        // the environment. It asks for power-off or reboot itself when it
+        // succeeds; after a failure the TUI shows what happened.
+        if c.job.is_some() && c.run.is_none() {
+            c.run = Some(vec!["job".to_string()]);
+            if !after_given {
+                c.after = After::Tui;
+            }
         }
         let netbooted = bootif.is_some() || c.server.is_some() || c.job.is_some();
         let req = match (rescue_net.as_deref(), ip.as_deref()) {
@@ -391,6 +402,23 @@ mod tests {
         assert_eq!(c.primary_console(), "hvc0");
         let c = Cmdline::parse("console=ttyS0,115200n8 console=tty0 console=ttyS0");
         assert_eq!(c.consoles, ["tty1", "ttyS0"]);
+    }
+
+    #[test]
+    fn a_job_runs_rescue_job_then_the_tui() {
+        let c = Cmdline::parse("console=ttyS0 rescue.server=http://10.0.0.1:8080 rescue.mac=52:54:00:00:00:01 rescue.job=restore rescue.image=a.rimg rescue.disk=disk0 rescue.then=poweroff");
+        assert_eq!(c.run, Some(vec!["job".to_string()]));
+        assert_eq!(c.after, After::Tui, "after a failed job the TUI shows it; success powers off by exit code");
+        let env: Vec<(&str, &str)> = c.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        for kv in [("RESCUE_JOB", "restore"), ("RESCUE_IMAGE", "a.rimg"), ("RESCUE_DISK", "disk0"), ("RESCUE_THEN", "poweroff"), ("RESCUE_MAC", "52:54:00:00:00:01"), ("RESCUE_SERVER", "http://10.0.0.1:8080")] {
+            assert!(env.contains(&kv), "{kv:?} in {env:?}");
+        }
+        assert!(c.net.is_some(), "a job brings the network up");
+        // An explicit rescue.run or rescue.after wins.
+        let c = Cmdline::parse("rescue.job=backup rescue.after=poweroff");
+        assert_eq!((c.run.as_deref(), c.after), (Some(&["job".to_string()][..]), After::PowerOff));
+        let c = Cmdline::parse("rescue.job=backup rescue.run=disks");
+        assert_eq!(c.run, Some(vec!["disks".to_string()]));
     }
 
     #[test]

@@ -204,11 +204,15 @@ pub fn run_pid1() -> ! {
             &cmdline,
             &format!("rescue-init: rescue {} exited with {code}", args.join(" ")),
         );
-        match cmdline.after {
-            After::PowerOff => shutdown(Power::Off, log),
-            After::Reboot => shutdown(Power::Reboot, log),
-            After::Halt => shutdown(Power::Halt, log),
-            After::Tui => {}
+        match (code, cmdline.after) {
+            // `rescue` asks for it (a job that succeeded and whose policy
+            // says so), whatever `rescue.after` says.
+            (EXIT_POWEROFF, _) => shutdown(Power::Off, log),
+            (EXIT_REBOOT, _) => shutdown(Power::Reboot, log),
+            (_, After::PowerOff) => shutdown(Power::Off, log),
+            (_, After::Reboot) => shutdown(Power::Reboot, log),
+            (_, After::Halt) => shutdown(Power::Halt, log),
+            (_, After::Tui) => {}
         }
     }
     supervise(&cmdline, log, coldplug.as_mut())

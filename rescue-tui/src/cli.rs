@@ -5,6 +5,7 @@ mod chain;
 mod disks;
 mod files;
 mod image;
+mod job;
 #[cfg(unix)]
 mod mount;
 mod progress;
@@ -222,6 +223,69 @@ pub enum Command {
     /// nas:pc1/full.rimg`); smb://HOST/SHARE without a user is guest access.
     #[command(subcommand)]
     Shares(SharesCmd),
+    /// Run the unattended job a PXE server gave this machine: restore an
+    /// image to a disk or back a disk up to a share, report progress to the
+    /// server, then power off or reboot. rescue-init starts it when the
+    /// kernel command line has rescue.job=; every option defaults to its
+    /// RESCUE_* variable (from rescue.NAME= on the command line).
+    Job(JobArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobKind {
+    Restore,
+    Backup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobThen {
+    Poweroff,
+    Reboot,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// What to do.
+    #[arg(long, value_enum, env = "RESCUE_JOB")]
+    pub job: Option<JobKind>,
+    /// The image to restore: a path, an http(s):// or smb:// URL, a saved
+    /// share's NAME:PATH, or a path in the PXE server's image folder
+    /// (pxe-server --images), fetched as SERVER/images/IMAGE.
+    #[arg(long, env = "RESCUE_IMAGE")]
+    pub image: Option<String>,
+    /// The disk: a device such as /dev/sda, or diskN / N for the Nth fixed
+    /// disk of `rescue disks` (USB, removable, loop and read-only disks are
+    /// not counted).
+    #[arg(long = "target", value_name = "DISK", env = "RESCUE_DISK")]
+    pub target: Option<String>,
+    /// The folder a backup goes to (smb:// URL or NAME:PATH); the image is
+    /// named MAC-DISK-YYYYMMDD-HHMMSS.rimg.
+    #[arg(long, env = "RESCUE_SHARE")]
+    pub share: Option<String>,
+    /// After a job that succeeded (a failed one leaves the machine on).
+    #[arg(long, value_enum, env = "RESCUE_THEN")]
+    pub then: Option<JobThen>,
+    /// The PXE server (http://HOST:PORT or HOST[:PORT]): where relative
+    /// images come from and where progress goes.
+    #[arg(long, env = "RESCUE_SERVER")]
+    pub server: Option<String>,
+    /// This machine's MAC address, as the server knows it (default: the
+    /// interface rescue-init brought up).
+    #[arg(long, env = "RESCUE_MAC")]
+    pub mac: Option<String>,
+    /// Partition sizes of a restore: keep (default) or fill the disk.
+    #[arg(long, value_parser = ["keep", "fill"], env = "RESCUE_LAYOUT")]
+    pub layout: Option<String>,
+    /// Seconds to wait for the image's web server to answer (the network
+    /// may still be coming up).
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
+    /// Milliseconds between progress reports to the server.
+    #[arg(long, default_value_t = 2000, env = "RESCUE_REPORT_MS")]
+    pub report_ms: u64,
+    /// Print the command the job runs, and exit.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -698,6 +762,9 @@ pub use shares::resolve_typed as resolve_typed_location;
 /// Run the command of `cli`, parsed from `argv` (saved share names expanded).
 pub fn run(cli: Cli, argv: &[std::ffi::OsString]) -> Result<(), CliError> {
     let g = Global { json: cli.json, yes: cli.yes };
+    if let Some(Command::Job(_)) = &cli.command {
+        return Err(usage("rescue job runs only from the top level", "run `rescue job` on its own"));
+    }
     if cli.command.is_some() {
         shares::prepare(argv, cli.smb_password_file.as_deref())?;
     }
@@ -724,6 +791,19 @@ pub fn run(cli: Cli, argv: &[std::ffi::OsString]) -> Result<(), CliError> {
         Some(Command::Merge(a)) => chain::merge(&g, a),
         Some(Command::Prune(a)) => chain::prune(&g, a),
         Some(Command::Shares(c)) => shares::run(&g, c, cli.smb_password_file.as_deref()),
+        Some(Command::Job(_)) => unreachable!("handled above"),
+    }
+}
+
+/// Run the command of `cli` and return the process exit code on success:
+/// 0, or for `rescue job` the code asking rescue-init to power off or reboot.
+pub fn run_main(cli: Cli, argv: &[std::ffi::OsString]) -> Result<i32, CliError> {
+    match cli.command {
+        Some(Command::Job(a)) => {
+            let g = Global { json: cli.json, yes: cli.yes };
+            job::run(&g, a)
+        }
+        _ => run(cli, argv).map(|()| 0),
     }
 }
 

@@ -14,8 +14,8 @@ fn main() {
         // The TUI logs to a file: stderr belongs to the screen.
         cli::init_logging(args.verbose);
     }
-    let code = match cli::run(args, &argv) {
-        Ok(()) => 0,
+    let code = match cli::run_main(args, &argv) {
+        Ok(code) => code,
         Err(e) => cli::report_error(&e),
     };
     std::process::exit(code);

@@ -230,6 +230,36 @@ fn connect(url: &Url) -> io::Result<Conn> {
     Err(last)
 }
 
+/// POST `body` to `url` (one attempt, bounded by the connect and I/O
+/// timeouts) and return the response status: how the live system reports a
+/// job's progress to the PXE server. The response body is read and dropped.
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> io::Result<u16> {
+    let u = Url::parse(url).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut c = connect(&u)?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: rescue/{}\r\n\r\n",
+        u.target,
+        u.host_header(),
+        body.len(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let s = c.get_mut();
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut budget = MAX_HEADERS;
+    let status_line = read_line(&mut c, &mut budget)?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP/1.x response: {status_line:?}")))?;
+    // The rest (headers, a short body) is not needed; the connection closes.
+    let _ = io::copy(&mut c.take(64 << 10), &mut io::sink());
+    Ok(status)
+}
+
 struct Response {
     status: u16,
     reason: String,
@@ -559,6 +589,39 @@ mod tests {
         assert_eq!(base.join("/c/d").expect("join").target, "/c/d");
         assert_eq!(base.join("c.img").expect("join").target, "/a/c.img");
         assert_eq!(base.join("https://o/x").expect("join").host, "o");
+    }
+
+    #[test]
+    fn post_sends_the_body_and_returns_the_status() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).expect("line");
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse().ok()).expect("length");
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).expect("body");
+            s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").expect("answer");
+            (head, body)
+        });
+        let status = post(&format!("http://127.0.0.1:{port}/clients/52:54:00:00:00:01/status"), "application/json", b"{\"state\":\"done\"}").expect("post");
+        assert_eq!(status, 204);
+        let (head, body) = server.join().expect("server");
+        assert!(head.starts_with("POST /clients/52:54:00:00:00:01/status HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("Content-Type: application/json\r\n"), "{head}");
+        assert_eq!(body, b"{\"state\":\"done\"}");
+        // Nobody listening: an error, quickly.
+        drop(std::net::TcpListener::bind("127.0.0.1:0"));
+        assert!(post("http://127.0.0.1:1/x", "text/plain", b"").is_err());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use imaging::backup::{self, BackupRequest, Selection};
@@ -10,10 +9,10 @@ use imaging::image::volume::Output;
 use imaging::image::{Compression, WriterOptions};
 use imaging::task::Task;
 
-use super::{print_json, progress::StderrProgress, prompt, show, split_disk_part, usage, BackupCmd, BackupOpts, CliError, CompressArg, Global};
+use super::{print_json, prompt, show, split_disk_part, usage, BackupCmd, BackupOpts, CliError, CompressArg, Global};
 
 pub fn task(json: bool) -> Task {
-    let t = Task::new(Arc::new(StderrProgress::new(json)), imaging::task::CancelToken::new());
+    let t = Task::new(super::progress::sink(json), imaging::task::CancelToken::new());
     // First Ctrl-C cancels cleanly; a second one exits at once.
     let flag = t.cancel.flag();
     let _ = signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGINT, 130, flag.clone());

@@ -107,3 +107,45 @@ impl Progress for StderrProgress {
         self.print(true);
     }
 }
+
+/// A second sink that hears everything the terminal does: `rescue job`
+/// reports the progress of the command it runs to the PXE server.
+static ALSO: std::sync::OnceLock<std::sync::Arc<dyn Progress>> = std::sync::OnceLock::new();
+
+/// Send the progress of every task from now on to `p` too (once per process).
+pub fn also_report_to(p: std::sync::Arc<dyn Progress>) {
+    let _ = ALSO.set(p);
+}
+
+/// The terminal's sink, plus the one of [`also_report_to`] when set.
+pub fn sink(json: bool) -> std::sync::Arc<dyn Progress> {
+    let term = std::sync::Arc::new(StderrProgress::new(json));
+    match ALSO.get() {
+        Some(also) => std::sync::Arc::new(Tee(term, also.clone())),
+        None => term,
+    }
+}
+
+struct Tee(std::sync::Arc<StderrProgress>, std::sync::Arc<dyn Progress>);
+
+impl Progress for Tee {
+    fn begin(&self, phase: &str, total: u64) {
+        self.0.begin(phase, total);
+        self.1.begin(phase, total);
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.advance(n);
+        self.1.advance(n);
+    }
+
+    fn note(&self, msg: &str) {
+        self.0.note(msg);
+        self.1.note(msg);
+    }
+
+    fn finish(&self) {
+        self.0.finish();
+        self.1.finish();
+    }
+}
