@@ -207,7 +207,8 @@ fn wait_for(text: &str, limit: Duration, reporter: &Reporter) {
     loop {
         match imaging::store::http::HttpFile::open(text) {
             Ok(_) => return,
-            Err(e) if t0.elapsed() < limit && !matches!(e, imaging::store::StoreError::BadUrl { .. }) => {
+            // Not reachable yet; an answer (404, no ranges) is final.
+            Err(e @ imaging::store::StoreError::Failed { .. }) if t0.elapsed() < limit => {
                 if !said {
                     eprintln!("rescue job: waiting for {text} ({e})");
                     reporter.set_message(&format!("waiting for {text}"));
