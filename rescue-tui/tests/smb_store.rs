@@ -506,3 +506,36 @@ fn an_incremental_point_cut_off_resumes() {
     assert_eq!(file_hash(&r), file_hash(&src), "the resumed point restores to the changed source");
     assert!(!partial.exists());
 }
+
+/// The PXE server's unattended backup job (`rescue job` with the variables
+/// rescue-init passes on): the disk goes to the share folder as
+/// MAC-DISK-DATE.rimg, and the image is sound. Reports go nowhere here
+/// (no server): that never fails a job.
+#[test]
+fn an_unattended_backup_job_goes_to_the_share() {
+    let smb = Samba::start();
+    let work = tempfile::tempdir().expect("tmp");
+    let src = sample_disk();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rescue"));
+    c.arg("job")
+        .env("RESCUE_JOB", "backup")
+        .env("RESCUE_DISK", src)
+        .env("RESCUE_SHARE", smb.url("lab"))
+        .env("RESCUE_MAC", "52:54:00:AA:BB:01")
+        .env("RESCUE_THEN", "reboot")
+        .env("RESCUE_SMB_PASSWORD", PASSWORD)
+        .env("RESCUE_CONFIG_DIR", work.path().join("config"))
+        .env_remove("RESCUE_SERVER")
+        .stdin(Stdio::null());
+    let out = output_within(&mut c, Duration::from_secs(300));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "a backup job that succeeded asks for the reboot:\n{err}\n{}", smb.log_tail());
+    std::fs::create_dir_all(smb.share().join("lab")).ok();
+    let names: Vec<String> = std::fs::read_dir(smb.share().join("lab")).expect("lab folder").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = &names[0];
+    assert!(name.starts_with("52-54-00-aa-bb-01-sample.img-") && name.ends_with(".rimg"), "{name}");
+    ok(&["check", &smb.url(&format!("lab/{name}"))], &work.path().join("config"));
+    let info = ok(&["info", "--json", &smb.url(&format!("lab/{name}"))], &work.path().join("config"));
+    assert!(info.contains("sample.img"), "the image records its source: {info}");
+}

@@ -62,6 +62,15 @@ pub fn run(_g: &Global, a: JobArgs) -> Result<i32, CliError> {
         }
         super::progress::also_report_to(reporter.clone());
         let argv = super::expand_share_names(argv);
+        if let Some(folder) = argv.iter().position(|s| s == "-o").and_then(|i| argv.get(i + 1)).and_then(|o| Path::new(o).parent()) {
+            // A lab's first backup makes its folder on the share.
+            super::shares::prepare(&argv, None)?;
+            imaging::store::create_dir_all(folder).map_err(|e| CliError {
+                exit: super::Exit::Failed,
+                hint: Some("check the share in the policy and that this machine may write there".into()),
+                error: anyhow::anyhow!("making the backup folder {}: {e}", folder.display()),
+            })?;
+        }
         let cli = <super::Cli as clap::Parser>::try_parse_from(&argv).map_err(|e| usage(format!("the job's command line: {e}"), "check the job in the PXE server's policy"))?;
         super::run(cli, &argv).map(|()| what)
     });
