@@ -135,9 +135,10 @@ pub enum ResolveError {
     Invalid { name: String },
     #[error("requested name {name:?} contains a `..` component")]
     Traversal { name: String },
-    #[error("requested name {name:?} resolves to {resolved} outside the bundle")]
+    /// Outside the bundle, or the `--images` directory.
+    #[error("requested name {name:?} resolves to {resolved}, outside the served directory")]
     OutsideBundle { name: String, resolved: PathBuf },
-    #[error("requested name {name:?} is not in the bundle")]
+    #[error("requested name {name:?} is not in the served directory")]
     NotFound { name: String },
 }
 
@@ -398,24 +399,7 @@ impl Bundle {
 
     /// Maps a name from the network to a regular file inside the bundle.
     pub fn resolve(&self, name: &str) -> Result<PathBuf, ResolveError> {
-        if name.is_empty() || name.contains('\0') {
-            return Err(ResolveError::Invalid { name: name.into() });
-        }
-        // Windows-style clients send backslashes.
-        let norm = name.replace('\\', "/");
-        let mut clean = PathBuf::new();
-        for c in Path::new(&norm).components() {
-            match c {
-                Component::Normal(s) => clean.push(s),
-                // A leading `/` is the bundle root (GRUB sends `/grub/grub.cfg`).
-                Component::CurDir | Component::RootDir => {}
-                Component::ParentDir => return Err(ResolveError::Traversal { name: name.into() }),
-                Component::Prefix(_) => return Err(ResolveError::Invalid { name: name.into() }),
-            }
-        }
-        if clean.as_os_str().is_empty() {
-            return Err(ResolveError::NotFound { name: name.into() });
-        }
+        let clean = clean_name(name)?;
         let key = clean.to_string_lossy().into_owned();
         if let Some(p) = self.files.get(&key) {
             return Ok(p.clone());
@@ -423,22 +407,56 @@ impl Bundle {
         let Some(root) = &self.root else {
             return Err(ResolveError::NotFound { name: name.into() });
         };
-        let joined = root.join(&clean);
-        let resolved = match joined.canonicalize() {
-            Ok(r) => r,
-            Err(_) => return Err(ResolveError::NotFound { name: name.into() }),
-        };
-        if !resolved.starts_with(root) {
-            return Err(ResolveError::OutsideBundle {
-                name: name.into(),
-                resolved,
-            });
-        }
-        if !resolved.is_file() {
-            return Err(ResolveError::NotFound { name: name.into() });
-        }
-        Ok(resolved)
+        confine_clean(root, &clean, name)
     }
+}
+
+/// Maps a name from the network to a regular file under `root` (which must
+/// be canonical): `..` components and symlinks leading out of `root` are
+/// refused, a leading `/` means `root`, backslashes are separators.
+pub fn confine(root: &Path, name: &str) -> Result<PathBuf, ResolveError> {
+    let clean = clean_name(name)?;
+    confine_clean(root, &clean, name)
+}
+
+/// `name` as a relative path without `.`, `..` (refused) or root.
+fn clean_name(name: &str) -> Result<PathBuf, ResolveError> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(ResolveError::Invalid { name: name.into() });
+    }
+    // Windows-style clients send backslashes.
+    let norm = name.replace('\\', "/");
+    let mut clean = PathBuf::new();
+    for c in Path::new(&norm).components() {
+        match c {
+            Component::Normal(s) => clean.push(s),
+            // A leading `/` is the root (GRUB sends `/grub/grub.cfg`).
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => return Err(ResolveError::Traversal { name: name.into() }),
+            Component::Prefix(_) => return Err(ResolveError::Invalid { name: name.into() }),
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err(ResolveError::NotFound { name: name.into() });
+    }
+    Ok(clean)
+}
+
+fn confine_clean(root: &Path, clean: &Path, name: &str) -> Result<PathBuf, ResolveError> {
+    let resolved = match root.join(clean).canonicalize() {
+        Ok(r) => r,
+        Err(_) => return Err(ResolveError::NotFound { name: name.into() }),
+    };
+    if !resolved.starts_with(root) {
+        return Err(ResolveError::OutsideBundle {
+            name: name.into(),
+            resolved,
+        });
+    }
+    if !resolved.is_file() {
+        return Err(ResolveError::NotFound { name: name.into() });
+    }
+    Ok(resolved)
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {

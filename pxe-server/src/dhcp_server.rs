@@ -23,6 +23,7 @@ use crate::dhcp::options::{code, PxeVendorOptions, DISCOVERY_USE_BOOTFILE};
 use crate::dhcp::packet::{Packet, BOOTREQUEST, FLAG_BROADCAST};
 use crate::dhcp::MessageType;
 use crate::leases::{LeasePool, Subnet};
+use crate::log_limit::LogLimiter;
 use crate::mac::Mac;
 use crate::policy::Policy;
 
@@ -121,6 +122,11 @@ fn reply_to(
             reply.set_option(code::SERVER_ID, ctx.server_ip.octets().to_vec());
             if !add_boot(ctx, req, &mut reply, mac) {
                 return None;
+            }
+            // Under proxyDHCP this is where the client's address shows:
+            // the DHCP server's ACK is not ours to see.
+            if !req.ciaddr.is_unspecified() {
+                ctx.registry.set_ip(mac, req.ciaddr);
             }
             let dst = if req.ciaddr.is_unspecified() {
                 Destination::Unicast(src)
@@ -349,6 +355,7 @@ pub fn serve(
 ) -> std::io::Result<()> {
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut buf = vec![0u8; 1500];
+    let mut junk_log = LogLimiter::new(Duration::from_secs(1));
     while !stop.load(Ordering::Relaxed) {
         let (n, src) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -362,7 +369,9 @@ pub fn serve(
         let req = match Packet::parse(&buf[..n]) {
             Ok(p) => p,
             Err(e) => {
-                warn!(%src, error = %e, "dropping malformed dhcp packet");
+                if let Some(held_back) = junk_log.check((*src.ip()).into(), Instant::now()) {
+                    warn!(%src, error = %e, held_back, "dropping malformed dhcp packet");
+                }
                 continue;
             }
         };
@@ -522,6 +531,96 @@ mod tests {
         let mut other = bad.clone();
         other.set_option(54, vec![10, 0, 0, 2]);
         assert!(respond(&c, &other, Port::Dhcp, src()).is_none());
+    }
+
+    /// DISCOVER, then REQUEST of the offered address, for client `last`.
+    fn dora(c: &DhcpContext, last: u8) -> (Ipv4Addr, Ipv4Addr) {
+        let mut d = discover(None, "udhcp 1.36.1", None);
+        d.chaddr[5] = last;
+        let (o, _) = respond(c, &d, Port::Dhcp, src()).expect("offer");
+        let mut r = d.clone();
+        r.set_option(53, vec![MessageType::Request as u8]);
+        r.set_option(50, o.yiaddr.octets().to_vec());
+        r.set_option(54, vec![10, 0, 0, 1]);
+        let (a, _) = respond(c, &r, Port::Dhcp, src()).expect("ack");
+        assert_eq!(a.message_type(), Some(MessageType::Ack));
+        (o.yiaddr, a.yiaddr)
+    }
+
+    #[test]
+    fn declined_address_is_skipped_by_the_next_offer() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(DhcpMode::Full, t.path());
+        let d = discover(None, "udhcp 1.36.1", None);
+        let (o, _) = respond(&c, &d, Port::Dhcp, src()).expect("offer");
+        assert_eq!(o.yiaddr, Ipv4Addr::new(10, 0, 0, 100));
+        // The client found the address in use (ARP) and declines it.
+        let mut decline = d.clone();
+        decline.set_option(53, vec![MessageType::Decline as u8]);
+        decline.set_option(50, o.yiaddr.octets().to_vec());
+        decline.set_option(54, vec![10, 0, 0, 1]);
+        assert!(respond(&c, &decline, Port::Dhcp, src()).is_none());
+        // Neither it nor anyone else is offered that address again.
+        let (o2, _) = respond(&c, &d, Port::Dhcp, src()).expect("second offer");
+        assert_eq!(o2.yiaddr, Ipv4Addr::new(10, 0, 0, 101));
+        let mut other = d.clone();
+        other.chaddr[5] = 0x42;
+        other.set_option(50, vec![10, 0, 0, 100]);
+        let (o3, _) = respond(&c, &other, Port::Dhcp, src()).expect("other offer");
+        assert_eq!(o3.yiaddr, Ipv4Addr::new(10, 0, 0, 102));
+        let mut req = other.clone();
+        req.set_option(53, vec![MessageType::Request as u8]);
+        req.set_option(54, vec![10, 0, 0, 1]);
+        let (n, _) = respond(&c, &req, Port::Dhcp, src()).expect("nak");
+        assert_eq!(n.message_type(), Some(MessageType::Nak));
+    }
+
+    #[test]
+    fn reserved_address_goes_to_its_mac_only() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(DhcpMode::Full, t.path());
+        let reserved = Ipv4Addr::new(10, 0, 0, 100);
+        let mut d = discover(None, "udhcp 1.36.1", None);
+        d.chaddr[5] = 7;
+        let mac = Mac(d.mac());
+        let res = [(mac, reserved)].into_iter().collect();
+        c.pool
+            .as_ref()
+            .expect("pool")
+            .lock()
+            .expect("lock")
+            .set_reservations(&res)
+            .expect("reserve");
+        // Others never get it, even when they ask for it.
+        for last in 1..=5 {
+            let mut o = discover(None, "udhcp 1.36.1", None);
+            o.chaddr[5] = last;
+            o.set_option(50, reserved.octets().to_vec());
+            let (offer, _) = respond(&c, &o, Port::Dhcp, src()).expect("offer");
+            assert_ne!(offer.yiaddr, reserved, "client {last}");
+            let mut r = o.clone();
+            r.set_option(53, vec![MessageType::Request as u8]);
+            r.set_option(54, vec![10, 0, 0, 1]);
+            let (n, _) = respond(&c, &r, Port::Dhcp, src()).expect("nak");
+            assert_eq!(n.message_type(), Some(MessageType::Nak), "client {last}");
+        }
+        assert_eq!(dora(&c, 7), (reserved, reserved));
+        assert_ne!(dora(&c, 8).1, reserved);
+    }
+
+    #[test]
+    fn port_4011_request_records_the_client_address_under_proxy() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(DhcpMode::Proxy, t.path());
+        let mut rq = discover(Some(7), "PXEClient:Arch:00007:UNDI:003016", None);
+        rq.set_option(53, vec![MessageType::Request as u8]);
+        rq.ciaddr = Ipv4Addr::new(10, 0, 0, 57);
+        let s = SocketAddrV4::new(rq.ciaddr, 4011);
+        respond(&c, &rq, Port::ProxyBoot, s).expect("ack");
+        let l = c.registry.list();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].ip, Some(Ipv4Addr::new(10, 0, 0, 57)));
+        assert_eq!(l[0].firmware.as_deref(), Some("x64 UEFI (7)"));
     }
 
     #[test]

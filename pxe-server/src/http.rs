@@ -8,6 +8,8 @@
 //! - `GET /grub/grub.cfg` GRUB's first config, which loads
 //!   `/grub/<mac>.cfg`, the config for that client (Secure Boot chain); both
 //!   are served over TFTP too, where GRUB looks first ([`HttpContext::generated`])
+//! - `GET|HEAD /images/<path>` a disk image under `--images` (Range as for
+//!   bundle files), for restore jobs with a relative IMAGE
 //! - `GET /clients` JSON list of clients
 //! - `POST /clients/<mac>/status` JSON [`ClientStatus`] from the live system
 //!
@@ -24,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::bundle::{names, Bundle};
 use crate::clients::{ClientStatus, Registry};
+use crate::images::{ImageDir, URL_PREFIX as IMAGES_PREFIX};
 use crate::mac::Mac;
 use crate::policy::{kernel_cmdline, Action, Policy};
 
@@ -41,6 +44,8 @@ pub struct HttpContext {
     pub port: u16,
     /// Operator's extra kernel arguments (`--cmdline`).
     pub cmdline: String,
+    /// `--images`: served at `/images/`.
+    pub images: Option<Arc<ImageDir>>,
 }
 
 impl HttpContext {
@@ -142,6 +147,21 @@ impl HttpContext {
             });
         }
         None
+    }
+
+    /// [`HttpContext::generated`] for a request from `peer` (HTTP or TFTP):
+    /// a file written for one client records it in the client list, with
+    /// the address it asked from (under proxyDHCP the server never sees the
+    /// client's ACK, so this and the port 4011 request are how it learns it).
+    pub fn generated_for(&self, peer: Option<Ipv4Addr>, path: &str) -> Option<Generated> {
+        let g = self.generated(path)?;
+        if let Some(mac) = g.mac {
+            if let Some(ip) = peer.filter(|ip| !ip.is_unspecified()) {
+                self.registry.set_ip(mac, ip);
+            }
+            self.registry.served_to_mac(mac, g.what);
+        }
+        Some(g)
     }
 }
 
@@ -506,23 +526,26 @@ fn handle(
         let body = serde_json::to_vec_pretty(&ctx.registry.list()).unwrap_or_default();
         return respond(w, "200 OK", "application/json", &body, head_only, close);
     }
-    if let Some(g) = ctx.generated(path) {
-        if let Some(mac) = g.mac {
-            if let Some(ip) = peer_ip {
-                ctx.registry.set_ip(mac, ip);
-            }
-            ctx.registry.served_to_mac(mac, g.what);
-        }
+    if let Some(g) = ctx.generated_for(peer_ip, path) {
         info!(%peer, mac = ?g.mac.map(|m| m.to_string()), what = g.what, "served generated {}", path);
         return respond(w, "200 OK", text, g.body.as_bytes(), head_only, close);
     }
-    let file_path = match ctx.bundle.resolve(path) {
+    // The raw target, so that `/images/../x` is not normalised into `/x`.
+    let resolved = match path.strip_prefix(IMAGES_PREFIX) {
+        Some(rel) => match &ctx.images {
+            Some(d) => d.resolve(rel),
+            None => Err(crate::bundle::ResolveError::NotFound { name: path.into() }),
+        },
+        None => ctx.bundle.resolve(path),
+    };
+    let file_path = match resolved {
         Ok(p) => p,
         Err(e) => {
             if e.is_violation() {
                 warn!(%peer, path = %req.path, error = %e, "refused http request");
                 return respond(w, "403 Forbidden", text, b"forbidden\n", false, close);
             }
+            debug!(%peer, path = %req.path, "http file not found");
             return respond(w, "404 Not Found", text, b"not found\n", false, close);
         }
     };
@@ -611,7 +634,25 @@ mod tests {
             server_ip: Ipv4Addr::new(10, 0, 0, 1),
             port: 8080,
             cmdline: "console=ttyS0".into(),
+            images: None,
         }
+    }
+
+    #[test]
+    fn generated_files_record_the_asking_address() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(t.path(), "");
+        let mac: Mac = "52:54:00:00:00:01".parse().expect("mac");
+        let peer = Ipv4Addr::new(10, 0, 0, 77);
+        assert!(c.generated_for(Some(peer), "/grub/grub.cfg").is_some());
+        assert!(c.registry.list().is_empty(), "no MAC in that name");
+        let g = c
+            .generated_for(Some(peer), "grub/52:54:00:00:00:01.cfg")
+            .expect("grub config");
+        assert_eq!(g.mac, Some(mac));
+        let l = c.registry.list();
+        assert_eq!((l[0].mac, l[0].ip), (mac, Some(peer)));
+        assert_eq!(l[0].served, vec!["grub config"]);
     }
 
     #[test]

@@ -53,6 +53,20 @@ pub enum LeaseError {
     },
     #[error("reservation {ip} for {mac} is outside the range")]
     ReservationOutside { mac: Mac, ip: Ipv4Addr },
+    #[error("address {ip} is reserved for both {first} and {second}")]
+    ReservationTwice { ip: Ipv4Addr, first: Mac, second: Mac },
+    #[error("cannot create lease directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lease file {path} is not writable by this user")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl LeaseError {
@@ -63,7 +77,13 @@ impl LeaseError {
             }
             LeaseError::Write { .. } => "check that the lease directory exists and is writable",
             LeaseError::Corrupt { .. } => "move the lease file away; clients will renew",
-            LeaseError::ReservationOutside { .. } => "reserve an address inside --range",
+            LeaseError::ReservationOutside { .. } => {
+                "reserve an address inside a --range (`ip = ...` under [clients.\"MAC\"] in the policy)"
+            }
+            LeaseError::ReservationTwice { .. } => "give each client its own address in the policy",
+            LeaseError::Dir { .. } | LeaseError::NotWritable { .. } => {
+                "pass --lease-file PATH in a directory this user can write (the default, /var/lib/pxe-server, needs root)"
+            }
         }
     }
 }
@@ -217,15 +237,57 @@ impl LeasePool {
     }
 
     pub fn reserve(&mut self, mac: Mac, ip: Ipv4Addr) -> Result<(), LeaseError> {
-        if !self.in_range(ip) {
+        if !self.in_range(ip) || self.excluded.contains(&ip) {
             return Err(LeaseError::ReservationOutside { mac, ip });
+        }
+        if let Some((&first, _)) = self.reservations.iter().find(|(m, r)| **r == ip && **m != mac) {
+            return Err(LeaseError::ReservationTwice {
+                ip,
+                first,
+                second: mac,
+            });
         }
         self.reservations.insert(mac, ip);
         Ok(())
     }
 
-    /// Loads bound leases from `path` (if it exists) and persists there from now on.
+    /// Replaces every reservation (the policy's, at start and on SIGHUP).
+    /// All or nothing: on error the previous reservations stay.
+    pub fn set_reservations(&mut self, res: &BTreeMap<Mac, Ipv4Addr>) -> Result<(), LeaseError> {
+        let old = std::mem::take(&mut self.reservations);
+        for (&mac, &ip) in res {
+            if let Err(e) = self.reserve(mac, ip) {
+                self.reservations = old;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn reservations(&self) -> &BTreeMap<Mac, Ipv4Addr> {
+        &self.reservations
+    }
+
+    /// Loads bound and declined leases from `path` (if it exists) and
+    /// persists there from now on. Creates the file's directory and checks
+    /// that this user can write there, so a lease file that cannot be
+    /// written is an error at start, not a warning at the first client.
     pub fn persist_to(&mut self, path: &Path) -> Result<(), LeaseError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::PermissionDenied {
+                    LeaseError::NotWritable {
+                        path: path.into(),
+                        source,
+                    }
+                } else {
+                    LeaseError::Dir {
+                        path: dir.into(),
+                        source,
+                    }
+                }
+            })?;
+        }
         self.path = Some(path.to_path_buf());
         match std::fs::read(path) {
             Ok(b) => {
@@ -234,19 +296,39 @@ impl LeasePool {
                         path: path.into(),
                         source,
                     })?;
+                let now = unix_now();
                 for l in v {
-                    if self.in_range(l.ip) && l.state == LeaseState::Bound {
+                    let keep = match l.state {
+                        LeaseState::Bound => true,
+                        // The quarantine of a declined address survives a restart.
+                        LeaseState::Declined => l.expires > now,
+                        LeaseState::Offered => false,
+                    };
+                    if self.in_range(l.ip) && keep {
                         self.leases.insert(l.ip, l);
                     }
                 }
-                Ok(())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(LeaseError::Write {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(LeaseError::Write {
+                    path: path.into(),
+                    source,
+                })
+            }
+        }
+        // The file flush writes first, then renames over the lease file.
+        let tmp = path.with_extension("tmp");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|_| std::fs::remove_file(&tmp))
+            .map_err(|source| LeaseError::NotWritable {
                 path: path.into(),
                 source,
-            }),
-        }
+            })
     }
 
     /// Defers lease-file writes to [`LeasePool::flush`], which the server
@@ -276,10 +358,14 @@ impl LeasePool {
             self.dirty = false;
             return Ok(());
         };
+        let now = unix_now();
         let bound: Vec<&Lease> = self
             .leases
             .values()
-            .filter(|l| l.state == LeaseState::Bound)
+            .filter(|l| {
+                l.state == LeaseState::Bound
+                    || (l.state == LeaseState::Declined && l.expires > now)
+            })
             .collect();
         let tmp = path.with_extension("tmp");
         let w = |source| LeaseError::Write {
@@ -491,6 +577,76 @@ mod tests {
         // Release frees it.
         p.release(mac(1), ip("10.0.0.11")).expect("release");
         assert_eq!(p.offer(mac(4), None), Some(ip("10.0.0.11")));
+    }
+
+    #[test]
+    fn declined_addresses_stay_quarantined_across_a_restart() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let file = t.path().join("leases.json");
+        let pool = || {
+            let mut p =
+                LeasePool::new(ip("10.0.0.10"), ip("10.0.0.12"), Duration::from_secs(3600))
+                    .expect("pool");
+            p.persist_to(&file).expect("persist");
+            p
+        };
+        let mut p = pool();
+        assert_eq!(p.offer(mac(1), None), Some(ip("10.0.0.10")));
+        p.decline(mac(1), ip("10.0.0.10")).expect("decline");
+        let json = std::fs::read_to_string(&file).expect("lease file");
+        assert!(json.contains("declined") && json.contains("10.0.0.10"), "{json}");
+        // A restarted server does not hand the declined address out again.
+        let mut q = pool();
+        assert_eq!(q.offer(mac(2), None), Some(ip("10.0.0.11")));
+        assert_eq!(q.offer(mac(3), Some(ip("10.0.0.10"))), Some(ip("10.0.0.12")));
+        assert_eq!(q.request(mac(4), ip("10.0.0.10")).expect("req"), None);
+    }
+
+    #[test]
+    fn lease_file_that_cannot_be_written_is_an_error_at_start() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let afile = t.path().join("afile");
+        std::fs::write(&afile, b"").expect("write");
+        let mut p = LeasePool::new(ip("10.0.0.10"), ip("10.0.0.12"), Duration::from_secs(60))
+            .expect("pool");
+        let e = p.persist_to(&afile.join("x.json")).expect_err("parent is a file");
+        assert!(matches!(e, LeaseError::Dir { .. }), "{e:?}");
+        assert!(e.to_string().contains("cannot create lease directory"), "{e}");
+        assert!(e.hint().contains("--lease-file"));
+        // A directory is created when missing.
+        p.persist_to(&t.path().join("new/dir/leases.json"))
+            .expect("creates the directory");
+        assert!(t.path().join("new/dir").is_dir());
+    }
+
+    #[test]
+    fn reservations_are_replaced_all_or_nothing() {
+        let mut p = LeasePool::new(ip("10.0.0.10"), ip("10.0.0.20"), Duration::from_secs(60))
+            .expect("pool");
+        p.exclude(ip("10.0.0.10"));
+        let mut r = BTreeMap::new();
+        r.insert(mac(1), ip("10.0.0.15"));
+        p.set_reservations(&r).expect("reserve");
+        assert_eq!(p.offer(mac(2), Some(ip("10.0.0.15"))), Some(ip("10.0.0.11")));
+        assert_eq!(p.offer(mac(1), None), Some(ip("10.0.0.15")));
+        for bad in [
+            [(mac(1), ip("10.0.0.16")), (mac(2), ip("10.0.1.1"))],
+            [(mac(1), ip("10.0.0.16")), (mac(2), ip("10.0.0.10"))],
+        ] {
+            let e = p
+                .set_reservations(&bad.into_iter().collect())
+                .expect_err("outside or the server's own");
+            assert!(matches!(e, LeaseError::ReservationOutside { .. }), "{e:?}");
+        }
+        let twice: BTreeMap<Mac, Ipv4Addr> =
+            [(mac(1), ip("10.0.0.16")), (mac(2), ip("10.0.0.16"))].into_iter().collect();
+        let e = p.set_reservations(&twice).expect_err("twice");
+        assert!(e.to_string().contains("reserved for both"), "{e}");
+        // The previous reservations stay in force.
+        assert_eq!(p.reservations().get(&mac(1)), Some(&ip("10.0.0.15")));
+        assert_eq!(p.reservations().len(), 1);
+        p.set_reservations(&BTreeMap::new()).expect("clear");
+        assert!(p.reservations().is_empty());
     }
 
     #[test]

@@ -26,7 +26,10 @@ const EXIT_REFUSED: u8 = 3;
     args_conflicts_with_subcommands = true,
     after_help = "Policy file (TOML): default = \"menu|rescue|local\", cmdline = \"...\",\n\
                   [groups.NAME] macs = [..] job = \"restore IMG to DISK then poweroff\",\n\
-                  [clients.\"MAC\"] action/job/secure_boot/cmdline. SIGHUP reloads it."
+                  [clients.\"MAC\"] action/job/secure_boot/cmdline/ip (reserved, full mode).\n\
+                  A job's IMAGE that is not /absolute or a URL is a file under --images,\n\
+                  fetched by the client from http://SERVER:PORT/images/IMAGE.\n\
+                  SIGHUP reloads the policy."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -84,9 +87,13 @@ struct ServeArgs {
     /// Boot policy file (TOML)
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Directory of disk images, served read-only over HTTP at
+    /// /images/PATH; a restore job's relative IMAGE is a file here
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
-    /// Lease file for full mode
+    /// Lease file for full mode (its directory must be writable)
     #[arg(long, default_value = "/var/lib/pxe-server/leases.json")]
     lease_file: PathBuf,
     /// Router to hand out in full mode
@@ -98,7 +105,8 @@ struct ServeArgs {
     /// Seconds to wait for another DHCP server at start
     #[arg(long, default_value_t = 4.0)]
     probe_wait: f64,
-    /// Largest TFTP block size to accept (1468 fits a 1500 MTU)
+    /// Largest TFTP block size to accept, up to 65464 (1468 fits a 1500
+    /// MTU unfragmented)
     #[arg(long, default_value_t = 1468)]
     max_blksize: u16,
     /// Do not send IPv6 router advertisements (without them iPXE waits
@@ -185,13 +193,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .context("reading --range")?;
     if matches!(cfg.mode, ModeChoice::Full) {
-        if let Some(dir) = a.lease_file.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating lease directory {}", dir.display()))?;
-        }
+        // Created (and checked writable) by the server, with a hint.
         cfg.lease_file = Some(a.lease_file.clone());
     }
     cfg.policy_file = a.policy;
+    cfg.images = a.images;
     cfg.http_port = a.http_port;
     cfg.router = a.router;
     cfg.dns = a.dns;
@@ -252,6 +258,73 @@ fn status(server: &str, json: bool) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Every `--flag` a hint tells the user to pass must exist (one named
+    /// a `--tftp-port` that never did).
+    #[test]
+    fn hints_name_only_flags_that_exist() {
+        use pxe_server::leases::LeaseError;
+        use pxe_server::netif::NetError;
+        use std::net::SocketAddr;
+        let flags: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+            .collect();
+        let io = || std::io::Error::other("x");
+        let addr = SocketAddr::from(([127, 0, 0, 1], 69));
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        let mac = pxe_server::mac::Mac([0x52, 0x54, 0, 0, 0, 1]);
+        let mut hints: Vec<String> = vec![
+            pxe_server::tftp::server::TftpError::Bind { addr, source: io() }.hint().into(),
+            pxe_server::tftp::server::TftpError::Io { addr, source: io() }.hint().into(),
+            pxe_server::http::HttpBindError { addr, source: io() }.hint().into(),
+            pxe_server::images::ImagesError { path: "x".into(), source: io() }.hint().into(),
+            ServerError::NoDhcpServer { interface: "eth1".into(), waited: Duration::ZERO }.hint(),
+            ServerError::NoRange { interface: "eth1".into() }.hint(),
+            ServerError::RangeOutsideSubnet {
+                interface: "eth1".into(),
+                start: ip,
+                end: ip,
+                ip,
+                netmask: ip,
+            }
+            .hint(),
+            NetError::NoInterface { name: "x".into(), present: vec![] }.hint(),
+            NetError::NoIpv4 { name: "x".into() }.hint(),
+            NetError::PortTaken { service: "DHCP", port: 67, culprit: Some("dnsmasq (pid 1)".into()) }.hint(),
+            NetError::PortTaken { service: "DHCP", port: 67, culprit: None }.hint(),
+            NetError::Socket {
+                service: "DHCP",
+                iface: "x".into(),
+                port: 67,
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            }
+            .hint(),
+        ];
+        for l in [
+            LeaseError::BadRange { start: ip, end: ip },
+            LeaseError::Write { path: "x".into(), source: io() },
+            LeaseError::Dir { path: "x".into(), source: io() },
+            LeaseError::NotWritable { path: "x".into(), source: io() },
+            LeaseError::ReservationOutside { mac, ip },
+            LeaseError::ReservationTwice { ip, first: mac, second: mac },
+        ] {
+            hints.push(l.hint().into());
+        }
+        let mut named = 0;
+        for h in &hints {
+            for (at, _) in h.match_indices("--") {
+                let flag: String = h[at..]
+                    .chars()
+                    .take_while(|c| *c == '-' || c.is_ascii_alphanumeric())
+                    .collect();
+                assert!(flags.contains(&flag), "hint {h:?} names {flag}, which does not exist");
+                named += 1;
+            }
+        }
+        assert!(named >= 4, "the hints name flags: {hints:?}");
+    }
 
     #[test]
     fn cli_is_consistent_and_help_fits_80_columns() {

@@ -13,12 +13,19 @@
 //!
 //! [clients."52:54:00:00:00:03"]
 //! action = "local"
+//! ip = "192.168.50.120"         # full mode: always this address (inside --range)
 //! ```
 //!
 //! Precedence: a `[clients]` entry, then the first group listing the MAC (in
 //! name order), then the defaults. A job implies the `rescue` action.
+//!
+//! A restore job's IMAGE is an absolute path or a URL (`scheme://...`) as
+//! the live system sees it, or else a path under the server's `--images`
+//! directory, which the live system fetches as
+//! `{rescue.server}/images/{IMAGE}`.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -144,6 +151,17 @@ impl Job {
         v
     }
 
+    /// The image of a restore job when it names a file under the server's
+    /// `--images` directory: not an absolute path, not a URL.
+    pub fn served_image(&self) -> Option<&str> {
+        match &self.kind {
+            JobKind::Restore { image, .. } if !image.starts_with('/') && !image.contains("://") => {
+                Some(image)
+            }
+            _ => None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         let mut s = match &self.kind {
             JobKind::Restore { image, disk } => format!("restore {image} to {disk}"),
@@ -179,6 +197,8 @@ struct EntryFile {
     job: Option<String>,
     secure_boot: Option<bool>,
     cmdline: Option<String>,
+    /// Reserved address (full mode), `[clients]` entries only.
+    ip: Option<Ipv4Addr>,
 }
 
 /// What one client gets.
@@ -208,6 +228,7 @@ pub struct Policy {
     secure_boot: bool,
     groups: Vec<(String, Vec<Mac>, Entry)>,
     clients: BTreeMap<Mac, Entry>,
+    reservations: BTreeMap<Mac, Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +251,8 @@ pub enum PolicyError {
         entry: String,
         source: crate::mac::MacParseError,
     },
+    #[error("policy file {path}, {entry}: `ip` reserves an address for one client; put it under [clients.\"MAC\"]")]
+    GroupIp { path: PathBuf, entry: String },
     #[error("policy file {path}, {entry}: {source}")]
     Job {
         path: PathBuf,
@@ -285,9 +308,16 @@ impl Policy {
                     source,
                 })?);
             }
+            if g.ip.is_some() {
+                return Err(PolicyError::GroupIp {
+                    path: path.into(),
+                    entry: label,
+                });
+            }
             groups.push((name.clone(), macs, entry(&label, g)?));
         }
         let mut clients = BTreeMap::new();
+        let mut reservations = BTreeMap::new();
         for (m, c) in &f.clients {
             let label = format!("client {m}");
             let mac: Mac = m.parse().map_err(|source| PolicyError::Mac {
@@ -296,6 +326,9 @@ impl Policy {
                 source,
             })?;
             clients.insert(mac, entry(&label, c)?);
+            if let Some(ip) = c.ip {
+                reservations.insert(mac, ip);
+            }
         }
         Ok(Policy {
             default: f.default.unwrap_or_default(),
@@ -303,7 +336,32 @@ impl Policy {
             secure_boot: f.secure_boot.unwrap_or(false),
             groups,
             clients,
+            reservations,
         })
+    }
+
+    /// Addresses reserved per MAC (`ip = ...` under `[clients."MAC"]`).
+    pub fn reservations(&self) -> &BTreeMap<Mac, Ipv4Addr> {
+        &self.reservations
+    }
+
+    /// Restore jobs whose image is a file under `--images`: (entry, image).
+    pub fn served_images(&self) -> Vec<(String, String)> {
+        let groups = self
+            .groups
+            .iter()
+            .map(|(name, _, e)| (format!("group {name}"), e));
+        let clients = self
+            .clients
+            .iter()
+            .map(|(mac, e)| (format!("client {mac}"), e));
+        groups
+            .chain(clients)
+            .filter_map(|(label, e)| {
+                let img = e.job.as_ref()?.served_image()?;
+                Some((label, img.to_string()))
+            })
+            .collect()
     }
 
     pub fn for_client(&self, mac: Mac) -> Assignment {
@@ -415,6 +473,32 @@ action = "local"
             (d.action, d.source.as_str(), d.job),
             (Action::Menu, "default", None)
         );
+    }
+
+    #[test]
+    fn reservations_and_served_images() {
+        let p = Policy::parse(
+            "[clients.\"52:54:00:00:00:07\"]\nip = \"10.0.0.120\"\n\
+             job = \"restore lab/win.img to /dev/sda\"\n\
+             [clients.\"52:54:00:00:00:08\"]\njob = \"restore /mnt/x.img to /dev/sda\"\n\
+             [groups.g]\nmacs = []\njob = \"restore http://nas/y.img to /dev/sda\"\n",
+            Path::new("p.toml"),
+        )
+        .expect("parse");
+        assert_eq!(
+            p.reservations().iter().collect::<Vec<_>>(),
+            vec![(&mac("52:54:00:00:00:07"), &"10.0.0.120".parse::<Ipv4Addr>().expect("ip"))]
+        );
+        assert_eq!(
+            p.served_images(),
+            vec![("client 52:54:00:00:00:07".to_string(), "lab/win.img".to_string())]
+        );
+        let e = Policy::parse("[groups.g]\nmacs = []\nip = \"10.0.0.1\"\n", Path::new("p.toml"))
+            .expect_err("ip in a group");
+        assert!(e.to_string().contains("group g") && e.to_string().contains("[clients"), "{e}");
+        let e = Policy::parse("[clients.\"52:54:00:00:00:07\"]\nip = \"10.0.0\"\n", Path::new("p.toml"))
+            .expect_err("bad ip");
+        assert!(matches!(e, PolicyError::Syntax { .. }), "{e}");
     }
 
     #[test]

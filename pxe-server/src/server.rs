@@ -13,6 +13,7 @@ use crate::bundle::Bundle;
 use crate::clients::Registry;
 use crate::dhcp_server::{self, DhcpContext, Port, ServedSubnet};
 use crate::http::{HttpBindError, HttpContext, HttpServer};
+use crate::images::{self, ImageDir, ImagesError};
 use crate::leases::{LeaseError, LeasePool, RangeSpec, Subnet};
 use crate::netif::{self, NetError};
 use crate::policy::{Policy, PolicyError};
@@ -37,6 +38,8 @@ pub struct ServerConfig {
     pub lease_file: Option<PathBuf>,
     pub lease_time: Duration,
     pub policy_file: Option<PathBuf>,
+    /// `--images`: disk images served at `/images/` (see [`crate::images`]).
+    pub images: Option<PathBuf>,
     pub http_port: u16,
     pub dhcp_port: u16,
     pub proxy_port: u16,
@@ -60,6 +63,7 @@ impl ServerConfig {
             lease_file: None,
             lease_time: Duration::from_secs(3600),
             policy_file: None,
+            images: None,
             http_port: 8080,
             dhcp_port: 67,
             proxy_port: 4011,
@@ -84,6 +88,8 @@ pub enum ServerError {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Http(#[from] HttpBindError),
+    #[error(transparent)]
+    Images(#[from] ImagesError),
     #[error("no DHCP server answered on {interface} within {waited:?}, and proxy mode needs one")]
     NoDhcpServer { interface: String, waited: Duration },
     #[error("full mode on {interface} needs --range")]
@@ -111,6 +117,7 @@ impl ServerError {
             ServerError::Policy(e) => e.hint().into(),
             ServerError::Lease(e) => e.hint().into(),
             ServerError::Http(e) => e.hint().into(),
+            ServerError::Images(e) => e.hint().into(),
             ServerError::NoDhcpServer { .. } => {
                 "this segment has no DHCP server: run with --mode full --range FIRST-LAST".into()
             }
@@ -145,6 +152,11 @@ pub fn run(
         Some(p) => Policy::load(p)?,
         None => Policy::default(),
     };
+    let image_dir = match &cfg.images {
+        Some(d) => Some(Arc::new(ImageDir::open(d)?)),
+        None => None,
+    };
+    warn_about_images(&policy, image_dir.as_deref());
     // Probe before binding 67 ourselves.
     let other = netif::probe_dhcp(&cfg.interface, cfg.probe_wait, addr.ip)?;
     let mode = match (cfg.mode, other.map(|o| o.server)) {
@@ -228,12 +240,16 @@ pub fn run(
         }
         subnets.sort_by_key(|s| s.subnet != local);
         p.exclude(addr.ip);
+        p.set_reservations(policy.reservations())?;
         p.set_write_behind();
         if let Some(f) = &cfg.lease_file {
             p.persist_to(f)?;
         }
         Some(Mutex::new(p))
     } else {
+        if !policy.reservations().is_empty() {
+            warn!("the policy reserves addresses (`ip = ...`), which only full mode hands out: ignored under proxyDHCP");
+        }
         None
     };
 
@@ -277,6 +293,7 @@ pub fn run(
         server_ip: addr.ip,
         port: cfg.http_port,
         cmdline,
+        images: image_dir.clone(),
     });
     let mut http = HttpServer::bind(http_addr, hctx.clone())?;
     if http_addr != status_addr {
@@ -293,13 +310,12 @@ pub fn run(
                 reg2.served_to_ip(*p.ip(), file);
             }
         }))
-        .with_generated(Arc::new(move |name| {
-            hctx.generated(name).map(|g| {
-                if let Some(mac) = g.mac {
-                    hctx.registry.served_to_mac(mac, g.what);
-                }
-                g.body.into_bytes()
-            })
+        .with_generated(Arc::new(move |peer, name| {
+            let ip = match peer {
+                SocketAddr::V4(p) => Some(*p.ip()),
+                SocketAddr::V6(_) => None,
+            };
+            hctx.generated_for(ip, name).map(|g| g.body.into_bytes())
         }));
     let dctx = Arc::new(DhcpContext {
         mode,
@@ -397,8 +413,24 @@ pub fn run(
             match &cfg.policy_file {
                 Some(p) => match Policy::load(p) {
                     Ok(newp) => {
-                        *policy.write().unwrap_or_else(|e| e.into_inner()) = newp;
-                        info!(file = %p.display(), "policy reloaded");
+                        // Reservations first: all or nothing, like the policy.
+                        let reserved = match &dctx.pool {
+                            Some(pool) => pool
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .set_reservations(newp.reservations()),
+                            None => Ok(()),
+                        };
+                        match reserved {
+                            Ok(()) => {
+                                warn_about_images(&newp, image_dir.as_deref());
+                                *policy.write().unwrap_or_else(|e| e.into_inner()) = newp;
+                                info!(file = %p.display(), "policy reloaded");
+                            }
+                            Err(e) => {
+                                error!(error = %e, hint = e.hint(), "policy reload failed, keeping the previous policy")
+                            }
+                        }
                     }
                     Err(e) => {
                         error!(error = %e, hint = e.hint(), "policy reload failed, keeping the previous policy")
@@ -415,4 +447,11 @@ pub fn run(
     flush_leases();
     info!("pxe-server stopped");
     Ok(())
+}
+
+/// Logs a warning per restore job whose relative image cannot be served.
+fn warn_about_images(policy: &Policy, images: Option<&ImageDir>) {
+    for w in images::check_policy(policy, images) {
+        warn!("{w}");
+    }
 }

@@ -2,7 +2,8 @@
 //! server binary and the clients in separate network namespaces joined by
 //! veth pairs and a bridge, and through a real DHCP relay agent (dnsmasq's
 //! `--dhcp-relay`) on a router namespace. Needs root, iproute2 and busybox
-//! (udhcpc, udhcpd), tftp-hpa, atftp, curl and dnsmasq-base.
+//! (udhcpc, udhcpd), tftp-hpa, atftp, curl, dnsmasq-base and setpriv
+//! (util-linux).
 
 mod common;
 
@@ -351,8 +352,8 @@ fn full_mode_with_busybox_udhcpc_tftp_clients_http_and_policy_reload() {
     server.signal(nix::sys::signal::Signal::SIGHUP);
     server.wait_for("policy reload failed", Duration::from_secs(5));
 
-    // Renewal (unicast, ciaddr set) and release via udhcpc.
-    cli.exec(&["ip", "addr", "flush", "dev", &if_c]);
+    // Renewal, release and reservations with a background udhcpc:
+    // `udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_server`.
     let log = server.log_text();
     assert!(log.contains("refused tftp request"), "{log}");
     server.signal(nix::sys::signal::Signal::SIGTERM);
@@ -560,61 +561,100 @@ fn auto_mode_without_dhcp_server_refuses_with_hint_and_start_errors_are_clear() 
         "{t}"
     );
 
-    // Interface without IPv4, missing interface, incomplete bundle, range outside subnet.
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    // Interface without IPv4, missing interface, incomplete bundle, lease
+    // directory that cannot be created, range outside the subnet.
+    let afile = tmp.path().join("afile");
+    std::fs::write(&afile, b"a regular file").expect("write");
+    let under_file = afile.join("x.json");
+    let leases = tmp.path().join("leases.json");
+    let full = |range: &'static str, lease: &std::path::Path| -> Vec<String> {
+        [
+            "--interface",
+            if_a.as_str(),
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--mode",
+            "full",
+            "--range",
+            range,
+            "--probe-wait",
+            "0.1",
+            "--lease-file",
+            lease.to_str().expect("utf8"),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let cases: Vec<(Vec<String>, Vec<String>)> = vec![
         (
-            vec![
-                "--interface",
-                &if_b,
-                "--bundle",
-                bundle.to_str().expect("utf8"),
-            ],
-            "has no IPv4 address",
+            strings(&["--interface", &if_b, "--bundle", bundle.to_str().expect("utf8")]),
+            strings(&["has no IPv4 address", "hint: give"]),
         ),
         (
-            vec![
-                "--interface",
-                "nosuch0",
-                "--bundle",
-                bundle.to_str().expect("utf8"),
-            ],
-            "interface nosuch0 does not exist",
+            strings(&["--interface", "nosuch0", "--bundle", bundle.to_str().expect("utf8")]),
+            strings(&["interface nosuch0 does not exist", "hint: pass an interface"]),
         ),
         (
-            vec![
-                "--interface",
-                &if_a,
-                "--bundle",
-                tmp.path().to_str().expect("utf8"),
-            ],
-            "missing: vmlinuz, initrd.img, undionly.kpxe, snponly.efi or ipxe.efi",
+            strings(&["--interface", &if_a, "--bundle", tmp.path().to_str().expect("utf8")]),
+            strings(&["missing: vmlinuz, initrd.img, undionly.kpxe, snponly.efi or ipxe.efi"]),
         ),
         (
+            full("10.79.0.100-10.79.0.150", &under_file),
             vec![
-                "--interface",
-                &if_a,
-                "--bundle",
-                bundle.to_str().expect("utf8"),
-                "--mode",
-                "full",
-                "--range",
-                "10.80.0.1-10.80.0.9",
-                "--probe-wait",
-                "0.1",
-                "--lease-file",
-                "/nonexistent-dir-for-test/x.json",
+                format!("cannot create lease directory {}", afile.display()),
+                "hint: pass --lease-file PATH".into(),
             ],
-            "",
+        ),
+        (
+            full("10.80.0.1-10.80.0.9", &leases),
+            vec![
+                format!("range 10.80.0.1-10.80.0.9 is not inside {if_a}'s subnet 10.79.0.1/255.255.255.0"),
+                "hint: pick a range inside the interface's subnet".into(),
+            ],
         ),
     ];
-    for (i, (args, want)) in cases.iter().enumerate() {
+    for (i, (args, wants)) in cases.iter().enumerate() {
         let ns = if i == 0 { &b } else { &a };
-        let mut p = start_server(ns, args, &tmp.path().join(format!("c{i}.log")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut p = start_server(ns, &args, &tmp.path().join(format!("c{i}.log")));
         let code = p.wait_exit(Duration::from_secs(10));
         let t = p.log_text();
         assert_eq!(code, Some(1), "{args:?}: {t}");
-        assert!(t.contains(want) && t.contains("hint:"), "{args:?}: {t}");
+        for want in wants {
+            assert!(t.contains(want.as_str()), "{args:?}: {want:?} not in:\n{t}");
+        }
     }
+    assert!(afile.is_file() && !leases.exists());
+
+    // Port 67 held by a plain dnsmasq: the error names it, with dnsmasq's hint.
+    require("dnsmasq", "dnsmasq-base");
+    let mut dnsmasq = Proc::spawn(
+        a.cmd(&[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--dhcp-range=10.79.0.100,10.79.0.150,255.255.255.0,10m",
+            "--log-facility=-",
+            &format!("--dhcp-leasefile={}", tmp.path().join("dnsmasq.leases").display()),
+        ]),
+        &tmp.path().join("dnsmasq.log"),
+        "dnsmasq",
+    );
+    dnsmasq.wait_for("DHCP, IP range", Duration::from_secs(10));
+    let mut p = start_server(
+        &a,
+        &["--interface", &if_a, "--bundle", bundle.to_str().expect("utf8"), "--mode", "proxy", "--probe-wait", "0.2"],
+        &tmp.path().join("dnsmasq-clash.log"),
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1), "{}", p.log_text());
+    let t = p.log_text();
+    assert!(
+        t.contains("DHCP port 67/udp is already in use by dnsmasq (pid ")
+            && t.contains("hint: stop dnsmasq (`systemctl stop dnsmasq`) or run it with `port=0`"),
+        "{t}"
+    );
 }
 
 /// client ns --10.81.1.0/24-- router ns (dnsmasq --dhcp-relay, forwarding)
@@ -901,4 +941,532 @@ fn relayed_proxy_offer_and_port_4011_ack_reach_the_client() {
     let ack = ack.unwrap_or_else(|| panic!("no 4011 ACK\n{}", server.log_text()));
     assert_eq!(ack.message_type(), Some(MessageType::Ack));
     assert_eq!(ack.file, b"undionly.kpxe");
+}
+
+/// A udhcpc script that configures the address it is given (so renewals
+/// can go unicast from it), appends each event to `dir/events` and dumps
+/// the environment of the last bound/renew to `dir/env`.
+fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo \"$1\" >> {d}/events\n\
+             case \"$1\" in\n\
+             bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; env > {d}/env ;;\n\
+             deconfig) ip addr flush dev \"$interface\" ;;\n\
+             esac\n\
+             exit 0\n",
+            d = dir.display()
+        ),
+    )
+    .expect("script");
+    sh(&["chmod", "755", script.to_str().expect("utf8")]);
+    script
+}
+
+/// busybox udhcpc arguments for a BIOS PXE client on `iface`.
+fn udhcpc_args<'a>(iface: &'a str, script: &'a std::path::Path, quit: bool) -> Vec<&'a str> {
+    let mut v = vec![
+        "busybox",
+        "udhcpc",
+        "-i",
+        iface,
+        "-f",
+        "-n",
+        "-t",
+        "4",
+        "-T",
+        "1",
+        "-V",
+        "PXEClient:Arch:00000:UNDI:002001",
+        "-x",
+        "0x5d:0000",
+        "-s",
+        script.to_str().expect("utf8"),
+    ];
+    if quit {
+        v.push("-q");
+    }
+    v
+}
+
+/// One DISCOVER..ACK with busybox udhcpc (exits once bound); the address it got.
+fn udhcpc_once(ns: &Netns, iface: &str, dir: &std::path::Path) -> String {
+    let _ = std::fs::remove_file(dir.join("env"));
+    let script = udhcpc_script(dir);
+    let out = ns
+        .cmd(&udhcpc_args(iface, &script, true))
+        .output()
+        .expect("udhcpc");
+    let env = std::fs::read_to_string(dir.join("env")).unwrap_or_else(|_| {
+        panic!(
+            "udhcpc got no lease: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    env_value(&env, "ip")
+}
+
+fn env_value(env: &str, key: &str) -> String {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{env}"))
+        .to_string()
+}
+
+/// (state, expires) of `ip` in the lease file, if there.
+fn lease_of(file: &std::path::Path, ip: &str) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.as_array()?.iter().find_map(|l| {
+        (l["ip"] == ip).then(|| {
+            (
+                l["state"].as_str().unwrap_or("").to_string(),
+                l["expires"].as_u64().unwrap_or(0),
+            )
+        })
+    })
+}
+
+/// Polls `f` every 100 ms for up to `limit`; true once it held.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t0.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `CapEff`, `CapPrm` and `Uid` lines of /proc/PID/status.
+fn caps_of(pid: i32) -> (String, String, String) {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("CapEff:"), field("CapPrm:"), field("Uid:"))
+}
+
+fn set_mac(ns: &Netns, iface: &str, mac: &str) {
+    ns.exec(&["ip", "link", "set", iface, "down"]);
+    ns.exec(&["ip", "link", "set", iface, "address", mac]);
+    ns.exec(&["ip", "link", "set", iface, "up"]);
+}
+
+const NO_CAPS: &str = "0000000000000000";
+
+/// busybox udhcpc against full mode: a reserved address (from the policy,
+/// then changed by SIGHUP), renewal (SIGUSR1) and release (SIGUSR2) seen in
+/// the lease file; then junk to ports 67, 4011 and 69, an Itanium DISCOVER
+/// and HTTP traversal, all logged (junk rate-limited) and refused, after
+/// which a fresh DORA still works.
+#[test]
+fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_server() {
+    require_root();
+    require("busybox", "busybox");
+    require("curl", "curl");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bundle = tmp.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    fake_bundle(&bundle, 10_000);
+    let (mac_a, mac_b) = ("52:54:00:76:00:0a", "52:54:00:76:00:0b");
+    let policy = tmp.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("default = \"rescue\"\n[clients.\"{mac_a}\"]\nip = \"10.76.0.120\"\n"),
+    )
+    .expect("policy");
+    let leases = tmp.path().join("leases.json");
+    let srv = Netns::new(&tag("pxrs"));
+    let cli = Netns::new(&tag("pxrc"));
+    let (if_s, if_c) = (tag("vrs"), tag("vrc"));
+    veth(&srv, &if_s, "10.76.0.1/24", &cli, &if_c, "");
+    set_mac(&cli, &if_c, mac_a);
+    let mut server = start_server(
+        &srv,
+        &[
+            "--interface",
+            &if_s,
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--mode",
+            "full",
+            "--range",
+            "10.76.0.100-10.76.0.150",
+            "--lease-file",
+            leases.to_str().expect("utf8"),
+            "--policy",
+            policy.to_str().expect("utf8"),
+            "--probe-wait",
+            "0.3",
+        ],
+        &tmp.path().join("server.log"),
+    );
+    server.wait_for("pxe-server ready", Duration::from_secs(20));
+    // Started as root, it keeps no capability once its sockets are bound.
+    let (eff, prm, _) = caps_of(server.pid());
+    assert_eq!((eff.as_str(), prm.as_str()), (NO_CAPS, NO_CAPS));
+
+    // udhcpc in the background, bound to the reserved address.
+    let dir = tmp.path().join("bg");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let script = udhcpc_script(&dir);
+    let udhcpc = Proc::spawn(
+        cli.cmd(&udhcpc_args(&if_c, &script, false)),
+        &tmp.path().join("udhcpc.log"),
+        "udhcpc",
+    );
+    let env = dir.join("env");
+    assert!(
+        eventually(Duration::from_secs(10), || env.exists()),
+        "udhcpc not bound:\n{}\n{}",
+        udhcpc.log_text(),
+        server.log_text()
+    );
+    let got = env_value(&std::fs::read_to_string(&env).expect("env"), "ip");
+    assert_eq!(got, "10.76.0.120", "the reserved address");
+    let mut first = None;
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            first = lease_of(&leases, "10.76.0.120");
+            first.is_some()
+        }),
+        "lease not written"
+    );
+    let (state, expires) = first.expect("lease");
+    assert_eq!(state, "bound");
+
+    // SIGUSR1: renew; the lease's expiry moves on.
+    std::thread::sleep(Duration::from_millis(1200));
+    udhcpc.signal(nix::sys::signal::Signal::SIGUSR1);
+    let events = dir.join("events");
+    let mut renewed = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            renewed = lease_of(&leases, "10.76.0.120");
+            std::fs::read_to_string(&events).unwrap_or_default().contains("renew")
+                && renewed.as_ref().is_some_and(|(_, e)| *e > expires)
+        }),
+        "no renewal: {renewed:?} (was {expires})\nudhcpc:\n{}\nserver:\n{}",
+        udhcpc.log_text(),
+        server.log_text()
+    );
+
+    // Junk to 67, 4011 and 69 from the bound client, an Itanium DISCOVER.
+    let sent = in_netns(&cli.name, || {
+        let u = std::net::UdpSocket::bind("10.76.0.120:0").expect("bind");
+        let junk = b"\x01\x01\x06\x00not a dhcp packet";
+        for _ in 0..30 {
+            u.send_to(junk, "10.76.0.1:67").expect("send");
+        }
+        for port in [4011, 69] {
+            for _ in 0..5 {
+                u.send_to(b"\xff\xff junk", ("10.76.0.1", port)).expect("send");
+            }
+        }
+        let itanium = pxe_request(MessageType::Discover, [0x52, 0x54, 0, 0x76, 0, 0x99], 2);
+        u.send_to(&itanium.to_bytes(), "10.76.0.1:67").expect("send");
+        std::thread::sleep(Duration::from_millis(1100));
+        u.send_to(junk, "10.76.0.1:67").expect("send");
+        true
+    });
+    assert!(sent);
+    for (url, what) in [
+        ("http://10.76.0.1:8080/../etc/passwd", "dot-dot"),
+        ("http://10.76.0.1:8080/%2e%2e/%2e%2e/etc/passwd", "percent-encoded dot-dot"),
+    ] {
+        let code = cli.exec(&[
+            "curl", "-s", "--path-as-is", "--max-time", "5", "-o", "/dev/null", "-w",
+            "%{http_code}", url,
+        ]);
+        assert_eq!(code, "403", "{what}");
+    }
+    let mut log = String::new();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            log = server.log_text();
+            log.contains("held_back=29") && log.matches("dropping malformed tftp packet").count() == 1
+        }),
+        "{log}"
+    );
+    let dhcp_junk: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("dropping malformed dhcp packet"))
+        .collect();
+    // 67: the first, then one a second later with the 29 held back; 4011: one.
+    assert_eq!(dhcp_junk.len(), 3, "{dhcp_junk:#?}");
+    assert!(
+        log.lines().any(|l| l.contains("not answering boot request")
+            && l.contains("Itanium EFI (2)")
+            && l.contains("52:54:00:76:00:99")),
+        "{log}"
+    );
+    assert_eq!(log.matches("refused http request").count(), 2, "{log}");
+
+    // SIGUSR2: release; the lease is gone from the file.
+    udhcpc.signal(nix::sys::signal::Signal::SIGUSR2);
+    assert!(
+        eventually(Duration::from_secs(5), || lease_of(&leases, "10.76.0.120").is_none()),
+        "lease still there after release:\n{}",
+        std::fs::read_to_string(&leases).unwrap_or_default()
+    );
+    drop(udhcpc);
+
+    // A fresh DORA after all that: the reserved address again; another MAC
+    // never gets it.
+    let once = tmp.path().join("once");
+    std::fs::create_dir(&once).expect("mkdir");
+    assert_eq!(udhcpc_once(&cli, &if_c, &once), "10.76.0.120");
+    set_mac(&cli, &if_c, mac_b);
+    let other = udhcpc_once(&cli, &if_c, &once);
+    assert!(other != "10.76.0.120" && other.starts_with("10.76.0."), "{other}");
+
+    // SIGHUP applies a new reservation; one outside the range is refused.
+    std::fs::write(
+        &policy,
+        format!("[clients.\"{mac_b}\"]\nip = \"10.76.0.121\"\n"),
+    )
+    .expect("policy");
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_for("policy reloaded", Duration::from_secs(5));
+    assert_eq!(udhcpc_once(&cli, &if_c, &once), "10.76.0.121");
+    std::fs::write(
+        &policy,
+        format!("[clients.\"{mac_b}\"]\nip = \"10.76.1.121\"\n"),
+    )
+    .expect("policy");
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_for("policy reload failed", Duration::from_secs(5));
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("reservation 10.76.1.121 for {mac_b} is outside the range")),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(udhcpc_once(&cli, &if_c, &once), "10.76.0.121", "old reservation kept");
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
+}
+
+/// `--images`: ranges, HEAD and confinement of /images/ over HTTP, and the
+/// policy check of relative restore images; `--max-blksize 65464` with
+/// curl's TFTP client.
+#[test]
+fn images_over_http_and_tftp_block_size_65464() {
+    require_root();
+    require("curl", "curl");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bundle = tmp.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    fake_bundle(&bundle, 1_000_000);
+    let images = tmp.path().join("images");
+    std::fs::create_dir_all(images.join("lab")).expect("mkdir");
+    let disk: Vec<u8> = (0..1_048_576u32).map(|i| (i % 253) as u8 ^ (i >> 16) as u8).collect();
+    std::fs::write(images.join("lab/disk.img"), &disk).expect("write");
+    std::fs::write(tmp.path().join("secret"), b"not for clients").expect("write");
+    std::os::unix::fs::symlink(tmp.path().join("secret"), images.join("out.img")).expect("symlink");
+    let policy = tmp.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[clients.\"52:54:00:75:00:01\"]\njob = \"restore lab/disk.img to /dev/sda\"\n\
+         [clients.\"52:54:00:75:00:02\"]\njob = \"restore lab/gone.img to /dev/sda\"\n\
+         [clients.\"52:54:00:75:00:03\"]\njob = \"restore http://nas/x.img to /dev/sda\"\n",
+    )
+    .expect("policy");
+    let srv = Netns::new(&tag("pxis"));
+    let cli = Netns::new(&tag("pxic"));
+    let (if_s, if_c) = (tag("vis"), tag("vic"));
+    veth(&srv, &if_s, "10.75.0.1/24", &cli, &if_c, "10.75.0.2/24");
+    let mut server = start_server(
+        &srv,
+        &[
+            "--interface",
+            &if_s,
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--mode",
+            "full",
+            "--range",
+            "10.75.0.100-10.75.0.150",
+            "--lease-file",
+            tmp.path().join("leases.json").to_str().expect("utf8"),
+            "--policy",
+            policy.to_str().expect("utf8"),
+            "--images",
+            images.to_str().expect("utf8"),
+            "--max-blksize",
+            "65464",
+            "--probe-wait",
+            "0.3",
+        ],
+        &tmp.path().join("server.log"),
+    );
+    server.wait_for("pxe-server ready", Duration::from_secs(20));
+    let log = server.log_text();
+    assert!(
+        log.contains("client 52:54:00:75:00:02: restore image \"lab/gone.img\" cannot be served")
+            && !log.contains("disk.img")
+            && !log.contains("x.img"),
+        "{log}"
+    );
+
+    let out = tmp.path().join("out");
+    let o = out.to_str().expect("utf8");
+    let curl = |args: &[&str]| -> String {
+        let mut v = vec!["curl", "-s", "--max-time", "30"];
+        v.extend_from_slice(args);
+        cli.exec(&v)
+    };
+    let url = "http://10.75.0.1:8080/images/lab/disk.img";
+    let code = curl(&["-r", "1000-204799", "-o", o, "-w", "%{http_code}", url]);
+    assert_eq!(code, "206");
+    assert_eq!(std::fs::read(&out).expect("out"), &disk[1000..204800]);
+    let code = curl(&["-r", "-100", "-o", o, "-w", "%{http_code}", url]);
+    assert_eq!(code, "206");
+    assert_eq!(std::fs::read(&out).expect("out"), &disk[disk.len() - 100..]);
+    let code = curl(&["-o", o, "-w", "%{http_code}", url]);
+    assert_eq!(code, "200");
+    assert_eq!(std::fs::read(&out).expect("out"), disk);
+    let head = curl(&["-I", url]);
+    assert!(
+        head.starts_with("HTTP/1.1 200")
+            && head.contains("Content-Length: 1048576")
+            && head.contains("Accept-Ranges: bytes"),
+        "{head}"
+    );
+    for (path, want) in [
+        ("/images/../vmlinuz", "403"),
+        ("/images/%2e%2e/secret", "403"),
+        ("/images/lab/%2E%2E/../secret", "403"),
+        ("/images/out.img", "403"),
+        ("/images/lab/gone.img", "404"),
+        ("/images/lab", "404"),
+    ] {
+        let code = curl(&[
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://10.75.0.1:8080{path}"),
+        ]);
+        assert_eq!(code, want, "{path}");
+    }
+    assert_eq!(server.log_text().matches("refused http request").count(), 4);
+
+    // TFTP with 65464-byte blocks (IP-fragmented on this 1500-byte MTU link).
+    curl(&["--tftp-blksize", "65464", "-o", o, "tftp://10.75.0.1/vmlinuz"]);
+    assert_eq!(
+        std::fs::read(&out).expect("out"),
+        std::fs::read(bundle.join("vmlinuz")).expect("in")
+    );
+    let mut log = String::new();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            log = server.log_text();
+            log.lines()
+                .any(|l| l.contains("tftp transfer done") && l.contains("blksize=65464"))
+        }),
+        "{log}"
+    );
+}
+
+/// Started by an unprivileged user holding only CAP_NET_BIND_SERVICE and
+/// CAP_NET_RAW (ambient), the server binds, serves DHCP and then holds no
+/// capability; the default lease path, not writable by that user, is a
+/// clear error naming --lease-file.
+#[test]
+fn unprivileged_user_with_two_capabilities_serves_and_drops_them() {
+    require_root();
+    require("busybox", "busybox");
+    require("setpriv", "util-linux");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Readable by the unprivileged user: the binary, the bundle.
+    sh(&["chmod", "755", tmp.path().to_str().expect("utf8")]);
+    let bin = tmp.path().join("pxe-server");
+    std::fs::copy(server_bin(), &bin).expect("copy binary");
+    let bundle = tmp.path().join("bundle");
+    std::fs::create_dir(&bundle).expect("mkdir");
+    fake_bundle(&bundle, 10_000);
+    let lease_dir = tmp.path().join("leases");
+    std::fs::create_dir(&lease_dir).expect("mkdir");
+    sh(&["chown", "65534:65534", lease_dir.to_str().expect("utf8")]);
+    let leases = lease_dir.join("leases.json");
+    let srv = Netns::new(&tag("pxus"));
+    let cli = Netns::new(&tag("pxuc"));
+    let (if_s, if_c) = (tag("vus"), tag("vuc"));
+    veth(&srv, &if_s, "10.74.0.1/24", &cli, &if_c, "");
+    let unprivileged = |extra: &[&str], log: &str| {
+        let mut args = vec![
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--inh-caps",
+            "+net_bind_service,+net_raw",
+            "--ambient-caps",
+            "+net_bind_service,+net_raw",
+            bin.to_str().expect("utf8"),
+            "--interface",
+            &if_s,
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--mode",
+            "full",
+            "--range",
+            "10.74.0.100-10.74.0.150",
+            "--probe-wait",
+            "0.3",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = srv.cmd(&args);
+        cmd.env("RUST_LOG", "info");
+        Proc::spawn(cmd, &tmp.path().join(log), "pxe-server as nobody")
+    };
+
+    // The default lease path (/var/lib/pxe-server) is root's.
+    let mut p = unprivileged(&[], "default-leases.log");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1), "{}", p.log_text());
+    let t = p.log_text();
+    assert!(
+        t.contains("lease file /var/lib/pxe-server/leases.json is not writable by this user")
+            && t.contains("hint: pass --lease-file PATH"),
+        "{t}"
+    );
+
+    let mut server = unprivileged(
+        &["--lease-file", leases.to_str().expect("utf8")],
+        "server.log",
+    );
+    server.wait_for("pxe-server ready", Duration::from_secs(20));
+    let log = server.log_text();
+    assert!(log.contains("capabilities dropped"), "{log}");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", server.pid())).expect("comm");
+    assert_eq!(comm.trim(), "pxe-server");
+    let (eff, prm, uid) = caps_of(server.pid());
+    assert_eq!((eff.as_str(), prm.as_str()), (NO_CAPS, NO_CAPS));
+    assert!(uid.starts_with("65534"), "{uid}");
+
+    let dir = tmp.path().join("c");
+    std::fs::create_dir(&dir).expect("mkdir");
+    assert_eq!(udhcpc_once(&cli, &if_c, &dir), "10.74.0.100");
+    assert!(
+        eventually(Duration::from_secs(3), || lease_of(&leases, "10.74.0.100").is_some()),
+        "lease not written by the unprivileged server:\n{}",
+        server.log_text()
+    );
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0), "{}", server.log_text());
 }

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::options::{negotiate, RequestedOptions};
 use super::packet::{encode_data_into, ErrorCode, Packet};
 use crate::bundle::{Bundle, ResolveError};
+use crate::log_limit::LogLimiter;
 
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
@@ -69,7 +70,7 @@ impl TftpError {
     pub fn hint(&self) -> &'static str {
         match self {
             TftpError::Bind { .. } => {
-                "another TFTP server (dnsmasq, tftpd-hpa, in.tftpd) may hold the port: stop it or pick another --tftp-port"
+                "another TFTP server (dnsmasq, tftpd-hpa, in.tftpd) may hold the port: stop it, or run pxe-server on another machine"
             }
             TftpError::Io { .. } => "check the interface state",
         }
@@ -80,8 +81,8 @@ impl TftpError {
 pub type TransferHook = Arc<dyn Fn(SocketAddr, &str, u64) + Send + Sync>;
 
 /// Files the server writes itself (GRUB configs), asked before the bundle:
-/// the requested name in, the content out.
-pub type GeneratedFiles = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+/// the client and the requested name in, the content out.
+pub type GeneratedFiles = Arc<dyn Fn(SocketAddr, &str) -> Option<Vec<u8>> + Send + Sync>;
 
 /// What a transfer reads from.
 enum Source {
@@ -117,6 +118,7 @@ pub struct TftpServer {
     active: Arc<AtomicUsize>,
     hook: Option<TransferHook>,
     generated: Option<GeneratedFiles>,
+    junk_log: std::sync::Mutex<LogLimiter>,
 }
 
 impl TftpServer {
@@ -130,6 +132,7 @@ impl TftpServer {
             active: Arc::new(AtomicUsize::new(0)),
             hook: None,
             generated: None,
+            junk_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(1))),
         }
     }
 
@@ -187,7 +190,10 @@ impl TftpServer {
         let p = match Packet::parse(pkt) {
             Ok(p) => p,
             Err(e) => {
-                warn!(%peer, error = %e, "dropping malformed tftp packet");
+                let mut limit = self.junk_log.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(held_back) = limit.check(peer.ip(), Instant::now()) {
+                    warn!(%peer, error = %e, held_back, "dropping malformed tftp packet");
+                }
                 return;
             }
         };
@@ -262,7 +268,7 @@ impl TftpServer {
     /// The generated file or the bundle file `filename`; `None` after an
     /// error was sent.
     fn open(&self, filename: &str, peer: SocketAddr) -> Option<Source> {
-        if let Some(body) = self.generated.as_ref().and_then(|g| g(filename)) {
+        if let Some(body) = self.generated.as_ref().and_then(|g| g(peer, filename)) {
             return Some(Source::Memory(body));
         }
         let path = match self.bundle.resolve(filename) {
@@ -561,6 +567,16 @@ mod tests {
         opts: &[(&str, &str)],
         drop_block: Option<u16>,
     ) -> Result<Vec<u8>, String> {
+        fetch_blocks(server, name, opts, drop_block).map(|(data, _)| data)
+    }
+
+    /// [`fetch`], also returning the negotiated block size.
+    fn fetch_blocks(
+        server: SocketAddr,
+        name: &str,
+        opts: &[(&str, &str)],
+        drop_block: Option<u16>,
+    ) -> Result<(Vec<u8>, usize), String> {
         let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
@@ -614,7 +630,7 @@ mod tests {
                             .map_err(|e| e.to_string())?;
                     }
                     if last {
-                        return Ok(out);
+                        return Ok((out, blksize));
                     }
                 }
                 Packet::Error { code, message } => return Err(format!("{code:?}: {message}")),
@@ -674,6 +690,34 @@ mod tests {
             .expect("wrap"),
             wrap
         );
+    }
+
+    #[test]
+    fn largest_block_size_65464_when_allowed() {
+        let t = tempfile::tempdir().expect("tempdir");
+        // Not a multiple of the block size, several blocks, one lost.
+        let data = payload(65464 * 5 + 1234);
+        std::fs::write(t.path().join("f"), &data).expect("write");
+        let cfg = TftpConfig {
+            timeout: Duration::from_millis(200),
+            max_blksize: 65464,
+            ..TftpConfig::default()
+        };
+        let srv = start(t.path(), cfg);
+        let (got, blksize) =
+            fetch_blocks(srv.addr, "f", &[("blksize", "65464"), ("tsize", "0")], Some(2))
+                .expect("65464");
+        assert_eq!(blksize, 65464);
+        assert_eq!(got, data);
+        // Asking for more is clamped to the RFC 2348 maximum.
+        let (got, blksize) =
+            fetch_blocks(srv.addr, "f", &[("blksize", "65535")], None).expect("clamped");
+        assert_eq!((blksize, got.len()), (65464, data.len()));
+        // The default configuration keeps a 1500-byte MTU unfragmented.
+        let srv = start(t.path(), TftpConfig::default());
+        let (_, blksize) =
+            fetch_blocks(srv.addr, "f", &[("blksize", "65464")], None).expect("default");
+        assert_eq!(blksize, 1468);
     }
 
     #[test]
@@ -737,7 +781,10 @@ mod tests {
         // Several blocks, so reads at offsets of the in-memory file count.
         let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
         let b2 = body.clone();
-        let g: GeneratedFiles = Arc::new(move |name: &str| {
+        let askers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a2 = askers.clone();
+        let g: GeneratedFiles = Arc::new(move |peer: SocketAddr, name: &str| {
+            a2.lock().expect("lock").push(peer);
             (name.trim_start_matches('/') == "grub/grub.cfg").then(|| b2.clone())
         });
         let srv = start_with(t.path(), TftpConfig::default(), Some(g));
@@ -750,6 +797,10 @@ mod tests {
             body
         );
         assert_eq!(fetch(srv.addr, "ok", &[], None).expect("bundle"), b"fine");
+        // The hook is told who asks (the client list records its address).
+        let askers = askers.lock().expect("lock");
+        assert_eq!(askers.len(), 3);
+        assert!(askers.iter().all(|a| a.ip() == Ipv4Addr::LOCALHOST && a.port() != 0));
     }
 
     #[test]
