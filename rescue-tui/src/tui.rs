@@ -14,8 +14,13 @@
 //! - Destructive steps go through a confirm screen that holds the real plan
 //!   and asks for the target's short name.
 //!
+//! - The mouse is optional: a click on a list item selects it (on the
+//!   selected one: chooses it), the wheel moves the selection, a click on
+//!   the help bar presses that key. The view records where it drew those
+//!   (`view::take_hits`); `update` turns a click into the keys it stands for.
+//!
 //! Deliberately unsupported for now: mounting a partition read-write as a
-//! backup destination, manual partition resizing, and the mouse. Chains: new points of unencrypted tasks
+//! backup destination, and manual partition resizing. Chains: new points of unencrypted tasks
 //! only (an encrypted task's source is unknown until its password is typed).
 
 pub mod event;
@@ -48,6 +53,7 @@ use worker::{Flow, Runner};
 /// Generic over the backend so tests can drive it on a `TestBackend`.
 pub fn run_loop<B: Backend>(terminal: &mut Terminal<B>, state: &mut State, rx: &Receiver<Event>, runner: &mut Runner) -> io::Result<Flow> {
     terminal.draw(|f| view::render(state, f))?;
+    state.hits = view::take_hits();
     while let Ok(ev) = rx.recv() {
         let mut cmds = update(state, ev);
         // Coalesce what is already queued into one redraw.
@@ -64,13 +70,23 @@ pub fn run_loop<B: Backend>(terminal: &mut Terminal<B>, state: &mut State, rx: &
             }
         }
         terminal.draw(|f| view::render(state, f))?;
+        state.hits = view::take_hits();
     }
     Ok(Flow::Quit)
 }
 
 fn restore_terminal() {
     let _ = crossterm::terminal::disable_raw_mode();
-    let _ = crossterm::execute!(io::stdout(), crossterm::terminal::LeaveAlternateScreen, crossterm::cursor::Show);
+    let _ = crossterm::execute!(io::stdout(), crossterm::event::DisableMouseCapture, crossterm::terminal::LeaveAlternateScreen, crossterm::cursor::Show);
+}
+
+/// Ask the terminal for mouse reports, unless RESCUE_NO_MOUSE=1 (then the
+/// terminal's own text selection works as usual). Shift+drag selects text
+/// in most terminals either way.
+fn capture_mouse() {
+    if !std::env::var_os("RESCUE_NO_MOUSE").is_some_and(|v| v != "0") {
+        let _ = crossterm::execute!(io::stdout(), crossterm::event::EnableMouseCapture);
+    }
 }
 
 /// Log to a file: stderr belongs to the screen.
@@ -99,6 +115,7 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
         }
     }));
     crossterm::execute!(io::stdout(), crossterm::terminal::EnterAlternateScreen, crossterm::cursor::Hide).context("setting up the screen")?;
+    capture_mouse();
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the screen")?;
 
     let input_tx = tx.clone();
@@ -119,6 +136,7 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
         }
         let ev = match crossterm::event::read() {
             Ok(CtEvent::Key(k)) => Event::Key(k),
+            Ok(CtEvent::Mouse(m)) => Event::Mouse(m),
             Ok(CtEvent::Resize(..)) => Event::Resize,
             Ok(_) => continue,
             Err(_) => break,
@@ -190,6 +208,7 @@ fn run_shell(sh: &std::path::Path, input: &AtomicU8) -> Result<String, String> {
         .map_err(|e| format!("could not start {}: {e}", sh.display()));
     let _ = crossterm::terminal::enable_raw_mode();
     let _ = crossterm::execute!(io::stdout(), crossterm::terminal::EnterAlternateScreen, crossterm::cursor::Hide);
+    capture_mouse();
     input.store(INPUT_RUN, Ordering::SeqCst);
     r
 }

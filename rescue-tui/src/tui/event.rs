@@ -65,6 +65,8 @@ pub struct ImageSummary {
 #[derive(Debug)]
 pub enum Event {
     Key(KeyEvent),
+    /// A mouse click or wheel turn (when the terminal reports them).
+    Mouse(crossterm::event::MouseEvent),
     /// Periodic wake-up (redraw; hot-plug refresh on the home screen).
     Tick,
     /// The terminal changed size (the next draw adapts).

@@ -150,7 +150,6 @@ pub fn lookup(table: &[Binding], key: &KeyEvent, typing: bool) -> Option<Action>
     table.iter().find(|b| b.keys.contains(&key.code)).map(|b| b.action)
 }
 
-/// The one-line help bar: as many bar bindings as fit in `width`.
 /// A key label, with the arrows spelt out for ASCII-only consoles.
 pub fn label(l: &str, ascii: bool) -> String {
     if ascii {
@@ -160,20 +159,21 @@ pub fn label(l: &str, ascii: bool) -> String {
     }
 }
 
-pub fn help_bar(table: &[Binding], width: usize, ascii: bool) -> String {
-    let mut s = String::new();
+/// The items of the help bar that fit in `width` (separated by " | "), each
+/// with the first key of its binding: a click on an item presses that key.
+pub fn help_bar_items(table: &[Binding], width: usize, ascii: bool) -> Vec<(String, KeyCode)> {
+    let mut used = 0;
+    let mut v = Vec::new();
     for b in table.iter().filter(|b| !b.bar.is_empty()) {
         let item = format!("{} {}", label(b.label, ascii), b.bar);
-        let need = if s.is_empty() { item.chars().count() } else { item.chars().count() + 3 };
-        if s.chars().count() + need > width {
+        let need = if v.is_empty() { item.chars().count() } else { item.chars().count() + 3 };
+        if used + need > width {
             break;
         }
-        if !s.is_empty() {
-            s.push_str(" | ");
-        }
-        s.push_str(&item);
+        used += need;
+        v.push((item, b.keys[0]));
     }
-    s
+    v
 }
 
 #[cfg(test)]
@@ -192,7 +192,7 @@ mod tests {
     fn bar_fits() {
         for t in [HOME, LIST, MULTI, FORM, TEXT, SUMMARY, PLAN, CONFIRM, PROGRESS, RESULT, VIEW] {
             for ascii in [false, true] {
-                let bar = help_bar(t, 78, ascii);
+                let bar = help_bar_items(t, 78, ascii).into_iter().map(|(t, _)| t).collect::<Vec<_>>().join(" | ");
                 assert!(bar.chars().count() <= 78 && !bar.is_empty());
                 assert!(!ascii || bar.is_ascii(), "{bar}");
             }

@@ -41,6 +41,8 @@ pub struct State {
     pub pending_disks: Option<Vec<DiskEntry>>,
     /// The shell Tools can open; None: this system has none.
     pub shell: Option<PathBuf>,
+    /// Click targets of the screen last drawn (see `view::take_hits`).
+    pub hits: Vec<super::view::Hit>,
 }
 
 pub enum Screen {
@@ -550,6 +552,7 @@ impl State {
             ascii: false,
             pending_disks: None,
             shell: None,
+            hits: Vec::new(),
         }
     }
 
@@ -716,6 +719,7 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
             }
             key(s, k)
         }
+        Event::Mouse(m) => mouse(s, m),
         Event::Tick => {
             s.idle_ticks = s.idle_ticks.saturating_add(1);
             // Hot-plug: every ~2 s on the idle home screen, ask whether the
@@ -1873,6 +1877,42 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
         _ => {}
     }
     (Screen::Tools(w), cmds)
+}
+
+/// A mouse event becomes the keys it stands for: the wheel moves the
+/// selection, a click on a list item selects it (on the selected one:
+/// chooses it), a click on the help bar presses that key.
+fn mouse(s: &mut State, m: crossterm::event::MouseEvent) -> Vec<Command> {
+    use crossterm::event::{MouseButton, MouseEventKind};
+    use super::view::Hit;
+    let press = |s: &mut State, code: KeyCode| update(s, Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+    let inside = |a: &ratatui::layout::Rect| m.column >= a.x && m.column < a.x + a.width && m.row >= a.y && m.row < a.y + a.height;
+    match m.kind {
+        MouseEventKind::ScrollUp => press(s, KeyCode::Up),
+        MouseEventKind::ScrollDown => press(s, KeyCode::Down),
+        MouseEventKind::Down(MouseButton::Left) => match s.hits.iter().find(|h| match h {
+            Hit::Row { area, .. } | Hit::Key { area, .. } => inside(area),
+        }) {
+            Some(Hit::Key { key, .. }) => {
+                let key = *key;
+                press(s, key)
+            }
+            Some(Hit::Row { delta, .. }) => {
+                let (n, code) = match delta.cmp(&0) {
+                    std::cmp::Ordering::Equal => (1, KeyCode::Enter),
+                    std::cmp::Ordering::Less => (delta.unsigned_abs(), KeyCode::Up),
+                    std::cmp::Ordering::Greater => (delta.unsigned_abs(), KeyCode::Down),
+                };
+                let mut cmds = Vec::new();
+                for _ in 0..n {
+                    cmds.extend(press(s, code));
+                }
+                cmds
+            }
+            None => vec![],
+        },
+        _ => vec![],
+    }
 }
 
 /// The Tools entries this system offers (a shell only where there is one).

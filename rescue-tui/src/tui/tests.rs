@@ -775,3 +775,68 @@ fn tools_open_a_shell() {
     update(&mut s, Event::ShellDone(Err("could not start /bin/sh: No such file or directory (os error 2)".into())));
     assert!(matches!(&s.screen, Screen::Tools(w) if w.error.as_deref().is_some_and(|e| e.contains("could not start"))));
 }
+
+/// Draw at 80x24 and keep the click targets, as the event loop does.
+fn drawn(s: &mut State) -> String {
+    let text = draw(s, 80, 24);
+    s.hits = super::view::take_hits();
+    text
+}
+
+fn click(s: &mut State, column: u16, row: u16) -> Vec<Command> {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    update(s, Event::Mouse(MouseEvent { kind: MouseEventKind::Down(MouseButton::Left), column, row, modifiers: KeyModifiers::NONE }))
+}
+
+/// Where `needle` is on the screen (column, row).
+fn find(text: &str, needle: &str) -> (u16, u16) {
+    text.lines()
+        .enumerate()
+        .find_map(|(y, l)| l.find(needle).map(|x| (l[..x].chars().count() as u16, y as u16)))
+        .unwrap_or_else(|| panic!("{needle:?} not on the screen:\n{text}"))
+}
+
+/// The mouse stands for keys: a click selects a list item, a second click
+/// chooses it, the wheel moves the selection, the help bar's items press
+/// their keys; clicks elsewhere do nothing.
+#[test]
+fn the_mouse_clicks_items_and_the_help_bar() {
+    use crossterm::event::{MouseEvent, MouseEventKind};
+    let mut s = state();
+    // Home: a click on the second disk selects it; the help bar's "backup" opens the wizard.
+    let t = drawn(&mut s);
+    let (x, y) = find(&t, "WD Elements");
+    assert!(click(&mut s, x, y).is_empty());
+    assert_eq!(s.sel, 1);
+    let (x, y) = find(&drawn(&mut s), "b backup");
+    click(&mut s, x + 2, y);
+    assert!(matches!(&s.screen, Screen::Backup(_)), "the help bar's backup item opens the backup wizard");
+    // A list: click the third kind, then click it again to choose it.
+    let t = drawn(&mut s);
+    let (x, y) = find(&t, "Partitions: the ones you choose");
+    click(&mut s, x, y);
+    assert!(matches!(&s.screen, Screen::Backup(w) if w.kind == 2 && w.step == super::state::BStep::Kind));
+    drawn(&mut s);
+    click(&mut s, x, y);
+    assert!(matches!(&s.screen, Screen::Backup(w) if w.step == super::state::BStep::Disk), "a click on the selected item chooses it");
+    // The wheel moves the selection.
+    drawn(&mut s);
+    let disk = |s: &State| match &s.screen {
+        Screen::Backup(w) => w.disk,
+        _ => usize::MAX,
+    };
+    let before = disk(&s);
+    update(&mut s, Event::Mouse(MouseEvent { kind: MouseEventKind::ScrollUp, column: 0, row: 5, modifiers: KeyModifiers::NONE }));
+    assert_eq!(disk(&s), before.saturating_sub(1));
+    update(&mut s, Event::Mouse(MouseEvent { kind: MouseEventKind::ScrollDown, column: 0, row: 5, modifiers: KeyModifiers::NONE }));
+    assert_eq!(disk(&s), before.saturating_sub(1) + 1);
+    let now = disk(&s);
+    // Nothing under the pointer: nothing happens.
+    drawn(&mut s);
+    assert!(click(&mut s, 79, 20).is_empty());
+    assert!(matches!(&s.screen, Screen::Backup(w) if w.disk == now && w.step == super::state::BStep::Disk));
+    // The "Esc back" item of the help bar goes back.
+    let (x, y) = find(&drawn(&mut s), "back");
+    click(&mut s, x, y);
+    assert!(matches!(&s.screen, Screen::Backup(w) if w.step == super::state::BStep::Kind));
+}

@@ -18,7 +18,37 @@ use super::keys;
 use super::state::*;
 use crate::cli::show;
 
+/// Where a mouse click does something on the screen last drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    /// An item of the list on screen, `delta` places from the selected one:
+    /// a click selects it, a click on the selected one chooses it.
+    Row { area: Rect, delta: i32 },
+    /// An item of the help bar: a click presses its key.
+    Key { area: Rect, key: crossterm::event::KeyCode },
+}
+
+thread_local! {
+    // Filled while drawing: the drawing functions know where things went.
+    static HITS: std::cell::RefCell<Vec<Hit>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn hit(h: Hit) {
+    HITS.with(|v| v.borrow_mut().push(h));
+}
+
+/// The click targets of the last [`render`] on this thread.
+pub fn take_hits() -> Vec<Hit> {
+    HITS.with(|v| std::mem::take(&mut *v.borrow_mut()))
+}
+
+/// Rows a line of `chars` characters takes in `width` columns when wrapped.
+fn rows(chars: usize, width: u16) -> u16 {
+    (chars.max(1).div_ceil(width.max(1) as usize)) as u16
+}
+
 pub fn render(s: &State, f: &mut Frame) {
+    HITS.with(|v| v.borrow_mut().clear());
     let area = f.area();
     let [top, body, bar] = Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
     let title = match &s.screen {
@@ -47,9 +77,18 @@ pub fn render(s: &State, f: &mut Frame) {
         Screen::Result(r) => result(r, f, body),
     }
     let table = s.bindings();
-    let text = keys::help_bar(table, bar.width as usize, s.ascii);
+    let items = keys::help_bar_items(table, bar.width as usize, s.ascii);
+    let mut x = bar.x;
+    for (t, key) in &items {
+        let w = t.chars().count() as u16;
+        hit(Hit::Key { area: Rect { x, y: bar.y, width: w, height: 1 }, key: *key });
+        x += w + 3;
+    }
+    let text = items.into_iter().map(|(t, _)| t).collect::<Vec<_>>().join(" | ");
     f.render_widget(Paragraph::new(text), bar);
     if s.help {
+        // The overlay hides what is under it: only its keys close it.
+        HITS.with(|v| v.borrow_mut().retain(|h| matches!(h, Hit::Key { .. })));
         help(s, table, f, body);
     }
 }
@@ -98,7 +137,13 @@ fn list(f: &mut Frame, area: Rect, heading: &str, items: &[String], sel: usize, 
     let mut lines = vec![Line::from(Span::styled(heading.to_string(), Style::default().add_modifier(Modifier::BOLD))), Line::from("")];
     let room = area.height.saturating_sub(2 + extra.len() as u16).max(1) as usize;
     let first = if sel >= room { sel + 1 - room } else { 0 };
+    let mut y = area.y + rows(heading.chars().count(), area.width) + 1;
     for (i, it) in items.iter().enumerate().skip(first).take(room) {
+        let h = rows(it.chars().count() + 2, area.width);
+        if y + h <= area.y + area.height {
+            hit(Hit::Row { area: Rect { x: area.x, y, width: area.width, height: h }, delta: i as i32 - sel as i32 });
+        }
+        y += h;
         lines.push(sel_line(it.clone(), i == sel));
     }
     if items.is_empty() {
@@ -225,6 +270,10 @@ fn home(s: &State, f: &mut Frame, area: Rect) {
     let first = if s.sel >= room { s.sel + 1 - room } else { 0 };
     for (i, d) in s.disks.iter().enumerate().skip(first).take(room) {
         let sel = i == s.sel;
+        let y = disks.y + lines.len() as u16;
+        if y + per as u16 <= disks.y + disks.height {
+            hit(Hit::Row { area: Rect { x: disks.x, y, width: disks.width, height: per as u16 }, delta: i as i32 - s.sel as i32 });
+        }
         match d {
             Ok(d) => {
                 lines.push(sel_line(disk_line(d), sel));
