@@ -11,19 +11,23 @@
 //! - `full`: quick form (`--kernel/--initrd`, loaders from Debian's
 //!   packages), full DHCP: SeaBIOS, OVMF, and OVMF Secure Boot (shim ->
 //!   signed GRUB -> signed kernel, with a per-MAC job on its command line);
-//! - `proxy`: quick form beside busybox udhcpd (proxyDHCP, default policy:
-//!   the iPXE menu times out into the rescue system): SeaBIOS, OVMF;
+//! - `proxy`: quick form beside a plain dnsmasq as the existing DHCP server
+//!   (`--port=0` and a `--dhcp-range`; busybox udhcpd when dnsmasq is not
+//!   installed), proxyDHCP, default policy: the iPXE menu times out into
+//!   the rescue system: SeaBIOS, OVMF;
 //! - `bundle`: `--bundle` written by image-builder's own PXE bundle writer
 //!   (manifest.json, `initramfs.img`, loaders from the .debs), proxyDHCP
-//!   beside a udhcpd whose next-server (siaddr) is pxe-server, which is what
-//!   signed GRUB 2.06 needs to find its server: SeaBIOS and OVMF Secure Boot.
+//!   beside a dnsmasq whose next-server (siaddr) is pxe-server
+//!   (`--dhcp-boot=,,IP`), which is what signed GRUB 2.06 needs to find its
+//!   server: SeaBIOS and OVMF Secure Boot.
 //!
+//! By default 8 clients boot at once: 4 in `full`, 2 in each of the others.
 //! `PXE_QEMU_CLIENTS=N` boots N clients in `full` (alternating SeaBIOS and
 //! OVMF) besides the Secure Boot one; `PXE_QEMU_SCENARIOS=full,bundle`
 //! picks scenarios; `PXE_QEMU_TIMEOUT=SECONDS` overrides the time limit.
 //!
 //! Needs root, qemu-system-x86, ipxe-qemu, ovmf, ipxe, shim-signed,
-//! grub-efi-amd64-signed, gcc, busybox, a kernel (`scripts/pxe-test-kernel`),
+//! grub-efi-amd64-signed, gcc, dnsmasq-base (or busybox), a kernel (`scripts/pxe-test-kernel`),
 //! and image-builder's package cache (it runs `apt-get download` once).
 //! TCG is used when /sys/module/kvm_pvm exists (that nested hypervisor
 //! cannot run OVMF or a stock kernel), KVM otherwise.
@@ -158,6 +162,11 @@ fn write_image_builder_bundle(dir: &Path, kernel: &Path, initrd: &Path) {
     );
 }
 
+fn has_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
 fn accel() -> &'static str {
     if Path::new("/sys/module/kvm_pvm").exists() || !Path::new("/dev/kvm").exists() {
         "tcg"
@@ -177,8 +186,8 @@ enum Firmware {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dhcp {
     Full,
-    /// proxyDHCP beside busybox udhcpd; `next_server_is_us` sets udhcpd's
-    /// siaddr to pxe-server's address.
+    /// proxyDHCP beside dnsmasq (or busybox udhcpd); `next_server_is_us`
+    /// sets that server's next-server (siaddr) to pxe-server's address.
     Proxy {
         next_server_is_us: bool,
     },
@@ -358,48 +367,74 @@ fn run_scenario(idx: usize, sc: &Scenario, ready: &Ready) -> Result<Vec<String>,
     ns.exec(&["ip", "link", "add", br, "type", "bridge"]);
     ns.exec(&["ip", "addr", "add", "10.91.0.1/24", "dev", br]);
     ns.exec(&["ip", "link", "set", br, "up"]);
-    // The "existing" DHCP server: busybox udhcpd in its own namespace (a
-    // second address in this one would clash on port 67), joined to the
-    // bridge by a veth pair.
+    // The "existing" DHCP server: a plain dnsmasq (busybox udhcpd where
+    // dnsmasq is not installed) in its own namespace (a second address in
+    // this one would clash on port 67), joined to the bridge by a veth pair.
     let _dhcp_ns;
-    let _udhcpd;
+    let _existing;
+    let mut probe_wait = "1.5";
     if let Dhcp::Proxy { next_server_is_us } = sc.dhcp {
         let dns = Netns::new(&tag(&format!("pd{}", sc.name)));
         let (inner, outer) = ("vdhcp", "vdhcpbr");
         veth(&dns, inner, "10.91.0.2/24", &ns, outer, "");
         ns.exec(&["ip", "link", "set", outer, "master", br]);
-        let conf = tmp.path().join("udhcpd.conf");
-        let siaddr = if next_server_is_us {
-            format!("siaddr {SERVER_IP}\n")
+        let p = if has_tool("dnsmasq") {
+            // dnsmasq pings an address (up to 3 s) before offering it: the
+            // start-up probe must wait longer than that.
+            probe_wait = "5";
+            let mut args = vec![
+                "dnsmasq".to_string(),
+                "--no-daemon".into(),
+                "--conf-file=/dev/null".into(),
+                "--port=0".into(),
+                "--dhcp-range=10.91.0.100,10.91.0.150,255.255.255.0,10m".into(),
+                format!("--dhcp-leasefile={}", tmp.path().join("dnsmasq.leases").display()),
+                "--log-dhcp".into(),
+                "--log-facility=-".into(),
+            ];
+            if next_server_is_us {
+                args.push(format!("--dhcp-boot=,,{SERVER_IP}"));
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut p = Proc::spawn(dns.cmd(&refs), &tmp.path().join("dnsmasq.log"), "dnsmasq");
+            p.wait_for("DHCP, IP range", Duration::from_secs(10));
+            p
         } else {
-            String::new()
-        };
-        std::fs::write(
-            &conf,
-            format!(
-                "start 10.91.0.100\nend 10.91.0.150\ninterface {inner}\nlease_file {}\noption subnet 255.255.255.0\n{siaddr}",
-                tmp.path().join("udhcpd.leases").display()
-            ),
-        )
-        .expect("conf");
-        std::fs::write(tmp.path().join("udhcpd.leases"), b"").expect("leases");
-        let mut u = Proc::spawn(
-            dns.cmd(&[
-                "busybox",
+            let conf = tmp.path().join("udhcpd.conf");
+            let siaddr = if next_server_is_us {
+                format!("siaddr {SERVER_IP}\n")
+            } else {
+                String::new()
+            };
+            std::fs::write(
+                &conf,
+                format!(
+                    "start 10.91.0.100\nend 10.91.0.150\ninterface {inner}\nlease_file {}\noption subnet 255.255.255.0\n{siaddr}",
+                    tmp.path().join("udhcpd.leases").display()
+                ),
+            )
+            .expect("conf");
+            std::fs::write(tmp.path().join("udhcpd.leases"), b"").expect("leases");
+            let mut u = Proc::spawn(
+                dns.cmd(&[
+                    "busybox",
+                    "udhcpd",
+                    "-f",
+                    "-a",
+                    "100",
+                    conf.to_str().expect("utf8"),
+                ]),
+                &tmp.path().join("udhcpd.log"),
                 "udhcpd",
-                "-f",
-                "-a",
-                "100",
-                conf.to_str().expect("utf8"),
-            ]),
-            &tmp.path().join("udhcpd.log"),
-            "udhcpd",
-        );
-        u.wait_for("started", Duration::from_secs(5));
-        _udhcpd = Some(u);
+            );
+            u.wait_for("started", Duration::from_secs(5));
+            u
+        };
+        eprintln!("{}: the existing DHCP server is {}", sc.name, p.what);
+        _existing = Some(p);
         _dhcp_ns = Some(dns);
     } else {
-        _udhcpd = None;
+        _existing = None;
         _dhcp_ns = None;
     }
 
@@ -428,7 +463,7 @@ fn run_scenario(idx: usize, sc: &Scenario, ready: &Ready) -> Result<Vec<String>,
         "--policy",
         policy_file.to_str().expect("utf8"),
         "--probe-wait",
-        "1.5",
+        probe_wait,
         "--lease-file",
         leases.to_str().expect("utf8"),
     ];
@@ -467,7 +502,7 @@ fn run_scenario(idx: usize, sc: &Scenario, ready: &Ready) -> Result<Vec<String>,
         let log = server.log_text();
         if !log.contains("next-server is this server") {
             return Err(format!(
-                "{}: pxe-server did not see udhcpd's next-server:\n{log}",
+                "{}: pxe-server did not see the DHCP server's next-server:\n{log}",
                 sc.name
             ));
         }
@@ -548,14 +583,14 @@ fn run_scenario(idx: usize, sc: &Scenario, ready: &Ready) -> Result<Vec<String>,
     Ok(report)
 }
 
-/// Clients of `full`: 2 (SeaBIOS, OVMF) unless PXE_QEMU_CLIENTS says more
-/// (alternating firmware; 8 is the "many at once" run, several
-/// minutes under TCG on two cores), plus the Secure Boot client.
+/// Clients of `full`: 3 (SeaBIOS, OVMF, SeaBIOS) unless PXE_QEMU_CLIENTS
+/// says otherwise (alternating firmware), plus the Secure Boot client: with
+/// the 2 + 2 of the other scenarios, the 8 clients at once.
 fn full_clients() -> Vec<Firmware> {
     let n: usize = std::env::var("PXE_QEMU_CLIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(3)
         .clamp(1, 16);
     let mut v: Vec<Firmware> = (0..n)
         .map(|i| {
@@ -573,11 +608,9 @@ fn full_clients() -> Vec<Firmware> {
 #[test]
 fn firmware_clients_boot_in_full_proxy_and_bundle_scenarios() {
     require_root();
-    for (t, p) in [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("busybox", "busybox"),
-    ] {
-        require(t, p);
+    require("qemu-system-x86_64", "qemu-system-x86");
+    if !has_tool("dnsmasq") {
+        require("busybox", "dnsmasq-base (or busybox)");
     }
     for (f, p) in [
         ("/usr/lib/ipxe/snponly.efi", "ipxe"),
