@@ -834,3 +834,153 @@ fn boot(name: &str, args: &[&str]) -> String {
     );
     text
 }
+
+/// The unattended job of a PXE client, on the real live system: the kernel
+/// and initramfs boot with the job on the command line (as `pxe-server`
+/// writes it), rescue-init brings up the network (DHCP on qemu's user
+/// network) and runs `rescue job`, which restores a relative image from the
+/// server's image folder (`pxe-server`'s HTTP side, on this host's
+/// loopback, reached as 10.0.2.2) onto the virtio disk, reports progress
+/// and `done` to the server, and powers the machine off.
+#[test]
+fn a_pxe_job_restores_a_disk_reports_and_powers_off() {
+    use pxe_server::clients::{ClientStatus, Registry};
+    use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, RwLock};
+    if skip() {
+        return;
+    }
+    let media = default_media();
+    let (rescue, _) = musl_binaries();
+    let work = work().join("job-test");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("images")).expect("work dir");
+    let src = sample_disk();
+    let img = work.join("images/sample.rimg");
+    let o = Command::new(rescue)
+        .args(["backup", "disk"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .expect("running rescue backup");
+    assert!(o.status.success(), "backup: {}", String::from_utf8_lossy(&o.stderr));
+    let target = work.join("target.img");
+    std::fs::File::create(&target)
+        .and_then(|f| f.set_len(std::fs::metadata(&src).expect("source").len()))
+        .expect("target disk");
+
+    // The PXE server's HTTP side with --images.
+    let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    std::fs::create_dir_all(work.join("bundle")).expect("bundle dir");
+    let registry = Arc::new(Registry::default());
+    let ctx = Arc::new(pxe_server::http::HttpContext {
+        bundle: Arc::new(pxe_server::bundle::Bundle::unchecked(&work.join("bundle")).expect("bundle")),
+        policy: Arc::new(RwLock::new(
+            pxe_server::policy::Policy::parse("", &work.join("policy.toml")).expect("policy"),
+        )),
+        registry: registry.clone(),
+        server_ip: Ipv4Addr::new(10, 0, 2, 2),
+        port,
+        cmdline: String::new(),
+        images: Some(Arc::new(
+            pxe_server::images::ImageDir::open(&work.join("images")).expect("image dir"),
+        )),
+    });
+    let server = pxe_server::http::HttpServer::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), ctx)
+        .expect("bind");
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<ClientStatus>>> = Arc::new(Mutex::new(Vec::new()));
+    let mac: pxe_server::mac::Mac = "52:54:00:12:34:99".parse().expect("mac");
+    let threads = [
+        std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let _ = server.run(&stop);
+            }
+        }),
+        std::thread::spawn({
+            let (stop, seen, registry) = (stop.clone(), seen.clone(), registry.clone());
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(st) = registry.list().into_iter().find(|r| r.mac == mac).and_then(|r| r.status) {
+                        let mut v = seen.lock().expect("lock");
+                        if v.last() != Some(&st) {
+                            v.push(st);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }),
+    ];
+    let append = format!(
+        "console=ttyS0 panic=-1 rescue.server=http://10.0.2.2:{port} rescue.mac={mac} rescue.job=restore \
+         rescue.image=sample.rimg rescue.disk=disk0 rescue.then=poweroff"
+    );
+    let (status, text, err, secs) = run_qemu(
+        "pxe-job",
+        &[
+            "-kernel",
+            &media.join("vmlinuz").display().to_string(),
+            "-initrd",
+            &media.join("initramfs.img").display().to_string(),
+            "-append",
+            &append,
+            "-drive",
+            &format!("file={},format=raw,if=virtio", target.display()),
+            // qemu's user network: DHCP hands out 10.0.2.15, and 10.0.2.2
+            // is this host's loopback; nothing leaves the process.
+            "-nic",
+            &format!("user,model=virtio-net-pci,mac={mac}"),
+        ],
+        &[],
+    );
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    eprintln!("pxe-job ({}): {secs:.1} s wall", accel());
+    let seen = seen.lock().expect("lock").clone();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the job did not power the machine off ({status:?}, {err}); reports {seen:?}; serial log tail:\n{}",
+        tail(&text, 60)
+    );
+    for want in [
+        &format!("rescue job: restore http://10.0.2.2:{port}/images/sample.rimg to /dev/vda") as &str,
+        "done; powering off",
+        "reboot: Power down",
+    ] {
+        assert!(text.contains(want), "{want:?} not on the serial console; tail:\n{}", tail(&text, 60));
+    }
+    assert!(seen.iter().any(|s| s.state == "running"), "progress reports: {seen:?}");
+    let last = seen.last().expect("reports");
+    assert_eq!((last.state.as_str(), last.progress), ("done", Some(1.0)), "{seen:?}");
+    // The disk holds the image's partitions, byte for byte.
+    let parts = |p: &Path| -> Vec<(u64, u64)> {
+        let o = Command::new("sfdisk").arg("-J").arg(p).output().expect("sfdisk");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk -J");
+        v["partitiontable"]["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|x| (x["start"].as_u64().expect("start") * 512, x["size"].as_u64().expect("size") * 512))
+            .collect()
+    };
+    let hash = |p: &Path, start: u64, len: u64| {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(p).expect("open");
+        f.seek(SeekFrom::Start(start)).expect("seek");
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        std::io::copy(&mut f.take(len), &mut h).expect("read");
+        sha2::Digest::finalize(h).to_vec()
+    };
+    let ps = parts(&src);
+    assert_eq!(ps, parts(&target), "partition tables differ");
+    for (start, len) in ps {
+        assert_eq!(hash(&src, start, len), hash(&target, start, len), "the partition at byte {start} differs");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
