@@ -26,3 +26,5 @@ pub mod chain;
 pub mod retention;
 pub mod store;
 pub mod files;
+#[cfg(unix)]
+pub mod mount;

@@ -19,8 +19,7 @@
 //!   the help bar presses that key. The view records where it drew those
 //!   (`view::take_hits`); `update` turns a click into the keys it stands for.
 //!
-//! Deliberately unsupported for now: mounting a partition read-write as a
-//! backup destination, and manual partition resizing. Chains: new points of unencrypted tasks
+//! Deliberately unsupported for now: manual partition resizing. Chains: new points of unencrypted tasks
 //! only (an encrypted task's source is unknown until its password is typed).
 
 pub mod event;
@@ -172,6 +171,8 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
         }
     };
     restore_terminal();
+    // Unmount what the TUI mounted (backup destinations) before anything else.
+    drop(runner);
     match flow.context("drawing the screen")? {
         Flow::Power(a) => power(a),
         _ => Ok(()),

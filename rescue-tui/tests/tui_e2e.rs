@@ -524,3 +524,74 @@ fn tui_universal_restore_and_shell_in_tmux() {
     let log = std::fs::read_to_string(dir.join("tui.log")).unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A backup onto a partition of another disk that the TUI mounts for you
+/// (after you type its name): the image lands in that filesystem, and when
+/// the TUI quits the partition is unmounted and its loop device gone. Needs
+/// root (loop devices, mount).
+#[test]
+fn tui_backup_onto_a_partition_it_mounts_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test: apt-get install tmux");
+    }
+    require_root();
+    let src = sample_disk();
+    let d = tempfile::tempdir().expect("temp dir");
+    let dir = d.path();
+    let dest = file(dir, "dest.img", 400 << 20);
+    std::fs::write(dir.join("l"), "label: gpt\nstart=1MiB, size=390MiB, type=0FC63DAF-8483-4772-8E79-3D47D8E4E4C7\n").expect("layout");
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&dest).stdin(std::fs::File::open(dir.join("l")).expect("layout")));
+    {
+        let lo = Loop::attach(&dest, 1 << 20, 390 << 20, false);
+        sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "backups", lo.path()]));
+    }
+    let cmd = format!(
+        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {src} --disk {dest}; echo \"rescue exited with $?\"; sleep 120",
+        dir = dir.display(),
+        bin = env!("CARGO_BIN_EXE_rescue"),
+        src = src.display(),
+        dest = dest.display(),
+    );
+    let t = Tmux::start("mountdest", &cmd);
+    t.wait("Recent operations", 30);
+    t.wait("> [", 30);
+    t.keys(&["b"]);
+    t.wait("What do you want to back up?", 10);
+    t.keys(&["Enter"]);
+    t.wait("Which disk?", 10);
+    t.select("[sample.img]");
+    t.keys(&["Enter"]);
+    t.wait("Or save on a partition of another disk", 10);
+    t.keys(&["Tab"]);
+    t.select("[dest.img] 1:ext4 backups");
+    t.keys(&["Enter"]);
+    let p = t.wait("Type the name", 10);
+    assert!(p.contains("read-write"), "{p}");
+    t.text("dest.img:1");
+    t.keys(&["Enter"]);
+    let p = t.wait("dest.img-1/sample-disk.rimg", 30);
+    let mnt = imaging::mount::base_dir().join("dest.img-1");
+    assert!(std::fs::read_to_string("/proc/mounts").expect("mounts").contains(&mnt.display().to_string()), "mounted: {p}");
+    t.keys(&["Enter"]);
+    t.wait("Verify after", 30);
+    t.keys(&["Enter"]);
+    t.wait("total to read", 60);
+    t.keys(&["Enter"]);
+    let p = t.wait("Backup finished", 180);
+    assert!(p.contains("[OK]"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    t.keys(&["q"]);
+    t.wait("rescue exited with 0", 60);
+    // Unmounted, loop device gone, folder removed.
+    assert!(!std::fs::read_to_string("/proc/mounts").expect("mounts").contains(&mnt.display().to_string()), "still mounted after quit");
+    let lo = sh_ok(Command::new("losetup").arg("-j").arg(&dest));
+    assert!(lo.trim().is_empty(), "loop device left: {lo}");
+    assert!(!mnt.exists(), "mount folder left");
+    // The image is in the ext4 filesystem, and sound.
+    let lo = Loop::attach(&dest, 1 << 20, 390 << 20, true);
+    let m = Mount::new(lo.path(), &dir.join("m"), "ext4", true);
+    let img = m.0.join("sample-disk.rimg");
+    rescue_ok(&["check", img.to_str().expect("utf-8")]);
+    drop(m);
+}

@@ -85,6 +85,8 @@ pub enum Event {
     TasksFound(Vec<PointSummary>),
     PointPlanned(Result<Box<PointPlan>, Failure>),
     UniversalPlanned(Result<UniversalPlan, Failure>),
+    /// A backup destination partition was mounted: (disk, partition, folder).
+    DestMounted(Result<(PathBuf, u32, PathBuf), Failure>),
     /// The shell the user opened has ended (its exit status, or why it
     /// could not start).
     ShellDone(Result<String, String>),
@@ -206,6 +208,11 @@ pub enum Command {
     RunUniversal(UniversalJob),
     /// Leave the screen to a shell until it exits.
     Shell(PathBuf),
+    /// Mount partition `number` of `disk` read-write as a backup destination.
+    MountDest {
+        disk: Box<DiskReport>,
+        number: u32,
+    },
     RunClone(Box<ClonePlan>),
     Check {
         path: PathBuf,

@@ -94,6 +94,16 @@ pub static TEXT: &[Binding] = &[
     b(&[Esc], "Esc", Action::Back, "back one step", "back"),
 ];
 
+/// The backup destination's list of partitions to save on.
+pub static DEST_LIST: &[Binding] = &[
+    b(&[Tab, BackTab], "Tab", Action::NextField, "back to the path", "path"),
+    b(&[Up, Char('k')], "↑/k", Action::Up, "previous partition", ""),
+    b(&[Down, Char('j')], "↓/j", Action::Down, "next partition", ""),
+    b(&[Enter], "Enter", Action::Enter, "save on this partition (mounted after you confirm)", "choose"),
+    b(&[Esc], "Esc", Action::Back, "back one step", "back"),
+    HELP,
+];
+
 pub static SUMMARY: &[Binding] = &[
     b(&[Up, BackTab, Char('k')], "↑/k", Action::PrevField, "previous option", ""),
     b(&[Down, Tab, Char('j')], "↓/j", Action::NextField, "next option", ""),
@@ -190,7 +200,7 @@ mod tests {
 
     #[test]
     fn bar_fits() {
-        for t in [HOME, LIST, MULTI, FORM, TEXT, SUMMARY, PLAN, CONFIRM, PROGRESS, RESULT, VIEW] {
+        for t in [HOME, LIST, MULTI, FORM, TEXT, DEST_LIST, SUMMARY, PLAN, CONFIRM, PROGRESS, RESULT, VIEW] {
             for ascii in [false, true] {
                 let bar = help_bar_items(t, 78, ascii).into_iter().map(|(t, _)| t).collect::<Vec<_>>().join(" | ");
                 assert!(bar.chars().count() <= 78 && !bar.is_empty());

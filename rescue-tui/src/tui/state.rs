@@ -43,6 +43,9 @@ pub struct State {
     pub shell: Option<PathBuf>,
     /// Click targets of the screen last drawn (see `view::take_hits`).
     pub hits: Vec<super::view::Hit>,
+    /// Partitions this TUI mounted as backup destinations: (disk, number,
+    /// folder); unmounted when it quits.
+    pub mounted: Vec<(PathBuf, u32, PathBuf)>,
 }
 
 pub enum Screen {
@@ -307,6 +310,59 @@ pub struct BackupWiz {
     pub point: Option<(PointKind, PathBuf)>,
     pub point_form: Form,
     pub point_plan: Option<PointPlan>,
+    /// Destination step: 0 the path, 1 the list of partitions to save on.
+    pub dest_focus: usize,
+    pub dest_sel: usize,
+}
+
+/// A partition of another disk that a backup can be saved on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestPlace {
+    /// Index into the readable disks.
+    pub disk: usize,
+    pub number: u32,
+    /// Where it is mounted already (by the system or by this TUI).
+    pub mounted_at: Option<PathBuf>,
+}
+
+/// The partitions a backup of readable disk `source` can go to: those of
+/// other disks with a filesystem images can be written on, mounted already
+/// or free to mount (not in use).
+pub fn dest_places(s: &State, source: usize) -> Vec<DestPlace> {
+    let mut v = Vec::new();
+    for (i, d) in s.readable().iter().enumerate() {
+        if i == source {
+            continue;
+        }
+        for p in &d.partitions {
+            let n = p.partition.number;
+            if !p.fs.as_ref().is_some_and(|f| dest_fs(&f.kind)) {
+                continue;
+            }
+            let ours = s.mounted.iter().find(|m| m.0 == d.disk.path && m.1 == n).map(|m| m.2.clone());
+            let mounted_at = ours.or_else(|| p.mountpoints.first().map(PathBuf::from));
+            if mounted_at.is_none() && !p.busy.is_empty() {
+                continue;
+            }
+            v.push(DestPlace { disk: i, number: n, mounted_at });
+        }
+    }
+    v
+}
+
+#[cfg(unix)]
+fn mount_base() -> PathBuf {
+    imaging::mount::base_dir()
+}
+
+#[cfg(not(unix))]
+fn mount_base() -> PathBuf {
+    std::env::temp_dir()
+}
+
+fn dest_fs(k: &imaging::fs::FsKind) -> bool {
+    use imaging::fs::FsKind::*;
+    matches!(k, Ext2 | Ext3 | Ext4 | Fat12 | Fat16 | Fat32 | Exfat | Ntfs)
 }
 
 impl BackupWiz {
@@ -496,6 +552,8 @@ pub enum Op {
     Merge,
     Universal,
     Power,
+    /// Mount a partition as the backup destination (then back to the wizard).
+    Mount,
 }
 
 impl Op {
@@ -507,6 +565,7 @@ impl Op {
             Op::Check => "Check",
             Op::Merge => "Merge",
             Op::Universal => "Universal restore",
+            Op::Mount => "Mount",
             Op::Power => "Power",
         }
     }
@@ -553,6 +612,7 @@ impl State {
             pending_disks: None,
             shell: None,
             hits: Vec::new(),
+            mounted: Vec::new(),
         }
     }
 
@@ -572,6 +632,7 @@ impl State {
             Screen::Backup(w) => match w.step {
                 BStep::Kind | BStep::Disk => keys::LIST,
                 BStep::Parts => keys::MULTI,
+                BStep::Dest if w.dest_focus == 1 => keys::DEST_LIST,
                 BStep::Dest => keys::TEXT,
                 BStep::Chain => keys::LIST,
                 BStep::Options => keys::FORM,
@@ -601,7 +662,7 @@ impl State {
     /// Whether letters go into a text field on this screen.
     fn typing(&self) -> bool {
         match &self.screen {
-            Screen::Backup(w) => w.step == BStep::Dest || (w.step == BStep::Options && w.active_form().typing()),
+            Screen::Backup(w) => (w.step == BStep::Dest && w.dest_focus == 0) || (w.step == BStep::Options && w.active_form().typing()),
             Screen::Restore(w) => (w.step == RStep::Image && w.focus < 2) || w.step == RStep::Password,
             Screen::Tools(w) => matches!(w.step, TStep::Path | TStep::Password) || (w.step == TStep::MergeOut && w.form.typing()),
             Screen::Confirm(_) => true,
@@ -801,6 +862,31 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
         }
         Event::Points(r) => points_read(s, r),
         Event::UniversalPlanned(r) => universal_planned(s, r),
+        Event::DestMounted(r) => {
+            match &r {
+                Ok((disk, n, dir)) => {
+                    s.log_line(format!("mounted partition {n} of {} read-write at {}", disk.display(), dir.display()));
+                    s.mounted.push((disk.clone(), *n, dir.clone()));
+                }
+                Err(f) => s.log_line(format!("mount failed: {}", f.message)),
+            }
+            let src = match &s.screen {
+                Screen::Backup(w) => s.disk(w.disk).map(|d| image_name(d, w.kind)),
+                _ => None,
+            };
+            if let Screen::Backup(w) = &mut s.screen {
+                w.busy = false;
+                match r {
+                    Ok((_, _, dir)) => {
+                        w.dest = dir.join(src.unwrap_or_else(|| "backup.rimg".into())).display().to_string();
+                        w.dest_focus = 0;
+                        w.error = None;
+                    }
+                    Err(f) => w.error = Some(format!("{}\nhint: {}", f.message, f.hint)),
+                }
+            }
+            vec![]
+        }
         Event::ShellDone(r) => {
             let line = match &r {
                 Ok(status) => format!("shell: ended ({status})"),
@@ -927,7 +1013,7 @@ fn finished(s: &mut State, r: Result<Vec<String>, Failure>) -> Vec<Command> {
                     "The new image stands alone: restore or check it without the other files of the chain.".into(),
                     "Tools > Backup points shows what is left in the folder.".into(),
                 ],
-                Op::Power => vec![],
+                Op::Power | Op::Mount => vec![],
             };
             s.recent.insert(0, format!("[ok]     {title}"));
             ResultView { status: "OK", title: format!("{} finished", op.name()), lines, hint: None, next, scroll: 0 }
@@ -1168,6 +1254,8 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 scroll: 0,
                 tasks: Vec::new(),
                 chain_sel: 0,
+                dest_focus: 0,
+                dest_sel: 0,
                 point: None,
                 point_form: point_form(),
                 point_plan: None,
@@ -1310,6 +1398,44 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                 w.step = BStep::Dest;
             }
         }
+        (BStep::Dest, Some(Action::Enter)) if !w.busy && w.dest_focus == 1 => {
+            let places = dest_places(s, w.disk);
+            if let (Some(p), Some(src)) = (places.get(w.dest_sel), s.disk(w.disk)) {
+                let name = image_name(src, w.kind);
+                match &p.mounted_at {
+                    Some(dir) => {
+                        w.dest = dir.join(name).display().to_string();
+                        w.dest_focus = 0;
+                    }
+                    None => {
+                        let Some(d) = s.disk(p.disk) else { return (Screen::Backup(w), cmds) };
+                        let part = d.partition(p.number);
+                        let what = part.map(|x| super::view::part_description(x)).unwrap_or_default();
+                        let word = format!("{}:{}", d.disk.name, p.number);
+                        let c = Confirm {
+                            title: format!("Mount partition {} of {} to save the backup on", p.number, d.disk.name),
+                            lines: vec![
+                                format!("Partition {} of {}:", p.number, super::view::disk_line(d)),
+                                format!("  {what}"),
+                                String::new(),
+                                format!("is mounted read-write under {}, and the image file is written", mount_base().display()),
+                                "into it. Nothing else on it is changed; it is unmounted when rescue quits.".into(),
+                            ],
+                            word,
+                            typed: String::new(),
+                            error: None,
+                            then: Command::MountDest { disk: Box::new(d.clone()), number: p.number },
+                            op: Op::Mount,
+                            back: Screen::Home,
+                        };
+                        let mut c = Box::new(c);
+                        w.busy = true;
+                        c.back = Screen::Backup(w);
+                        return (Screen::Confirm(c), cmds);
+                    }
+                }
+            }
+        }
         (BStep::Dest, Some(Action::Enter)) if !w.busy => {
             if w.dest.trim().is_empty() {
                 w.error = Some("type where the image goes, e.g. /mnt/usb/pc.rimg".into());
@@ -1334,7 +1460,13 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
             w.error = None;
             w.step = BStep::Options;
         }
-        (BStep::Dest, None) => edit_text(&mut w.dest, k),
+        (BStep::Dest, Some(Action::NextField)) => {
+            let n = dest_places(s, w.disk).len();
+            w.dest_focus = if w.dest_focus == 0 && n > 0 { 1 } else { 0 };
+            w.dest_sel = w.dest_sel.min(n.saturating_sub(1));
+        }
+        (BStep::Dest, Some(a @ (Action::Up | Action::Down))) if w.dest_focus == 1 => step_sel(&mut w.dest_sel, dest_places(s, w.disk).len(), a),
+        (BStep::Dest, None) if w.dest_focus == 0 => edit_text(&mut w.dest, k),
         (BStep::Options, Some(Action::NextField)) => w.active_form_mut().move_focus(1),
         (BStep::Options, Some(Action::PrevField)) => w.active_form_mut().move_focus(-1),
         (BStep::Options, Some(Action::Left)) => {
@@ -1966,7 +2098,7 @@ fn confirm(mut c: Confirm, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec
             if c.typed.trim() == c.word {
                 let title = c.title.clone();
                 let then = c.then.clone();
-                if c.op == Op::Power {
+                if matches!(c.op, Op::Power | Op::Mount) {
                     return (c.back, vec![then]);
                 }
                 (start_progress(c.op, title), vec![then])

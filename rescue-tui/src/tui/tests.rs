@@ -840,3 +840,52 @@ fn the_mouse_clicks_items_and_the_help_bar() {
     click(&mut s, x, y);
     assert!(matches!(&s.screen, Screen::Backup(w) if w.step == super::state::BStep::Kind));
 }
+
+/// The backup destination can be a partition of another disk: listed under
+/// the path (mounted ones as folders), mounted read-write after the typed
+/// confirmation, and the path then points into it.
+#[test]
+fn backup_to_a_partition_of_another_disk() {
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter]);
+    let Screen::Backup(w) = &s.screen else { panic!("backup wizard") };
+    assert_eq!(w.step, super::state::BStep::Dest);
+    let places = super::state::dest_places(&s, 0);
+    // Not the source disk (sda); nvme0n1's root is offered as its folder.
+    assert_eq!(places.len(), 6, "{places:?}");
+    assert!(places.iter().all(|p| p.disk != 0));
+    assert_eq!(places.last().and_then(|p| p.mounted_at.clone()), Some(PathBuf::from("/")));
+    snap("backup_dest_places", &s);
+    press(&mut s, Tab);
+    snap("backup_dest_places_focus", &s);
+    // Typing goes nowhere while the list has the focus; Down picks sdb's NTFS.
+    press(&mut s, KeyCode::Char('x'));
+    press(&mut s, Down);
+    assert!(press(&mut s, Enter).is_empty());
+    let Screen::Confirm(c) = &s.screen else { panic!("a confirmation before mounting") };
+    assert_eq!(c.word, "sdb:2");
+    assert!(c.lines.iter().any(|l| l.contains("read-write")), "{:?}", c.lines);
+    typed(&mut s, "sdb:2");
+    let cmds = press(&mut s, Enter);
+    let [Command::MountDest { disk, number: 2 }] = &cmds[..] else { panic!("expected a mount, got {cmds:?}") };
+    assert_eq!(disk.disk.path, PathBuf::from("/dev/sdb"));
+    update(&mut s, Event::DestMounted(Ok((PathBuf::from("/dev/sdb"), 2, PathBuf::from("/run/rescue/mnt/sdb-2")))));
+    let Screen::Backup(w) = &s.screen else { panic!("back in the wizard") };
+    assert_eq!((w.dest.as_str(), w.dest_focus, w.busy), ("/run/rescue/mnt/sdb-2/sda-disk.rimg", 0, false));
+    assert_eq!(s.mounted, vec![(PathBuf::from("/dev/sdb"), 2, PathBuf::from("/run/rescue/mnt/sdb-2"))]);
+    // Mounted now: offered as its folder, no second mount.
+    let places = super::state::dest_places(&s, 0);
+    assert_eq!(places[1].mounted_at, Some(PathBuf::from("/run/rescue/mnt/sdb-2")));
+    keys(&mut s, &[Tab, Enter]);
+    let Screen::Backup(w) = &s.screen else { panic!("no confirmation for a mounted partition") };
+    assert_eq!(w.dest, "/run/rescue/mnt/sdb-2/sda-disk.rimg");
+    // A failed mount says why in the wizard.
+    keys(&mut s, &[Tab, Down, Enter]);
+    typed(&mut s, "sdb:3");
+    press(&mut s, Enter);
+    update(
+        &mut s,
+        Event::DestMounted(Err(Failure { message: "mounting partition 3 of /dev/sdb: mount failed: wrong fs type".into(), hint: "check the filesystem".into(), class: ErrorClass::Failed, needs_password: false })),
+    );
+    assert!(matches!(&s.screen, Screen::Backup(w) if w.error.as_deref().is_some_and(|e| e.contains("wrong fs type")) && !w.busy));
+}

@@ -180,6 +180,11 @@ pub fn disk_line(d: &DiskReport) -> String {
     s
 }
 
+/// A partition in words for a question: "partition 1: ext4 "data" 93.0 MiB (20.1 MiB used)".
+pub fn part_description(p: &imaging::inventory::PartitionReport) -> String {
+    format!("partition {}", part_text(p))
+}
+
 fn part_text(p: &imaging::inventory::PartitionReport) -> String {
     let fs = p.fs.as_ref().map(|f| f.kind.name().to_string()).unwrap_or_else(|| if p.fs_error.is_some() { "?".into() } else { "-".into() });
     let label = p.fs.as_ref().and_then(|f| f.label.clone()).filter(|l| !l.is_empty());
@@ -410,10 +415,38 @@ fn backup(s: &State, w: &BackupWiz, f: &mut Frame, area: Rect) {
                 Line::from("(smb://USER@HOST/SHARE/PATH) or a saved share's NAME:PATH;"),
                 Line::from("split images get .001, .002, ... appended."),
                 Line::from(""),
-                text_box("Image file", &w.dest, true, false),
+                text_box("Image file", &w.dest, w.dest_focus == 0, false),
             ];
+            if w.busy {
+                lines.push(Line::from("mounting..."));
+            }
             lines.extend(e.into_iter().map(Line::from));
-            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+            let places = dest_places(s, w.disk);
+            let top_h = (lines.len() as u16 + 1).min(area.height);
+            let [top, rest] = Layout::vertical([Constraint::Length(top_h), Constraint::Min(0)]).areas(area);
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), top);
+            if !places.is_empty() && rest.height > 2 {
+                let disks = s.readable();
+                let items: Vec<String> = places
+                    .iter()
+                    .map(|p| {
+                        let d = disks[p.disk];
+                        let what = d.partition(p.number).map(part_text).unwrap_or_default();
+                        match &p.mounted_at {
+                            Some(m) => format!("[{}] {what}: save under {}", d.disk.name, m.display()),
+                            None => format!("[{}] {what}: mount it and save there", d.disk.name),
+                        }
+                    })
+                    .collect();
+                let heading = if w.dest_focus == 1 { "Or save on a partition of another disk:" } else { "Or save on a partition of another disk (Tab):" };
+                if w.dest_focus == 1 {
+                    list(f, rest, heading, &items, w.dest_sel, &[]);
+                } else {
+                    let mut l = vec![Line::from(Span::styled(heading.to_string(), Style::default().add_modifier(Modifier::BOLD))), Line::from("")];
+                    l.extend(items.into_iter().map(|i| Line::from(format!("  {i}"))));
+                    f.render_widget(Paragraph::new(l).wrap(Wrap { trim: false }), rest);
+                }
+            }
         }
         BStep::Chain => {
             let offers = chain_offers(&w.tasks);

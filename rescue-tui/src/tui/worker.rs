@@ -81,6 +81,9 @@ pub struct Runner {
     cancel: Option<CancelToken>,
     /// Block disks at the last refresh, for hot-plug checks.
     seen: Vec<PathBuf>,
+    /// Backup destinations this TUI mounted; unmounted when it is dropped.
+    #[cfg(unix)]
+    mounts: Vec<imaging::mount::MountedPartition>,
 }
 
 /// What the loop does after a command.
@@ -95,7 +98,14 @@ pub enum Flow {
 
 impl Runner {
     pub fn new(tx: Sender<Event>, extra_disks: Vec<PathBuf>) -> Self {
-        Runner { tx, extra_disks, cancel: None, seen: Vec::new() }
+        Runner {
+            tx,
+            extra_disks,
+            cancel: None,
+            seen: Vec::new(),
+            #[cfg(unix)]
+            mounts: Vec::new(),
+        }
     }
 
     /// Run `f` on a new thread; a panic becomes an [`Event::Crashed`] so
@@ -128,6 +138,26 @@ impl Runner {
             }
             Command::Power(a) => return Flow::Power(a),
             Command::Shell(sh) => return Flow::Shell(sh),
+            Command::MountDest { disk, number } => {
+                // Quick (a mount, an ntfs-3g start): done here, so the
+                // mount lives as long as the runner.
+                #[cfg(unix)]
+                let r = imaging::mount::mount_rw(&disk, number, &imaging::mount::base_dir())
+                    .map(|m| {
+                        let dir = m.dir.clone();
+                        self.mounts.push(m);
+                        (disk.disk.path.clone(), number, dir)
+                    })
+                    .map_err(|e| Failure::from_error(&format!("mounting partition {number} of {}", disk.disk.path.display()), &e));
+                #[cfg(not(unix))]
+                let r = Err(Failure {
+                    message: format!("mounting partition {number} of {}: not on this system", disk.disk.path.display()),
+                    hint: "assign the volume a drive letter (diskpart) and type its path".into(),
+                    class: imaging::ErrorClass::Refused,
+                    needs_password: false,
+                });
+                let _ = self.tx.send(Event::DestMounted(r));
+            }
             Command::PlanUniversal(job) => {
                 self.spawn(move |tx| {
                     let r = crate::cli::universal::plan_disk(&job.disk, job.part, &universal_opts(&job), true)

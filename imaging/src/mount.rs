@@ -1,0 +1,145 @@
+//! Mounting a partition read-write as a place to save images on (the TUI's
+//! backup destination "a partition of any disk"): ext2/3/4, FAT and exFAT
+//! through the kernel (`mount`), NTFS through ntfs-3g (Debian's kernel has
+//! no ntfs3 driver, and ntfs-3g is what the live system carries). The
+//! partition's own /dev node is used when it has one; otherwise (a disk
+//! image file, a loop device without partition nodes) a loop device over
+//! its byte range. Everything is released on drop: unmounted (the FUSE
+//! process waited for, so the data is on the disk), the loop device
+//! detached, the folder removed.
+//!
+//! Refused: a partition that is already mounted (its mount point is the
+//! place to save to), in use, or without a filesystem that can be written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::exec::LoopDevice;
+use crate::fs::FsKind;
+use crate::inventory::DiskReport;
+
+/// A partition mounted read-write; unmounted on drop.
+#[derive(Debug)]
+pub struct MountedPartition {
+    pub dir: PathBuf,
+    /// The node that was mounted (partition node or loop device).
+    pub device: PathBuf,
+    fuse: bool,
+    _loop: Option<LoopDevice>,
+}
+
+/// Whether `fs` can be mounted here to save images on.
+pub fn writable_fs(fs: &FsKind) -> bool {
+    matches!(fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::Exfat | FsKind::Ntfs)
+}
+
+/// Where the TUI mounts destinations: /run/rescue/mnt on the live system
+/// (a tmpfs), else the temporary folder.
+pub fn base_dir() -> PathBuf {
+    let run = Path::new("/run/rescue/mnt");
+    if std::fs::create_dir_all(run).is_ok() {
+        run.to_path_buf()
+    } else {
+        std::env::temp_dir().join("rescue-mnt")
+    }
+}
+
+/// Mount partition `number` of `disk` read-write on a new folder under `base`.
+pub fn mount_rw(disk: &DiskReport, number: u32, base: &Path) -> Result<MountedPartition, Error> {
+    let refuse = |reason: String, hint: &str| Error::Refused { reason, hint: hint.into() };
+    let p = disk
+        .partitions
+        .iter()
+        .find(|p| p.partition.number == number)
+        .ok_or_else(|| refuse(format!("{} has no partition {number}", disk.disk.path.display()), "choose a partition that `rescue disks` lists"))?;
+    if let Some(m) = p.mountpoints.first() {
+        return Err(refuse(format!("partition {number} of {} is already mounted at {m}", disk.disk.path.display()), "save the image under that folder instead"));
+    }
+    if !p.busy.is_empty() {
+        return Err(refuse(format!("partition {number} of {} is in use: {}", disk.disk.path.display(), p.busy.join("; ")), "stop what uses it first"));
+    }
+    let fs = p.fs.as_ref().map(|f| &f.kind).filter(|k| writable_fs(k)).ok_or_else(|| {
+        refuse(
+            format!("partition {number} of {} has no filesystem images can be saved on", disk.disk.path.display()),
+            "choose an ext4, NTFS, FAT32 or exFAT partition",
+        )
+    })?;
+    let (device, lo) = match &p.device {
+        Some(d) if d.exists() => (d.clone(), None),
+        _ => {
+            let lo = LoopDevice::attach(&disk.disk.path, p.partition.start, p.partition.len)?;
+            (lo.path.clone(), Some(lo))
+        }
+    };
+    let name: String = format!("{}-{number}", disk.disk.name).chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let dir = base.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+    let (mut cmd, fuse) = match fs {
+        FsKind::Ntfs => {
+            let mut c = Command::new("ntfs-3g");
+            c.args(["-o", "rw"]).arg(&device).arg(&dir);
+            (c, true)
+        }
+        FsKind::Exfat => {
+            // The kernel's exfat driver, else exfat-fuse.
+            let mut c = Command::new("mount");
+            c.args(["-t", "exfat"]).arg(&device).arg(&dir);
+            (c, false)
+        }
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
+            let mut c = Command::new("mount");
+            c.args(["-t", "vfat"]).arg(&device).arg(&dir);
+            (c, false)
+        }
+        _ => {
+            let mut c = Command::new("mount");
+            c.arg(&device).arg(&dir);
+            (c, false)
+        }
+    };
+    let tool = format!("{:?}", cmd.get_program()).trim_matches('"').to_string();
+    let out = cmd.output().map_err(|e| Error::Tool { cmd: tool.clone(), detail: e.to_string() })?;
+    let (out, fuse) = if !out.status.success() && *fs == FsKind::Exfat {
+        let o = Command::new("mount.exfat-fuse").arg(&device).arg(&dir).output().map_err(|e| Error::Tool { cmd: "mount.exfat-fuse".into(), detail: e.to_string() })?;
+        (o, true)
+    } else {
+        (out, fuse)
+    };
+    if !out.status.success() {
+        let _ = std::fs::remove_dir(&dir);
+        let detail = String::from_utf8_lossy(&out.stderr).trim().lines().next().unwrap_or("failed").to_string();
+        return Err(Error::Tool { cmd: format!("{tool} (partition {number} of {})", disk.disk.path.display()), detail });
+    }
+    Ok(MountedPartition { dir, device, fuse, _loop: lo })
+}
+
+impl Drop for MountedPartition {
+    fn drop(&mut self) {
+        let _ = Command::new("sync").status();
+        for _ in 0..20 {
+            if Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if self.fuse {
+            // umount returns before the FUSE process has flushed and closed
+            // the device: wait for it, so the data is on the disk before the
+            // loop device goes.
+            let needle = self.device.as_os_str().as_encoded_bytes().to_vec();
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(30) {
+                let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == needle.as_slice()))
+                });
+                if !busy {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
