@@ -213,7 +213,11 @@ pub enum Command {
         disk: Box<DiskReport>,
         number: u32,
     },
-    RunClone(Box<ClonePlan>),
+    RunClone {
+        plan: Box<ClonePlan>,
+        /// Then make the cloned system boot on other hardware.
+        universal: Option<UniversalJob>,
+    },
     Check {
         path: PathBuf,
         password: Option<String>,

@@ -256,6 +256,22 @@ pub fn universal_for(choice: usize) -> Option<Vec<String>> {
     }
 }
 
+/// The clone summary: the write options plus universal restore (a clone
+/// onto the disk of another machine).
+fn clone_form() -> Form {
+    let mut f = write_form();
+    f.fields.push(choice(F::Universal, "Universal restore", UNIVERSAL_CHOICES, 0));
+    f
+}
+
+/// The line the confirmation adds when universal restore follows.
+fn universal_line(choice: usize) -> String {
+    format!(
+        "Then universal restore: the Windows registry and driver files (or the Linux initramfs and boot loader) on the target are changed to boot on {}.",
+        universal_words(choice)
+    )
+}
+
 /// Options of a new point of an existing task: the task fixes the rest
 /// (compression, encryption, split size, what is backed up).
 fn point_form() -> Form {
@@ -1294,7 +1310,7 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 src_part: 0,
                 dst: 0,
                 dst_part: 0,
-                form: write_form(),
+                form: clone_form(),
                 plan: None,
                 busy: false,
                 error: None,
@@ -1713,10 +1729,7 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
                 });
                 let mut lines = write_plan_words(plan);
                 if universal.is_some() {
-                    lines.push(format!(
-                        "Then universal restore: the restored Windows' registry and driver files (or the Linux initramfs and boot loader) are changed to boot on {}.",
-                        universal_words(w.form.choice(F::Universal))
-                    ));
+                    lines.push(universal_line(w.form.choice(F::Universal)));
                 }
                 let then = Command::RunRestore {
                     plan: Box::new(plan.clone()),
@@ -1828,18 +1841,32 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
         (CStep::Summary, Some(a @ (Action::NextField | Action::PrevField))) => w.form.move_focus(if a == Action::NextField { 1 } else { -1 }),
         (CStep::Summary, Some(a @ (Action::Left | Action::Right))) => {
             w.form.change(if a == Action::Right { 1 } else { -1 });
-            plan_clone(s, &mut w, &mut cmds);
+            // Universal restore runs after the clone: the plan stays.
+            if w.form.fields[w.form.focus].id != F::Universal {
+                plan_clone(s, &mut w, &mut cmds);
+            }
         }
         (CStep::Summary, Some(a @ (Action::PageUp | Action::PageDown))) => scroll(&mut w.scroll, a),
         (CStep::Summary, Some(Action::Enter)) => {
             if let (Some(plan), false) = (&w.plan, w.busy) {
+                let choice = w.form.choice(F::Universal);
+                let universal = universal_for(choice).map(|for_hw| UniversalJob {
+                    disk: plan.write.target.path.clone(),
+                    // The partition written; a new one is found by searching the disk.
+                    part: if plan.write.whole_disk { None } else { s.disk(w.dst).and_then(|d| target_parts(d).get(w.dst_part).copied().flatten()) },
+                    for_hw,
+                });
+                let mut lines = write_plan_words(&plan.write);
+                if universal.is_some() {
+                    lines.push(universal_line(choice));
+                }
                 let c = Confirm {
                     title: format!("Clone {} to {}", plan.write.source, plan.write.target.name),
-                    lines: write_plan_words(&plan.write),
+                    lines,
                     word: plan.write.target.name.clone(),
                     typed: String::new(),
                     error: None,
-                    then: Command::RunClone(Box::new(plan.clone())),
+                    then: Command::RunClone { plan: Box::new(plan.clone()), universal },
                     op: Op::Clone,
                     back: Screen::Home,
                 };

@@ -390,7 +390,7 @@ fn clone_wizard() {
     press(&mut s, Enter);
     typed(&mut s, "sdb");
     let c = press(&mut s, Enter);
-    assert!(matches!(&c[..], [Command::RunClone(_)]), "{c:?}");
+    assert!(matches!(&c[..], [Command::RunClone { universal: None, .. }]), "{c:?}");
     update(
         &mut s,
         Event::Finished(Err(Failure {
@@ -401,6 +401,27 @@ fn clone_wizard() {
         })),
     );
     snap("result_clone_failed", &s);
+}
+
+/// The clone summary offers universal restore too: it follows the clone
+/// under the same confirmation, and changing it plans nothing again.
+#[test]
+fn clone_with_universal_restore() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('c'));
+    keys(&mut s, &[Enter, Enter, Esc, Enter, Enter]);
+    let mut write = restore_plan();
+    write.operation = "clone".into();
+    write.source = "/dev/sda".into();
+    update(&mut s, Event::ClonePlanned(Ok(Box::new(ClonePlan { write, source: backup_plan() }))));
+    assert!(keys(&mut s, &[KeyCode::Up, Right]).is_empty(), "universal restore needs no new plan");
+    press(&mut s, Enter);
+    let Screen::Confirm(c) = &s.screen else { panic!("confirmation") };
+    assert!(c.lines.iter().any(|l| l.contains("Then universal restore") && l.contains("this machine's storage controllers")), "{:?}", c.lines);
+    typed(&mut s, "sdb");
+    let c = press(&mut s, Enter);
+    let [Command::RunClone { universal: Some(job), .. }] = &c[..] else { panic!("expected a clone with universal restore, got {c:?}") };
+    assert_eq!(job, &super::event::UniversalJob { disk: PathBuf::from("/dev/sdb"), part: None, for_hw: vec![] });
 }
 
 #[test]

@@ -278,31 +278,21 @@ impl Runner {
             Command::RunRestore { plan, password, sector_by_sector, universal } => {
                 let task = self.task();
                 self.spawn(move |tx| {
-                    let mut r = open(Path::new(&plan.source), password.as_deref()).and_then(|reader| {
+                    let r = open(Path::new(&plan.source), password.as_deref()).and_then(|reader| {
                         imaging::restore::run_restore(&plan, &reader, sector_by_sector, &task)
                             .map(|o| outcome_lines("Restore", &plan, o))
                             .map_err(|e| Failure::from_error(&format!("restoring to {}", plan.target.path.display()), &e))
                     });
-                    if let (Ok(lines), Some(job)) = (&mut r, universal) {
-                        match run_universal(&job, &task) {
-                            Ok(more) => lines.extend(more),
-                            Err(mut f) => {
-                                // The image is on the disk; say so, or the user restores again.
-                                f.message = format!("The restore finished, but universal restore failed: {}", f.message);
-                                r = Err(f);
-                            }
-                        }
-                    }
-                    let _ = tx.send(Event::Finished(r));
+                    let _ = tx.send(Event::Finished(then_universal(r, universal, &task, "restore")));
                 });
             }
-            Command::RunClone(plan) => {
+            Command::RunClone { plan, universal } => {
                 let task = self.task();
                 self.spawn(move |tx| {
                     let r = imaging::clone::run_clone(&plan, &task)
                         .map(|o| outcome_lines("Clone", &plan.write, o))
                         .map_err(|e| Failure::from_error(&format!("cloning to {}", plan.write.target.path.display()), &e));
-                    let _ = tx.send(Event::Finished(r));
+                    let _ = tx.send(Event::Finished(then_universal(r, universal, &task, "clone")));
                 });
             }
             Command::Check { path, password } => {
@@ -394,6 +384,24 @@ fn cli_failure(context: &str, e: crate::cli::CliError) -> Failure {
         hint: e.hint.unwrap_or_default(),
         class: if matches!(e.exit, crate::cli::Exit::Refused | crate::cli::Exit::Usage) { imaging::ErrorClass::Refused } else { imaging::ErrorClass::Failed },
         needs_password: false,
+    }
+}
+
+/// After a restore or clone that succeeded, universal restore when asked:
+/// its lines join the result; its failure says the data is written.
+fn then_universal(r: Result<Vec<String>, Failure>, job: Option<UniversalJob>, task: &Task, what: &str) -> Result<Vec<String>, Failure> {
+    let mut lines = r?;
+    let Some(job) = job else { return Ok(lines) };
+    match run_universal(&job, task) {
+        Ok(more) => {
+            lines.extend(more);
+            Ok(lines)
+        }
+        Err(mut f) => {
+            // The data is on the disk; say so, or the user writes it again.
+            f.message = format!("The {what} finished, but universal restore failed: {}", f.message);
+            Err(f)
+        }
     }
 }
 
