@@ -47,6 +47,13 @@ pub struct LayoutOptions {
     pub table: Option<TableKind>,
     /// Folder for the scratch files of shrinking filesystems; None: /var/tmp.
     pub scratch_dir: Option<PathBuf>,
+    /// Manual sizes of a whole-disk target, by the image's partition number
+    /// (bytes; rounded down to the alignment unit). Smaller than the source:
+    /// an ext2/3/4 or NTFS filesystem is shrunk (never below what it holds);
+    /// larger: the filesystem is grown. With `Fill`, the partitions without
+    /// a size share the rest of the disk.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sizes: BTreeMap<u32, u64>,
 }
 
 /// A source region as the planner sees it.
@@ -373,8 +380,48 @@ pub fn whole_disk(src: &SrcLayout, target: &DiskInfo, opts: &LayoutOptions) -> R
         out
     };
     let end_of = |pos: &[(usize, u64, u64)]| pos.iter().map(|(_, s, l)| s + l).max().unwrap_or(0);
-    let base = place(&|p| p.len);
+    // Manual sizes, by the target's partition number, checked against what
+    // each filesystem can do.
+    let mut manual: BTreeMap<u32, u64> = BTreeMap::new();
+    for (&n, &want) in &opts.sizes {
+        let Some(p) = dst_of(n).and_then(|d| table.partitions.iter().find(|p| p.number == d && !p.ptype.is_extended())) else {
+            return Err(Error::refused(format!("the image has no partition {n} to size"), "`rescue info IMAGE` lists its partitions"));
+        };
+        let fs = fs_of(p.number);
+        let fs_name = fs.as_ref().map(|f| f.kind.name().to_string()).unwrap_or_else(|| "no filesystem".into());
+        let to = align_down(want, unit).max(unit);
+        if to < p.len {
+            let Some(min) = shrink_floor(Some(p), fs.as_ref(), p.len, unit) else {
+                return Err(Error::refused(
+                    format!("partition {n} ({fs_name}) cannot be made smaller than {}: only ext2/3/4 and NTFS data partitions shrink", human_size(p.len)),
+                    "keep its size, or choose a size of at least its own",
+                ));
+            };
+            if to < min {
+                return Err(Error::refused(
+                    format!("partition {n} ({fs_name}, {} used) can shrink to {} at the least, not {}", human_size(fs.as_ref().and_then(|f| f.used).unwrap_or(0)), human_size(min), human_size(to)),
+                    "choose a larger size for it",
+                ));
+            }
+        } else if to > p.len && fixed_size(p, fs.as_ref()) {
+            return Err(Error::refused(
+                format!("partition {n} ({fs_name}, {}) keeps its size: its filesystem cannot be grown here", human_size(p.len)),
+                "grow it from the running system after the restore",
+            ));
+        }
+        if to != p.len {
+            manual.insert(p.number, to);
+        }
+    }
+    let sized = |p: &Partition| manual.get(&p.number).copied().unwrap_or(p.len);
+    let base = place(&sized);
     let end0 = end_of(&base);
+    if !manual.is_empty() && end0 > end_limit {
+        return Err(Error::refused(
+            format!("with the chosen sizes the partitions end at {}, beyond the {} this disk offers", human_size(end0), human_size(end_limit)),
+            "make some partitions smaller",
+        ));
+    }
     if table.kind == TableKind::Mbr && end0 > mbr_limit(tss) {
         return Err(Error::refused(
             format!(
@@ -428,20 +475,21 @@ pub fn whole_disk(src: &SrcLayout, target: &DiskInfo, opts: &LayoutOptions) -> R
         shrunk = sizes;
         pos
     } else if opts.mode == LayoutMode::Fill {
-        let growable: Vec<&Partition> = order.iter().map(|&i| &table.partitions[i]).filter(|p| !fixed_size(p, fs_of(p.number).as_ref())).collect();
+        let growable: Vec<&Partition> =
+            order.iter().map(|&i| &table.partitions[i]).filter(|p| !fixed_size(p, fs_of(p.number).as_ref()) && !manual.contains_key(&p.number)).collect();
         let total: u64 = growable.iter().map(|p| p.len).sum();
         let mut extra = end_limit - end0;
         // Alignment of later starts can eat into the extra room; shrink the
         // share until everything fits.
         loop {
             let grow = |p: &Partition| {
-                if total == 0 || fixed_size(p, fs_of(p.number).as_ref()) {
+                if total == 0 || fixed_size(p, fs_of(p.number).as_ref()) || manual.contains_key(&p.number) {
                     0
                 } else {
                     ((extra as u128 * p.len as u128 / total as u128) as u64) / align * align
                 }
             };
-            let pos = place(&|p| p.len + grow(p));
+            let pos = place(&|p| sized(p) + grow(p));
             let end = end_of(&pos);
             if end <= end_limit || extra == 0 {
                 break pos;
@@ -451,6 +499,12 @@ pub fn whole_disk(src: &SrcLayout, target: &DiskInfo, opts: &LayoutOptions) -> R
     } else {
         base
     };
+    // Manual sizes below the source's are shrinks like the automatic ones.
+    for (&n, &to) in &manual {
+        if table.partitions.iter().any(|p| p.number == n && to < p.len) {
+            shrunk.insert(n, to);
+        }
+    }
     let mut moved = table.clone();
     for (i, s, l) in &positions {
         moved.partitions[*i].start = *s;
@@ -893,6 +947,45 @@ mod tests {
         assert!(l.grows.is_empty());
         assert_eq!(l.moves.len(), 4);
         assert!(l.moves.iter().all(|m| m.source_offset == m.target_offset));
+    }
+
+    /// Manual sizes: a shrink (never below what the filesystem holds), a
+    /// grow, the rest placed after them; refusals say which partition and why.
+    #[test]
+    fn manual_sizes_shrink_and_grow_what_they_name() {
+        let mut s = src();
+        for r in &mut s.regions {
+            if let Some(f) = r.fs.as_mut() {
+                f.used = Some(40 * MIB);
+            }
+        }
+        let sizes = |v: &[(u32, u64)]| LayoutOptions { sizes: v.iter().copied().collect(), ..Default::default() };
+        // NTFS 300 -> 120 MiB, ext4 100 -> 250 MiB (a few bytes off: rounded down to whole MiB).
+        let l = whole_disk(&s, &disk(600 * MIB, 512), &sizes(&[(2, 120 * MIB + 5), (3, 250 * MIB)])).unwrap();
+        let t = l.table_after.unwrap();
+        assert_eq!(t.partitions.iter().map(|p| (p.start, p.len)).collect::<Vec<_>>(), vec![(MIB, 100 * MIB), (101 * MIB, 120 * MIB), (221 * MIB, 250 * MIB)]);
+        assert_eq!(l.shrinks.iter().map(|x| (x.partition, x.to)).collect::<Vec<_>>(), vec![(2, 120 * MIB)]);
+        assert_eq!(l.grows.iter().map(|g| (g.partition, g.to)).collect::<Vec<_>>(), vec![(3, 250 * MIB)]);
+        // With fill, the partitions without a size take the rest (here ext4 alone).
+        let mut o = sizes(&[(2, 120 * MIB)]);
+        o.mode = LayoutMode::Fill;
+        let t = whole_disk(&s, &disk(600 * MIB, 512), &o).unwrap().table_after.unwrap();
+        assert_eq!(t.partitions[1].len, 120 * MIB);
+        assert!(t.partitions[2].len > 370 * MIB && t.partitions[2].end() <= 600 * MIB, "{:?}", t.partitions);
+        // Refused: below the floor, a FAT ESP, a grow beyond the disk, an unknown partition.
+        let e = whole_disk(&s, &disk(600 * MIB, 512), &sizes(&[(2, 30 * MIB)])).unwrap_err().to_string();
+        assert!(e.contains("partition 2 (ntfs, 40.0 MiB used) can shrink to 56.0 MiB at the least, not 30.0 MiB"), "{e}");
+        let e = whole_disk(&s, &disk(600 * MIB, 512), &sizes(&[(1, 50 * MIB)])).unwrap_err().to_string();
+        assert!(e.contains("partition 1 (fat32) cannot be made smaller"), "{e}");
+        let e = whole_disk(&s, &disk(600 * MIB, 512), &sizes(&[(1, 150 * MIB)])).unwrap_err().to_string();
+        assert!(e.contains("partition 1 (fat32, 100.0 MiB) keeps its size"), "{e}");
+        let e = whole_disk(&s, &disk(600 * MIB, 512), &sizes(&[(3, 400 * MIB)])).unwrap_err().to_string();
+        assert!(e.contains("beyond the"), "{e}");
+        let e = whole_disk(&s, &disk(600 * MIB, 512), &sizes(&[(7, 400 * MIB)])).unwrap_err().to_string();
+        assert!(e.contains("no partition 7"), "{e}");
+        // The size it already has: nothing to do.
+        let l = whole_disk(&s, &disk(600 * MIB, 512), &sizes(&[(2, 300 * MIB)])).unwrap();
+        assert!(l.shrinks.is_empty() && l.grows.is_empty());
     }
 
     #[test]

@@ -650,6 +650,12 @@ pub struct LayoutOpts {
     /// Move partition starts to multiples of this size (SSD alignment), e.g. 1MiB.
     #[arg(long)]
     pub align: Option<String>,
+    /// A partition's size on a whole-disk target: N=SIZE with the image's
+    /// partition number, e.g. --size 3=200GiB (repeatable). Smaller shrinks
+    /// an ext2/3/4 or NTFS filesystem (never below what it holds), larger
+    /// grows it; with --layout fill the others share the rest.
+    #[arg(long = "size", value_name = "N=SIZE")]
+    pub sizes: Vec<String>,
     /// Write every sector of the restored regions (zeros where the source
     /// filesystem had free blocks).
     #[arg(long)]

@@ -272,3 +272,38 @@ fn refusals_leave_the_target_untouched() {
     assert!(std::fs::read(&tiny).unwrap().iter().all(|&b| b == 0));
     assert!(std::fs::read(&smaller).unwrap().iter().all(|&b| b == 0));
 }
+
+/// Manual sizes (`--size N=SIZE`): NTFS made smaller, ext4 larger, on a
+/// target of the same size; both filesystems are checked and hold the same
+/// files. A size below what a filesystem holds is refused before anything
+/// is written.
+#[test]
+fn manual_sizes_shrink_one_partition_and_grow_another() {
+    require_root();
+    let d = tempfile::tempdir().unwrap();
+    let src = shrink_source(d.path());
+    let img = d.path().join("src.rimg");
+    rescue_ok(&["backup", "disk", s(&src), "-o", s(&img), "--compress", "fast"]);
+    let tgt = new_file(d.path(), "same.img", 256 * MIB);
+    let scratch = d.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let e = rescue_fails(&["restore", s(&img), "--to", s(&tgt), "--size", "2=20MiB", "--yes"], 3, "can shrink to");
+    assert!(e.contains("partition 2 (ntfs"), "{e}");
+    assert!(std::fs::read(&tgt).unwrap().iter().all(|&b| b == 0), "a refused plan wrote to the target");
+    rescue_fails(&["restore", s(&img), "--to", s(&tgt), "--size", "two=20MiB", "--yes"], 2, "expected N=SIZE");
+    let out = rescue_ok(&["restore", s(&img), "--to", s(&tgt), "--size", "2=64MiB", "--size", "3=160MiB", "--scratch-dir", s(&scratch), "--yes"]);
+    assert!(out.contains("ntfs shrunk from 112.0 MiB"), "{out}");
+    let pb = partitions(&tgt);
+    assert_eq!(pb.iter().map(|p| p.2).collect::<Vec<_>>(), vec![16 * MIB, 64 * MIB, 160 * MIB], "{pb:?}");
+    same_partition(&src, 1, &tgt, 1, "vfat");
+    same_partition(&src, 2, &tgt, 2, "ntfs");
+    same_partition(&src, 3, &tgt, 3, "ext4");
+    // The ext4 filesystem fills its larger partition.
+    let (_, st, len, _) = pb[2].clone();
+    let lo = Loop::attach(&tgt, st, len, true);
+    let info = sh_ok(Command::new("dumpe2fs").arg("-h").arg(lo.path()));
+    let blocks: u64 = info.lines().find_map(|l| l.strip_prefix("Block count:")).and_then(|v| v.trim().parse().ok()).unwrap();
+    let bsize: u64 = info.lines().find_map(|l| l.strip_prefix("Block size:")).and_then(|v| v.trim().parse().ok()).unwrap();
+    assert_eq!(blocks * bsize, 160 * MIB, "ext4 grown to its partition");
+    assert!(leftovers(&scratch).is_empty());
+}

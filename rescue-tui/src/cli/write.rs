@@ -21,7 +21,15 @@ fn layout_options(l: &LayoutOpts) -> Result<LayoutOptions, CliError> {
         TableArg::Gpt => TableKind::Gpt,
         TableArg::Mbr => TableKind::Mbr,
     });
-    Ok(LayoutOptions { mode: if l.layout == LayoutArg::Fill { LayoutMode::Fill } else { LayoutMode::Keep }, align, table, scratch_dir: Some(l.scratch_dir.clone()) })
+    let mut sizes = std::collections::BTreeMap::new();
+    for v in &l.sizes {
+        let parsed = v.split_once('=').and_then(|(n, sz)| Some((n.trim().parse::<u32>().ok()?, imaging::blockdev::parse_size(sz.trim())?)));
+        let Some((n, sz)) = parsed else {
+            return Err(usage(format!("--size {v}: expected N=SIZE"), "e.g. --size 3=200GiB (N is the image's partition number, see `rescue info`)"));
+        };
+        sizes.insert(n, sz);
+    }
+    Ok(LayoutOptions { mode: if l.layout == LayoutArg::Fill { LayoutMode::Fill } else { LayoutMode::Keep }, align, table, scratch_dir: Some(l.scratch_dir.clone()), sizes })
 }
 
 /// `--table` converts a whole disk's table; one partition keeps the target's.
