@@ -13,12 +13,18 @@
 //!   Boot clients are chained to iPXE and a warning says why.
 //! - UEFI HTTP boot (16 / vendor class `HTTPClient`) -> iPXE binary by URL.
 //! - iPXE itself (user class `iPXE` or option 175) -> script URL.
-//! - arm64 UEFI (11, HTTP 19) when the bundle holds `ipxe-arm64.efi`.
+//! - arm64 UEFI (11, HTTP 19) -> `snp-arm64.efi` (or `ipxe-arm64.efi`) ->
+//!   iPXE -> HTTP script naming `vmlinuz-arm64` / `initrd-arm64.img`.
 //! - Anything else is refused with the reason.
+//!
+//! A client is only told to boot when the bundle holds the live system of its
+//! architecture ([`Arch::kernel_arch`]): an arm64 client next to an x86-64
+//! only bundle (or the reverse) is refused at DHCP time with the missing
+//! files named, never handed a loader that would fetch a foreign kernel.
 
 use std::net::Ipv4Addr;
 
-use crate::bundle::{names, Bundle};
+use crate::bundle::{names, Bundle, KernelArch};
 use crate::dhcp::Packet;
 use crate::mac::Mac;
 
@@ -41,6 +47,16 @@ impl Arch {
             11 => Arch::UefiArm64,
             19 => Arch::UefiArm64Http,
             o => Arch::Other(o),
+        }
+    }
+
+    /// The live system this firmware runs; `None` for architectures the
+    /// server does not serve.
+    pub fn kernel_arch(self) -> Option<KernelArch> {
+        match self {
+            Arch::Bios | Arch::UefiX64 | Arch::UefiX64Http => Some(KernelArch::X86_64),
+            Arch::UefiArm64 | Arch::UefiArm64Http => Some(KernelArch::Arm64),
+            Arch::Other(_) => None,
         }
     }
 }
@@ -159,24 +175,67 @@ impl BootAction {
 }
 
 /// URL of the generated iPXE script for `mac`.
+///
+/// It ends in `?arch=${buildarch}`, which iPXE expands before fetching (it
+/// expands settings in the DHCP filename), so the request says which iPXE
+/// build asks: `i386`/`x86_64` or `arm64`. That is the binary that will load
+/// the kernel, so it cannot disagree with it, and it still holds after a
+/// server restart (the per-MAC architecture remembered at DHCP time is
+/// lost) or for an iPXE chained by hand. The remembered architecture is the
+/// fallback when the query is missing or was not expanded (see
+/// `HttpContext::script_arch`). An in-script `iseq ${buildarch}` branch
+/// would work too, but then the server could not refuse a client whose
+/// kernel is missing, nor log which kernel it handed out.
 pub fn script_url(server_ip: Ipv4Addr, port: u16, mac: Mac) -> String {
-    format!("http://{server_ip}:{port}/boot/{}.ipxe", mac.dashed())
+    format!(
+        "http://{server_ip}:{port}/boot/{}.ipxe?arch=${{buildarch}}",
+        mac.dashed()
+    )
 }
 
 pub fn decide(d: &Detected, ctx: &BootContext<'_>) -> BootAction {
     let has = |n: &str| ctx.bundle.has(n);
     let http = |file: &str| format!("http://{}:{}/{file}", ctx.server_ip, ctx.http_port);
+    // Never point a client at a loader or script whose kernel is not its own.
+    if let Some(ka) = d.arch.kernel_arch() {
+        let missing = ctx.bundle.missing_live_system(ka);
+        if !missing.is_empty() {
+            let others: Vec<String> = KernelArch::ALL
+                .into_iter()
+                .filter(|o| *o != ka && ctx.bundle.missing_live_system(*o).is_empty())
+                .map(|o| o.to_string())
+                .collect();
+            let holds = if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; it holds only the {} one, which this client cannot run",
+                    others.join(", ")
+                )
+            };
+            return BootAction::Refuse {
+                reason: format!(
+                    "{} client but the bundle has no {ka} live system (missing {}){holds}",
+                    arch_name(d.arch_code),
+                    missing.join(", ")
+                ),
+            };
+        }
+    }
     if d.ipxe {
         return BootAction::Http {
             url: script_url(ctx.server_ip, ctx.http_port, ctx.mac),
         };
     }
-    let x64_ipxe = if has(names::SNPONLY) {
-        Some(names::SNPONLY)
-    } else if has(names::IPXE_EFI) {
-        Some(names::IPXE_EFI)
-    } else {
-        None
+    let uefi_ipxe = |a: KernelArch| a.uefi_loaders().into_iter().find(|n| has(n));
+    let x64_ipxe = uefi_ipxe(KernelArch::X86_64);
+    let arm64_ipxe = uefi_ipxe(KernelArch::Arm64);
+    let no_arm64_ipxe = || {
+        format!(
+            "the bundle has neither {} nor {}",
+            names::SNP_ARM64,
+            names::IPXE_ARM64
+        )
     };
     match (d.arch, d.http_client) {
         (Arch::UefiX64Http, _) | (Arch::UefiX64, true) => match x64_ipxe {
@@ -186,17 +245,12 @@ pub fn decide(d: &Detected, ctx: &BootContext<'_>) -> BootAction {
                     .into(),
             },
         },
-        (Arch::UefiArm64Http, _) | (Arch::UefiArm64, true) => {
-            if has(names::IPXE_ARM64) {
-                BootAction::Http {
-                    url: http(names::IPXE_ARM64),
-                }
-            } else {
-                BootAction::Refuse {
-                    reason: format!("arm64 UEFI HTTP client but the bundle has no {}", names::IPXE_ARM64),
-                }
-            }
-        }
+        (Arch::UefiArm64Http, _) | (Arch::UefiArm64, true) => match arm64_ipxe {
+            Some(f) => BootAction::Http { url: http(f) },
+            None => BootAction::Refuse {
+                reason: format!("arm64 UEFI HTTP client but {}", no_arm64_ipxe()),
+            },
+        },
         (Arch::Bios, _) => {
             if has(names::UNDIONLY) {
                 BootAction::Tftp {
@@ -234,17 +288,12 @@ pub fn decide(d: &Detected, ctx: &BootContext<'_>) -> BootAction {
                 },
             }
         }
-        (Arch::UefiArm64, false) => {
-            if has(names::IPXE_ARM64) {
-                BootAction::Tftp {
-                    file: names::IPXE_ARM64.into(),
-                }
-            } else {
-                BootAction::Refuse {
-                    reason: format!("arm64 UEFI client but the bundle has no {}", names::IPXE_ARM64),
-                }
-            }
-        }
+        (Arch::UefiArm64, false) => match arm64_ipxe {
+            Some(f) => BootAction::Tftp { file: f.into() },
+            None => BootAction::Refuse {
+                reason: format!("arm64 UEFI client but {}", no_arm64_ipxe()),
+            },
+        },
         (Arch::Other(c), _) => BootAction::Refuse {
             reason: format!(
                 "client architecture {c} ({}) is not supported: only x86 BIOS, x64 UEFI and arm64 UEFI are",
@@ -311,7 +360,14 @@ mod tests {
 
     #[test]
     fn firmware_matrix() {
-        let (_t, b) = bundle(&["undionly.kpxe", "snponly.efi", "shimx64.efi", "grubx64.efi"]);
+        let (_t, b) = bundle(&[
+            "vmlinuz",
+            "initrd.img",
+            "undionly.kpxe",
+            "snponly.efi",
+            "shimx64.efi",
+            "grubx64.efi",
+        ]);
         let full = ctx(&b, DhcpMode::Full, false);
         let tftp = |f: &str| BootAction::Tftp { file: f.into() };
         let pxe = "PXEClient:Arch:00000:UNDI:002001";
@@ -347,7 +403,7 @@ mod tests {
         assert_eq!(
             decide(&detect(&req(Some(0), pxe, Some("iPXE"))), &full),
             BootAction::Http {
-                url: "http://10.0.0.1:8080/boot/52-54-00-00-00-01.ipxe".into()
+                url: "http://10.0.0.1:8080/boot/52-54-00-00-00-01.ipxe?arch=${buildarch}".into()
             }
         );
         // Secure Boot: shim in full mode, iPXE under proxyDHCP.
@@ -379,15 +435,95 @@ mod tests {
             BootAction::Refuse { reason } => assert!(reason.contains("Itanium"), "{reason}"),
             other => panic!("{other:?}"),
         }
-        let (_t2, b2) = bundle(&["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"]);
-        let c2 = ctx(&b2, DhcpMode::Proxy, false);
+    }
+
+    fn refusal(a: BootAction) -> String {
+        match a {
+            BootAction::Refuse { reason } => reason,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arm64_gets_arm64_files_only() {
+        let arm = detect(&req(Some(11), "PXEClient:Arch:00011:UNDI:003000", None));
+        let arm_http = detect(&req(Some(19), "HTTPClient:Arch:00019", None));
+        let arm_ipxe = detect(&req(Some(11), "PXEClient", Some("iPXE")));
+        let x64 = detect(&req(Some(7), "PXEClient", None));
+        let bios_ipxe = detect(&req(Some(0), "PXEClient", Some("iPXE")));
+        assert_eq!(arm.arch.kernel_arch(), Some(KernelArch::Arm64));
+        assert_eq!(Arch::Other(2).kernel_arch(), None);
+        let tftp = |f: &str| BootAction::Tftp { file: f.into() };
+        let script = BootAction::Http {
+            url: "http://10.0.0.1:8080/boot/52-54-00-00-00-01.ipxe?arch=${buildarch}".into(),
+        };
+
+        // Both live systems: each architecture gets its own loader (SNP
+        // first, as for x64), iPXE of either gets the script.
+        let (_t, b) = bundle(&[
+            "vmlinuz",
+            "initrd.img",
+            "undionly.kpxe",
+            "ipxe.efi",
+            "vmlinuz-arm64",
+            "initrd-arm64.img",
+            "ipxe-arm64.efi",
+            "snp-arm64.efi",
+        ]);
+        let c = ctx(&b, DhcpMode::Proxy, false);
+        assert_eq!(decide(&arm, &c), tftp("snp-arm64.efi"));
         assert_eq!(
-            decide(&detect(&req(Some(11), "PXEClient", None)), &c2),
+            decide(&arm_http, &c),
+            BootAction::Http {
+                url: "http://10.0.0.1:8080/snp-arm64.efi".into()
+            }
+        );
+        assert_eq!(decide(&arm_ipxe, &c), script);
+        assert_eq!(decide(&x64, &c), tftp("ipxe.efi"));
+        assert_eq!(decide(&bios_ipxe, &c), script);
+        let (_t, b) = bundle(&["vmlinuz-arm64", "initrd-arm64.img", "ipxe-arm64.efi"]);
+        assert_eq!(
+            decide(&arm, &ctx(&b, DhcpMode::Full, false)),
             tftp("ipxe-arm64.efi")
         );
+
+        // An arm64 loader but no arm64 kernel: refused, never the x86 one.
+        let (_t, b) = bundle(&[
+            "vmlinuz",
+            "initrd.img",
+            "undionly.kpxe",
+            "snponly.efi",
+            "ipxe-arm64.efi",
+        ]);
+        let c = ctx(&b, DhcpMode::Full, false);
+        let want = "ARM 64-bit UEFI client but the bundle has no arm64 live system \
+                    (missing vmlinuz-arm64, initrd-arm64.img); it holds only the x86-64 one, \
+                    which this client cannot run";
+        assert_eq!(refusal(decide(&arm, &c)), want);
+        assert_eq!(refusal(decide(&arm_ipxe, &c)), want);
+        assert!(refusal(decide(&arm_http, &c)).starts_with("ARM 64-bit UEFI HTTP client"));
+        assert_eq!(decide(&x64, &c), tftp("snponly.efi"));
+        // The kernel but no loader: the loaders are named.
+        let (_t, b) = bundle(&["vmlinuz-arm64", "initrd-arm64.img"]);
         assert_eq!(
-            decide(&detect(&req(Some(7), "PXEClient", None)), &c2),
-            tftp("ipxe.efi")
+            refusal(decide(&arm, &ctx(&b, DhcpMode::Full, false))),
+            "arm64 UEFI client but the bundle has neither snp-arm64.efi nor ipxe-arm64.efi"
         );
+
+        // The reverse: only arm64 files, x86-64 clients are refused.
+        let (_t, b) = bundle(&[
+            "vmlinuz-arm64",
+            "initrd-arm64.img",
+            "snp-arm64.efi",
+            "undionly.kpxe",
+        ]);
+        let c = ctx(&b, DhcpMode::Full, false);
+        assert_eq!(
+            refusal(decide(&x64, &c)),
+            "x64 UEFI client but the bundle has no x86-64 live system (missing vmlinuz, \
+             initrd.img); it holds only the arm64 one, which this client cannot run"
+        );
+        assert!(refusal(decide(&bios_ipxe, &c)).starts_with("x86 BIOS client but"));
+        assert_eq!(decide(&arm, &c), tftp("snp-arm64.efi"));
     }
 }

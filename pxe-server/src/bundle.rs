@@ -33,8 +33,73 @@ pub mod names {
     /// (shim looks for `grubx64.efi` next to itself).
     pub const SHIM: &str = "shimx64.efi";
     pub const GRUB: &str = "grubx64.efi";
-    /// iPXE for arm64 UEFI (optional).
+    /// arm64 (optional, see [`KernelArch`]): the live system built for
+    /// arm64, and iPXE for arm64 UEFI over the firmware's SNP driver
+    /// (iPXE's `bin-arm64-efi/snp.efi`) or with its own NIC drivers
+    /// (`bin-arm64-efi/ipxe.efi`).
+    pub const KERNEL_ARM64: &str = "vmlinuz-arm64";
+    pub const INITRD_ARM64: &str = "initrd-arm64.img";
+    pub const SNP_ARM64: &str = "snp-arm64.efi";
     pub const IPXE_ARM64: &str = "ipxe-arm64.efi";
+}
+
+/// The CPU architecture a live system (kernel + initrd) is built for. A
+/// client is only ever handed the kernel of its own architecture: an arm64
+/// machine cannot run an x86-64 kernel, and the reverse.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelArch {
+    X86_64,
+    Arm64,
+}
+
+impl KernelArch {
+    pub const ALL: [KernelArch; 2] = [KernelArch::X86_64, KernelArch::Arm64];
+
+    /// Well-known name of this architecture's kernel.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            KernelArch::X86_64 => names::KERNEL,
+            KernelArch::Arm64 => names::KERNEL_ARM64,
+        }
+    }
+
+    pub fn initrd(self) -> &'static str {
+        match self {
+            KernelArch::X86_64 => names::INITRD,
+            KernelArch::Arm64 => names::INITRD_ARM64,
+        }
+    }
+
+    /// The UEFI iPXE loaders of this architecture, preferred first. BIOS
+    /// (`undionly.kpxe`) is x86-64's too, checked apart.
+    pub fn uefi_loaders(self) -> [&'static str; 2] {
+        match self {
+            KernelArch::X86_64 => [names::SNPONLY, names::IPXE_EFI],
+            KernelArch::Arm64 => [names::SNP_ARM64, names::IPXE_ARM64],
+        }
+    }
+
+    /// iPXE's `${buildarch}`: `i386` (undionly.kpxe, a 32-bit iPXE that
+    /// boots 64-bit kernels), `x86_64`, `arm64`. Other values are not ours.
+    pub fn from_buildarch(s: &str) -> Option<KernelArch> {
+        match s {
+            "i386" | "x86_64" => Some(KernelArch::X86_64),
+            "arm64" => Some(KernelArch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for KernelArch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KernelArch::X86_64 => "x86-64",
+            KernelArch::Arm64 => "arm64",
+        })
+    }
 }
 
 /// Where Debian's packages put the loaders (quick form).
@@ -161,15 +226,27 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// The part of `manifest.json` (written by `image-builder pxe`, see
 /// `image-builder/src/pxe.rs`) that the server uses. Names are relative to
 /// the bundle directory; unknown fields are ignored, so newer builders can
-/// add fields without a version bump.
+/// add fields without a version bump. Every role is optional here: the
+/// bundle must hold at least one complete live system (x86-64: `kernel`,
+/// `initrd`, `loaders.bios`, `loaders.uefi_x64[_snp]`; arm64:
+/// `kernel_arm64`, `initrd_arm64`, `loaders.uefi_arm64[_snp]`), checked in
+/// [`Bundle::open_dir`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct Manifest {
     pub format: String,
     pub version: u32,
     #[serde(default)]
     pub kernel_version: String,
-    pub kernel: String,
-    pub initrd: String,
+    /// x86-64 live system.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// arm64 live system (served to arm64 UEFI clients, option 93 = 11/19).
+    #[serde(default)]
+    pub kernel_arm64: Option<String>,
+    #[serde(default)]
+    pub initrd_arm64: Option<String>,
     /// Kernel command line every client gets (before the server's own
     /// arguments and `--cmdline`).
     #[serde(default)]
@@ -183,7 +260,8 @@ pub struct Manifest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ManifestLoaders {
     /// BIOS PXE (arch 0): iPXE `undionly.kpxe`.
-    pub bios: String,
+    #[serde(default)]
+    pub bios: Option<String>,
     /// UEFI x64 with Secure Boot off: iPXE with its own drivers.
     #[serde(default)]
     pub uefi_x64: Option<String>,
@@ -196,6 +274,12 @@ pub struct ManifestLoaders {
     pub uefi_x64_secure_boot: Option<String>,
     #[serde(default)]
     pub uefi_x64_secure_boot_grub: Option<String>,
+    /// UEFI arm64 (arch 11, HTTP 19): iPXE with its own drivers.
+    #[serde(default)]
+    pub uefi_arm64: Option<String>,
+    /// UEFI arm64: iPXE over the firmware's SNP driver (preferred).
+    #[serde(default)]
+    pub uefi_arm64_snp: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,22 +292,22 @@ impl Manifest {
     /// (well-known name clients ask for, file of this bundle) pairs.
     fn roles(&self) -> Vec<(&'static str, &str)> {
         let l = &self.loaders;
-        let mut v = vec![
-            (names::KERNEL, self.kernel.as_str()),
-            (names::INITRD, self.initrd.as_str()),
-            (names::UNDIONLY, l.bios.as_str()),
-        ];
-        for (role, name) in [
+        [
+            (names::KERNEL, &self.kernel),
+            (names::INITRD, &self.initrd),
+            (names::UNDIONLY, &l.bios),
             (names::IPXE_EFI, &l.uefi_x64),
             (names::SNPONLY, &l.uefi_x64_snp),
             (names::SHIM, &l.uefi_x64_secure_boot),
             (names::GRUB, &l.uefi_x64_secure_boot_grub),
-        ] {
-            if let Some(n) = name {
-                v.push((role, n.as_str()));
-            }
-        }
-        v
+            (names::KERNEL_ARM64, &self.kernel_arm64),
+            (names::INITRD_ARM64, &self.initrd_arm64),
+            (names::IPXE_ARM64, &l.uefi_arm64),
+            (names::SNP_ARM64, &l.uefi_arm64_snp),
+        ]
+        .into_iter()
+        .filter_map(|(role, name)| name.as_deref().map(|n| (role, n)))
+        .collect()
     }
 }
 
@@ -302,13 +386,15 @@ impl Bundle {
             b.cmdline = m.cmdline.trim().to_string();
         }
         if missing.is_empty() {
-            missing = [names::KERNEL, names::INITRD, names::UNDIONLY]
-                .iter()
-                .filter(|n| !b.has(n))
-                .map(|n| n.to_string())
-                .collect();
-            if !b.has(names::SNPONLY) && !b.has(names::IPXE_EFI) {
-                missing.push(format!("{} or {}", names::SNPONLY, names::IPXE_EFI));
+            // One complete live system is enough; a partial other one is
+            // named too, since its files show the operator meant to add it.
+            let x86 = b.missing_for(KernelArch::X86_64);
+            let arm64 = b.missing_for(KernelArch::Arm64);
+            if !x86.is_empty() && !arm64.is_empty() {
+                missing = x86;
+                if b.has_any(KernelArch::Arm64) {
+                    missing.extend(arm64);
+                }
             }
         }
         if !missing.is_empty() {
@@ -318,6 +404,50 @@ impl Bundle {
             });
         }
         Ok(b)
+    }
+
+    /// What clients of `arch` need and the bundle lacks: kernel, initrd and
+    /// a loader (x86-64: `undionly.kpxe` and a UEFI iPXE, both required
+    /// as before arm64 existed). Empty when `arch` is fully served.
+    pub fn missing_for(&self, arch: KernelArch) -> Vec<String> {
+        let mut missing: Vec<String> = self.missing_live_system(arch);
+        if arch == KernelArch::X86_64 && !self.has(names::UNDIONLY) {
+            missing.push(names::UNDIONLY.into());
+        }
+        let [a, b] = arch.uefi_loaders();
+        if !self.has(a) && !self.has(b) {
+            missing.push(format!("{a} or {b}"));
+        }
+        missing
+    }
+
+    /// True if the bundle holds any file of `arch`'s live system or loaders.
+    pub fn has_any(&self, arch: KernelArch) -> bool {
+        let [a, b] = arch.uefi_loaders();
+        [arch.kernel(), arch.initrd(), a, b]
+            .iter()
+            .any(|n| self.has(n))
+    }
+
+    /// Architectures with some files but not all, and what they lack: their
+    /// clients will be refused (said once at start, and per client).
+    pub fn partial(&self) -> Vec<(KernelArch, Vec<String>)> {
+        KernelArch::ALL
+            .into_iter()
+            .filter(|a| self.has_any(*a))
+            .map(|a| (a, self.missing_for(a)))
+            .filter(|(_, m)| !m.is_empty())
+            .collect()
+    }
+
+    /// The kernel and initrd of `arch` the bundle lacks: a client of that
+    /// architecture must be refused rather than handed another one's.
+    pub fn missing_live_system(&self, arch: KernelArch) -> Vec<String> {
+        [arch.kernel(), arch.initrd()]
+            .into_iter()
+            .filter(|n| !self.has(n))
+            .map(String::from)
+            .collect()
     }
 
     /// Kernel command line the bundle asks for (its manifest's `cmdline`).
@@ -389,6 +519,9 @@ impl Bundle {
             names::IPXE_EFI,
             names::SHIM,
             names::GRUB,
+            names::KERNEL_ARM64,
+            names::INITRD_ARM64,
+            names::SNP_ARM64,
             names::IPXE_ARM64,
         ];
         all.iter()
@@ -672,5 +805,134 @@ mod tests {
             Bundle::open_dir(t.path()),
             Err(BundleError::ManifestSyntax { .. })
         ));
+    }
+
+    #[test]
+    fn arm64_roles_from_the_manifest_and_well_known_names() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let files = [
+            ("vmlinuz", 5),
+            ("initramfs.img", 7),
+            ("undionly.kpxe", 3),
+            ("ipxe.efi", 3),
+            ("snponly.efi", 3),
+            ("shimx64.efi", 4),
+            ("grubx64.efi", 4),
+            ("arm64/Image.gz", 6),
+            ("arm64/initramfs.img", 8),
+            ("arm64/snp.efi", 2),
+        ];
+        std::fs::create_dir(t.path().join("arm64")).expect("mkdir");
+        for (n, size) in files {
+            std::fs::write(t.path().join(n), vec![b'x'; size]).expect("write");
+        }
+        let arm64_roles = r#""kernel_arm64":"arm64/Image.gz","initrd_arm64":"arm64/initramfs.img","loaders":{"uefi_arm64_snp":"arm64/snp.efi","#;
+        let m = image_builder_manifest(&files).replace(r#""loaders":{"#, arm64_roles);
+        std::fs::write(t.path().join(MANIFEST), &m).expect("write");
+        let b = Bundle::open_dir(t.path()).expect("bundle");
+        let root = t.path().canonicalize().expect("canon");
+        for (role, file) in [
+            (names::KERNEL_ARM64, "arm64/Image.gz"),
+            (names::INITRD_ARM64, "arm64/initramfs.img"),
+            (names::SNP_ARM64, "arm64/snp.efi"),
+            (names::KERNEL, "vmlinuz"),
+        ] {
+            assert_eq!(b.resolve(role), Ok(root.join(file)), "{role}");
+        }
+        assert!(!b.has(names::IPXE_ARM64));
+        assert!(b.missing_for(KernelArch::Arm64).is_empty());
+        assert!(b.missing_for(KernelArch::X86_64).is_empty());
+        assert!(b.partial().is_empty());
+
+        // A listed arm64 role whose file is gone is named.
+        std::fs::remove_file(t.path().join("arm64/Image.gz")).expect("rm");
+        let msg = Bundle::open_dir(t.path()).expect_err("missing").to_string();
+        assert!(msg.ends_with("missing: arm64/Image.gz"), "{msg}");
+        // Also when the manifest names it without listing it in `files`.
+        let unlisted: Vec<_> = files
+            .iter()
+            .filter(|(n, _)| *n != "arm64/Image.gz")
+            .copied()
+            .collect();
+        let m = image_builder_manifest(&unlisted).replace(r#""loaders":{"#, arm64_roles);
+        std::fs::write(t.path().join(MANIFEST), &m).expect("write");
+        let msg = Bundle::open_dir(t.path()).expect_err("missing").to_string();
+        assert!(msg.ends_with("missing: arm64/Image.gz"), "{msg}");
+        // An arm64 role pointing outside the bundle is refused by role.
+        let evil = m.replace("arm64/Image.gz", "../Image.gz");
+        std::fs::write(t.path().join(MANIFEST), evil).expect("write");
+        assert!(matches!(
+            Bundle::open_dir(t.path()),
+            Err(BundleError::ManifestPath {
+                role: "vmlinuz-arm64",
+                ..
+            })
+        ));
+
+        // An arm64-only manifest (no x86-64 roles at all) is a bundle.
+        let arm_only = tempfile::tempdir().expect("tempdir");
+        for n in ["Image", "initrd", "snp.efi"] {
+            std::fs::write(arm_only.path().join(n), b"a").expect("write");
+        }
+        std::fs::write(
+            arm_only.path().join(MANIFEST),
+            r#"{"format":"rescue-pxe-bundle","version":1,"kernel_arm64":"Image",
+               "initrd_arm64":"initrd","loaders":{"uefi_arm64_snp":"snp.efi"}}"#,
+        )
+        .expect("write");
+        let b = Bundle::open_dir(arm_only.path()).expect("arm64-only bundle");
+        assert_eq!(
+            b.missing_live_system(KernelArch::X86_64),
+            vec!["vmlinuz", "initrd.img"]
+        );
+        assert!(b.missing_for(KernelArch::Arm64).is_empty());
+    }
+
+    #[test]
+    fn manifest_less_bundles_need_one_complete_architecture() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let touch = |n: &str| std::fs::write(t.path().join(n), b"x").expect("write");
+        // The arm64 well-known names alone make a bundle.
+        for n in [names::KERNEL_ARM64, names::INITRD_ARM64, names::IPXE_ARM64] {
+            touch(n);
+        }
+        let b = Bundle::open_dir(t.path()).expect("arm64 only");
+        assert_eq!(
+            b.inventory(),
+            vec!["vmlinuz-arm64", "initrd-arm64.img", "ipxe-arm64.efi"]
+        );
+        assert!(b.partial().is_empty());
+        // A started arm64 set is named with the x86-64 files when neither
+        // is complete.
+        std::fs::remove_file(t.path().join(names::INITRD_ARM64)).expect("rm");
+        let msg = Bundle::open_dir(t.path())
+            .expect_err("incomplete")
+            .to_string();
+        assert!(
+            msg.ends_with(
+                "missing: vmlinuz, initrd.img, undionly.kpxe, snponly.efi or ipxe.efi, initrd-arm64.img"
+            ),
+            "{msg}"
+        );
+        // With x86-64 complete, the partial arm64 set opens, and is said.
+        for n in [
+            names::KERNEL,
+            names::INITRD,
+            names::UNDIONLY,
+            names::SNPONLY,
+        ] {
+            touch(n);
+        }
+        let b = Bundle::open_dir(t.path()).expect("x86-64 complete");
+        assert_eq!(
+            b.partial(),
+            vec![(KernelArch::Arm64, vec!["initrd-arm64.img".to_string()])]
+        );
+        std::fs::remove_file(t.path().join(names::IPXE_ARM64)).expect("rm");
+        std::fs::remove_file(t.path().join(names::KERNEL_ARM64)).expect("rm");
+        assert!(Bundle::open_dir(t.path())
+            .expect("x86-64")
+            .partial()
+            .is_empty());
     }
 }

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bundle::KernelArch;
 use crate::mac::Mac;
 
 /// What the live system reports (`POST /clients/<mac>/status`).
@@ -27,6 +28,10 @@ pub struct ClientRecord {
     pub mac: Mac,
     pub ip: Option<Ipv4Addr>,
     pub firmware: Option<String>,
+    /// The live system its firmware runs (DHCP option 93 at its last
+    /// request): which kernel its iPXE script and GRUB config name.
+    #[serde(default)]
+    pub arch: Option<KernelArch>,
     /// Files and URLs handed out, most recent last (bounded).
     pub served: Vec<String>,
     pub job: Option<String>,
@@ -62,6 +67,7 @@ impl Registry {
             mac,
             ip: None,
             firmware: None,
+            arch: None,
             served: Vec::new(),
             job: None,
             status: None,
@@ -72,15 +78,33 @@ impl Registry {
         Some(f(r))
     }
 
-    /// A DHCP exchange: firmware, what it was told to load, its job.
-    pub fn dhcp(&self, mac: Mac, firmware: &str, served: &str, job: Option<String>) {
+    /// A DHCP exchange: firmware, its architecture when one the server
+    /// serves (an unknown one keeps what an earlier stage said), what it
+    /// was told to load, its job.
+    pub fn dhcp(
+        &self,
+        mac: Mac,
+        firmware: &str,
+        arch: Option<KernelArch>,
+        served: &str,
+        job: Option<String>,
+    ) {
         self.with(mac, |r| {
             r.firmware = Some(firmware.to_string());
+            if arch.is_some() {
+                r.arch = arch;
+            }
             push_served(r, served);
             if job.is_some() {
                 r.job = job;
             }
         });
+    }
+
+    /// The architecture remembered for `mac` from its DHCP requests.
+    pub fn arch(&self, mac: Mac) -> Option<KernelArch> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&mac).and_then(|r| r.arch)
     }
 
     pub fn set_ip(&self, mac: Mac, ip: Ipv4Addr) {
@@ -161,6 +185,7 @@ mod tests {
         r.dhcp(
             m,
             "x86 BIOS (0)",
+            Some(KernelArch::X86_64),
             "tftp undionly.kpxe",
             Some("restore a to b".into()),
         );
@@ -183,5 +208,19 @@ mod tests {
         assert!(t.contains("10.0.0.50"), "{t}");
         let json = serde_json::to_string(&l).expect("json");
         assert!(json.contains("\"mac\":\"52:54:00:00:00:01\""), "{json}");
+        assert!(json.contains("\"arch\":\"x86_64\""), "{json}");
+        assert_eq!(r.arch(m), Some(KernelArch::X86_64));
+        // A later stage with an architecture the server does not know
+        // keeps the one the firmware gave.
+        r.dhcp(m, "unassigned (99) iPXE", None, "refused", None);
+        assert_eq!(r.arch(m), Some(KernelArch::X86_64));
+        r.dhcp(
+            m,
+            "ARM 64-bit UEFI (11)",
+            Some(KernelArch::Arm64),
+            "x",
+            None,
+        );
+        assert_eq!(r.arch(m), Some(KernelArch::Arm64));
     }
 }

@@ -309,8 +309,13 @@ fn add_boot(ctx: &DhcpContext, req: &Packet, reply: &mut Packet, mac: Mac) -> bo
     };
     let action = decide(&d, &bctx);
     let job = assignment.job.as_ref().map(|j| j.describe());
-    ctx.registry
-        .dhcp(mac, &d.describe(), &action.describe(), job.clone());
+    ctx.registry.dhcp(
+        mac,
+        &d.describe(),
+        d.arch.kernel_arch(),
+        &action.describe(),
+        job.clone(),
+    );
     let file = match &action {
         BootAction::Refuse { reason } => {
             warn!(%mac, firmware = %d.describe(), %reason, "not answering boot request");
@@ -472,12 +477,52 @@ mod tests {
         let (r, _) = respond(&c, &ip, Port::Dhcp, src()).expect("offer");
         assert_eq!(
             String::from_utf8_lossy(&r.file),
-            format!("http://10.0.0.1:8080/boot/{}.ipxe", Mac(ip.mac()).dashed())
+            format!(
+                "http://10.0.0.1:8080/boot/{}.ipxe?arch=${{buildarch}}",
+                Mac(ip.mac()).dashed()
+            )
         );
         assert!(r.option(43).is_none());
         // Unknown architecture: no reply.
         assert!(respond(&c, &discover(Some(2), "PXEClient", None), Port::Dhcp, src()).is_none());
         assert_eq!(c.registry.list().len(), 1);
+    }
+
+    #[test]
+    fn arm64_clients_are_remembered_and_refused_without_their_kernel() {
+        use crate::bundle::KernelArch;
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::write(t.path().join("snp-arm64.efi"), b"x").expect("write");
+        let c = ctx(DhcpMode::Proxy, t.path());
+        let arm = discover(Some(11), "PXEClient:Arch:00011:UNDI:003000", None);
+        let mac = Mac(arm.mac());
+        // An arm64 loader but no arm64 kernel: no offer, and the reason is
+        // what the client list shows (the same text is logged).
+        assert!(respond(&c, &arm, Port::Dhcp, src()).is_none());
+        let rec = &c.registry.list()[0];
+        assert_eq!(rec.arch, Some(KernelArch::Arm64));
+        assert_eq!(
+            rec.served,
+            vec![
+                "refused: ARM 64-bit UEFI client but the bundle has no arm64 live system \
+                 (missing vmlinuz-arm64, initrd-arm64.img); it holds only the x86-64 one, \
+                 which this client cannot run"
+            ]
+        );
+        for f in ["vmlinuz-arm64", "initrd-arm64.img"] {
+            std::fs::write(t.path().join(f), b"a").expect("write");
+        }
+        let (r, _) = respond(&c, &arm, Port::Dhcp, src()).expect("offer");
+        assert_eq!(r.file, b"snp-arm64.efi");
+        // Its iPXE then gets the script, whose arch the registry remembers.
+        let ipxe = discover(Some(11), "PXEClient:Arch:00011:UNDI:003010", Some("iPXE"));
+        let (r, _) = respond(&c, &ipxe, Port::Dhcp, src()).expect("offer");
+        assert!(String::from_utf8_lossy(&r.file).ends_with(".ipxe?arch=${buildarch}"));
+        assert_eq!(c.registry.arch(mac), Some(KernelArch::Arm64));
+        // An x86-64 client next to it still gets x86-64.
+        let (r, _) =
+            respond(&c, &discover(Some(7), "PXEClient", None), Port::Dhcp, src()).expect("offer");
+        assert_eq!(r.file, b"snponly.efi");
     }
 
     #[test]
@@ -487,7 +532,10 @@ mod tests {
         let c = ctx(DhcpMode::Proxy, t.path());
         let seabios = Packet::parse(CAPTURED[0].1).expect("parse");
         let (r, _) = respond(&c, &seabios, Port::Dhcp, src()).expect("offer");
-        assert_eq!(r.file, b"http://10.0.0.1:8080/boot/52-54-00-c0-00-01.ipxe");
+        assert_eq!(
+            r.file,
+            b"http://10.0.0.1:8080/boot/52-54-00-c0-00-01.ipxe?arch=${buildarch}"
+        );
         let ovmf = Packet::parse(CAPTURED[4].1).expect("parse");
         let (r, _) = respond(&c, &ovmf, Port::Dhcp, src()).expect("offer");
         assert_eq!(r.file, b"snponly.efi");

@@ -4,7 +4,8 @@
 //!
 //! Routes:
 //! - `GET|HEAD /<bundle file>` (Range: `bytes=a-b`, `a-`, `-n`; one range only)
-//! - `GET /boot/<mac>.ipxe` the iPXE script for that client
+//! - `GET /boot/<mac>.ipxe[?arch=<buildarch>]` the iPXE script for that
+//!   client, naming the kernel of its architecture ([`HttpContext::script_arch`])
 //! - `GET /grub/grub.cfg` GRUB's first config, which loads
 //!   `/grub/<mac>.cfg`, the config for that client (Secure Boot chain); both
 //!   are served over TFTP too, where GRUB looks first ([`HttpContext::generated`])
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::bundle::{names, Bundle};
+use crate::bundle::{Bundle, KernelArch};
 use crate::clients::{ClientStatus, Registry};
 use crate::images::{ImageDir, URL_PREFIX as IMAGES_PREFIX};
 use crate::mac::Mac;
@@ -62,15 +63,64 @@ impl HttpContext {
         )
     }
 
-    /// The iPXE script for `mac`, following its policy action.
-    pub fn ipxe_script(&self, mac: Mac) -> String {
+    /// The live system a script for `mac` names. `reported` is the
+    /// `arch` query of the script request, iPXE's `${buildarch}` (see
+    /// [`crate::boot::script_url`]); it wins over the architecture the
+    /// registry remembers from the client's DHCP requests, which wins over
+    /// x86-64 (the only kind there was before arm64 bundles). An
+    /// unexpanded `${buildarch}` counts as absent. `Err` is the reason the
+    /// client must not boot: a build architecture the server has no live
+    /// system for, or a bundle without that architecture's kernel/initrd.
+    pub fn script_arch(&self, mac: Mac, reported: Option<&str>) -> Result<KernelArch, String> {
+        let reported = reported.filter(|r| !r.is_empty() && !r.contains(['$', '{', '}']));
+        let arch = match reported {
+            Some(r) => KernelArch::from_buildarch(r).ok_or_else(|| {
+                format!("iPXE build architecture {r:?} has no live system: only x86-64 and arm64 are served")
+            })?,
+            None => self.registry.arch(mac).unwrap_or(KernelArch::X86_64),
+        };
+        let missing = self.bundle.missing_live_system(arch);
+        if missing.is_empty() {
+            Ok(arch)
+        } else {
+            Err(format!(
+                "{arch} client but the bundle has no {arch} live system (missing {})",
+                missing.join(", ")
+            ))
+        }
+    }
+
+    /// [`HttpContext::script_arch`], logging a refusal with its reason.
+    fn arch_or_log(
+        &self,
+        mac: Mac,
+        reported: Option<&str>,
+        what: &str,
+    ) -> Result<KernelArch, String> {
+        self.script_arch(mac, reported).inspect_err(|reason| {
+            warn!(%mac, %reason, "{what} refuses to boot the client");
+        })
+    }
+
+    /// The iPXE script for `mac`, following its policy action; `reported`
+    /// as for [`HttpContext::script_arch`].
+    pub fn ipxe_script(&self, mac: Mac, reported: Option<&str>) -> String {
         let (cmdline, action) = self.cmdline_for(mac);
         let base = self.base_url();
-        let boot = format!(
-            "kernel {base}/{k} initrd={i} {cmdline}\ninitrd {base}/{i}\nboot\n",
-            k = names::KERNEL,
-            i = names::INITRD
-        );
+        let arch = match action {
+            Action::Local => Ok(KernelArch::X86_64), // no kernel named
+            _ => self.arch_or_log(mac, reported, "ipxe script"),
+        };
+        let boot = match arch {
+            Ok(a) => format!(
+                "kernel {base}/{k} initrd={i} {cmdline}\ninitrd {base}/{i}\nboot\n",
+                k = a.kernel(),
+                i = a.initrd()
+            ),
+            Err(reason) => {
+                format!("echo pxe-server: not booting the rescue environment: {reason}\nexit 1\n")
+            }
+        };
         match action {
             Action::Rescue => format!("#!ipxe\n{boot}"),
             Action::Local => "#!ipxe\necho pxe-server: booting from local disk\nexit\n".to_string(),
@@ -86,14 +136,28 @@ impl HttpContext {
     /// GRUB config for the Secure Boot chain (shim -> GRUB -> kernel). The
     /// kernel and initrd come over TFTP: Debian's signed network GRUB has no
     /// `http` module built in, and Secure Boot forbids loading one.
+    ///
+    /// The kernel is the one of the architecture remembered from the
+    /// client's DHCP requests (GRUB's TFTP requests carry none), so an
+    /// arm64 GRUB would get the arm64 kernel; the bundle's GRUB is x86-64.
     pub fn grub_config(&self, mac: Mac) -> String {
         let (cmdline, action) = self.cmdline_for(mac);
-        let entry = format!(
-            "menuentry 'Rescue environment' {{\n  echo 'Loading the rescue environment from {ip}'\n  linux (tftp,{ip})/{k} {cmdline}\n  initrd (tftp,{ip})/{i}\n}}\n",
-            ip = self.server_ip,
-            k = names::KERNEL,
-            i = names::INITRD
-        );
+        let arch = match action {
+            Action::Local => Ok(KernelArch::X86_64), // no kernel named
+            _ => self.arch_or_log(mac, None, "grub config"),
+        };
+        let entry = match arch {
+            Ok(a) => format!(
+                "menuentry 'Rescue environment' {{\n  echo 'Loading the rescue environment from {ip}'\n  linux (tftp,{ip})/{k} {cmdline}\n  initrd (tftp,{ip})/{i}\n}}\n",
+                ip = self.server_ip,
+                k = a.kernel(),
+                i = a.initrd()
+            ),
+            Err(reason) => format!(
+                "menuentry 'Rescue environment' {{\n  echo 'pxe-server: not booting the rescue environment: {}'\n  sleep 10\n  exit\n}}\n",
+                reason.replace('\'', "")
+            ),
+        };
         match action {
             Action::Local => "set timeout=0\nmenuentry 'Local disk' {\n  exit\n}\n".to_string(),
             Action::Rescue => format!("set timeout=0\n{entry}"),
@@ -113,8 +177,16 @@ impl HttpContext {
     ///   TFTP does not say who asks. A bundle's own `grub/grub.cfg` (for
     ///   other servers) is shadowed;
     /// - `grub/<mac>.cfg`: the GRUB config of that client.
+    ///
+    /// `path` may end in a query (`?arch=arm64`, see
+    /// [`HttpContext::script_arch`]).
     pub fn generated(&self, path: &str) -> Option<Generated> {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
         let path = path.trim_start_matches('/');
+        let reported = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("arch=")));
         if path == GRUB_FIRST_CONFIG {
             return Some(Generated {
                 mac: None,
@@ -132,7 +204,7 @@ impl HttpContext {
             return Some(Generated {
                 mac: Some(mac),
                 what: "ipxe script",
-                body: self.ipxe_script(mac),
+                body: self.ipxe_script(mac, reported),
             });
         }
         if let Some(m) = path
@@ -273,6 +345,8 @@ impl HttpServer {
 struct Request {
     method: String,
     path: String,
+    /// After `?`, percent-decoded (`arch=arm64` on script requests).
+    query: Option<String>,
     range: Option<String>,
     content_length: usize,
     close: bool,
@@ -322,6 +396,7 @@ fn read_head(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
     let mut req = Request {
         method: method.to_string(),
         path: percent_decode(target.split('?').next().unwrap_or("/")),
+        query: target.split_once('?').map(|(_, q)| percent_decode(q)),
         range: None,
         content_length: 0,
         close: version == "HTTP/1.0",
@@ -526,7 +601,11 @@ fn handle(
         let body = serde_json::to_vec_pretty(&ctx.registry.list()).unwrap_or_default();
         return respond(w, "200 OK", "application/json", &body, head_only, close);
     }
-    if let Some(g) = ctx.generated_for(peer_ip, path) {
+    let target = match &req.query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    if let Some(g) = ctx.generated_for(peer_ip, &target) {
         info!(%peer, mac = ?g.mac.map(|m| m.to_string()), what = g.what, "served generated {}", path);
         return respond(w, "200 OK", text, g.body.as_bytes(), head_only, close);
     }
@@ -595,6 +674,7 @@ fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::names;
 
     #[test]
     fn percent_decoding() {
@@ -624,7 +704,11 @@ mod tests {
         assert_eq!(parse_range("bytes=-0", 100), Err(()));
     }
 
+    /// A context over `dir` holding the x86-64 live system.
     fn ctx(dir: &std::path::Path, policy: &str) -> HttpContext {
+        for f in [names::KERNEL, names::INITRD] {
+            std::fs::write(dir.join(f), b"x").expect("write");
+        }
         HttpContext {
             bundle: Arc::new(Bundle::unchecked(dir).expect("bundle")),
             policy: Arc::new(RwLock::new(
@@ -662,16 +746,16 @@ mod tests {
             t.path(),
             "default = \"menu\"\n[clients.\"52:54:00:00:00:01\"]\njob = \"restore x.img to /dev/sda then reboot\"\n[clients.\"52:54:00:00:00:02\"]\naction = \"local\"\n",
         );
-        let s = c.ipxe_script("52:54:00:00:00:01".parse().expect("mac"));
+        let s = c.ipxe_script("52:54:00:00:00:01".parse().expect("mac"), None);
         assert_eq!(
             s,
             "#!ipxe\nkernel http://10.0.0.1:8080/vmlinuz initrd=initrd.img rescue.server=http://10.0.0.1:8080 \
              rescue.mac=52:54:00:00:00:01 rescue.job=restore rescue.image=x.img rescue.disk=/dev/sda \
              rescue.then=reboot console=ttyS0\ninitrd http://10.0.0.1:8080/initrd.img\nboot\n"
         );
-        let l = c.ipxe_script("52:54:00:00:00:02".parse().expect("mac"));
+        let l = c.ipxe_script("52:54:00:00:00:02".parse().expect("mac"), None);
         assert!(l.contains("exit") && !l.contains("kernel"), "{l}");
-        let m = c.ipxe_script("52:54:00:00:00:03".parse().expect("mac"));
+        let m = c.ipxe_script("52:54:00:00:00:03".parse().expect("mac"), None);
         assert!(m.contains("choose --default rescue"), "{m}");
         let g = c.grub_config("52:54:00:00:00:01".parse().expect("mac"));
         assert!(
@@ -694,5 +778,147 @@ mod tests {
         assert_eq!(script.body, s);
         assert_eq!(c.generated("boot/not-a-mac.ipxe"), None);
         assert_eq!(c.generated("vmlinuz"), None);
+    }
+
+    #[test]
+    fn scripts_name_the_kernel_of_the_client_architecture() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let c = ctx(t.path(), "default = \"menu\"\n");
+        let arm: Mac = "52:54:00:00:0a:01".parse().expect("mac");
+        let x86: Mac = "52:54:00:00:0a:02".parse().expect("mac");
+        c.registry.dhcp(
+            arm,
+            "ARM 64-bit UEFI (11)",
+            Some(KernelArch::Arm64),
+            "tftp snp-arm64.efi",
+            None,
+        );
+        c.registry.dhcp(
+            x86,
+            "x64 UEFI (7)",
+            Some(KernelArch::X86_64),
+            "tftp snponly.efi",
+            None,
+        );
+
+        // No arm64 live system in the bundle: the arm64 client is refused
+        // with the reason, and never handed the x86-64 kernel.
+        let refused = c
+            .generated("boot/52-54-00-00-0a-01.ipxe")
+            .expect("script")
+            .body;
+        assert!(!refused.contains("kernel "), "{refused}");
+        assert!(
+            refused.contains(
+                "echo pxe-server: not booting the rescue environment: arm64 client but the bundle \
+                 has no arm64 live system (missing vmlinuz-arm64, initrd-arm64.img)\nexit 1\n"
+            ),
+            "{refused}"
+        );
+        let g = c.grub_config(arm);
+        assert!(
+            !g.contains("linux ") && g.contains("missing vmlinuz-arm64"),
+            "{g}"
+        );
+        // The iPXE build that asks decides, even against the registry.
+        let s = c
+            .generated("boot/52-54-00-00-0a-02.ipxe?arch=arm64")
+            .expect("script")
+            .body;
+        assert!(s.contains("no arm64 live system"), "{s}");
+        let r = c.script_arch(x86, Some("riscv64")).expect_err("riscv64");
+        assert!(
+            r.contains("\"riscv64\"") && r.contains("only x86-64 and arm64"),
+            "{r}"
+        );
+
+        for f in [names::KERNEL_ARM64, names::INITRD_ARM64] {
+            std::fs::write(t.path().join(f), b"a").expect("write");
+        }
+        let arm_kernel = "kernel http://10.0.0.1:8080/vmlinuz-arm64 initrd=initrd-arm64.img ";
+        let arm_initrd = "initrd http://10.0.0.1:8080/initrd-arm64.img\n";
+        // Remembered from DHCP, or said by iPXE's ${buildarch}.
+        for path in [
+            "boot/52-54-00-00-0a-01.ipxe",
+            "boot/52-54-00-00-0a-01.ipxe?arch=${buildarch}",
+            "boot/52-54-00-00-0a-02.ipxe?arch=arm64",
+            "boot/52-54-00-00-0a-03.ipxe?arch=arm64",
+        ] {
+            let s = c.generated(path).expect("script").body;
+            assert!(
+                s.contains(arm_kernel) && s.contains(arm_initrd),
+                "{path}: {s}"
+            );
+            assert!(
+                !s.contains("/vmlinuz ") && !s.contains("/initrd.img"),
+                "{path}: {s}"
+            );
+        }
+        let g = c.grub_config(arm);
+        assert!(
+            g.contains("linux (tftp,10.0.0.1)/vmlinuz-arm64 rescue.server=")
+                && g.contains("initrd (tftp,10.0.0.1)/initrd-arm64.img\n"),
+            "{g}"
+        );
+        // x86-64 clients still get the x86-64 files: remembered, reported
+        // by a 64-bit or a BIOS (i386) iPXE, or unknown (the default).
+        for path in [
+            "boot/52-54-00-00-0a-02.ipxe",
+            "boot/52-54-00-00-0a-01.ipxe?arch=x86_64",
+            "boot/52-54-00-00-0a-01.ipxe?arch=i386",
+            "boot/52-54-00-00-0a-03.ipxe",
+        ] {
+            let s = c.generated(path).expect("script").body;
+            assert!(
+                s.contains("kernel http://10.0.0.1:8080/vmlinuz initrd=initrd.img ")
+                    && s.contains("initrd http://10.0.0.1:8080/initrd.img\n")
+                    && !s.contains("arm64"),
+                "{path}: {s}"
+            );
+        }
+        assert!(c
+            .grub_config(x86)
+            .contains("linux (tftp,10.0.0.1)/vmlinuz rescue.server="));
+
+        // The reverse: only arm64 left, an x86-64 client is refused.
+        for f in [names::KERNEL, names::INITRD] {
+            std::fs::remove_file(t.path().join(f)).expect("rm");
+        }
+        let s = c
+            .generated("boot/52-54-00-00-0a-02.ipxe")
+            .expect("script")
+            .body;
+        assert!(
+            s.contains("x86-64 client but the bundle has no x86-64 live system (missing vmlinuz, initrd.img)")
+                && !s.contains("kernel "),
+            "{s}"
+        );
+        assert!(c.grub_config(x86).contains("no x86-64 live system"));
+    }
+
+    #[test]
+    fn script_requests_keep_the_arch_query() {
+        // As iPXE sends it after expanding ${buildarch}, and unexpanded.
+        let mut r = BufReader::new(loopback_with(
+            b"GET /boot/52-54-00-00-0a-01.ipxe?arch=arm64 HTTP/1.1\r\n\r\n\
+              GET /boot/52-54-00-00-0a-01.ipxe?arch=%24%7Bbuildarch%7D HTTP/1.1\r\n\r\n",
+        ));
+        let a = read_head(&mut r).expect("head").expect("request");
+        assert_eq!(
+            (a.path.as_str(), a.query.as_deref()),
+            ("/boot/52-54-00-00-0a-01.ipxe", Some("arch=arm64"))
+        );
+        let b = read_head(&mut r).expect("head").expect("request");
+        assert_eq!(b.query.as_deref(), Some("arch=${buildarch}"));
+    }
+
+    /// A connected stream whose peer has sent `bytes` and closed.
+    fn loopback_with(bytes: &[u8]) -> TcpStream {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut out = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (inp, _) = l.accept().expect("accept");
+        out.write_all(bytes).expect("write");
+        drop(out);
+        inp
     }
 }

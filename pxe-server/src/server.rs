@@ -338,6 +338,9 @@ pub fn run(
         files = ?bundle.inventory(),
         "pxe-server ready"
     );
+    for (arch, missing) in bundle.partial() {
+        warn!(%arch, missing = %missing.join(", "), "the bundle's {arch} files are incomplete: {arch} clients will be refused");
+    }
 
     let stop = control.stop.clone();
     let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
