@@ -19,7 +19,9 @@
 //!   the help bar presses that key. The view records where it drew those
 //!   (`view::take_hits`); `update` turns a click into the keys it stands for.
 //!
-//! Deliberately unsupported for now: manual partition resizing. Chains: new points of unencrypted tasks
+//! - "Edit partitions" (`e` in a whole-disk restore or clone summary)
+//!   changes partition sizes by steps with the keyboard on a bar of the new
+//!   layout; the engine's planner checks them (`--size N=SIZE` in the CLI). Chains: new points of unencrypted tasks
 //! only (an encrypted task's source is unknown until its password is typed).
 
 pub mod event;

@@ -595,3 +595,67 @@ fn tui_backup_onto_a_partition_it_mounts_in_tmux() {
     rescue_ok(&["check", img.to_str().expect("utf-8")]);
     drop(m);
 }
+
+/// "Edit partitions" in the restore summary: the ext4 partition made five
+/// steps larger with the keyboard; the restored disk has that size, and the
+/// filesystem passes its checker with the same files. Needs root (the file
+/// comparison mounts the filesystems).
+#[test]
+fn tui_restore_with_edited_partition_sizes_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test: apt-get install tmux");
+    }
+    require_root();
+    let src = sample_disk();
+    let d = tempfile::tempdir().expect("temp dir");
+    let dir = d.path();
+    let img = dir.join("disk.rimg");
+    rescue_ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", img.to_str().expect("utf-8"), "--compress", "fast"]);
+    let tgt = file(dir, "target.img", 400 << 20);
+    let cmd = format!(
+        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
+        dir = dir.display(),
+        bin = env!("CARGO_BIN_EXE_rescue"),
+        tgt = tgt.display(),
+    );
+    let t = Tmux::start("sizes", &cmd);
+    t.wait("Recent operations", 30);
+    t.keys(&["r"]);
+    t.wait("Scan folder", 10);
+    t.text(img.to_str().expect("utf-8"));
+    t.keys(&["Enter"]);
+    t.wait("Restore what?", 30);
+    t.keys(&["Enter"]);
+    t.wait("Restore onto which disk?", 10);
+    t.select("[target.img]");
+    t.keys(&["Enter"]);
+    t.wait("type target.img to start", 60);
+    t.keys(&["e"]);
+    t.wait("Edit partitions", 10);
+    t.select("partition 3: ext4");
+    for _ in 0..5 {
+        t.keys(&["Right"]);
+    }
+    t.wait("(was ", 10);
+    t.keys(&["Enter"]);
+    let p = t.wait("type target.img to start", 60);
+    assert!(!p.contains("Edit partitions"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Type the name", 10);
+    t.text("target.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Restore finished", 180);
+    assert!(p.contains("Restore complete"), "{p}");
+    // Partition 3 is five steps (a hundredth of the disk each, whole MiB) larger.
+    let step = ((400u64 << 20) / 100 >> 20) << 20;
+    let sp = parts(src);
+    let mut want = sp[2].2;
+    for _ in 0..5 {
+        want = (want + step) / step * step;
+    }
+    let tp = parts(&tgt);
+    assert_eq!(tp[2].2, want, "{tp:?}");
+    assert_eq!((tp[0].2, tp[1].2), (sp[0].2, sp[1].2), "the others keep their sizes");
+    same_files(src, sp[2].1, sp[2].2, &tgt, tp[2].1, tp[2].2, "ext4");
+    fsck(&tgt, tp[2].1, tp[2].2, "ext4");
+}

@@ -27,6 +27,8 @@ pub enum Action {
     No,
     PageUp,
     PageDown,
+    /// Open the partition size editor.
+    Edit,
 }
 
 pub struct Binding {
@@ -105,6 +107,7 @@ pub static DEST_LIST: &[Binding] = &[
 ];
 
 pub static SUMMARY: &[Binding] = &[
+    b(&[Char('e')], "e", Action::Edit, "edit partition sizes (whole disk)", "edit sizes"),
     b(&[Up, BackTab, Char('k')], "↑/k", Action::PrevField, "previous option", ""),
     b(&[Down, Tab, Char('j')], "↓/j", Action::NextField, "next option", ""),
     b(&[Left, Char('h')], "←/h", Action::Left, "change the option", ""),
@@ -113,6 +116,19 @@ pub static SUMMARY: &[Binding] = &[
     b(&[PageDown], "PgDn", Action::PageDown, "scroll the plan down", "scroll"),
     b(&[Enter], "Enter", Action::Enter, "go on", "next"),
     b(&[Esc], "Esc", Action::Back, "back one step", "back"),
+    HELP,
+];
+
+/// The partition size editor: the bar shows the new layout as you go.
+pub static SIZES: &[Binding] = &[
+    b(&[Up, Char('k')], "↑/k", Action::Up, "previous partition", ""),
+    b(&[Down, Char('j')], "↓/j", Action::Down, "next partition", ""),
+    b(&[Left, Char('h'), Char('-')], "←/-", Action::Left, "smaller by one step", "smaller"),
+    b(&[Right, Char('l'), Char('+')], "→/+", Action::Right, "larger by one step", "larger"),
+    b(&[PageDown], "PgDn", Action::PageDown, "smaller by ten steps", ""),
+    b(&[PageUp], "PgUp", Action::PageUp, "larger by ten steps", ""),
+    b(&[Enter], "Enter", Action::Enter, "use these sizes (plans again)", "apply"),
+    b(&[Esc], "Esc", Action::Back, "back without changes", "cancel"),
     HELP,
 ];
 
@@ -200,7 +216,7 @@ mod tests {
 
     #[test]
     fn bar_fits() {
-        for t in [HOME, LIST, MULTI, FORM, TEXT, DEST_LIST, SUMMARY, PLAN, CONFIRM, PROGRESS, RESULT, VIEW] {
+        for t in [HOME, LIST, MULTI, FORM, TEXT, DEST_LIST, SIZES, SUMMARY, PLAN, CONFIRM, PROGRESS, RESULT, VIEW] {
             for ascii in [false, true] {
                 let bar = help_bar_items(t, 78, ascii).into_iter().map(|(t, _)| t).collect::<Vec<_>>().join(" | ");
                 assert!(bar.chars().count() <= 78 && !bar.is_empty());

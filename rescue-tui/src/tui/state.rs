@@ -285,8 +285,114 @@ fn merge_form(output: String) -> Form {
     ])
 }
 
-fn layout_options(f: &Form) -> LayoutOptions {
-    LayoutOptions { mode: if f.choice(F::Layout) == 1 { LayoutMode::Fill } else { LayoutMode::Keep }, align: (f.choice(F::Align) == 1).then_some(1 << 20), ..Default::default() }
+fn layout_options(f: &Form, sizes: &std::collections::BTreeMap<u32, u64>) -> LayoutOptions {
+    LayoutOptions {
+        mode: if f.choice(F::Layout) == 1 { LayoutMode::Fill } else { LayoutMode::Keep },
+        align: (f.choice(F::Align) == 1).then_some(1 << 20),
+        sizes: sizes.clone(),
+        ..Default::default()
+    }
+}
+
+/// The partition size editor of a whole-disk restore or clone ("Edit
+/// partitions"): sizes change by steps on the keyboard, the bar shows the
+/// new layout, and Enter plans again with them (the planner says no, with
+/// the reason, when a filesystem cannot take a size).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeEdit {
+    pub parts: Vec<EditPart>,
+    pub sel: usize,
+    /// Bytes per Left/Right press: a hundredth of the disk, whole MiB.
+    pub step: u64,
+    pub disk_size: u64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EditPart {
+    pub number: u32,
+    /// Start and size in the current plan.
+    pub start: u64,
+    pub planned: u64,
+    pub size: u64,
+    /// Filesystem and label, as shown.
+    pub what: String,
+    pub used: Option<u64>,
+    /// ext2/3/4 or NTFS on a data partition: can change size.
+    pub resizable: bool,
+}
+
+impl SizeEdit {
+    /// From a whole-disk plan; `fs` gives each partition's filesystem.
+    fn new(plan: &WritePlan, fs: &dyn Fn(u32) -> Option<imaging::fs::FsInfo>) -> Option<SizeEdit> {
+        let t = plan.layout.table_after.as_ref().filter(|_| plan.whole_disk)?;
+        let mut parts: Vec<EditPart> = t
+            .partitions
+            .iter()
+            .filter(|p| !p.ptype.is_extended())
+            .map(|p| {
+                let f = fs(p.number);
+                let resizable = f.as_ref().is_some_and(|f| matches!(f.kind, imaging::fs::FsKind::Ext2 | imaging::fs::FsKind::Ext3 | imaging::fs::FsKind::Ext4 | imaging::fs::FsKind::Ntfs))
+                    && !(p.ptype.is_esp() || p.ptype.is_msr() || p.ptype.is_windows_recovery());
+                let what = f
+                    .as_ref()
+                    .map(|f| format!("{}{}", f.kind.name(), f.label.as_ref().filter(|l| !l.is_empty()).map(|l| format!(" {l}")).unwrap_or_default()))
+                    .unwrap_or_else(|| p.ptype.describe());
+                EditPart { number: p.number, start: p.start, planned: p.len, size: p.len, what, used: f.and_then(|f| f.used), resizable }
+            })
+            .collect();
+        parts.sort_by_key(|p| p.start);
+        let step = ((plan.target.size / 100) >> 20).max(1) << 20;
+        let sel = parts.iter().position(|p| p.resizable).unwrap_or(0);
+        Some(SizeEdit { parts, sel, step, disk_size: plan.target.size, note: None })
+    }
+
+    /// Where the partitions end with the edited sizes (each moves by the
+    /// changes before it).
+    pub fn end(&self) -> u64 {
+        let mut shift: i128 = 0;
+        let mut end = 0u64;
+        for p in &self.parts {
+            let start = (p.start as i128 + shift).max(0) as u64;
+            end = end.max(start + p.size);
+            shift += p.size as i128 - p.planned as i128;
+        }
+        end
+    }
+
+    fn key(&mut self, a: Action) {
+        self.note = None;
+        let n = self.parts.len();
+        let change = |e: &mut SizeEdit, steps: i64| {
+            let step = e.step;
+            let Some(p) = e.parts.get_mut(e.sel) else { return };
+            if !p.resizable {
+                e.note = Some(format!("partition {} ({}) keeps its size", p.number, p.what));
+                return;
+            }
+            let floor = p.used.map(|u| imaging::layout::min_shrunk_size(u, 1 << 20)).unwrap_or(1 << 20);
+            let to = if steps < 0 { p.size.saturating_sub(step * steps.unsigned_abs()) } else { p.size + step * steps as u64 };
+            // Whole steps, but never below what the filesystem holds.
+            p.size = (to / step * step).max(floor.min(p.planned));
+            if p.size == floor.min(p.planned) && steps < 0 {
+                e.note = Some(format!("partition {} holds {}: it cannot be smaller", p.number, imaging::blockdev::human_size(p.used.unwrap_or(0))));
+            }
+        };
+        match a {
+            Action::Up => self.sel = self.sel.saturating_sub(1),
+            Action::Down => self.sel = (self.sel + 1).min(n.saturating_sub(1)),
+            Action::Left => change(self, -1),
+            Action::Right => change(self, 1),
+            Action::PageDown => change(self, -10),
+            Action::PageUp => change(self, 10),
+            _ => {}
+        }
+    }
+
+    /// The sizes the planner gets: every resizable partition's, explicitly.
+    fn sizes(&self) -> std::collections::BTreeMap<u32, u64> {
+        self.parts.iter().filter(|p| p.resizable).map(|p| (p.number, p.size)).collect()
+    }
 }
 
 // ---------------------------------------------------------------- wizards
@@ -455,6 +561,9 @@ pub struct RestoreWiz {
     /// restore (None: whole disk, or a new partition in free space).
     pub tpart: Option<u32>,
     pub form: Form,
+    /// Manual partition sizes (Edit partitions), by image partition number.
+    pub sizes: std::collections::BTreeMap<u32, u64>,
+    pub edit: Option<SizeEdit>,
     pub plan: Option<WritePlan>,
     pub busy: bool,
     pub error: Option<String>,
@@ -481,6 +590,9 @@ pub struct CloneWiz {
     pub dst: usize,
     pub dst_part: usize,
     pub form: Form,
+    /// Manual partition sizes (Edit partitions), by source partition number.
+    pub sizes: std::collections::BTreeMap<u32, u64>,
+    pub edit: Option<SizeEdit>,
     pub plan: Option<ClonePlan>,
     pub busy: bool,
     pub error: Option<String>,
@@ -657,9 +769,11 @@ impl State {
             Screen::Restore(w) => match w.step {
                 RStep::Image | RStep::Password => keys::TEXT,
                 RStep::Point | RStep::What | RStep::Target | RStep::TargetPart => keys::LIST,
+                RStep::Summary if w.edit.is_some() => keys::SIZES,
                 RStep::Summary => keys::SUMMARY,
             },
             Screen::Clone(w) => match w.step {
+                CStep::Summary if w.edit.is_some() => keys::SIZES,
                 CStep::Summary => keys::SUMMARY,
                 _ => keys::LIST,
             },
@@ -1295,6 +1409,8 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 tpart_sel: 0,
                 tpart: None,
                 form: restore_form(),
+                sizes: Default::default(),
+                edit: None,
                 plan: None,
                 busy: false,
                 error: None,
@@ -1311,6 +1427,8 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 dst: 0,
                 dst_part: 0,
                 form: clone_form(),
+                sizes: Default::default(),
+                edit: None,
                 plan: None,
                 busy: false,
                 error: None,
@@ -1594,7 +1712,30 @@ fn backup_options_error(f: &Form) -> Option<String> {
 fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {
     let mut cmds = vec![];
     let ndisks = s.readable().len();
+    if let (RStep::Summary, Some(e)) = (w.step, w.edit.as_mut()) {
+        match action {
+            Some(Action::Back) => w.edit = None,
+            Some(Action::Enter) => {
+                w.sizes = e.sizes();
+                w.edit = None;
+                plan_restore(s, &mut w, &mut cmds);
+            }
+            Some(a) => e.key(a),
+            None => {}
+        }
+        return (Screen::Restore(w), cmds);
+    }
     match (w.step, action) {
+        (RStep::Summary, Some(Action::Edit)) => match (&w.plan, &w.image) {
+            (Some(p), Some(img)) if !w.busy => {
+                let cat = &img.catalog;
+                w.edit = SizeEdit::new(p, &|n| cat.regions.iter().find(|r| r.partition == Some(n)).and_then(|r| r.fs.clone()));
+                if w.edit.is_none() {
+                    w.error = Some("partition sizes are edited for a whole-disk restore".into());
+                }
+            }
+            _ => {}
+        },
         (_, Some(Action::Back)) => {
             w.error = None;
             w.step = match w.step {
@@ -1714,7 +1855,11 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
                     p.only_changed = on && p.whole_disk;
                 }
             } else {
-                // The other fields change the layout: a new plan.
+                // The other fields change the layout: a new plan (and the
+                // manual sizes give way to the chosen mode).
+                if matches!(w.form.fields[w.form.focus].id, F::Layout | F::Align) {
+                    w.sizes.clear();
+                }
                 plan_restore(s, &mut w, &mut cmds);
             }
         }
@@ -1779,7 +1924,7 @@ fn plan_restore(s: &State, w: &mut RestoreWiz, cmds: &mut Vec<Command>) {
             target: d.disk.path.clone(),
             source_partition: part,
             target_partition: tpart,
-            layout: layout_options(&w.form),
+            layout: layout_options(&w.form, &w.sizes),
             file_sector_size: None,
             sector_by_sector: w.form.choice(F::SectorBySector) == 1,
         },
@@ -1791,7 +1936,28 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
     let mut cmds = vec![];
     let ndisks = s.readable().len();
     let part = w.kind == 1;
+    if let (CStep::Summary, Some(e)) = (w.step, w.edit.as_mut()) {
+        match action {
+            Some(Action::Back) => w.edit = None,
+            Some(Action::Enter) => {
+                w.sizes = e.sizes();
+                w.edit = None;
+                plan_clone(s, &mut w, &mut cmds);
+            }
+            Some(a) => e.key(a),
+            None => {}
+        }
+        return (Screen::Clone(w), cmds);
+    }
     match (w.step, action) {
+        (CStep::Summary, Some(Action::Edit)) => {
+            if let (Some(p), Some(src), false) = (&w.plan, s.disk(w.src), w.busy) {
+                w.edit = SizeEdit::new(&p.write, &|n| src.partition(n).and_then(|x| x.fs.clone()));
+                if w.edit.is_none() {
+                    w.error = Some("partition sizes are edited for a whole-disk clone".into());
+                }
+            }
+        }
         (_, Some(Action::Back)) => {
             w.error = None;
             w.step = match w.step {
@@ -1843,6 +2009,9 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
             w.form.change(if a == Action::Right { 1 } else { -1 });
             // Universal restore runs after the clone: the plan stays.
             if w.form.fields[w.form.focus].id != F::Universal {
+                if matches!(w.form.fields[w.form.focus].id, F::Layout | F::Align) {
+                    w.sizes.clear();
+                }
                 plan_clone(s, &mut w, &mut cmds);
             }
         }
@@ -1892,7 +2061,7 @@ fn plan_clone(s: &State, w: &mut CloneWiz, cmds: &mut Vec<Command>) {
         source_partition: if part { source_parts(src).get(w.src_part).copied() } else { None },
         target: dst.disk.path.clone(),
         target_partition: if part { target_parts(dst).get(w.dst_part).copied().flatten() } else { None },
-        layout: layout_options(&w.form),
+        layout: layout_options(&w.form, &w.sizes),
         sector_by_sector: w.form.choice(F::SectorBySector) == 1,
         file_sector_size: None,
     }));

@@ -910,3 +910,56 @@ fn backup_to_a_partition_of_another_disk() {
     );
     assert!(matches!(&s.screen, Screen::Backup(w) if w.error.as_deref().is_some_and(|e| e.contains("wrong fs type")) && !w.busy));
 }
+
+/// "Edit partitions" in the restore summary: sizes change by steps on the
+/// keyboard, never below what a filesystem holds, fixed partitions stay,
+/// and Enter plans again with every resizable partition's size.
+#[test]
+fn restore_summary_edits_partition_sizes() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('r'));
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    press(&mut s, Enter);
+    update(&mut s, Event::ImageOpened(Ok(image())));
+    update(&mut s, Event::Points(Ok(vec![point(1, PointKind::Full, None, PointStatus::Ok)])));
+    keys(&mut s, &[Enter, Down]);
+    press(&mut s, Enter);
+    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    assert!(press(&mut s, KeyCode::Char('e')).is_empty());
+    let Screen::Restore(w) = &s.screen else { panic!("restore wizard") };
+    let e = w.edit.as_ref().expect("the editor is open");
+    assert_eq!(e.parts.iter().map(|p| (p.number, p.resizable)).collect::<Vec<_>>(), vec![(1, false), (2, true), (3, true)]);
+    assert_eq!(e.sel, 1, "the first resizable partition is selected");
+    let step = e.step;
+    snap("restore_edit_sizes", &s);
+    // The ESP keeps its size.
+    keys(&mut s, &[KeyCode::Up, Right]);
+    let Screen::Restore(w) = &s.screen else { panic!() };
+    let e = w.edit.as_ref().unwrap();
+    assert_eq!(e.parts[0].size, e.parts[0].planned);
+    assert!(e.note.as_deref().is_some_and(|n| n.contains("keeps its size")), "{:?}", e.note);
+    // NTFS down as far as it goes: stops at what it holds.
+    keys(&mut s, &[Down, KeyCode::PageDown, KeyCode::PageDown, KeyCode::PageDown, KeyCode::PageDown, KeyCode::PageDown]);
+    let Screen::Restore(w) = &s.screen else { panic!() };
+    let e = w.edit.as_ref().unwrap();
+    let ntfs = &e.parts[1];
+    assert_eq!(ntfs.size, imaging::layout::min_shrunk_size(ntfs.used.unwrap(), 1 << 20));
+    assert!(e.note.as_deref().is_some_and(|n| n.contains("cannot be smaller")), "{:?}", e.note);
+    // ext4 up by two steps.
+    keys(&mut s, &[Down, Right, Right]);
+    snap("restore_edit_sizes_changed", &s);
+    let Screen::Restore(w) = &s.screen else { panic!() };
+    let (ntfs_to, ext_to) = (w.edit.as_ref().unwrap().parts[1].size, w.edit.as_ref().unwrap().parts[2].size);
+    assert!(ext_to >= w.edit.as_ref().unwrap().parts[2].planned + step);
+    let c = press(&mut s, Enter);
+    let [Command::PlanRestore { req, .. }] = &c[..] else { panic!("a new plan with the sizes, got {c:?}") };
+    assert_eq!(req.layout.sizes.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(), vec![(2, ntfs_to), (3, ext_to)]);
+    // Esc leaves the editor without changes; changing the layout mode drops the sizes.
+    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    keys(&mut s, &[KeyCode::Char('e'), Right, Esc]);
+    let Screen::Restore(w) = &s.screen else { panic!() };
+    assert!(w.edit.is_none() && w.sizes.len() == 2);
+    let c = press(&mut s, Right);
+    let [Command::PlanRestore { req, .. }] = &c[..] else { panic!("{c:?}") };
+    assert!(req.layout.sizes.is_empty(), "fill replaces the manual sizes");
+}

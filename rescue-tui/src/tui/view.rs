@@ -625,8 +625,70 @@ fn restore(s: &State, w: &RestoreWiz, f: &mut Frame, area: Rect) {
             let items = part_items(d, &target_parts(d), "Free space on the disk (a new partition)");
             list(f, area, &format!("Where on {}?", d.disk.name), &items, w.tpart_sel, &e)
         }
-        RStep::Summary => summary(f, area, &w.form, w.busy, w.plan.as_ref(), &e, w.scroll),
+        RStep::Summary => match &w.edit {
+            Some(ed) => size_editor(s, f, area, ed),
+            None => summary(f, area, &w.form, w.busy, w.plan.as_ref(), &e, w.scroll),
+        },
     }
+}
+
+/// "Edit partitions": a bar of the new layout (each partition by its
+/// number, the selected one as `#`, free space as `.`) and the sizes.
+fn size_editor(s: &State, f: &mut Frame, area: Rect, e: &SizeEdit) {
+    let width = area.width.saturating_sub(4).max(10) as usize;
+    let total = e.disk_size.max(1);
+    let mut bar = String::new();
+    let mut used_cols = 0usize;
+    let mut shift: i128 = 0;
+    for (i, p) in e.parts.iter().enumerate() {
+        let start = (p.start as i128 + shift).max(0) as u64;
+        shift += p.size as i128 - p.planned as i128;
+        let from = ((start as u128 * width as u128) / total as u128) as usize;
+        let to = (((start + p.size) as u128 * width as u128) / total as u128) as usize;
+        while used_cols < from.min(width) {
+            bar.push('.');
+            used_cols += 1;
+        }
+        let fill = if i == e.sel { '#' } else { '=' };
+        let mut first = true;
+        while used_cols < to.max(from + 1).min(width) {
+            bar.push(if first { char::from_digit(p.number % 10, 10).unwrap_or('?') } else { fill });
+            first = false;
+            used_cols += 1;
+        }
+    }
+    while used_cols < width {
+        bar.push('.');
+        used_cols += 1;
+    }
+    let end = e.end();
+    let room = e.disk_size.saturating_sub(1 << 20);
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!("Edit partitions: {} change the selected one by a step, PgUp/PgDn by ten", keys::label("←/→", s.ascii)),
+            Style::default().add_modifier(Modifier::BOLD),
+        )),
+        Line::from(format!("One step is {}; Enter plans with these sizes, Esc keeps the old ones.", hs(e.step))),
+        Line::from(""),
+        Line::from(format!("  [{bar}]")),
+        Line::from(""),
+    ];
+    for (i, p) in e.parts.iter().enumerate() {
+        let change = if p.size != p.planned { format!(" (was {})", hs(p.planned)) } else { String::new() };
+        let used = p.used.map(|u| format!(", {} used", hs(u))).unwrap_or_default();
+        let fixed = if p.resizable { "" } else { "  keeps its size" };
+        lines.push(sel_line(format!("partition {}: {} {}{change}{used}{fixed}", p.number, p.what, hs(p.size)), i == e.sel));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(if end > room {
+        format!("! too large for the disk by {}", hs(end - room))
+    } else {
+        format!("Free at the end of the disk: {}", hs(room - end))
+    }));
+    if let Some(n) = &e.note {
+        lines.push(Line::from(format!("! {n}")));
+    }
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
 }
 
 fn summary(f: &mut Frame, area: Rect, form: &Form, busy: bool, plan: Option<&imaging::exec::WritePlan>, e: &[String], scroll: u16) {
@@ -671,7 +733,10 @@ fn clone(s: &State, w: &CloneWiz, f: &mut Frame, area: Rect) {
             let items = part_items(d, &target_parts(d), "Free space on the disk (a new partition)");
             list(f, area, &format!("Where on {}?", d.disk.name), &items, w.dst_part, &e)
         }
-        CStep::Summary => summary(f, area, &w.form, w.busy, w.plan.as_ref().map(|p| &p.write), &e, w.scroll),
+        CStep::Summary => match &w.edit {
+            Some(ed) => size_editor(s, f, area, ed),
+            None => summary(f, area, &w.form, w.busy, w.plan.as_ref().map(|p| &p.write), &e, w.scroll),
+        },
     }
 }
 
