@@ -13,16 +13,17 @@
 //!   the `?` overlay are generated from them.
 //! - Destructive steps go through a confirm screen that holds the real plan
 //!   and asks for the target's short name.
-//!
 //! - The mouse is optional: a click on a list item selects it (on the
 //!   selected one: chooses it), the wheel moves the selection, a click on
 //!   the help bar presses that key. The view records where it drew those
 //!   (`view::take_hits`); `update` turns a click into the keys it stands for.
-//!
 //! - "Edit partitions" (`e` in a whole-disk restore or clone summary)
 //!   changes partition sizes by steps with the keyboard on a bar of the new
-//!   layout; the engine's planner checks them (`--size N=SIZE` in the CLI). Chains: new points of unencrypted tasks
-//! only (an encrypted task's source is unknown until its password is typed).
+//!   layout; the engine's planner checks them (`--size N=SIZE` in the CLI).
+//!
+//! Deliberately unsupported for now: a system-only clone (the CLI clones a
+//! disk or a partition), and new chain points of encrypted tasks (their
+//! source is unknown until the password is typed).
 
 pub mod event;
 pub mod keys;
