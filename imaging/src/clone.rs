@@ -19,6 +19,10 @@ use crate::task::Task;
 pub struct CloneRequest {
     pub source: PathBuf,
     pub source_partition: Option<u32>,
+    /// Only the partitions the installed OS needs to boot (as `backup
+    /// system` chooses them) onto the whole target disk ("migrate the
+    /// system to a new disk"); with `source_partition` None.
+    pub system: bool,
     pub target: PathBuf,
     pub target_partition: Option<u32>,
     pub layout: LayoutOptions,
@@ -40,6 +44,7 @@ fn same_device(a: &blockdev::DiskInfo, b: &blockdev::DiskInfo) -> bool {
 pub fn plan_clone(req: &CloneRequest) -> Result<ClonePlan, Error> {
     let selection = match req.source_partition {
         Some(n) => Selection::Partitions(vec![n]),
+        None if req.system => Selection::System,
         None => Selection::Disk,
     };
     let bp = backup::plan_backup(&BackupRequest {

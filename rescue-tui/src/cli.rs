@@ -750,6 +750,11 @@ pub struct CloneArgs {
     /// Target: DISK, or DISK:M (existing partition), or DISK with a DISK:N
     /// source (new partition in free space).
     pub target: String,
+    /// Only the partitions the installed OS needs to boot (as `backup
+    /// system` chooses them, and says why) onto the whole target disk:
+    /// moving a system to a new disk, leaving data partitions behind.
+    #[arg(long)]
+    pub system: bool,
     #[command(flatten)]
     pub layout: LayoutOpts,
 }

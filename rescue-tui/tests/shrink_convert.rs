@@ -307,3 +307,41 @@ fn manual_sizes_shrink_one_partition_and_grow_another() {
     assert_eq!(blocks * bsize, 160 * MIB, "ext4 grown to its partition");
     assert!(leftovers(&scratch).is_empty());
 }
+
+/// `clone --system`: only what boots (the ESP and the largest Linux
+/// filesystem) goes to the new disk, said with the reasons; the data
+/// partition stays behind and nothing else is written where it was.
+#[test]
+fn system_clone_takes_the_boot_partitions_and_leaves_data() {
+    require_root();
+    let d = tempfile::tempdir().unwrap();
+    let src = new_file(d.path(), "src.img", 256 * MIB);
+    sfdisk(
+        &src,
+        "label: gpt\n\
+         start=1MiB, size=16MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+         size=40MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n\
+         size=120MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
+    );
+    let p = partitions(&src);
+    mkfs(&src, p[0].1, p[0].2, "vfat", &content(d.path(), 1, 1));
+    mkfs(&src, p[1].1, p[1].2, "ext4", &content(d.path(), 2, 8));
+    mkfs(&src, p[2].1, p[2].2, "ext4", &content(d.path(), 3, 20));
+    let tgt = new_file(d.path(), "new.img", 256 * MIB);
+    let out = Command::new(env!("CARGO_BIN_EXE_rescue")).args(["clone", "--system", s(&src), s(&tgt), "--yes"]).stdin(std::process::Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "clone --system failed: {err}");
+    assert!(err.contains("partition 3: largest Linux filesystem") && err.contains("partition 2: left out"), "{err}");
+    let pt = partitions(&tgt);
+    assert_eq!(pt.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3], "{pt:?}");
+    same_partition(&src, 1, &tgt, 1, "vfat");
+    same_partition(&src, 3, &tgt, 3, "ext4");
+    // Where the data partition was, the new disk holds nothing.
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(&tgt).unwrap();
+    f.seek(SeekFrom::Start(p[1].1)).unwrap();
+    let mut buf = vec![0u8; p[1].2 as usize];
+    f.read_exact(&mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0), "bytes written where the data partition was");
+    rescue_fails(&["clone", "--system", &format!("{}:3", s(&src)), s(&tgt), "--yes"], 2, "--system clones a disk");
+}

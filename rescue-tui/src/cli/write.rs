@@ -128,9 +128,13 @@ pub fn clone(g: &Global, a: CloneArgs) -> Result<(), CliError> {
         return Err(usage("a whole disk cannot be cloned into one partition", "clone a partition: SRC:N DST:M"));
     }
     table_needs_whole_disk(&a.layout, source_partition.is_some())?;
+    if a.system && (source_partition.is_some() || target_partition.is_some()) {
+        return Err(usage("--system clones a disk's system partitions onto a whole disk", "give disks, not partitions: rescue clone --system /dev/sda /dev/sdb"));
+    }
     let req = CloneRequest {
         source: src.clone(),
         source_partition,
+        system: a.system,
         target: dst.clone(),
         target_partition,
         layout: layout_options(&a.layout)?,
@@ -138,6 +142,11 @@ pub fn clone(g: &Global, a: CloneArgs) -> Result<(), CliError> {
         file_sector_size: a.layout.sector_size,
     };
     let plan = clone::plan_clone(&req).with_context(|| format!("planning the clone of {} to {}", src.display(), dst.display()))?;
+    if a.system && !g.json {
+        for why in &plan.source.selection {
+            eprintln!("{why}");
+        }
+    }
     confirm_and_report(g, &plan.write, a.layout.dry_run, || {
         let t = task(g.json);
         Ok(clone::run_clone(&plan, &t).with_context(|| format!("cloning to {}", dst.display()))?)

@@ -580,7 +580,11 @@ pub enum CStep {
     Summary,
 }
 
-pub const CLONE_KINDS: &[&str] = &["Whole disk onto another disk", "One partition into a partition or free space"];
+pub const CLONE_KINDS: &[&str] = &[
+    "Whole disk onto another disk",
+    "System: only what the installed OS needs to boot, onto another disk",
+    "One partition into a partition or free space",
+];
 
 pub struct CloneWiz {
     pub step: CStep,
@@ -1935,7 +1939,7 @@ fn plan_restore(s: &State, w: &mut RestoreWiz, cmds: &mut Vec<Command>) {
 fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec<Command>) {
     let mut cmds = vec![];
     let ndisks = s.readable().len();
-    let part = w.kind == 1;
+    let part = w.kind == 2;
     if let (CStep::Summary, Some(e)) = (w.step, w.edit.as_mut()) {
         match action {
             Some(Action::Back) => w.edit = None,
@@ -2026,6 +2030,9 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
                     for_hw,
                 });
                 let mut lines = write_plan_words(&plan.write);
+                if w.kind == 1 {
+                    lines.extend(plan.source.selection.iter().cloned());
+                }
                 if universal.is_some() {
                     lines.push(universal_line(choice));
                 }
@@ -2051,12 +2058,13 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
 
 fn plan_clone(s: &State, w: &mut CloneWiz, cmds: &mut Vec<Command>) {
     let (Some(src), Some(dst)) = (s.disk(w.src), s.disk(w.dst)) else { return };
-    let part = w.kind == 1;
+    let part = w.kind == 2;
     w.plan = None;
     w.busy = true;
     w.error = None;
     w.scroll = 0;
     cmds.push(Command::PlanClone(CloneRequest {
+        system: w.kind == 1,
         source: src.disk.path.clone(),
         source_partition: if part { source_parts(src).get(w.src_part).copied() } else { None },
         target: dst.disk.path.clone(),

@@ -963,3 +963,25 @@ fn restore_summary_edits_partition_sizes() {
     let [Command::PlanRestore { req, .. }] = &c[..] else { panic!("{c:?}") };
     assert!(req.layout.sizes.is_empty(), "fill replaces the manual sizes");
 }
+
+/// The clone wizard's system kind plans a clone of the boot partitions onto
+/// a whole disk, and its summary says which partitions and why.
+#[test]
+fn system_clone_in_the_wizard() {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('c'));
+    keys(&mut s, &[Down, Enter, Enter, Down]);
+    let c = press(&mut s, Enter);
+    let [Command::PlanClone(req)] = &c[..] else { panic!("expected a clone plan request, got {c:?}") };
+    assert!(req.system && req.source_partition.is_none() && req.target_partition.is_none(), "{req:?}");
+    let mut write = restore_plan();
+    write.operation = "clone".into();
+    write.source = "/dev/sda".into();
+    let mut source = backup_plan();
+    source.selection = vec!["partition 1: EFI system partition: holds the boot loaders".into(), "partition 3: left out (data, not needed to boot; back it up with `rescue backup part`)".into()];
+    update(&mut s, Event::ClonePlanned(Ok(Box::new(ClonePlan { write, source }))));
+    assert!(draw(&s, 160, 50).contains("partition 3: left out"));
+    press(&mut s, Enter);
+    let Screen::Confirm(c) = &s.screen else { panic!("confirmation") };
+    assert!(c.lines.iter().any(|l| l.contains("EFI system partition")), "{:?}", c.lines);
+}

@@ -735,7 +735,15 @@ fn clone(s: &State, w: &CloneWiz, f: &mut Frame, area: Rect) {
         }
         CStep::Summary => match &w.edit {
             Some(ed) => size_editor(s, f, area, ed),
-            None => summary(f, area, &w.form, w.busy, w.plan.as_ref().map(|p| &p.write), &e, w.scroll),
+            None => {
+                // A system clone says which partitions it takes and why.
+                let mut e = e;
+                if let (1, Some(p)) = (w.kind, &w.plan) {
+                    e.push(String::new());
+                    e.extend(p.source.selection.iter().cloned());
+                }
+                summary(f, area, &w.form, w.busy, w.plan.as_ref().map(|p| &p.write), &e, w.scroll)
+            }
         },
     }
 }
