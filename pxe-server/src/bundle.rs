@@ -496,6 +496,30 @@ impl Bundle {
         })
     }
 
+    /// Adds an arm64 live system and its iPXE (`bin-arm64-efi/snp.efi` or
+    /// `ipxe.efi`, served as `snp-arm64.efi`) to a quick-form bundle:
+    /// Debian 12 packages no arm64 iPXE, so the operator names all three.
+    pub fn with_arm64(
+        mut self,
+        kernel: &Path,
+        initrd: &Path,
+        loader: &Path,
+    ) -> Result<Bundle, BundleError> {
+        for (what, name, path) in [
+            ("arm64 kernel", names::KERNEL_ARM64, kernel),
+            ("arm64 initrd", names::INITRD_ARM64, initrd),
+            ("arm64 iPXE", names::SNP_ARM64, loader),
+        ] {
+            std::fs::File::open(path).map_err(|source| BundleError::FileUnreadable {
+                what,
+                path: path.to_path_buf(),
+                source,
+            })?;
+            self.files.insert(name.to_string(), path.to_path_buf());
+        }
+        Ok(self)
+    }
+
     /// An empty bundle rooted at `dir`, without completeness checks (tests).
     pub fn unchecked(dir: &Path) -> std::io::Result<Bundle> {
         Ok(Bundle {
@@ -704,6 +728,21 @@ mod tests {
         assert!(matches!(b.resolve("k"), Err(ResolveError::NotFound { .. })));
         let e = Bundle::quick(&k, &i, &[(names::UNDIONLY, "/nonexistent/x", "ipxe")]);
         assert!(matches!(e, Err(BundleError::NoLoaders { .. })));
+        // arm64 files named on the command line join the quick form.
+        let b = b.with_arm64(&k, &i, &l).expect("arm64");
+        assert!(b.missing_for(KernelArch::Arm64).is_empty());
+        assert_eq!(b.resolve(names::SNP_ARM64), Ok(l.clone()));
+        let e = b.with_arm64(&k, Path::new("/nonexistent/initrd"), &l);
+        assert!(
+            matches!(
+                &e,
+                Err(BundleError::FileUnreadable {
+                    what: "arm64 initrd",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
     }
 
     /// A manifest as `image-builder pxe` writes it (image-builder/src/pxe.rs).

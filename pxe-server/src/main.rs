@@ -75,6 +75,16 @@ struct ServeArgs {
     /// Quick form: initramfs to boot
     #[arg(long, requires = "kernel")]
     initrd: Option<PathBuf>,
+    /// Quick form: arm64 kernel for arm64 UEFI clients (with --arm64-initrd
+    /// and --arm64-loader; without them arm64 clients are refused)
+    #[arg(long, requires_all = ["kernel", "arm64_initrd", "arm64_loader"])]
+    arm64_kernel: Option<PathBuf>,
+    /// Quick form: arm64 initramfs
+    #[arg(long, requires = "arm64_kernel")]
+    arm64_initrd: Option<PathBuf>,
+    /// Quick form: iPXE for arm64 UEFI (iPXE's bin-arm64-efi/snp.efi)
+    #[arg(long, requires = "arm64_kernel")]
+    arm64_loader: Option<PathBuf>,
     /// Extra kernel command line for every client
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -176,8 +186,16 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         (Some(dir), _, _) => {
             Bundle::open_dir(dir).with_context(|| format!("opening bundle {}", dir.display()))?
         }
-        (None, Some(k), Some(i)) => Bundle::quick(k, i, DEBIAN_LOADERS)
-            .context("collecting kernel, initrd and loaders for the quick form")?,
+        (None, Some(k), Some(i)) => {
+            let b = Bundle::quick(k, i, DEBIAN_LOADERS)
+                .context("collecting kernel, initrd and loaders for the quick form")?;
+            match (&a.arm64_kernel, &a.arm64_initrd, &a.arm64_loader) {
+                (Some(k), Some(i), Some(l)) => b
+                    .with_arm64(k, i, l)
+                    .context("adding the arm64 files to the quick form")?,
+                _ => b,
+            }
+        }
         _ => bail!("give --bundle DIR, or --kernel FILE --initrd FILE"),
     };
     let mut cfg = ServerConfig::new(&interface);
