@@ -769,6 +769,7 @@ pub fn split_disk_part(s: &str) -> (PathBuf, Option<String>) {
 
 pub use shares::expand_names as expand_share_names;
 pub use shares::resolve_typed as resolve_typed_location;
+pub use shares::saved_list as saved_shares;
 
 /// Run the command of `cli`, parsed from `argv` (saved share names expanded).
 pub fn run(cli: Cli, argv: &[std::ffi::OsString]) -> Result<(), CliError> {

@@ -160,6 +160,7 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
     let term = std::env::var("TERM").unwrap_or_default();
     state.ascii = std::env::var_os("RESCUE_ASCII").is_some_and(|v| v != "0") || ["vt100", "vt102", "vt220", "dumb", "ansi"].contains(&term.as_str());
     state.shell = find_shell();
+    state.saved_shares = crate::cli::saved_shares();
     let shell_tx = tx.clone();
     let mut runner = Runner::new(tx, extra_disks);
     runner.run(Command::Refresh);

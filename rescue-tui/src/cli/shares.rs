@@ -108,6 +108,12 @@ fn resolve_typed_with(saved: &Shares, typed: &str) -> String {
 /// Register a password for each SMB location on the command line that has
 /// none yet: the saved one, the file's, or one asked for on the terminal
 /// (once per user and server). `RESCUE_SMB_PASSWORD` needs nothing here.
+/// The saved shares as (name, URL), for the TUI's pickers; none when the
+/// list cannot be read (the TUI still takes typed URLs).
+pub fn saved_list() -> Vec<(String, String)> {
+    Shares::load().map(|s| s.list().iter().map(|x| (x.name.clone(), x.url.clone())).collect()).unwrap_or_default()
+}
+
 pub fn prepare(args: &[OsString], password_file: Option<&Path>) -> Result<(), CliError> {
     let urls = urls_in(args);
     if urls.is_empty() {

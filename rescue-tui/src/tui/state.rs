@@ -46,6 +46,9 @@ pub struct State {
     /// Partitions this TUI mounted as backup destinations: (disk, number,
     /// folder); unmounted when it quits.
     pub mounted: Vec<(PathBuf, u32, PathBuf)>,
+    /// Saved SMB shares (`rescue shares add`): (name, URL), offered as
+    /// backup destinations and folders to scan for images.
+    pub saved_shares: Vec<(String, String)>,
 }
 
 pub enum Screen {
@@ -745,6 +748,7 @@ impl State {
             shell: None,
             hits: Vec::new(),
             mounted: Vec::new(),
+            saved_shares: Vec::new(),
         }
     }
 
@@ -1536,6 +1540,14 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                 w.step = BStep::Dest;
             }
         }
+        (BStep::Dest, Some(Action::Enter)) if !w.busy && w.dest_focus == 1 && w.dest_sel >= dest_places(s, w.disk).len() => {
+            // A saved share: its NAME:PATH form, which Enter on the path resolves.
+            let i = w.dest_sel - dest_places(s, w.disk).len();
+            if let (Some((name, _)), Some(src)) = (s.saved_shares.get(i), s.disk(w.disk)) {
+                w.dest = format!("{name}:{}", image_name(src, w.kind));
+                w.dest_focus = 0;
+            }
+        }
         (BStep::Dest, Some(Action::Enter)) if !w.busy && w.dest_focus == 1 => {
             let places = dest_places(s, w.disk);
             if let (Some(p), Some(src)) = (places.get(w.dest_sel), s.disk(w.disk)) {
@@ -1599,11 +1611,13 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
             w.step = BStep::Options;
         }
         (BStep::Dest, Some(Action::NextField)) => {
-            let n = dest_places(s, w.disk).len();
+            let n = dest_places(s, w.disk).len() + s.saved_shares.len();
             w.dest_focus = if w.dest_focus == 0 && n > 0 { 1 } else { 0 };
             w.dest_sel = w.dest_sel.min(n.saturating_sub(1));
         }
-        (BStep::Dest, Some(a @ (Action::Up | Action::Down))) if w.dest_focus == 1 => step_sel(&mut w.dest_sel, dest_places(s, w.disk).len(), a),
+        (BStep::Dest, Some(a @ (Action::Up | Action::Down))) if w.dest_focus == 1 => {
+            step_sel(&mut w.dest_sel, dest_places(s, w.disk).len() + s.saved_shares.len(), a)
+        }
         (BStep::Dest, None) if w.dest_focus == 0 => edit_text(&mut w.dest, k),
         (BStep::Options, Some(Action::NextField)) => w.active_form_mut().move_focus(1),
         (BStep::Options, Some(Action::PrevField)) => w.active_form_mut().move_focus(-1),
@@ -1764,6 +1778,14 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
             }
         }
         (RStep::Image, Some(Action::NextField)) => w.focus = (w.focus + 1) % 3,
+        (RStep::Image, Some(a @ (Action::Up | Action::Down))) if w.focus == 1 && !s.saved_shares.is_empty() => {
+            // The folder field cycles through the default folder and the saved shares.
+            let mut choices = vec![s.default_dir.display().to_string()];
+            choices.extend(s.saved_shares.iter().map(|(n, _)| format!("{n}:")));
+            let at = choices.iter().position(|c| c == w.scan_dir.trim()).unwrap_or(0);
+            let n = choices.len();
+            w.scan_dir = choices[if a == Action::Down { (at + 1) % n } else { (at + n - 1) % n }].clone();
+        }
         (RStep::Image, Some(a @ (Action::Up | Action::Down))) => {
             w.focus = 2;
             step_sel(&mut w.found_sel, w.found.len(), a);

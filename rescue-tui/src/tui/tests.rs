@@ -985,3 +985,37 @@ fn system_clone_in_the_wizard() {
     let Screen::Confirm(c) = &s.screen else { panic!("confirmation") };
     assert!(c.lines.iter().any(|l| l.contains("EFI system partition")), "{:?}", c.lines);
 }
+
+/// Saved shares are offered: as backup destinations (their NAME:PATH) and,
+/// with ↑/↓ in the restore's folder field, as folders to scan.
+#[test]
+fn saved_shares_are_offered_in_the_wizards() {
+    let mut s = state();
+    s.saved_shares = vec![("nas".into(), "smb://tech@nas/images".into()), ("lab".into(), "smb://10.0.0.5/lab".into())];
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter, Tab]);
+    assert!(draw(&s, 80, 24).contains("[share nas] smb://tech@nas/images: save there"));
+    let n = super::state::dest_places(&s, 0).len();
+    for _ in 0..n {
+        press(&mut s, Down);
+    }
+    press(&mut s, Enter);
+    let Screen::Backup(w) = &s.screen else { panic!("backup wizard") };
+    assert_eq!((w.dest.as_str(), w.dest_focus), ("nas:sda-disk.rimg", 0));
+    // Restore: the folder field cycles default folder -> nas: -> lab: -> default.
+    let mut s = state();
+    s.saved_shares = vec![("nas".into(), "smb://tech@nas/images".into()), ("lab".into(), "smb://10.0.0.5/lab".into())];
+    keys(&mut s, &[KeyCode::Char('r'), Tab]);
+    assert!(draw(&s, 80, 24).contains("the saved shares (nas, lab)"));
+    let dir = |s: &State| match &s.screen {
+        Screen::Restore(w) => w.scan_dir.clone(),
+        _ => String::new(),
+    };
+    press(&mut s, Down);
+    assert_eq!(dir(&s), "nas:");
+    press(&mut s, Down);
+    assert_eq!(dir(&s), "lab:");
+    press(&mut s, Down);
+    assert_eq!(dir(&s), "/mnt/usb");
+    press(&mut s, KeyCode::Up);
+    assert_eq!(dir(&s), "lab:");
+}

@@ -425,9 +425,9 @@ fn backup(s: &State, w: &BackupWiz, f: &mut Frame, area: Rect) {
             let top_h = (lines.len() as u16 + 1).min(area.height);
             let [top, rest] = Layout::vertical([Constraint::Length(top_h), Constraint::Min(0)]).areas(area);
             f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), top);
-            if !places.is_empty() && rest.height > 2 {
+            if !(places.is_empty() && s.saved_shares.is_empty()) && rest.height > 2 {
                 let disks = s.readable();
-                let items: Vec<String> = places
+                let mut items: Vec<String> = places
                     .iter()
                     .map(|p| {
                         let d = disks[p.disk];
@@ -438,7 +438,8 @@ fn backup(s: &State, w: &BackupWiz, f: &mut Frame, area: Rect) {
                         }
                     })
                     .collect();
-                let heading = if w.dest_focus == 1 { "Or save on a partition of another disk:" } else { "Or save on a partition of another disk (Tab):" };
+                items.extend(s.saved_shares.iter().map(|(n, u)| format!("[share {n}] {u}: save there")));
+                let heading = if w.dest_focus == 1 { "Or save on another disk's partition or a saved share:" } else { "Or save on another disk's partition or a saved share (Tab):" };
                 if w.dest_focus == 1 {
                     list(f, rest, heading, &items, w.dest_sel, &[]);
                 } else {
@@ -565,7 +566,15 @@ fn restore(s: &State, w: &RestoreWiz, f: &mut Frame, area: Rect) {
                 Line::from(""),
                 text_box("Image file ", &w.path, w.focus == 0, false),
                 text_box("Scan folder", &w.scan_dir, w.focus == 1, false),
-                Line::from(""),
+                Line::from(if s.saved_shares.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "  {} in the folder field: the saved shares ({})",
+                        keys::label("↑/↓", s.ascii),
+                        s.saved_shares.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                }),
                 Line::from(if w.busy { "working..." } else { "Found images:" }),
             ];
             let room = area.height.saturating_sub(8 + e.len() as u16).max(1) as usize;
