@@ -73,6 +73,20 @@ enum Cmd {
         /// Kernel command line of network-booted clients
         #[arg(long, default_value = image_builder::pxe::DEFAULT_CMDLINE)]
         cmdline: String,
+        /// Also serve arm64 UEFI clients: their live system's kernel (built
+        /// elsewhere; this builder makes the x86-64 one)
+        #[arg(long, value_name = "FILE", requires_all = ["arm64_initrd", "arm64_snp"])]
+        arm64_kernel: Option<PathBuf>,
+        /// The arm64 live system's initramfs
+        #[arg(long, value_name = "FILE", requires = "arm64_kernel")]
+        arm64_initrd: Option<PathBuf>,
+        /// iPXE for arm64 UEFI using the firmware's NIC driver
+        /// (bin-arm64-efi/snp.efi)
+        #[arg(long, value_name = "FILE", requires = "arm64_kernel")]
+        arm64_snp: Option<PathBuf>,
+        /// iPXE for arm64 UEFI with its own NIC drivers (ipxe.efi), optional
+        #[arg(long, value_name = "FILE", requires = "arm64_kernel")]
+        arm64_ipxe: Option<PathBuf>,
     },
     /// Every medium but the WIM: DIR/{initramfs.img,vmlinuz}, DIR/rescue.iso,
     /// DIR/rescue-usb.img and the PXE bundle in DIR/pxe
@@ -282,10 +296,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             common: c,
             cmdline,
+            arm64_kernel,
+            arm64_initrd,
+            arm64_snp,
+            arm64_ipxe,
         } => {
             let opts = c.options()?;
+            // Read the arm64 files first: a wrong path fails before the build.
+            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let arm64 = match (&arm64_kernel, &arm64_initrd, &arm64_snp) {
+                (Some(k), Some(i), Some(s)) => Some((read(k)?, read(i)?, read(s)?, arm64_ipxe.as_ref().map(read).transpose()?)),
+                _ => None,
+            };
             let built = initramfs::build(&opts).context("building the initramfs")?;
-            let m = pxe_bundle(&opts, &built, &output, &cmdline)?;
+            let arm = arm64.as_ref().map(|(kernel, initrd, snp, ipxe)| pxe::Arm64 { kernel, initrd, snp, ipxe: ipxe.as_deref() });
+            let m = pxe_bundle(&opts, &built, &output, &cmdline, arm.as_ref())?;
             eprintln!(
                 "PXE bundle in {}: {} files",
                 output.display(),
@@ -302,7 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut built = initramfs::write(&opts, &output)
                 .with_context(|| format!("building the initramfs into {}", output.display()))?;
             let pxe_dir = output.join("pxe");
-            let m = pxe_bundle(&opts, &built, &pxe_dir, &cmdline)?;
+            let m = pxe_bundle(&opts, &built, &pxe_dir, &cmdline, None)?;
             for f in &m.files {
                 built.report.outputs.push(image_builder::report::Output {
                     name: format!("pxe/{}", f.name),
@@ -453,10 +478,11 @@ fn pxe_bundle(
     built: &initramfs::Built,
     dir: &std::path::Path,
     cmdline: &str,
+    arm64: Option<&pxe::Arm64<'_>>,
 ) -> anyhow::Result<pxe::Manifest> {
     let cache = image_builder::deb::Cache::new(&opts.cache);
     let vmlinuz = built.vmlinuz()?;
-    pxe::write_bundle(
+    pxe::write_bundle_with(
         dir,
         &cache,
         &built.kernel.version,
@@ -464,6 +490,7 @@ fn pxe_bundle(
         &built.image,
         cmdline,
         opts.mtime,
+        arm64,
     )
     .with_context(|| format!("writing the PXE bundle into {}", dir.display()))
 }

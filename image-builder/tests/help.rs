@@ -29,3 +29,17 @@ fn help_fits_80_columns() {
         }
     }
 }
+
+/// The arm64 files of `pxe` go together: a kernel without its initramfs
+/// and iPXE is refused before anything is built.
+#[test]
+fn pxe_arm64_files_go_together() {
+    let out = Command::new(env!("CARGO_BIN_EXE_image-builder"))
+        .args(["pxe", "-o", "/nonexistent/never-written", "--arm64-kernel", "/x/vmlinuz-arm64"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--arm64-initrd") && err.contains("--arm64-snp"), "{err}");
+    assert!(!std::path::Path::new("/nonexistent/never-written").exists());
+}
