@@ -189,11 +189,3 @@ fn a_restore_job_fetches_from_the_image_folder_reports_and_powers_off() {
     assert_eq!(partitions(&tgt2), ps);
 }
 
-fn hash_range(p: &Path, start: u64, len: u64) -> blake3::Hash {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(p).expect("open");
-    f.seek(SeekFrom::Start(start)).expect("seek");
-    let mut h = blake3::Hasher::new();
-    std::io::copy(&mut f.take(len), &mut h).expect("read");
-    h.finalize()
-}

@@ -109,14 +109,6 @@ fn parts(p: &Path) -> Vec<(u64, u64, u64, String)> {
         .collect()
 }
 
-fn hash_range(p: &Path, start: u64, len: u64) -> blake3::Hash {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(p).expect("open");
-    f.seek(SeekFrom::Start(start)).expect("seek");
-    let mut h = blake3::Hasher::new();
-    std::io::copy(&mut f.take(len), &mut h).expect("read");
-    h.finalize()
-}
 
 /// Same partitions, same filesystems, same bytes in every partition.
 fn same_partitions(a: &Path, b: &Path) {

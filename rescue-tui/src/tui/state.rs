@@ -1727,19 +1727,34 @@ fn backup_options_error(f: &Form) -> Option<String> {
     None
 }
 
+/// A key in an open size editor: Esc closes it, Enter closes it and returns
+/// the sizes to plan with, the rest edit.
+fn edit_key(edit: &mut Option<SizeEdit>, action: Option<Action>) -> Option<std::collections::BTreeMap<u32, u64>> {
+    match (action, edit.as_mut()) {
+        (Some(Action::Back), _) => {
+            *edit = None;
+            None
+        }
+        (Some(Action::Enter), Some(e)) => {
+            let sizes = e.sizes();
+            *edit = None;
+            Some(sizes)
+        }
+        (Some(a), Some(e)) => {
+            e.key(a);
+            None
+        }
+        _ => None,
+    }
+}
+
 fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {
     let mut cmds = vec![];
     let ndisks = s.readable().len();
-    if let (RStep::Summary, Some(e)) = (w.step, w.edit.as_mut()) {
-        match action {
-            Some(Action::Back) => w.edit = None,
-            Some(Action::Enter) => {
-                w.sizes = e.sizes();
-                w.edit = None;
-                plan_restore(s, &mut w, &mut cmds);
-            }
-            Some(a) => e.key(a),
-            None => {}
+    if w.step == RStep::Summary && w.edit.is_some() {
+        if let Some(sizes) = edit_key(&mut w.edit, action) {
+            w.sizes = sizes;
+            plan_restore(s, &mut w, &mut cmds);
         }
         return (Screen::Restore(w), cmds);
     }
@@ -1962,16 +1977,10 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
     let mut cmds = vec![];
     let ndisks = s.readable().len();
     let part = w.kind == 2;
-    if let (CStep::Summary, Some(e)) = (w.step, w.edit.as_mut()) {
-        match action {
-            Some(Action::Back) => w.edit = None,
-            Some(Action::Enter) => {
-                w.sizes = e.sizes();
-                w.edit = None;
-                plan_clone(s, &mut w, &mut cmds);
-            }
-            Some(a) => e.key(a),
-            None => {}
+    if w.step == CStep::Summary && w.edit.is_some() {
+        if let Some(sizes) = edit_key(&mut w.edit, action) {
+            w.sizes = sizes;
+            plan_clone(s, &mut w, &mut cmds);
         }
         return (Screen::Clone(w), cmds);
     }

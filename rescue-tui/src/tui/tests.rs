@@ -118,6 +118,21 @@ fn press(s: &mut State, code: KeyCode) -> Vec<Command> {
     update(s, Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
+/// The restore wizard at its summary: the whole of `image()` onto /dev/sdb,
+/// planned.
+fn restore_summary() -> State {
+    let mut s = state();
+    press(&mut s, KeyCode::Char('r'));
+    typed(&mut s, "/mnt/usb/sda-disk.rimg");
+    press(&mut s, Enter);
+    update(&mut s, Event::ImageOpened(Ok(image())));
+    update(&mut s, Event::Points(Ok(vec![point(1, PointKind::Full, None, PointStatus::Ok)])));
+    keys(&mut s, &[Enter, Down]);
+    press(&mut s, Enter);
+    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    s
+}
+
 fn keys(s: &mut State, seq: &[KeyCode]) -> Vec<Command> {
     seq.iter().flat_map(|k| press(s, *k)).collect()
 }
@@ -713,15 +728,7 @@ fn points_tree_hangs_each_point_under_its_parent() {
 #[test]
 fn universal_restore_in_the_restore_summary_and_in_tools() {
     use super::event::{UniversalJob, UniversalPlan};
-    let mut s = state();
-    press(&mut s, KeyCode::Char('r'));
-    typed(&mut s, "/mnt/usb/sda-disk.rimg");
-    press(&mut s, Enter);
-    update(&mut s, Event::ImageOpened(Ok(image())));
-    update(&mut s, Event::Points(Ok(vec![point(1, PointKind::Full, None, PointStatus::Ok)])));
-    keys(&mut s, &[Enter, Down]);
-    press(&mut s, Enter);
-    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    let mut s = restore_summary();
     // Up from the first option wraps to the last one: universal restore.
     // Changing it does not plan again: it runs after the restore.
     assert!(keys(&mut s, &[KeyCode::Up, Right, Right]).is_empty());
@@ -916,15 +923,7 @@ fn backup_to_a_partition_of_another_disk() {
 /// and Enter plans again with every resizable partition's size.
 #[test]
 fn restore_summary_edits_partition_sizes() {
-    let mut s = state();
-    press(&mut s, KeyCode::Char('r'));
-    typed(&mut s, "/mnt/usb/sda-disk.rimg");
-    press(&mut s, Enter);
-    update(&mut s, Event::ImageOpened(Ok(image())));
-    update(&mut s, Event::Points(Ok(vec![point(1, PointKind::Full, None, PointStatus::Ok)])));
-    keys(&mut s, &[Enter, Down]);
-    press(&mut s, Enter);
-    update(&mut s, Event::RestorePlanned(Ok(restore_plan())));
+    let mut s = restore_summary();
     assert!(press(&mut s, KeyCode::Char('e')).is_empty());
     let Screen::Restore(w) = &s.screen else { panic!("restore wizard") };
     let e = w.edit.as_ref().expect("the editor is open");

@@ -382,3 +382,13 @@ pub fn windows7_service_start(disk: &Path, mnt: &Path, control_set: &str, servic
     drop(lo);
     v
 }
+
+/// BLAKE3 of `len` bytes of `p` from `start` (partitions compared byte for byte).
+pub fn hash_range(p: &Path, start: u64, len: u64) -> blake3::Hash {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(p).expect("open");
+    f.seek(SeekFrom::Start(start)).expect("seek");
+    let mut h = blake3::Hasher::new();
+    std::io::copy(&mut f.take(len), &mut h).expect("read");
+    h.finalize()
+}
