@@ -450,8 +450,18 @@ pub struct LoopDevice {
 
 impl LoopDevice {
     pub fn attach(backing: &Path, offset: u64, size: u64) -> Result<Self, Error> {
+        Self::attach_with(backing, offset, size, false)
+    }
+
+    /// A read-only loop device: nothing written through it reaches the backing file.
+    pub fn attach_read_only(backing: &Path, offset: u64, size: u64) -> Result<Self, Error> {
+        Self::attach_with(backing, offset, size, true)
+    }
+
+    fn attach_with(backing: &Path, offset: u64, size: u64, read_only: bool) -> Result<Self, Error> {
         let out = Command::new("losetup")
             .args(["--find", "--show", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()])
+            .args(if read_only { &["--read-only"][..] } else { &[][..] })
             .arg(backing)
             .output()
             .map_err(|e| Error::Tool { cmd: "losetup".into(), detail: format!("{e} (is util-linux installed and are you root?)") })?;

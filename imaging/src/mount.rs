@@ -48,6 +48,17 @@ pub fn base_dir() -> PathBuf {
 
 /// Mount partition `number` of `disk` read-write on a new folder under `base`.
 pub fn mount_rw(disk: &DiskReport, number: u32, base: &Path) -> Result<MountedPartition, Error> {
+    mount(disk, number, base, true)
+}
+
+/// Mount partition `number` of `disk` read-only on a new folder under
+/// `base`, writing nothing at all: a read-only loop device where one is
+/// needed, ext3/4 without journal replay (`noload`), ntfs-3g `ro`.
+pub fn mount_ro(disk: &DiskReport, number: u32, base: &Path) -> Result<MountedPartition, Error> {
+    mount(disk, number, base, false)
+}
+
+fn mount(disk: &DiskReport, number: u32, base: &Path, write: bool) -> Result<MountedPartition, Error> {
     let refuse = |reason: String, hint: &str| Error::Refused { reason, hint: hint.into() };
     let p = disk
         .partitions
@@ -69,40 +80,51 @@ pub fn mount_rw(disk: &DiskReport, number: u32, base: &Path) -> Result<MountedPa
     let (device, lo) = match &p.device {
         Some(d) if d.exists() => (d.clone(), None),
         _ => {
-            let lo = LoopDevice::attach(&disk.disk.path, p.partition.start, p.partition.len)?;
+            let lo = if write {
+                LoopDevice::attach(&disk.disk.path, p.partition.start, p.partition.len)?
+            } else {
+                LoopDevice::attach_read_only(&disk.disk.path, p.partition.start, p.partition.len)?
+            };
             (lo.path.clone(), Some(lo))
         }
     };
-    let name: String = format!("{}-{number}", disk.disk.name).chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let name: String = format!("{}-{number}{}", disk.disk.name, if write { "" } else { "-ro" }).chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
     let dir = base.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
+    let rw = if write { "rw" } else { "ro" };
     let (mut cmd, fuse) = match fs {
         FsKind::Ntfs => {
             let mut c = Command::new("ntfs-3g");
-            c.args(["-o", "rw"]).arg(&device).arg(&dir);
+            c.args(["-o", rw]).arg(&device).arg(&dir);
             (c, true)
         }
         FsKind::Exfat => {
             // The kernel's exfat driver, else exfat-fuse.
             let mut c = Command::new("mount");
-            c.args(["-t", "exfat"]).arg(&device).arg(&dir);
+            c.args(["-t", "exfat", "-o", rw]).arg(&device).arg(&dir);
             (c, false)
         }
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
             let mut c = Command::new("mount");
-            c.args(["-t", "vfat"]).arg(&device).arg(&dir);
+            c.args(["-t", "vfat", "-o", rw]).arg(&device).arg(&dir);
+            (c, false)
+        }
+        FsKind::Ext3 | FsKind::Ext4 if !write => {
+            // A dirty journal would be replayed even read-only: not here.
+            let mut c = Command::new("mount");
+            c.args(["-t", "ext4", "-o", "ro,noload"]).arg(&device).arg(&dir);
             (c, false)
         }
         _ => {
             let mut c = Command::new("mount");
-            c.arg(&device).arg(&dir);
+            c.args(["-o", rw]).arg(&device).arg(&dir);
             (c, false)
         }
     };
     let tool = format!("{:?}", cmd.get_program()).trim_matches('"').to_string();
     let out = cmd.output().map_err(|e| Error::Tool { cmd: tool.clone(), detail: e.to_string() })?;
     let (out, fuse) = if !out.status.success() && *fs == FsKind::Exfat {
-        let o = Command::new("mount.exfat-fuse").arg(&device).arg(&dir).output().map_err(|e| Error::Tool { cmd: "mount.exfat-fuse".into(), detail: e.to_string() })?;
+        let o = Command::new("mount.exfat-fuse").args(["-o", rw]).arg(&device).arg(&dir).output().map_err(|e| Error::Tool { cmd: "mount.exfat-fuse".into(), detail: e.to_string() })?;
         (o, true)
     } else {
         (out, fuse)

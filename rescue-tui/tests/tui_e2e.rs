@@ -651,3 +651,69 @@ fn tui_restore_with_edited_partition_sizes_in_tmux() {
     same_files(src, sp[2].1, sp[2].2, &tgt, tp[2].1, tp[2].2, "ext4");
     fsck(&tgt, tp[2].1, tp[2].2, "ext4");
 }
+
+/// The restore wizard finds an image on a disk nobody mounted: "(every
+/// disk)" mounts each filesystem read-only to look (the disk is not changed
+/// by a single byte), the image found is restored, and when the TUI quits
+/// nothing stays mounted or attached. Needs root (loop devices, mount).
+#[test]
+fn tui_restore_finds_images_on_every_disk_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test: apt-get install tmux");
+    }
+    require_root();
+    let src = sample_disk();
+    let d = tempfile::tempdir().expect("temp dir");
+    let dir = d.path();
+    // A USB stick as it comes: GPT, one ext4 partition holding backups/pc.rimg.
+    let stick = file(dir, "stick.img", 400 << 20);
+    std::fs::write(dir.join("l"), "label: gpt\nstart=1MiB, size=390MiB, type=0FC63DAF-8483-4772-8E79-3D47D8E4E4C7\n").expect("layout");
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&stick).stdin(std::fs::File::open(dir.join("l")).expect("layout")));
+    {
+        let lo = Loop::attach(&stick, 1 << 20, 390 << 20, false);
+        sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "stick", lo.path()]));
+        let m = Mount::new(lo.path(), &dir.join("m"), "ext4", false);
+        std::fs::create_dir(m.0.join("backups")).expect("mkdir");
+        rescue_ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", m.0.join("backups/pc.rimg").to_str().expect("utf-8"), "--compress", "fast"]);
+    }
+    let stick_hash = file_hash(&stick);
+    let tgt = file(dir, "target.img", 400 << 20);
+    let cmd = format!(
+        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {stick} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
+        dir = dir.display(),
+        bin = env!("CARGO_BIN_EXE_rescue"),
+        stick = stick.display(),
+        tgt = tgt.display(),
+    );
+    let t = Tmux::start("everydisk", &cmd);
+    t.wait("Recent operations", 30);
+    t.keys(&["r"]);
+    t.wait("Scan folder", 10);
+    t.keys(&["Tab", "Down"]);
+    t.wait("Scan folder: [(every disk)", 10);
+    t.keys(&["Enter"]);
+    t.wait("backups/pc.rimg", 60);
+    t.select("backups/pc.rimg");
+    t.keys(&["Enter"]);
+    t.wait("Restore what?", 30);
+    t.keys(&["Enter"]);
+    t.wait("Restore onto which disk?", 10);
+    t.select("[target.img]");
+    t.keys(&["Enter"]);
+    t.wait("type target.img to start", 60);
+    t.keys(&["Enter"]);
+    t.wait("Type the name", 10);
+    t.text("target.img");
+    t.keys(&["Enter"]);
+    let p = t.wait("Restore finished", 180);
+    assert!(p.contains("Restore complete"), "{p}");
+    t.keys(&["Enter"]);
+    t.wait("Recent operations", 10);
+    t.keys(&["q"]);
+    t.wait("rescue exited with 0", 60);
+    same_partitions(src, &tgt);
+    let lo = sh_ok(Command::new("losetup").arg("-j").arg(&stick));
+    assert!(lo.trim().is_empty(), "loop device left: {lo}");
+    assert!(!std::fs::read_to_string("/proc/mounts").expect("mounts").contains("stick.img-1-ro"), "still mounted after quit");
+    assert_eq!(file_hash(&stick), stick_hash, "looking for images changed the stick");
+}

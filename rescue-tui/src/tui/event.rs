@@ -163,6 +163,9 @@ pub enum Command {
     HotplugCheck,
     /// Look for images under a folder.
     Scan(PathBuf),
+    /// Look for images on every disk's filesystems (mounted read-only for
+    /// it; those with images stay mounted until the TUI quits).
+    ScanDisks,
     OpenImage {
         path: PathBuf,
         password: Option<String>,

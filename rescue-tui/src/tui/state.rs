@@ -544,6 +544,9 @@ pub enum RStep {
     Summary,
 }
 
+/// The scan folder that stands for every disk's filesystems.
+pub const EVERY_DISK: &str = "(every disk)";
+
 pub struct RestoreWiz {
     pub step: RStep,
     pub path: String,
@@ -941,7 +944,8 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
         Event::Scanned(found) => {
             if let Screen::Restore(w) = &mut s.screen {
                 w.busy = false;
-                w.error = found.is_empty().then(|| format!("no images (*.rimg, *.rimg.001, chain points *.img) found under {}", w.scan_dir));
+                let place = if w.scan_dir.trim() == EVERY_DISK { "on any disk's filesystems".to_string() } else { format!("under {}", w.scan_dir) };
+                w.error = found.is_empty().then(|| format!("no images (*.rimg, *.rimg.001, chain points *.img) found {place}"));
                 w.found = found;
                 w.found_sel = 0;
                 if !w.found.is_empty() {
@@ -1793,9 +1797,10 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
             }
         }
         (RStep::Image, Some(Action::NextField)) => w.focus = (w.focus + 1) % 3,
-        (RStep::Image, Some(a @ (Action::Up | Action::Down))) if w.focus == 1 && !s.saved_shares.is_empty() => {
-            // The folder field cycles through the default folder and the saved shares.
-            let mut choices = vec![s.default_dir.display().to_string()];
+        (RStep::Image, Some(a @ (Action::Up | Action::Down))) if w.focus == 1 => {
+            // The folder field cycles through the default folder, every
+            // disk, and the saved shares.
+            let mut choices = vec![s.default_dir.display().to_string(), EVERY_DISK.to_string()];
             choices.extend(s.saved_shares.iter().map(|(n, _)| format!("{n}:")));
             let at = choices.iter().position(|c| c == w.scan_dir.trim()).unwrap_or(0);
             let n = choices.len();
@@ -1807,6 +1812,12 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
         }
         (RStep::Image, Some(Action::Enter)) => {
             let path = match w.focus {
+                1 if w.scan_dir.trim() == EVERY_DISK => {
+                    w.busy = true;
+                    w.error = None;
+                    cmds.push(Command::ScanDisks);
+                    return (Screen::Restore(w), cmds);
+                }
                 1 => {
                     w.busy = true;
                     w.error = None;

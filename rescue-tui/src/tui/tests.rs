@@ -986,7 +986,8 @@ fn system_clone_in_the_wizard() {
 }
 
 /// Saved shares are offered: as backup destinations (their NAME:PATH) and,
-/// with ↑/↓ in the restore's folder field, as folders to scan.
+/// with ↑/↓ in the restore's folder field, as folders to scan (beside
+/// "every disk").
 #[test]
 fn saved_shares_are_offered_in_the_wizards() {
     let mut s = state();
@@ -1004,11 +1005,13 @@ fn saved_shares_are_offered_in_the_wizards() {
     let mut s = state();
     s.saved_shares = vec![("nas".into(), "smb://tech@nas/images".into()), ("lab".into(), "smb://10.0.0.5/lab".into())];
     keys(&mut s, &[KeyCode::Char('r'), Tab]);
-    assert!(draw(&s, 80, 24).contains("the saved shares (nas, lab)"));
+    assert!(draw(&s, 160, 50).contains("saved shares (nas, lab)"));
     let dir = |s: &State| match &s.screen {
         Screen::Restore(w) => w.scan_dir.clone(),
         _ => String::new(),
     };
+    press(&mut s, Down);
+    assert_eq!(dir(&s), super::state::EVERY_DISK);
     press(&mut s, Down);
     assert_eq!(dir(&s), "nas:");
     press(&mut s, Down);
@@ -1017,4 +1020,11 @@ fn saved_shares_are_offered_in_the_wizards() {
     assert_eq!(dir(&s), "/mnt/usb");
     press(&mut s, KeyCode::Up);
     assert_eq!(dir(&s), "lab:");
+    // Every disk: one scan command; nothing found says where it looked.
+    keys(&mut s, &[KeyCode::Up, KeyCode::Up]);
+    assert_eq!(dir(&s), super::state::EVERY_DISK);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::ScanDisks]), "{c:?}");
+    update(&mut s, Event::Scanned(vec![]));
+    assert!(matches!(&s.screen, Screen::Restore(w) if w.error.as_deref().is_some_and(|e| e.contains("on any disk's filesystems"))));
 }

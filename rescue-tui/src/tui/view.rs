@@ -566,15 +566,15 @@ fn restore(s: &State, w: &RestoreWiz, f: &mut Frame, area: Rect) {
                 Line::from(""),
                 text_box("Image file ", &w.path, w.focus == 0, false),
                 text_box("Scan folder", &w.scan_dir, w.focus == 1, false),
-                Line::from(if s.saved_shares.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "  {} in the folder field: the saved shares ({})",
-                        keys::label("↑/↓", s.ascii),
-                        s.saved_shares.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                    )
-                }),
+                Line::from(format!(
+                    "  {} in the folder field: {EVERY_DISK} (mounted read-only to look){}",
+                    keys::label("↑/↓", s.ascii),
+                    if s.saved_shares.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", saved shares ({})", s.saved_shares.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "))
+                    }
+                )),
                 Line::from(if w.busy { "working..." } else { "Found images:" }),
             ];
             let room = area.height.saturating_sub(8 + e.len() as u16).max(1) as usize;

@@ -81,9 +81,10 @@ pub struct Runner {
     cancel: Option<CancelToken>,
     /// Block disks at the last refresh, for hot-plug checks.
     seen: Vec<PathBuf>,
-    /// Backup destinations this TUI mounted; unmounted when it is dropped.
+    /// Backup destinations and image folders this TUI mounted; unmounted
+    /// when the last holder is dropped.
     #[cfg(unix)]
-    mounts: Vec<imaging::mount::MountedPartition>,
+    mounts: Arc<Mutex<Vec<imaging::mount::MountedPartition>>>,
 }
 
 /// What the loop does after a command.
@@ -104,7 +105,7 @@ impl Runner {
             cancel: None,
             seen: Vec::new(),
             #[cfg(unix)]
-            mounts: Vec::new(),
+            mounts: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -145,7 +146,7 @@ impl Runner {
                 let r = imaging::mount::mount_rw(&disk, number, &imaging::mount::base_dir())
                     .map(|m| {
                         let dir = m.dir.clone();
-                        self.mounts.push(m);
+                        self.mounts.lock().unwrap_or_else(|e| e.into_inner()).push(m);
                         (disk.disk.path.clone(), number, dir)
                     })
                     .map_err(|e| Failure::from_error(&format!("mounting partition {number} of {}", disk.disk.path.display()), &e));
@@ -189,6 +190,26 @@ impl Runner {
                     let list = imaging::inventory::list(&extra).into_iter().map(|r| r.map_err(|(p, e)| (p, e.to_string()))).collect();
                     let _ = tx.send(Event::Disks(list));
                 });
+            }
+            #[cfg(unix)]
+            Command::ScanDisks => {
+                let (extra, mounts) = (self.extra_disks.clone(), self.mounts.clone());
+                self.spawn(move |tx| {
+                    let found = scan_disks(&extra, &mounts);
+                    let _ = tx.send(Event::Scanned(found));
+                })
+            }
+            #[cfg(not(unix))]
+            Command::ScanDisks => {
+                // Windows mounts every volume itself: scan the drive letters.
+                let mut found = Vec::new();
+                for l in b'C'..=b'Z' {
+                    let root = PathBuf::from(format!("{}:\\", l as char));
+                    if root.is_dir() {
+                        scan(&root, 1, &mut found);
+                    }
+                }
+                let _ = self.tx.send(Event::Scanned(found));
             }
             Command::Scan(dir) => self.spawn(move |tx| {
                 let mut found = Vec::new();
@@ -440,6 +461,41 @@ pub fn tasks_of(dir: &Path, source: &Path) -> Vec<imaging::chain::PointSummary> 
             Vec::new()
         }
     }
+}
+
+/// Images on every disk's filesystems: mounted ones are scanned where they
+/// are; the others are mounted read-only (nothing is written, not even a
+/// journal replay), scanned, and kept mounted only when they hold images.
+#[cfg(unix)]
+fn scan_disks(extra: &[PathBuf], mounts: &Mutex<Vec<imaging::mount::MountedPartition>>) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let base = imaging::mount::base_dir();
+    for d in imaging::inventory::list(extra).into_iter().flatten() {
+        for p in &d.partitions {
+            if !p.fs.as_ref().is_some_and(|f| imaging::mount::writable_fs(&f.kind)) {
+                continue;
+            }
+            if let Some(m) = p.mountpoints.first() {
+                scan(Path::new(m), 1, &mut found);
+                continue;
+            }
+            if !p.busy.is_empty() {
+                continue;
+            }
+            match imaging::mount::mount_ro(&d, p.partition.number, &base) {
+                Ok(m) => {
+                    let before = found.len();
+                    scan(&m.dir, 1, &mut found);
+                    if found.len() > before {
+                        mounts.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+                    }
+                }
+                Err(e) => tracing::info!("scanning partition {} of {}: {e}", p.partition.number, d.disk.path.display()),
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Images under `dir`: `*.rimg`, the first volume of split sets, and
