@@ -26,5 +26,6 @@ pub mod chain;
 pub mod retention;
 pub mod store;
 pub mod files;
+pub mod hardware;
 #[cfg(unix)]
 pub mod mount;

@@ -174,6 +174,9 @@ pub struct Cli {
 pub enum Command {
     /// List disks with their partitions, filesystems and users.
     Disks(DisksArgs),
+    /// PCI devices and their drivers: a storage or network controller that
+    /// no driver claimed is why its disks or its network are missing.
+    Hardware(HardwareArgs),
     /// Back up a disk, its system partitions, or chosen partitions.
     #[command(subcommand)]
     Backup(BackupCmd),
@@ -229,6 +232,14 @@ pub enum Command {
     /// kernel command line has rescue.job=; every option defaults to its
     /// RESCUE_* variable (from rescue.NAME= on the command line).
     Job(JobArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HardwareArgs {
+    /// Every PCI device, not only the storage, network and USB controllers
+    /// without a driver.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -783,6 +794,7 @@ pub fn run(cli: Cli, argv: &[std::ffi::OsString]) -> Result<(), CliError> {
     match cli.command {
         None => Ok(crate::tui::run(cli.disks)?),
         Some(Command::Disks(a)) => disks::run(&g, a),
+        Some(Command::Hardware(a)) => disks::hardware(&g, a),
         Some(Command::Backup(b)) => backup::run(&g, b),
         Some(Command::Info(a)) => image::info(&g, a),
         Some(Command::Check(a)) => image::check(&g, a),

@@ -1,6 +1,37 @@
 //! `rescue disks`.
 
-use super::{print_json, show, CliError, DisksArgs, Global};
+use super::{print_json, show, CliError, DisksArgs, Global, HardwareArgs};
+
+/// The sysfs (or on Windows: nothing yet) the hardware list reads.
+fn sysfs() -> std::path::PathBuf {
+    std::env::var_os("RESCUE_SYSFS").map(Into::into).unwrap_or_else(|| "/sys".into())
+}
+
+/// `rescue hardware`: the controllers without a driver (or every device).
+pub fn hardware(g: &Global, a: HardwareArgs) -> Result<(), CliError> {
+    let all = imaging::hardware::pci_devices(&sysfs());
+    let list: Vec<_> = all.iter().filter(|d| a.all || (d.driver.is_none() && d.matters())).collect();
+    if g.json {
+        return print_json(&list);
+    }
+    if all.is_empty() {
+        println!("no PCI devices found (no PCI bus, or /sys is not mounted)");
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("every storage, network and USB controller has a driver ({} PCI devices; --all lists them)", all.len());
+        return Ok(());
+    }
+    for d in list {
+        let driver = match &d.driver {
+            Some(dr) => dr.clone(),
+            None if d.matters() => "NO DRIVER: its disks or network cannot appear".into(),
+            None => "no driver".into(),
+        };
+        println!("{}  {driver}", d.describe());
+    }
+    Ok(())
+}
 
 pub fn run(g: &Global, a: DisksArgs) -> Result<(), CliError> {
     let list = imaging::inventory::list(&a.files);

@@ -72,6 +72,8 @@ pub enum Event {
     /// The terminal changed size (the next draw adapts).
     Resize,
     Disks(Vec<DiskEntry>),
+    /// The PCI devices and their drivers (with each inventory).
+    Hardware(Vec<imaging::hardware::PciDevice>),
     /// Images found by a scan.
     Scanned(Vec<PathBuf>),
     ImageOpened(Result<ImageSummary, Failure>),

@@ -49,6 +49,9 @@ pub struct State {
     /// Saved SMB shares (`rescue shares add`): (name, URL), offered as
     /// backup destinations and folders to scan for images.
     pub saved_shares: Vec<(String, String)>,
+    /// PCI devices and their drivers: the home screen names storage and
+    /// network controllers that no driver claimed.
+    pub hardware: Vec<imaging::hardware::PciDevice>,
 }
 
 pub enum Screen {
@@ -616,6 +619,7 @@ pub enum Tool {
     Merge,
     Points,
     Universal,
+    Hardware,
     Log,
     Shell,
     PowerOff,
@@ -628,6 +632,7 @@ pub const TOOLS: &[(Tool, &str)] = &[
     (Tool::Merge, "Merge images (fold a chain up to a point into one full image)"),
     (Tool::Points, "Backup points (the chains of an image or a folder, as a tree)"),
     (Tool::Universal, "Universal restore (boot a disk's system on other hardware)"),
+    (Tool::Hardware, "Hardware (PCI devices and their drivers)"),
     (Tool::Log, "View the log"),
     (Tool::Shell, "Open a shell (type exit to come back)"),
     (Tool::PowerOff, "Power off"),
@@ -752,6 +757,7 @@ impl State {
             hits: Vec::new(),
             mounted: Vec::new(),
             saved_shares: Vec::new(),
+            hardware: Vec::new(),
         }
     }
 
@@ -922,6 +928,15 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
             key(s, k)
         }
         Event::Mouse(m) => mouse(s, m),
+        Event::Hardware(h) => {
+            for d in h.iter().filter(|d| d.driver.is_none() && d.matters()) {
+                if !s.hardware.contains(d) {
+                    s.log_line(format!("no driver: {}", d.describe()));
+                }
+            }
+            s.hardware = h;
+            vec![]
+        }
         Event::Tick => {
             s.idle_ticks = s.idle_ticks.saturating_add(1);
             // Hot-plug: every ~2 s on the idle home screen, ask whether the
@@ -2158,6 +2173,10 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
                 }
                 Tool::Log => {
                     w.scroll = (s.log.len() as u16).saturating_sub(10);
+                    w.step = TStep::View;
+                }
+                Tool::Hardware => {
+                    w.scroll = 0;
                     w.step = TStep::View;
                 }
                 Tool::PowerOff | Tool::Reboot => {

@@ -451,7 +451,7 @@ fn tools() {
     assert!(matches!(&c[..], [Command::OpenImage { .. }]), "{c:?}");
     update(&mut s, Event::ImageOpened(Ok(image())));
     snap("tools_info", &s);
-    keys(&mut s, &[Esc, Down, Down, Down, Down, Down, Enter]);
+    keys(&mut s, &[Esc, Down, Down, Down, Down, Down, Down, Enter]);
     snap("tools_power_confirm", &s);
     typed(&mut s, "poweroff");
     let c = press(&mut s, Enter);
@@ -795,7 +795,7 @@ fn tools_open_a_shell() {
     s.shell = Some(PathBuf::from("/bin/sh"));
     press(&mut s, KeyCode::Char('t'));
     assert!(draw(&s, 80, 24).contains("Open a shell"));
-    let c = keys(&mut s, &[Down, Down, Down, Down, Down, Down, Enter]);
+    let c = keys(&mut s, &[Down, Down, Down, Down, Down, Down, Down, Enter]);
     assert!(matches!(&c[..], [Command::Shell(p)] if p == &PathBuf::from("/bin/sh")), "{c:?}");
     update(&mut s, Event::ShellDone(Ok("exit status: 0".into())));
     assert!(matches!(s.screen, Screen::Tools(_)));
@@ -1027,4 +1027,38 @@ fn saved_shares_are_offered_in_the_wizards() {
     assert!(matches!(&c[..], [Command::ScanDisks]), "{c:?}");
     update(&mut s, Event::Scanned(vec![]));
     assert!(matches!(&s.screen, Screen::Restore(w) if w.error.as_deref().is_some_and(|e| e.contains("on any disk's filesystems"))));
+}
+
+/// A storage or network controller without a driver is named on the home
+/// screen (why its disks or network are missing), and Tools > Hardware
+/// lists every PCI device with its driver.
+#[test]
+fn controllers_without_a_driver_are_named() {
+    use imaging::hardware::{class_name, PciDevice};
+    let dev = |slot: &str, class: u32, vendor: u16, device: u16, driver: Option<&str>| PciDevice {
+        slot: slot.into(),
+        class,
+        vendor,
+        device,
+        kind: class_name(class),
+        driver: driver.map(Into::into),
+        modalias: Some(format!("pci:v0000{vendor:04X}d0000{device:04X}sv")),
+    };
+    let mut s = state();
+    assert!(!draw(&s, 80, 24).contains("No driver"));
+    update(
+        &mut s,
+        Event::Hardware(vec![
+            dev("0000:00:00.0", 0x060000, 0x8086, 0x9b61, None),
+            dev("0000:00:0e.0", 0x010400, 0x8086, 0x9a0b, None),
+            dev("0000:00:17.0", 0x010601, 0x8086, 0x06d2, Some("ahci")),
+            dev("0000:02:00.0", 0x020000, 0x10ec, 0x8125, None),
+        ]),
+    );
+    snap("home_no_driver", &s);
+    assert!(draw(&s, 80, 24).contains("! No driver: [8086:9a0b] RAID controller and 1 more (Tools > Hardware)"));
+    assert!(s.log.iter().any(|l| l.contains("no driver: [10ec:8125] Ethernet controller")));
+    keys(&mut s, &[KeyCode::Char('t'), Down, Down, Down, Down, Down, Enter]);
+    let t = draw(&s, 160, 50);
+    assert!(t.contains("Without a driver") && t.contains("[8086:06d2] SATA controller (AHCI) at 0000:00:17.0  ahci"), "{t}");
 }

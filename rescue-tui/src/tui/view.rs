@@ -306,10 +306,18 @@ fn home(s: &State, f: &mut Frame, area: Rect) {
         }
     }
     f.render_widget(Paragraph::new(lines), disks);
-    let mut r = vec![Line::from(Span::styled(
+    // Controllers without a driver: why a disk or the network is missing.
+    let missing: Vec<_> = s.hardware.iter().filter(|d| d.driver.is_none() && d.matters()).collect();
+    let mut r = vec![];
+    if let Some(d) = missing.first() {
+        let more = if missing.len() > 1 { format!(" and {} more (Tools > Hardware)", missing.len() - 1) } else { " (Tools > Hardware)".into() };
+        let what = format!("[{:04x}:{:04x}] {}", d.vendor, d.device, d.kind);
+        r.push(Line::from(Span::styled(format!("! No driver: {what}{more}"), Style::default().add_modifier(Modifier::BOLD))));
+    }
+    r.push(Line::from(Span::styled(
         format!("Recent operations{}", if s.loading && !s.disks.is_empty() { "   (rescanning disks...)" } else { "" }),
         Style::default().add_modifier(Modifier::BOLD),
-    ))];
+    )));
     if s.recent.is_empty() {
         r.push(Line::from("  none yet: b backs up, r restores, c clones"));
     }
@@ -317,6 +325,29 @@ fn home(s: &State, f: &mut Frame, area: Rect) {
         r.push(Line::from(format!("  {x}")));
     }
     f.render_widget(Paragraph::new(r).block(block(s, Borders::TOP, "")), recent);
+}
+
+/// Every PCI device with its driver; those that matter and have none first.
+pub fn hardware_text(h: &[imaging::hardware::PciDevice]) -> String {
+    if h.is_empty() {
+        return "No PCI devices found (no PCI bus, or /sys is not mounted).".into();
+    }
+    let mut t = String::new();
+    let missing: Vec<_> = h.iter().filter(|d| d.driver.is_none() && d.matters()).collect();
+    if missing.is_empty() {
+        t.push_str("Every storage, network and USB controller has a driver.\n\n");
+    } else {
+        t.push_str("Without a driver (their disks or network cannot appear):\n");
+        for d in &missing {
+            t.push_str(&format!("  {}\n    modalias {}\n", d.describe(), d.modalias.as_deref().unwrap_or("?")));
+        }
+        t.push('\n');
+    }
+    t.push_str("All PCI devices:\n");
+    for d in h {
+        t.push_str(&format!("  {}  {}\n", d.describe(), d.driver.as_deref().unwrap_or("-")));
+    }
+    t
 }
 
 fn backup_step_name(s: BStep) -> &'static str {
@@ -805,6 +836,7 @@ fn tools(s: &State, w: &ToolsWiz, f: &mut Frame, area: Rect) {
             let text = match (w.tool, &w.info) {
                 (Tool::Points, _) => points_tree(&w.points, s.ascii),
                 (Tool::Info, Some(i)) => show::catalog(&i.catalog, &i.volumes, i.len),
+                (Tool::Hardware, _) => hardware_text(&s.hardware),
                 _ if s.log.is_empty() => "(the log is empty)".to_string(),
                 _ => s.log.join("\n"),
             };
