@@ -4,6 +4,7 @@
 //! result to `POST /clients/<mac>/status`, and asks for power-off with exit
 //! code 100. A failing job reports `failed` and asks for nothing; a server
 //! that does not answer never fails a job.
+#![cfg(target_os = "linux")]
 
 mod common;
 
