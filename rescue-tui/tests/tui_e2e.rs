@@ -553,7 +553,7 @@ fn tui_backup_onto_a_partition_it_mounts_in_tmux() {
     t.wait("Which disk?", 10);
     t.select("[sample.img]");
     t.keys(&["Enter"]);
-    t.wait("Or save on a partition of another disk", 10);
+    t.wait("Or save on another disk's partition", 10);
     t.keys(&["Tab"]);
     t.select("[dest.img] 1:ext4 backups");
     t.keys(&["Enter"]);
