@@ -46,9 +46,11 @@ pub fn run(_g: &Global, a: JobArgs) -> Result<i32, CliError> {
         (Some(s), Some(m)) => Some(format!("{s}/clients/{m}/status")),
         _ => None,
     };
-    let reporter = Reporter::start(status_url.clone(), Duration::from_millis(a.report_ms.max(50)));
-    if status_url.is_none() {
-        eprintln!("note: no rescue.server and rescue.mac: progress is shown here only");
+    // A dry run reports nothing.
+    let reporter = Reporter::start(status_url.clone().filter(|_| !a.dry_run), Duration::from_millis(a.report_ms.max(50)));
+    if status_url.is_none() && !a.dry_run {
+        let missing = if server.is_none() { "rescue.server" } else { "rescue.mac" };
+        eprintln!("note: no {missing}: progress is shown here only, not reported to a server");
     }
     let result = plan_argv(&a, server.as_deref(), mac.as_deref()).and_then(|(argv, what, image)| {
         eprintln!("rescue job: {what}");
@@ -75,6 +77,7 @@ pub fn run(_g: &Global, a: JobArgs) -> Result<i32, CliError> {
         super::run(cli, &argv).map(|()| what)
     });
     match result {
+        Ok(_) if a.dry_run => Ok(0),
         Ok(what) => {
             let then = a.then.map(|t| match t {
                 JobThen::Poweroff => ("powering off", EXIT_POWEROFF),
@@ -85,9 +88,7 @@ pub fn run(_g: &Global, a: JobArgs) -> Result<i32, CliError> {
                 None => format!("{what}: done"),
             };
             eprintln!("rescue job: {msg}");
-            if !a.dry_run {
-                reporter.finish("done", Some(1.0), &msg);
-            }
+            reporter.finish("done", Some(1.0), &msg);
             Ok(then.map(|t| t.1).unwrap_or(0))
         }
         Err(e) => {
