@@ -21,6 +21,20 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// The real `rescue` TUI in `dir` with `disks` as disks and `env`
+    /// (`TERM=... [VAR=...]`) in its environment, its log in `dir/tui.log`;
+    /// the pane says "rescue exited with N" when it ends.
+    fn rescue(tag: &str, dir: &Path, env: &str, disks: &[&Path]) -> Tmux {
+        let disks: Vec<String> = disks.iter().map(|d| format!("--disk {}", d.display())).collect();
+        let cmd = format!(
+            "cd {dir} && {env} RESCUE_LOG_FILE={dir}/tui.log {bin} {disks}; echo \"rescue exited with $?\"; sleep 120",
+            dir = dir.display(),
+            bin = env!("CARGO_BIN_EXE_rescue"),
+            disks = disks.join(" "),
+        );
+        Tmux::start(tag, &cmd)
+    }
+
     fn start(tag: &str, cmd: &str) -> Tmux {
         let name = format!("rescue-e2e-{tag}-{}", std::process::id());
         let _ = Command::new("tmux").args(["kill-session", "-t", &name]).output();
@@ -83,6 +97,23 @@ impl Drop for Tmux {
     }
 }
 
+fn need_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test: apt-get install tmux");
+    }
+}
+
+/// A 400 MiB GPT disk image in `dir` with one ext4 partition (1..391 MiB)
+/// labelled `label`. Needs root (loop device).
+fn ext4_disk(dir: &Path, name: &str, label: &str) -> PathBuf {
+    let disk = file(dir, name, 400 << 20);
+    std::fs::write(dir.join("l"), "label: gpt\nstart=1MiB, size=390MiB, type=0FC63DAF-8483-4772-8E79-3D47D8E4E4C7\n").expect("layout");
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("l")).expect("layout")));
+    let lo = Loop::attach(&disk, 1 << 20, 390 << 20, false);
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", label, lo.path()]));
+    disk
+}
+
 fn disks_json(p: &Path) -> serde_json::Value {
     let out = rescue_ok(&["disks", "--json", p.to_str().expect("utf-8 path")]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("disks --json");
@@ -129,9 +160,7 @@ fn file(dir: &Path, name: &str, size: u64) -> PathBuf {
 
 #[test]
 fn tui_backup_restore_clone_cancel_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        panic!("tmux is needed for this test: apt-get install tmux");
-    }
+    need_tmux();
     let src = sample_disk();
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
@@ -141,16 +170,7 @@ fn tui_backup_restore_clone_cancel_in_tmux() {
     // enough to cancel.
     let big = file(dir, "big.img", 40 << 30);
     let img = dir.join("disk.rimg");
-    let cmd = format!(
-        "cd {dir} && TERM=vt100 RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {src} --disk {tgt} --disk {cln} --disk {big}; echo \"rescue exited with $?\"; sleep 120",
-        dir = dir.display(),
-        bin = env!("CARGO_BIN_EXE_rescue"),
-        src = src.display(),
-        tgt = tgt.display(),
-        cln = cln.display(),
-        big = big.display(),
-    );
-    let t = Tmux::start("main", &cmd);
+    let t = Tmux::rescue("main", dir, "TERM=vt100", &[src, &tgt, &cln, &big]);
     t.wait("Recent operations", 30);
     t.wait("> [", 30);
 
@@ -267,9 +287,7 @@ fn tui_backup_restore_clone_cancel_in_tmux() {
 
 #[test]
 fn tui_full_then_incremental_then_restore_the_point_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        panic!("tmux is needed for this test: apt-get install tmux");
-    }
+    need_tmux();
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
     // A private copy of the sample disk: this test changes it between points.
@@ -279,14 +297,7 @@ fn tui_full_then_incremental_then_restore_the_point_in_tmux() {
     let imgs = dir.join("imgs");
     std::fs::create_dir(&imgs).expect("mkdir");
     let img = imgs.join("src.rimg");
-    let cmd = format!(
-        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {src} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
-        dir = dir.display(),
-        bin = env!("CARGO_BIN_EXE_rescue"),
-        src = src.display(),
-        tgt = tgt.display(),
-    );
-    let t = Tmux::start("chain", &cmd);
+    let t = Tmux::rescue("chain", dir, "TERM=xterm", &[&src, &tgt]);
     t.wait("Recent operations", 30);
     t.wait("> [", 30);
 
@@ -430,9 +441,7 @@ fn tui_full_then_incremental_then_restore_the_point_in_tmux() {
 /// root (loop devices and ntfs-3g for the fixture and the check).
 #[test]
 fn tui_universal_restore_and_shell_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        panic!("tmux is needed for this test: apt-get install tmux");
-    }
+    need_tmux();
     require_root();
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
@@ -440,14 +449,7 @@ fn tui_universal_restore_and_shell_in_tmux() {
     let img = dir.join("win.rimg");
     rescue_ok(&["backup", "disk", win.to_str().expect("utf-8"), "-o", img.to_str().expect("utf-8")]);
     let tgt = file(dir, "copy.img", 100 << 20);
-    let cmd = format!(
-        "cd {dir} && TERM=xterm SHELL=/bin/sh RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {win} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
-        dir = dir.display(),
-        bin = env!("CARGO_BIN_EXE_rescue"),
-        win = win.display(),
-        tgt = tgt.display(),
-    );
-    let t = Tmux::start("universal", &cmd);
+    let t = Tmux::rescue("universal", dir, "TERM=xterm SHELL=/bin/sh", &[&win, &tgt]);
     t.wait("Recent operations", 30);
     t.wait("> [", 30);
 
@@ -523,28 +525,13 @@ fn tui_universal_restore_and_shell_in_tmux() {
 /// root (loop devices, mount).
 #[test]
 fn tui_backup_onto_a_partition_it_mounts_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        panic!("tmux is needed for this test: apt-get install tmux");
-    }
+    need_tmux();
     require_root();
     let src = sample_disk();
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
-    let dest = file(dir, "dest.img", 400 << 20);
-    std::fs::write(dir.join("l"), "label: gpt\nstart=1MiB, size=390MiB, type=0FC63DAF-8483-4772-8E79-3D47D8E4E4C7\n").expect("layout");
-    sh_ok(Command::new("sfdisk").arg("-q").arg(&dest).stdin(std::fs::File::open(dir.join("l")).expect("layout")));
-    {
-        let lo = Loop::attach(&dest, 1 << 20, 390 << 20, false);
-        sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "backups", lo.path()]));
-    }
-    let cmd = format!(
-        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {src} --disk {dest}; echo \"rescue exited with $?\"; sleep 120",
-        dir = dir.display(),
-        bin = env!("CARGO_BIN_EXE_rescue"),
-        src = src.display(),
-        dest = dest.display(),
-    );
-    let t = Tmux::start("mountdest", &cmd);
+    let dest = ext4_disk(dir, "dest.img", "backups");
+    let t = Tmux::rescue("mountdest", dir, "TERM=xterm", &[src, &dest]);
     t.wait("Recent operations", 30);
     t.wait("> [", 30);
     t.keys(&["b"]);
@@ -594,9 +581,7 @@ fn tui_backup_onto_a_partition_it_mounts_in_tmux() {
 /// comparison mounts the filesystems).
 #[test]
 fn tui_restore_with_edited_partition_sizes_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        panic!("tmux is needed for this test: apt-get install tmux");
-    }
+    need_tmux();
     require_root();
     let src = sample_disk();
     let d = tempfile::tempdir().expect("temp dir");
@@ -604,13 +589,7 @@ fn tui_restore_with_edited_partition_sizes_in_tmux() {
     let img = dir.join("disk.rimg");
     rescue_ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", img.to_str().expect("utf-8"), "--compress", "fast"]);
     let tgt = file(dir, "target.img", 400 << 20);
-    let cmd = format!(
-        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
-        dir = dir.display(),
-        bin = env!("CARGO_BIN_EXE_rescue"),
-        tgt = tgt.display(),
-    );
-    let t = Tmux::start("sizes", &cmd);
+    let t = Tmux::rescue("sizes", dir, "TERM=xterm", &[&tgt]);
     t.wait("Recent operations", 30);
     t.keys(&["r"]);
     t.wait("Scan folder", 10);
@@ -658,34 +637,22 @@ fn tui_restore_with_edited_partition_sizes_in_tmux() {
 /// nothing stays mounted or attached. Needs root (loop devices, mount).
 #[test]
 fn tui_restore_finds_images_on_every_disk_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        panic!("tmux is needed for this test: apt-get install tmux");
-    }
+    need_tmux();
     require_root();
     let src = sample_disk();
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
     // A USB stick as it comes: GPT, one ext4 partition holding backups/pc.rimg.
-    let stick = file(dir, "stick.img", 400 << 20);
-    std::fs::write(dir.join("l"), "label: gpt\nstart=1MiB, size=390MiB, type=0FC63DAF-8483-4772-8E79-3D47D8E4E4C7\n").expect("layout");
-    sh_ok(Command::new("sfdisk").arg("-q").arg(&stick).stdin(std::fs::File::open(dir.join("l")).expect("layout")));
+    let stick = ext4_disk(dir, "stick.img", "stick");
     {
         let lo = Loop::attach(&stick, 1 << 20, 390 << 20, false);
-        sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "stick", lo.path()]));
         let m = Mount::new(lo.path(), &dir.join("m"), "ext4", false);
         std::fs::create_dir(m.0.join("backups")).expect("mkdir");
         rescue_ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", m.0.join("backups/pc.rimg").to_str().expect("utf-8"), "--compress", "fast"]);
     }
     let stick_hash = file_hash(&stick);
     let tgt = file(dir, "target.img", 400 << 20);
-    let cmd = format!(
-        "cd {dir} && TERM=xterm RESCUE_LOG_FILE={dir}/tui.log {bin} --disk {stick} --disk {tgt}; echo \"rescue exited with $?\"; sleep 120",
-        dir = dir.display(),
-        bin = env!("CARGO_BIN_EXE_rescue"),
-        stick = stick.display(),
-        tgt = tgt.display(),
-    );
-    let t = Tmux::start("everydisk", &cmd);
+    let t = Tmux::rescue("everydisk", dir, "TERM=xterm", &[&stick, &tgt]);
     t.wait("Recent operations", 30);
     t.keys(&["r"]);
     t.wait("Scan folder", 10);
