@@ -72,6 +72,21 @@ impl Tmux {
         }
     }
 
+    /// From the home screen to the summary of a whole-disk restore of the
+    /// image `img` onto the disk named `target` (planned, not started).
+    fn restore_summary(&self, img: &str, target: &str) {
+        self.keys(&["r"]);
+        self.wait("Scan folder", 10);
+        self.text(img);
+        self.keys(&["Enter"]);
+        self.wait("Restore what?", 30);
+        self.keys(&["Enter"]);
+        self.wait("Restore onto which disk?", 10);
+        self.select(&format!("[{target}]"));
+        self.keys(&["Enter"]);
+        self.wait(&format!("type {target} to start"), 60);
+    }
+
     /// Move the list selection (`> ` marker) to the line containing `needle`.
     fn select(&self, needle: &str) {
         // Other disks of the machine (loop devices) come first: go to the top, then down.
@@ -205,16 +220,7 @@ fn tui_backup_restore_clone_cancel_in_tmux() {
     assert_eq!(info["catalog"]["kind"], "disk");
 
     // 2. Restore it onto the second image file; a wrong name does nothing.
-    t.keys(&["r"]);
-    t.wait("Scan folder", 10);
-    t.text(img.to_str().expect("utf-8"));
-    t.keys(&["Enter"]);
-    t.wait("Restore what?", 30);
-    t.keys(&["Enter"]);
-    t.wait("Restore onto which disk?", 10);
-    t.select("[target.img]");
-    t.keys(&["Enter"]);
-    t.wait("type target.img to start", 60);
+    t.restore_summary(img.to_str().expect("utf-8"), "target.img");
     t.keys(&["Enter"]);
     t.wait("Type the name", 10);
     t.text("sample.img");
@@ -454,16 +460,7 @@ fn tui_universal_restore_and_shell_in_tmux() {
     t.wait("> [", 30);
 
     // 1. Restore the image onto copy.img with universal restore for AHCI.
-    t.keys(&["r"]);
-    t.wait("Scan folder", 10);
-    t.text(img.to_str().expect("utf-8"));
-    t.keys(&["Enter"]);
-    t.wait("Restore what?", 30);
-    t.keys(&["Enter"]);
-    t.wait("Restore onto which disk?", 10);
-    t.select("[copy.img]");
-    t.keys(&["Enter"]);
-    t.wait("type copy.img to start", 60);
+    t.restore_summary(img.to_str().expect("utf-8"), "copy.img");
     // Up from the first option wraps to the last: universal restore.
     t.keys(&["Up", "Right", "Right"]);
     t.wait("yes: for AHCI (SATA)", 10);
@@ -591,16 +588,7 @@ fn tui_restore_with_edited_partition_sizes_in_tmux() {
     let tgt = file(dir, "target.img", 400 << 20);
     let t = Tmux::rescue("sizes", dir, "TERM=xterm", &[&tgt]);
     t.wait("Recent operations", 30);
-    t.keys(&["r"]);
-    t.wait("Scan folder", 10);
-    t.text(img.to_str().expect("utf-8"));
-    t.keys(&["Enter"]);
-    t.wait("Restore what?", 30);
-    t.keys(&["Enter"]);
-    t.wait("Restore onto which disk?", 10);
-    t.select("[target.img]");
-    t.keys(&["Enter"]);
-    t.wait("type target.img to start", 60);
+    t.restore_summary(img.to_str().expect("utf-8"), "target.img");
     t.keys(&["e"]);
     t.wait("Edit partitions", 10);
     t.select("partition 3: ext4");
