@@ -330,7 +330,7 @@ fn full_mode_with_busybox_udhcpc_tftp_clients_http_and_policy_reload() {
     )
     .expect("policy");
     server.signal(nix::sys::signal::Signal::SIGHUP);
-    server.wait_for("policy reloaded", Duration::from_secs(5));
+    server.wait_for("policy reloaded", Duration::from_secs(20));
     let script = cli.exec(&[
         "curl",
         "-sS",
@@ -350,7 +350,7 @@ fn full_mode_with_busybox_udhcpc_tftp_clients_http_and_policy_reload() {
     // A broken policy keeps the old one.
     std::fs::write(&policy, "default = [").expect("policy");
     server.signal(nix::sys::signal::Signal::SIGHUP);
-    server.wait_for("policy reload failed", Duration::from_secs(5));
+    server.wait_for("policy reload failed", Duration::from_secs(20));
 
     // Renewal, release and reservations with a background udhcpc:
     // `udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_server`.
@@ -358,7 +358,7 @@ fn full_mode_with_busybox_udhcpc_tftp_clients_http_and_policy_reload() {
     assert!(log.contains("refused tftp request"), "{log}");
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(
-        server.wait_exit(Duration::from_secs(5)),
+        server.wait_exit(Duration::from_secs(20)),
         Some(0),
         "{}",
         server.log_text()
@@ -414,7 +414,7 @@ fn proxy_mode_beside_busybox_udhcpd() {
         &tmp.path().join("udhcpd.log"),
         "udhcpd",
     );
-    udhcpd.wait_for("started", Duration::from_secs(5));
+    udhcpd.wait_for("started", Duration::from_secs(20));
 
     // Port taken: a second DHCP server in the same namespace is named.
     let mut clash = start_server(
@@ -954,7 +954,7 @@ fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
             "#!/bin/sh\n\
              echo \"$1\" >> {d}/events\n\
              case \"$1\" in\n\
-             bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; env > {d}/env ;;\n\
+             bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; env > {d}/env.tmp; mv {d}/env.tmp {d}/env ;;\n\
              deconfig) ip addr flush dev \"$interface\" ;;\n\
              esac\n\
              exit 0\n",
@@ -1127,7 +1127,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     );
     let env = dir.join("env");
     assert!(
-        eventually(Duration::from_secs(10), || env.exists()),
+        eventually(Duration::from_secs(30), || env.exists()),
         "udhcpc not bound:\n{}\n{}",
         udhcpc.log_text(),
         server.log_text()
@@ -1136,7 +1136,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     assert_eq!(got, "10.76.0.120", "the reserved address");
     let mut first = None;
     assert!(
-        eventually(Duration::from_secs(3), || {
+        eventually(Duration::from_secs(15), || {
             first = lease_of(&leases, "10.76.0.120");
             first.is_some()
         }),
@@ -1151,7 +1151,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     let events = dir.join("events");
     let mut renewed = None;
     assert!(
-        eventually(Duration::from_secs(5), || {
+        eventually(Duration::from_secs(20), || {
             renewed = lease_of(&leases, "10.76.0.120");
             std::fs::read_to_string(&events).unwrap_or_default().contains("renew")
                 && renewed.as_ref().is_some_and(|(_, e)| *e > expires)
@@ -1192,7 +1192,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     }
     let mut log = String::new();
     assert!(
-        eventually(Duration::from_secs(3), || {
+        eventually(Duration::from_secs(15), || {
             log = server.log_text();
             log.contains("held_back=29") && log.matches("dropping malformed tftp packet").count() == 1
         }),
@@ -1215,7 +1215,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     // SIGUSR2: release; the lease is gone from the file.
     udhcpc.signal(nix::sys::signal::Signal::SIGUSR2);
     assert!(
-        eventually(Duration::from_secs(5), || lease_of(&leases, "10.76.0.120").is_none()),
+        eventually(Duration::from_secs(20), || lease_of(&leases, "10.76.0.120").is_none()),
         "lease still there after release:\n{}",
         std::fs::read_to_string(&leases).unwrap_or_default()
     );
@@ -1237,7 +1237,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     )
     .expect("policy");
     server.signal(nix::sys::signal::Signal::SIGHUP);
-    server.wait_for("policy reloaded", Duration::from_secs(5));
+    server.wait_for("policy reloaded", Duration::from_secs(20));
     assert_eq!(udhcpc_once(&cli, &if_c, &once), "10.76.0.121");
     std::fs::write(
         &policy,
@@ -1245,7 +1245,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     )
     .expect("policy");
     server.signal(nix::sys::signal::Signal::SIGHUP);
-    server.wait_for("policy reload failed", Duration::from_secs(5));
+    server.wait_for("policy reload failed", Duration::from_secs(20));
     assert!(
         server
             .log_text()
@@ -1255,7 +1255,7 @@ fn udhcpc_renews_and_releases_a_reserved_address_and_junk_does_not_stop_the_serv
     );
     assert_eq!(udhcpc_once(&cli, &if_c, &once), "10.76.0.121", "old reservation kept");
     server.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
 }
 
 /// `--images`: ranges, HEAD and confinement of /images/ over HTTP, and the
@@ -1372,7 +1372,7 @@ fn images_over_http_and_tftp_block_size_65464() {
     );
     let mut log = String::new();
     assert!(
-        eventually(Duration::from_secs(3), || {
+        eventually(Duration::from_secs(15), || {
             log = server.log_text();
             log.lines()
                 .any(|l| l.contains("tftp transfer done") && l.contains("blksize=65464"))
@@ -1463,10 +1463,10 @@ fn unprivileged_user_with_two_capabilities_serves_and_drops_them() {
     std::fs::create_dir(&dir).expect("mkdir");
     assert_eq!(udhcpc_once(&cli, &if_c, &dir), "10.74.0.100");
     assert!(
-        eventually(Duration::from_secs(3), || lease_of(&leases, "10.74.0.100").is_some()),
+        eventually(Duration::from_secs(15), || lease_of(&leases, "10.74.0.100").is_some()),
         "lease not written by the unprivileged server:\n{}",
         server.log_text()
     );
     server.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0), "{}", server.log_text());
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0), "{}", server.log_text());
 }
