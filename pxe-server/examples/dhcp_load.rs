@@ -7,30 +7,11 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use pxe_server::dhcp::packet::{Packet, BOOTREQUEST, FLAG_BROADCAST};
+use pxe_server::dhcp::packet::Packet;
 use pxe_server::dhcp::MessageType;
 
 fn request(mt: MessageType, i: u32) -> Packet {
-    let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&[0x02, 0x10, 0, 0, (i >> 8) as u8, i as u8]);
-    let mut p = Packet {
-        op: BOOTREQUEST,
-        htype: 1,
-        hlen: 6,
-        hops: 0,
-        xid: 0x10ad_0000 + i,
-        secs: 0,
-        flags: FLAG_BROADCAST,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: Ipv4Addr::UNSPECIFIED,
-        siaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        chaddr,
-        sname: vec![],
-        file: vec![],
-        options: vec![],
-    };
-    p.set_option(53, vec![mt as u8]);
+    let mut p = Packet::client_request(mt, [0x02, 0x10, 0, 0, (i >> 8) as u8, i as u8], 0x10ad_0000 + i);
     p.set_option(93, vec![0, 0]);
     p.set_option(60, b"PXEClient:Arch:00000:UNDI:002001".to_vec());
     p

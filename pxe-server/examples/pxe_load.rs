@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use pxe_server::dhcp::packet::{Packet, BOOTREQUEST, FLAG_BROADCAST};
+use pxe_server::dhcp::packet::Packet;
 use pxe_server::dhcp::MessageType;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -121,26 +121,7 @@ fn parse_args() -> Result<Args> {
 }
 
 fn dhcp_packet(mt: MessageType, mac: [u8; 6], xid: u32) -> Packet {
-    let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&mac);
-    let mut p = Packet {
-        op: BOOTREQUEST,
-        htype: 1,
-        hlen: 6,
-        hops: 0,
-        xid,
-        secs: 0,
-        flags: FLAG_BROADCAST,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: Ipv4Addr::UNSPECIFIED,
-        siaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        chaddr,
-        sname: vec![],
-        file: vec![],
-        options: vec![],
-    };
-    p.set_option(53, vec![mt as u8]);
+    let mut p = Packet::client_request(mt, mac, xid);
     p.set_option(93, vec![0, 0]);
     p.set_option(60, b"PXEClient:Arch:00000:UNDI:002001".to_vec());
     p

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::dhcp::options::code;
-use crate::dhcp::packet::{Packet, BOOTREQUEST, FLAG_BROADCAST};
+use crate::dhcp::packet::Packet;
 use crate::dhcp::MessageType;
 
 #[derive(Debug, thiserror::Error)]
@@ -206,26 +206,7 @@ pub fn probe_dhcp(
     let mut xid_bytes = [0u8; 4];
     let _ = getrandom::getrandom(&mut xid_bytes);
     let xid = u32::from_be_bytes(xid_bytes);
-    let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&mac);
-    let mut p = Packet {
-        op: BOOTREQUEST,
-        htype: 1,
-        hlen: 6,
-        hops: 0,
-        xid,
-        secs: 0,
-        flags: FLAG_BROADCAST,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: Ipv4Addr::UNSPECIFIED,
-        siaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        chaddr,
-        sname: vec![],
-        file: vec![],
-        options: vec![],
-    };
-    p.set_option(code::MESSAGE_TYPE, vec![MessageType::Discover as u8]);
+    let mut p = Packet::client_request(MessageType::Discover, mac, xid);
     p.set_option(code::PARAMETER_LIST, vec![1, 3, 6, 54]);
     let err = |source| NetError::Socket {
         service: "DHCP probe",

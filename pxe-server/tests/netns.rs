@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pxe_server::dhcp::packet::{Packet, BOOTREQUEST, FLAG_BROADCAST};
+use pxe_server::dhcp::packet::Packet;
 use pxe_server::dhcp::MessageType;
 
 /// Runs `f` on a thread that has joined namespace `ns` (setns affects only
@@ -29,26 +29,7 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn pxe_request(mt: MessageType, mac: [u8; 6], arch: u16) -> Packet {
-    let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&mac);
-    let mut p = Packet {
-        op: BOOTREQUEST,
-        htype: 1,
-        hlen: 6,
-        hops: 0,
-        xid: 0x5eed_0001,
-        secs: 0,
-        flags: FLAG_BROADCAST,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: Ipv4Addr::UNSPECIFIED,
-        siaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        chaddr,
-        sname: vec![],
-        file: vec![],
-        options: vec![],
-    };
-    p.set_option(53, vec![mt as u8]);
+    let mut p = Packet::client_request(mt, mac, 0x5eed_0001);
     p.set_option(93, arch.to_be_bytes().to_vec());
     p.set_option(94, vec![1, 2, 1]);
     p.set_option(97, vec![0; 17]);

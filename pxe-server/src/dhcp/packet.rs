@@ -232,6 +232,33 @@ impl Packet {
             .map(|o| o.data.as_slice())
     }
 
+    /// A client's broadcast BOOTREQUEST from Ethernet address `mac` with
+    /// DHCP message type `mt` (option 53, the first option); the caller
+    /// adds the rest.
+    pub fn client_request(mt: MessageType, mac: [u8; 6], xid: u32) -> Packet {
+        let mut chaddr = [0u8; 16];
+        chaddr[..6].copy_from_slice(&mac);
+        let mut p = Packet {
+            op: BOOTREQUEST,
+            htype: 1,
+            hlen: 6,
+            hops: 0,
+            xid,
+            secs: 0,
+            flags: FLAG_BROADCAST,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr,
+            sname: vec![],
+            file: vec![],
+            options: vec![],
+        };
+        p.set_option(53, vec![mt as u8]);
+        p
+    }
+
     /// Adds or replaces an option.
     pub fn set_option(&mut self, code: u8, data: Vec<u8>) {
         if let Some(o) = self.options.iter_mut().find(|o| o.code == code) {
@@ -323,26 +350,7 @@ pub(crate) mod tests_support {
 
     /// A DISCOVER with the given option 93, vendor class and user class.
     pub(crate) fn discover(arch: Option<u16>, vc: &str, uc: Option<&str>) -> Packet {
-        let mut p = Packet {
-            op: BOOTREQUEST,
-            htype: 1,
-            hlen: 6,
-            hops: 0,
-            xid: 0x0bad_cafe,
-            secs: 0,
-            flags: FLAG_BROADCAST,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr: [
-                0x52, 0x54, 0, 0xaa, 0xbb, 0xcc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ],
-            sname: vec![],
-            file: vec![],
-            options: vec![],
-        };
-        p.set_option(53, vec![1]);
+        let mut p = Packet::client_request(MessageType::Discover, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc], 0x0bad_cafe);
         if let Some(a) = arch {
             p.set_option(93, a.to_be_bytes().to_vec());
             p.set_option(97, vec![0; 17]);
