@@ -70,20 +70,7 @@ impl Drop for MountedVolume {
     }
 }
 
-/// Wait (bounded) until no process has `needle` on its command line.
-pub fn wait_for_process_using(needle: &Path, limit: std::time::Duration) {
-    let needle = needle.as_os_str().as_encoded_bytes().to_vec();
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < limit {
-        let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == needle.as_slice()))
-        });
-        if !busy {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
+pub use imaging::exec::wait_for_process_using;
 
 /// A Windows installation found on a mounted partition.
 #[derive(Debug)]

@@ -442,6 +442,23 @@ fn annotate_target_state(e: Error, plan: &WritePlan, written: u64) -> Error {
     }
 }
 
+/// Wait (bounded) until no process has `needle` on its command line: a FUSE
+/// driver (ntfs-3g) goes on flushing after `umount` returns, and the device
+/// under it must stay until it has.
+pub fn wait_for_process_using(needle: &Path, limit: std::time::Duration) {
+    let needle = needle.as_os_str().as_encoded_bytes().to_vec();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == needle.as_slice()))
+        });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A loop device over a byte range of a disk or file, detached on drop.
 #[derive(Debug)]
 pub struct LoopDevice {

@@ -150,17 +150,7 @@ impl Drop for MountedPartition {
             // umount returns before the FUSE process has flushed and closed
             // the device: wait for it, so the data is on the disk before the
             // loop device goes.
-            let needle = self.device.as_os_str().as_encoded_bytes().to_vec();
-            let t0 = std::time::Instant::now();
-            while t0.elapsed() < Duration::from_secs(30) {
-                let busy = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == needle.as_slice()))
-                });
-                if !busy {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            crate::exec::wait_for_process_using(&self.device, Duration::from_secs(30));
         }
         let _ = std::fs::remove_dir(&self.dir);
     }
