@@ -81,6 +81,12 @@ impl FsKind {
     pub fn has_used_map(&self) -> bool {
         !matches!(self, FsKind::Other(_))
     }
+
+    /// Whether the live system mounts it read-write to save images on
+    /// (ext2/3/4, FAT, exFAT by the kernel; NTFS through ntfs-3g).
+    pub fn holds_images(&self) -> bool {
+        matches!(self, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::Exfat | FsKind::Ntfs)
+    }
 }
 
 /// What [`probe`] learnt about a filesystem.

@@ -30,11 +30,6 @@ pub struct MountedPartition {
     _loop: Option<LoopDevice>,
 }
 
-/// Whether `fs` can be mounted here to save images on.
-pub fn writable_fs(fs: &FsKind) -> bool {
-    matches!(fs, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::Exfat | FsKind::Ntfs)
-}
-
 /// Where the TUI mounts destinations: /run/rescue/mnt on the live system
 /// (a tmpfs), else the temporary folder.
 pub fn base_dir() -> PathBuf {
@@ -71,7 +66,7 @@ fn mount(disk: &DiskReport, number: u32, base: &Path, write: bool) -> Result<Mou
     if !p.busy.is_empty() {
         return Err(refuse(format!("partition {number} of {} is in use: {}", disk.disk.path.display(), p.busy.join("; ")), "stop what uses it first"));
     }
-    let fs = p.fs.as_ref().map(|f| &f.kind).filter(|k| writable_fs(k)).ok_or_else(|| {
+    let fs = p.fs.as_ref().map(|f| &f.kind).filter(|k| k.holds_images()).ok_or_else(|| {
         refuse(
             format!("partition {number} of {} has no filesystem images can be saved on", disk.disk.path.display()),
             "choose an ext4, NTFS, FAT32 or exFAT partition",

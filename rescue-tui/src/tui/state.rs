@@ -464,7 +464,7 @@ pub fn dest_places(s: &State, source: usize) -> Vec<DestPlace> {
         }
         for p in &d.partitions {
             let n = p.partition.number;
-            if !p.fs.as_ref().is_some_and(|f| dest_fs(&f.kind)) {
+            if !p.fs.as_ref().is_some_and(|f| f.kind.holds_images()) {
                 continue;
             }
             let ours = s.mounted.iter().find(|m| m.0 == d.disk.path && m.1 == n).map(|m| m.2.clone());
@@ -486,11 +486,6 @@ fn mount_base() -> PathBuf {
 #[cfg(not(unix))]
 fn mount_base() -> PathBuf {
     std::env::temp_dir()
-}
-
-fn dest_fs(k: &imaging::fs::FsKind) -> bool {
-    use imaging::fs::FsKind::*;
-    matches!(k, Ext2 | Ext3 | Ext4 | Fat12 | Fat16 | Fat32 | Exfat | Ntfs)
 }
 
 impl BackupWiz {

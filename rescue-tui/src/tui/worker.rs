@@ -474,7 +474,7 @@ fn scan_disks(extra: &[PathBuf], mounts: &Mutex<Vec<imaging::mount::MountedParti
     let base = imaging::mount::base_dir();
     for d in imaging::inventory::list(extra).into_iter().flatten() {
         for p in &d.partitions {
-            if !p.fs.as_ref().is_some_and(|f| imaging::mount::writable_fs(&f.kind)) {
+            if !p.fs.as_ref().is_some_and(|f| f.kind.holds_images()) {
                 continue;
             }
             if let Some(m) = p.mountpoints.first() {
