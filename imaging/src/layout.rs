@@ -182,6 +182,12 @@ fn mbr_limit(sector_size: u32) -> u64 {
     u64::from(u32::MAX) * u64::from(sector_size)
 }
 
+/// Whether the planner can change a partition's size (ext2/3/4 or NTFS on a
+/// data partition): what a size editor may offer.
+pub fn resizable(p: &Partition, fs: Option<&FsInfo>) -> bool {
+    !fixed_size(p, fs)
+}
+
 fn fixed_size(p: &Partition, fs: Option<&FsInfo>) -> bool {
     let t = &p.ptype;
     if t.is_esp() || t.is_msr() || t.is_bios_boot() || t.is_windows_recovery() || t.is_swap() || t.is_extended() {

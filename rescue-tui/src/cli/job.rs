@@ -161,8 +161,7 @@ fn image_name(mac: Option<&str>, disk: &Path, ts: u64) -> String {
 fn resolve_image(image: &str, server: Option<&str>) -> Result<String, CliError> {
     let absolute = image.starts_with('/') || image.contains("://") || Path::new(image).is_absolute();
     // A saved share's NAME:PATH (expanded later, like on the command line).
-    let share_name = image.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    if absolute || share_name {
+    if absolute || super::shares::share_ref(image).is_some() {
         return Ok(image.to_string());
     }
     let server = server.ok_or_else(|| {

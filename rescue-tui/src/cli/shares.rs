@@ -34,7 +34,7 @@ fn urls_in(args: &[OsString]) -> Vec<String> {
 
 /// `NAME:REST` when NAME could be a saved share's name (not a URL, not a
 /// drive letter, not a path).
-fn share_ref(s: &str) -> Option<(&str, &str)> {
+pub(super) fn share_ref(s: &str) -> Option<(&str, &str)> {
     let (name, rest) = s.split_once(':')?;
     let plausible = name.len() >= 2 && !rest.starts_with("//") && !name.contains(['/', '\\']) && !name.contains(char::is_whitespace);
     plausible.then_some((name, rest))

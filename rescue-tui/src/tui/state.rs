@@ -338,8 +338,8 @@ impl SizeEdit {
             .filter(|p| !p.ptype.is_extended())
             .map(|p| {
                 let f = fs(p.number);
-                let resizable = f.as_ref().is_some_and(|f| matches!(f.kind, imaging::fs::FsKind::Ext2 | imaging::fs::FsKind::Ext3 | imaging::fs::FsKind::Ext4 | imaging::fs::FsKind::Ntfs))
-                    && !(p.ptype.is_esp() || p.ptype.is_msr() || p.ptype.is_windows_recovery());
+                // The planner's own rule: it refuses what it cannot resize.
+                let resizable = imaging::layout::resizable(p, f.as_ref());
                 let what = f
                     .as_ref()
                     .map(|f| format!("{}{}", f.kind.name(), f.label.as_ref().filter(|l| !l.is_empty()).map(|l| format!(" {l}")).unwrap_or_default()))
