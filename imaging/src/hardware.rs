@@ -76,6 +76,11 @@ fn hex(dir: &Path, name: &str) -> Option<u32> {
     u32::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok()
 }
 
+/// The sysfs to read: `/sys`, or `RESCUE_SYSFS` (a made tree, for tests).
+pub fn sysfs_root() -> std::path::PathBuf {
+    std::env::var_os("RESCUE_SYSFS").map(Into::into).unwrap_or_else(|| "/sys".into())
+}
+
 /// Every PCI device under `sysfs_root` (normally `/sys`), by slot. A
 /// machine without a PCI bus (or without sysfs) has none.
 pub fn pci_devices(sysfs_root: &Path) -> Vec<PciDevice> {

@@ -2,14 +2,9 @@
 
 use super::{print_json, show, CliError, DisksArgs, Global, HardwareArgs};
 
-/// The sysfs (or on Windows: nothing yet) the hardware list reads.
-fn sysfs() -> std::path::PathBuf {
-    std::env::var_os("RESCUE_SYSFS").map(Into::into).unwrap_or_else(|| "/sys".into())
-}
-
 /// `rescue hardware`: the controllers without a driver (or every device).
 pub fn hardware(g: &Global, a: HardwareArgs) -> Result<(), CliError> {
-    let all = imaging::hardware::pci_devices(&sysfs());
+    let all = imaging::hardware::pci_devices(&imaging::hardware::sysfs_root());
     let list: Vec<_> = all.iter().filter(|d| a.all || (d.driver.is_none() && d.matters())).collect();
     if g.json {
         return print_json(&list);

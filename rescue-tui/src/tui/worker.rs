@@ -189,8 +189,7 @@ impl Runner {
                 self.spawn(move |tx| {
                     let list = imaging::inventory::list(&extra).into_iter().map(|r| r.map_err(|(p, e)| (p, e.to_string()))).collect();
                     let _ = tx.send(Event::Disks(list));
-                    let sysfs = std::env::var_os("RESCUE_SYSFS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/sys"));
-                    let _ = tx.send(Event::Hardware(imaging::hardware::pci_devices(&sysfs)));
+                    let _ = tx.send(Event::Hardware(imaging::hardware::pci_devices(&imaging::hardware::sysfs_root())));
                 });
             }
             #[cfg(unix)]
