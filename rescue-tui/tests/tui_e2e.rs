@@ -112,6 +112,31 @@ impl Drop for Tmux {
     }
 }
 
+/// Mounts and loop devices that the TUI makes and releases when it quits;
+/// when a test fails first, tmux kills the TUI and this releases them.
+struct Release {
+    mounts: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for m in &self.mounts {
+            if mounted.lines().any(|l| l.split(' ').nth(1) == m.to_str()) {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+            let _ = std::fs::remove_dir(m);
+        }
+        for f in &self.files {
+            let out = Command::new("losetup").arg("-j").arg(f).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            for dev in out.lines().filter_map(|l| l.split(':').next()) {
+                let _ = Command::new("losetup").arg("-d").arg(dev).status();
+            }
+        }
+    }
+}
+
 fn need_tmux() {
     if Command::new("tmux").arg("-V").output().is_err() {
         panic!("tmux is needed for this test: apt-get install tmux");
@@ -528,6 +553,8 @@ fn tui_backup_onto_a_partition_it_mounts_in_tmux() {
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
     let dest = ext4_disk(dir, "dest.img", "backups");
+    // Dropped after the TUI: what a TUI killed by a failing test leaves.
+    let _release = Release { mounts: vec![imaging::mount::base_dir().join("dest.img-1")], files: vec![dest.clone()] };
     let t = Tmux::rescue("mountdest", dir, "TERM=xterm", &[src, &dest]);
     t.wait("Recent operations", 30);
     t.wait("> [", 30);
@@ -640,6 +667,7 @@ fn tui_restore_finds_images_on_every_disk_in_tmux() {
     }
     let stick_hash = file_hash(&stick);
     let tgt = file(dir, "target.img", 400 << 20);
+    let _release = Release { mounts: vec![imaging::mount::base_dir().join("stick.img-1-ro")], files: vec![stick.clone()] };
     let t = Tmux::rescue("everydisk", dir, "TERM=xterm", &[&stick, &tgt]);
     t.wait("Recent operations", 30);
     t.keys(&["r"]);
