@@ -12,6 +12,7 @@ use crate::fs::{self, FsInfo, FsKind};
 use crate::image::format::{hex, BackupKind, Catalog, CopyMode, ImageOptions, Region, RegionKind, SourceInfo};
 use crate::image::volume::Output;
 use crate::image::format::ChainInfo;
+use crate::image::view::RegionView;
 use crate::image::{ImageError, ImageReader, ImageWriter, WriterOptions};
 use crate::inventory::{self, DiskReport};
 use crate::part::{Partition, PartitionTable};
@@ -429,16 +430,19 @@ fn cut_off(e: ImageError, share: Option<&Path>) -> Error {
 /// Execute a backup plan.
 pub fn run_backup(plan: &BackupPlan, out: Output, opts: WriterOptions, comment: Option<String>, task: &Task) -> Result<BackupOutcome, Error> {
     let w = ImageWriter::create(out, opts)?;
-    run_backup_into(plan, w, None, None, comment, task)
+    run_backup_into(plan, w, None, false, None, comment, task)
 }
 
 /// Execute a backup plan into `w`. With `base` (a point of a chain, opened),
 /// each region's unchanged chunks are referenced in the base instead of
-/// stored; `chain` is recorded in the catalog.
+/// stored; with `fast` too, the data of files whose inode or MFT record is
+/// the same as in the base is not even read ([`crate::unchanged`]). `chain`
+/// is recorded in the catalog.
 pub fn run_backup_into(
     plan: &BackupPlan,
     mut w: ImageWriter,
     base: Option<&ImageReader>,
+    fast: bool,
     chain: Option<ChainInfo>,
     comment: Option<String>,
     task: &Task,
@@ -457,6 +461,7 @@ pub fn run_backup_into(
     let share = w.resumable().map(Path::to_path_buf);
     let compression = w.options().compression;
     let chunk_size = w.header().chunk_size;
+    let mut notes = plan.notes.clone();
     for pr in &plan.regions {
         task.check_cancelled()?;
         let region = Region {
@@ -483,7 +488,30 @@ pub fn run_backup_into(
                 .find(|r| r.kind == pr.kind && r.partition == pr.partition && (pr.partition.is_some() || r.disk_offset == pr.disk_offset))
                 .map(|r| (b, r))
         });
-        w.add_region_on(&win, region, &pr.extents, base_region, task).map_err(|e| cut_off(e, share.as_deref()))?;
+        let unchanged = match (base_region, pr.partition, pr.fs.as_ref()) {
+            (Some((b, r)), Some(n), Some(fs)) if fast => {
+                let t = std::time::Instant::now();
+                let found = crate::unchanged::compare(&fs.kind, &RegionView::new(b, r), &win, pr.len);
+                tracing::info!(partition = n, seconds = t.elapsed().as_secs_f64(), "compared filesystem records with the base point");
+                match found {
+                    Ok(u) => {
+                        notes.push(format!(
+                            "partition {n}: {} files ({}) unchanged by their {} since the base point were not read",
+                            u.files,
+                            blockdev::human_size(u.bytes),
+                            if fs.kind == FsKind::Ntfs { "MFT records" } else { "inodes" }
+                        ));
+                        u.extents
+                    }
+                    Err(why) => {
+                        notes.push(format!("partition {n}: read in full: {why}"));
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        w.add_region_on(&win, region, &pr.extents, base_region, &unchanged, task).map_err(|e| cut_off(e, share.as_deref()))?;
     }
     let catalog = Catalog {
         format_version: 0,
@@ -507,7 +535,7 @@ pub fn run_backup_into(
         sector0,
         regions: Vec::new(),
         selection: plan.selection.clone(),
-        notes: plan.notes.clone(),
+        notes,
         chain,
     };
     let resumed_from = w.resumed_from();

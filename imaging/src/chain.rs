@@ -253,6 +253,10 @@ pub struct PointPlan {
     pub encrypted: bool,
     pub backup: BackupPlan,
     pub notes: Vec<String>,
+    /// Read and hash every used block, trusting no filesystem record (by
+    /// default the data of files unchanged by their records is not read).
+    #[serde(default)]
+    pub read_all: bool,
 }
 
 /// Which disk holds the source of `cat` now. `given`: the user named it.
@@ -509,6 +513,7 @@ pub fn plan_point(req: &PointRequest, password: Option<&[u8]>) -> Result<PointPl
         encrypted: cat.options.encrypted,
         backup: bplan,
         notes,
+        read_all: false,
     })
 }
 
@@ -556,7 +561,7 @@ pub fn run_point(plan: &PointPlan, password: Option<&[u8]>, threads: Option<usiz
         opts.threads = t.max(1);
     }
     let w = ImageWriter::create_point(Output::Path(plan.output.clone()), opts, base.as_ref())?;
-    backup::run_backup_into(&plan.backup, w, base.as_ref(), Some(chain), comment, task)
+    backup::run_backup_into(&plan.backup, w, base.as_ref(), !plan.read_all, Some(chain), comment, task)
 }
 
 /// What a merge did.

@@ -290,6 +290,26 @@ impl FileMap {
         self.size
     }
 
+    /// The device bytes holding the file's data, each piece widened to whole
+    /// `unit`s (blocks, clusters: the tail of the last one belongs to the
+    /// file too). `None` when the data is not plainly on the device (NTFS
+    /// compression); holes and unwritten ranges hold nothing.
+    pub(crate) fn device_units(&self, unit: u64) -> Option<Vec<crate::extent::Extent>> {
+        match &self.kind {
+            MapKind::Inline(_) => Some(Vec::new()),
+            MapKind::NtfsCompressed(_) => None,
+            MapKind::Pieces(p) => Some(
+                p.iter()
+                    .filter_map(|p| p.dev.map(|d| (d, d + p.len)))
+                    .map(|(s, e)| {
+                        let s = s / unit * unit;
+                        crate::extent::Extent::new(s, e.div_ceil(unit) * unit - s)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     /// Write the whole file to `out` (not for NTFS-compressed maps).
     pub(crate) fn copy_plain(&self, dev: &dyn ReadAt, kind: &'static str, out: &mut dyn io::Write) -> Result<u64, FilesError> {
         let pieces = match &self.kind {

@@ -29,3 +29,4 @@ pub mod files;
 pub mod hardware;
 #[cfg(unix)]
 pub mod mount;
+pub mod unchanged;

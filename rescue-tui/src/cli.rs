@@ -408,6 +408,13 @@ pub struct PointOpts {
     /// options): what is on the share up to its last checkpoint is kept.
     #[arg(long, conflicts_with = "dry_run")]
     pub resume: bool,
+    /// Read and hash every used block. By default the data of files whose
+    /// inode (ext) or MFT record (NTFS) is unchanged since the base point is
+    /// not read (like Acronis' fast incremental and Macrium's delta
+    /// indexing); a write around the filesystem (a raw write to the disk)
+    /// is seen only with this option.
+    #[arg(long)]
+    pub read_all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -295,3 +295,84 @@ fn only_changed_rewrites_what_the_table_blanking_touched() {
     let got = std::fs::read(&t).expect("read target");
     assert!(got == want, "changed-block restore left the disk different from the source:\n{out}");
 }
+
+/// The notes a new point's catalog holds (from `backup incr|diff --json`).
+fn point_notes(args: &[&str]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&rescue_ok(args)).expect("json");
+    v["catalog"]["notes"].as_array().expect("notes").iter().filter_map(|n| n.as_str().map(str::to_string)).collect()
+}
+
+/// Files unchanged by their records since the base point, from a note.
+fn unread_files(notes: &[String], partition: u32) -> Option<u64> {
+    let prefix = format!("partition {partition}: ");
+    notes.iter().find_map(|n| n.strip_prefix(&prefix)?.split(" files (").next()?.parse().ok())
+}
+
+/// Physical byte offset (in the disk file) of the first data block of
+/// `path` on the ext4 partition 3, from debugfs.
+fn ext_block_of(disk: &Path, path: &str) -> u64 {
+    let (_, start, len, _) = partitions(disk).into_iter().find(|p| p.0 == 3).expect("partition 3");
+    let lo = Loop::attach(disk, start, len, true);
+    let out = sh_ok(Command::new("debugfs").args(["-R", &format!("bmap {path} 0"), lo.path()]));
+    let block: u64 = out.trim().parse().unwrap_or_else(|_| panic!("debugfs bmap {path}: {out:?}"));
+    start + block * 4096
+}
+
+#[test]
+fn fast_incremental_reads_only_changed_files_and_read_all_sees_writes_around_the_filesystem() {
+    require_root();
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir().expect("tempdir");
+    let src = d.path().join("src.img");
+    std::fs::copy(sample_disk(), &src).expect("copy sample");
+    let size = std::fs::metadata(&src).expect("meta").len();
+    let full = d.path().join("pc.img");
+    rescue_ok(&["backup", "disk", s(&src), "-o", s(&full)]);
+    change(&src, 1);
+    let want = trees(&src);
+
+    // By default the data of files whose inode / MFT record did not change is
+    // not read; the point holds the same chunks as one that read everything.
+    let fast = d.path().join("fast.img");
+    let notes = point_notes(&["backup", "incr", s(&full), "-o", s(&fast), "--json"]);
+    assert!(unread_files(&notes, 2).is_some_and(|n| n > 0), "NTFS: no unchanged files skipped: {notes:?}");
+    assert!(unread_files(&notes, 3).is_some_and(|n| n > 0), "ext4: no unchanged files skipped: {notes:?}");
+    assert!(notes.iter().any(|n| n.starts_with("partition 1: read in full: fat32")), "{notes:?}");
+    let all = d.path().join("all.img");
+    let notes_all = point_notes(&["backup", "incr", s(&full), "-o", s(&all), "--read-all", "--json"]);
+    assert!(unread_files(&notes_all, 3).is_none() && !notes_all.iter().any(|n| n.contains("read in full")), "{notes_all:?}");
+    let t_fast = restore_to(&fast, d.path(), "t-fast.img", size);
+    check_disk(&t_fast, &want);
+    let t_all = restore_to(&all, d.path(), "t-all.img", size);
+    assert!(std::fs::read(&t_fast).expect("read") == std::fs::read(&t_all).expect("read"), "the fast point restores other bytes than the read-all one");
+    drop((t_fast, t_all));
+
+    // A write around the filesystem (a raw write into an unchanged file's
+    // block, inode untouched): --read-all stores it.
+    let victim = want.1.iter().find(|(_, v)| v.0.starts_with('f') && v.1 >= 8192).map(|(k, _)| k.clone()).expect("an ext4 file of 8 KiB or more");
+    let at = ext_block_of(&src, &format!("/{victim}"));
+    let f = std::fs::OpenOptions::new().write(true).open(&src).expect("open source");
+    f.write_all_at(&[0xA5; 512], at).expect("raw write");
+    drop(f);
+    let raw = d.path().join("raw.img");
+    point_notes(&["backup", "incr", s(&fast), "-o", s(&raw), "--read-all", "--json"]);
+    let t_raw = restore_to(&raw, d.path(), "t-raw.img", size);
+    let mut got = [0u8; 512];
+    std::fs::File::open(&t_raw).expect("open").read_exact_at(&mut got, at).expect("read");
+    assert_eq!(got, [0xA5; 512], "--read-all missed a write around the filesystem");
+
+    // An ext4 not cleanly unmounted is read in full (its journal may hold
+    // what the inodes do not show yet), and the write is seen then too.
+    let (_, start, len, _) = partitions(&src).into_iter().find(|p| p.0 == 3).expect("partition 3");
+    {
+        let lo = Loop::attach(&src, start, len, false);
+        sh_ok(Command::new("debugfs").args(["-w", "-R", "ssv state 0", lo.path()]));
+    }
+    let dirty = d.path().join("dirty.img");
+    let notes = point_notes(&["backup", "incr", s(&fast), "-o", s(&dirty), "--json"]);
+    assert!(notes.iter().any(|n| n.starts_with("partition 3: read in full") && n.contains("not cleanly unmounted")), "{notes:?}");
+    assert!(unread_files(&notes, 2).is_some_and(|n| n > 0), "{notes:?}");
+    let t_dirty = restore_to(&dirty, d.path(), "t-dirty.img", size);
+    std::fs::File::open(&t_dirty).expect("open").read_exact_at(&mut got, at).expect("read");
+    assert_eq!(got, [0xA5; 512], "an unclean ext4 was not read in full");
+}

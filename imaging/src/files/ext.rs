@@ -118,24 +118,70 @@ impl<'a> ExtFs<'a> {
         }
         let offset = table * self.sb.block_size + idx * self.sb.inode_size;
         let b = read(self.dev, KIND, offset, self.sb.inode_size, 1 << 16)?;
-        let extra = if b.len() > 0x82 { usize::from(le16(&b, 0x80)) } else { 0 };
-        // An `_extra` time field is there when i_extra_isize covers it.
-        let has = |off: usize| (off + 4 <= 0x80 + extra && off + 4 <= b.len()).then(|| le32(&b, off));
-        let (mtime, mtime_nsec) = time(le32(&b, 0x10), has(0x88));
-        let (atime, _) = time(le32(&b, 0x08), has(0x8C));
-        let mut block = [0u8; 60];
-        block.copy_from_slice(&b[0x28..0x28 + 60]);
-        Ok(Inode {
-            ino,
-            mode: le16(&b, 0),
-            size: u64::from(le32(&b, 0x04)) | (u64::from(le32(&b, 0x6C)) << 32),
-            atime,
-            mtime,
-            mtime_nsec,
-            flags: le32(&b, 0x20),
-            block,
-            offset,
-        })
+        Ok(parse_inode(ino, offset, &b))
+    }
+
+    /// Regular files whose inode is byte for byte the same in `self` and
+    /// `other` (two copies of one filesystem: an image of it and the disk
+    /// now) and whose data lies in the same blocks: the blocks, as device
+    /// byte ranges, go to `out`; returns how many files. Any write through
+    /// the filesystem changes the inode (ctime, mtime, size, extents), so
+    /// these blocks hold the same bytes in both copies. Inodes the
+    /// filesystem writes behind its own back (journal, quota, orphan file,
+    /// xattr inodes) and everything that is not a regular file's data
+    /// (directories, extent tree blocks, bitmaps) are left out.
+    pub(crate) fn same_files(&self, other: &ExtFs<'_>, out: &mut Vec<crate::extent::Extent>) -> Result<u64, FilesError> {
+        const EA_INODE_FL: u32 = 0x20_0000;
+        let (a, b) = (&self.sb, &other.sb);
+        if a.uuid != b.uuid || a.block_size != b.block_size || a.inode_size != b.inode_size || a.inodes_per_group != b.inodes_per_group || a.groups != b.groups || a.first_ino != b.first_ino {
+            return Err(FilesError::Unsupported { what: "the two filesystems are not copies of one filesystem (UUID or geometry differ)".into() });
+        }
+        let isz = a.inode_size;
+        // Inode tables are read in pieces of at most 4 MiB from each copy.
+        let per = ((4u64 << 20) / isz).max(1);
+        let mut files = 0;
+        for (g, (ga, gb)) in self.groups.iter().zip(&other.groups).enumerate() {
+            let n = ga.inodes_in_use_bound(a).min(gb.inodes_in_use_bound(b));
+            let mut first = 0;
+            while first < n {
+                let count = per.min(n - first);
+                let table = |fs: &ExtFs<'_>, grp: &Group| -> Result<(u64, Vec<u8>), FilesError> {
+                    let t = grp.inode_table();
+                    if t == 0 || t >= fs.sb.blocks_count {
+                        return Err(corrupt(0, format!("inode table of group {g} at block {t} lies outside the filesystem")));
+                    }
+                    let off = t * fs.sb.block_size + first * isz;
+                    Ok((off, read(fs.dev, KIND, off, count * isz, 8 << 20)?))
+                };
+                let (off_a, ta) = table(self, ga)?;
+                let (off_b, tb) = table(other, gb)?;
+                for k in 0..count {
+                    let ino = g as u64 * a.inodes_per_group + first + k + 1;
+                    let r = (k * isz) as usize..((k + 1) * isz) as usize;
+                    let (ra, rb) = (&ta[r.clone()], &tb[r]);
+                    if ino < a.first_ino || a.special_inodes.contains(&ino) || b.special_inodes.contains(&ino) || ra != rb {
+                        continue;
+                    }
+                    let (mode, links, dtime, flags) = (le16(ra, 0), le16(ra, 0x1A), le32(ra, 0x14), le32(ra, 0x20));
+                    if mode & S_IFMT != S_IFREG || links == 0 || dtime != 0 || flags & (EA_INODE_FL | FL_INLINE_DATA | FL_ENCRYPT) != 0 {
+                        continue;
+                    }
+                    let ia = parse_inode(ino as u32, off_a + k * isz, ra);
+                    let ib = parse_inode(ino as u32, off_b + k * isz, rb);
+                    // The block lists, read from each copy (the index blocks
+                    // of an extent tree lie outside the inode).
+                    let (Ok(ma), Ok(mb)) = (self.map_inode(&ia), other.map_inode(&ib)) else { continue };
+                    let (Some(ea), Some(eb)) = (ma.device_units(a.block_size), mb.device_units(b.block_size)) else { continue };
+                    if ea != eb {
+                        continue;
+                    }
+                    out.extend(ea);
+                    files += 1;
+                }
+                first += count;
+            }
+        }
+        Ok(files)
     }
 
     fn entry(&self, name: String, ino: u32) -> Result<Entry, FilesError> {
@@ -213,6 +259,11 @@ impl<'a> ExtFs<'a> {
 
     pub(crate) fn dev(&self) -> &dyn ReadAt {
         self.dev
+    }
+
+    /// Why this filesystem's blocks may not show its last state, if so.
+    pub(crate) fn unclean(&self) -> Option<&'static str> {
+        self.sb.unclean()
     }
 
     pub fn map(&self, file: &Entry) -> Result<FileMap, FilesError> {
@@ -377,5 +428,27 @@ impl<'a> ExtFs<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// An inode from its on-disk bytes (`b`: one inode, `inode_size` long).
+fn parse_inode(ino: u32, offset: u64, b: &[u8]) -> Inode {
+    let extra = if b.len() > 0x82 { usize::from(le16(b, 0x80)) } else { 0 };
+    // An `_extra` time field is there when i_extra_isize covers it.
+    let has = |off: usize| (off + 4 <= 0x80 + extra && off + 4 <= b.len()).then(|| le32(b, off));
+    let (mtime, mtime_nsec) = time(le32(b, 0x10), has(0x88));
+    let (atime, _) = time(le32(b, 0x08), has(0x8C));
+    let mut block = [0u8; 60];
+    block.copy_from_slice(&b[0x28..0x28 + 60]);
+    Inode {
+        ino,
+        mode: le16(b, 0),
+        size: u64::from(le32(b, 0x04)) | (u64::from(le32(b, 0x6C)) << 32),
+        atime,
+        mtime,
+        mtime_nsec,
+        flags: le32(b, 0x20),
+        block,
+        offset,
     }
 }

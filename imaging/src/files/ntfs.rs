@@ -507,6 +507,66 @@ impl<'a> NtfsFs<'a> {
         self.dev
     }
 
+    /// Files whose MFT record is byte for byte the same in `self` and
+    /// `other` (two copies of one volume: an image of it and the disk now):
+    /// the clusters of their `$DATA` streams, as device byte ranges, go to
+    /// `out`; returns how many files. A write through NTFS changes the
+    /// record (times, sizes, runs, the update sequence number), so these
+    /// clusters hold the same bytes in both copies. Left out: system files
+    /// and `$Extend`'s (the logs change their data behind their records),
+    /// folders, records continued in others, compressed and encrypted data.
+    pub(crate) fn same_files(&self, other: &NtfsFs<'_>, out: &mut Vec<crate::extent::Extent>) -> Result<u64, FilesError> {
+        const AT_FILE_NAME: u32 = 0x30;
+        const EXTEND_RECORD: u64 = 11;
+        let (a, b) = (&self.vol, &other.vol);
+        if a.serial != b.serial || a.cluster_size != b.cluster_size || a.record_size != b.record_size {
+            return Err(FilesError::Unsupported { what: "the two volumes are not copies of one volume (serial number or geometry differ)".into() });
+        }
+        let rs = a.record_size;
+        let bytes_of = |runs: &[Run], cs: u64| runs.iter().map(|r| r.len * cs).sum::<u64>();
+        let records = bytes_of(&self.mft, a.cluster_size).min(bytes_of(&other.mft, b.cluster_size)) / rs;
+        let per = ((1u64 << 20) / rs).max(1);
+        let mut files = 0;
+        let mut no = FIRST_USER_RECORD;
+        while no < records {
+            let count = per.min(records - no);
+            let mut ta = vec![0u8; (count * rs) as usize];
+            let mut tb = vec![0u8; (count * rs) as usize];
+            vol::read_stream(self.dev, a, &self.mft, no * rs, &mut ta).map_err(fs_err)?;
+            vol::read_stream(other.dev, b, &other.mft, no * rs, &mut tb).map_err(fs_err)?;
+            for (k, (ra, rb)) in ta.chunks_exact(rs as usize).zip(tb.chunks_exact(rs as usize)).enumerate() {
+                let n = no + k as u64;
+                if ra != rb || &ra[..4] != b"FILE" {
+                    continue;
+                }
+                let mut rec = ra.to_vec();
+                if vol::apply_fixups(&mut rec, n * rs).is_err() {
+                    continue;
+                }
+                let (flags, base) = (le16(&rec, 0x16), le64(&rec, 0x20));
+                if flags & 0x1 == 0 || flags & 0x2 != 0 || base != 0 {
+                    continue;
+                }
+                let Ok(list) = vol::attrs(&rec, n * rs) else { continue };
+                let parent = list.iter().find(|x| x.ty == AT_FILE_NAME && !x.non_resident).and_then(|x| x.resident_value()).filter(|v| v.len() >= 8).map(|v| le64(v, 0) & REF_MASK);
+                if parent.is_none_or(|p| p == EXTEND_RECORD) {
+                    continue;
+                }
+                if let Ok(Some(e)) = vol::plain_data_clusters(a, &rec, n * rs) {
+                    out.extend(e);
+                    files += 1;
+                }
+            }
+            no += count;
+        }
+        Ok(files)
+    }
+
+    /// Why this volume's clusters may not show its last state, if so.
+    pub(crate) fn unclean(&self) -> Option<String> {
+        vol::unclean(self.dev, &self.vol, &self.mft)
+    }
+
     pub fn map(&self, file: &Entry) -> Result<FileMap, FilesError> {
         let Node::Ntfs(no) = file.node else { return Err(corrupt(0, "not an NTFS entry")) };
         let rec = self.record(no)?;

@@ -45,6 +45,7 @@ const RO_COMPAT_BTREE_DIR: u32 = 0x4;
 const RO_COMPAT_GDT_CSUM: u32 = 0x10;
 const RO_COMPAT_BIGALLOC: u32 = 0x200;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+const BG_INODE_UNINIT: u16 = 0x1;
 const BG_BLOCK_UNINIT: u16 = 0x2;
 
 /// Upper bound on descriptor-table bytes held in memory (4 Mi groups).
@@ -72,6 +73,13 @@ pub(crate) struct Super {
     pub backup_bgs: [u64; 2],
     pub uuid: Option<String>,
     pub label: Option<String>,
+    /// First inode number for ordinary files (`s_first_ino`).
+    pub first_ino: u64,
+    /// `s_state`: bit 0 set when the filesystem was cleanly unmounted.
+    pub state: u16,
+    /// Inodes the filesystem keeps for itself beyond `first_ino`: journal,
+    /// quota files, orphan file (0 where absent).
+    pub special_inodes: [u64; 5],
 }
 
 fn corrupt(what: impl Into<String>) -> FsError {
@@ -190,6 +198,9 @@ impl Super {
             backup_bgs: [u64::from(le32(sb, 0x24C)), u64::from(le32(sb, 0x250))],
             uuid: uuid_string(bytes(sb, 0x68, 16)),
             label: label_string(bytes(sb, 0x78, 16), false),
+            first_ino: if le32(sb, 0x4C) == 0 { 11 } else { u64::from(le32(sb, 0x54)) },
+            state: le16(sb, 0x3A),
+            special_inodes: [0xE0, 0x240, 0x244, 0x26C, 0x280].map(|off| u64::from(le32(sb, off))),
         }))
     }
 
@@ -211,6 +222,18 @@ impl Super {
 
     fn meta_bg(&self) -> bool {
         self.incompat & INCOMPAT_META_BG != 0
+    }
+
+    /// Why the blocks on the device may not show the filesystem's last
+    /// state (a journal still to replay, not cleanly unmounted), if so.
+    pub(crate) fn unclean(&self) -> Option<&'static str> {
+        if self.incompat & INCOMPAT_RECOVER != 0 {
+            Some("its journal holds changes not yet written to their place (not cleanly unmounted)")
+        } else if self.state & 1 == 0 {
+            Some("it was not cleanly unmounted")
+        } else {
+            None
+        }
     }
 
     fn has_group_csum(&self) -> bool {
@@ -295,6 +318,9 @@ pub(crate) struct Group {
     inode_bitmap: u64,
     inode_table: u64,
     flags: u16,
+    /// Inodes at the end of the group's table never used (`bg_itable_unused`;
+    /// meaningful only with group checksums).
+    itable_unused: u64,
 }
 
 fn parse_desc(sb: &Super, d: &[u8]) -> Group {
@@ -310,6 +336,12 @@ fn parse_desc(sb: &Super, d: &[u8]) -> Group {
         inode_bitmap: u64::from(le32(d, 0x04)) | hi(0x24),
         inode_table: u64::from(le32(d, 0x08)) | hi(0x28),
         flags: le16(d, 0x12),
+        itable_unused: u64::from(le16(d, 0x1C))
+            | if sb.desc_size >= 64 {
+                u64::from(le16(d, 0x32)) << 16
+            } else {
+                0
+            },
     }
 }
 
@@ -337,6 +369,18 @@ impl Group {
     /// First block of the group's inode table.
     pub(crate) fn inode_table(&self) -> u64 {
         self.inode_table
+    }
+
+    /// How many inodes at the start of the group's table may be in use
+    /// (the rest were never initialised: `INODE_UNINIT`, `bg_itable_unused`).
+    pub(crate) fn inodes_in_use_bound(&self, sb: &Super) -> u64 {
+        if !sb.has_group_csum() {
+            return sb.inodes_per_group;
+        }
+        if self.flags & BG_INODE_UNINIT != 0 {
+            return 0;
+        }
+        sb.inodes_per_group.saturating_sub(self.itable_unused)
     }
 }
 

@@ -586,6 +586,76 @@ pub(crate) fn volume_label(dev: &dyn ReadAt, vol: &Boot, mft: &[Run]) -> Option<
     utf16_label(a.resident_value()?)
 }
 
+/// Every cluster of the non-resident `$DATA` streams (named ones too) of a
+/// fixed-up MFT record, as device byte ranges. `None` when the record holds
+/// what a comparison of records must not vouch for: other non-resident
+/// attributes (index blocks, bitmaps), an `$ATTRIBUTE_LIST` (attributes in
+/// other records), compressed or encrypted data.
+pub(crate) fn plain_data_clusters(vol: &Boot, rec: &[u8], rec_off: u64) -> Result<Option<Vec<Extent>>, FsError> {
+    let mut out = Vec::new();
+    for a in attrs(rec, rec_off)? {
+        if a.ty == AT_ATTRIBUTE_LIST {
+            return Ok(None);
+        }
+        if !a.non_resident {
+            continue;
+        }
+        if a.ty != AT_DATA || a.raw.len() < 0x40 || le16(a.raw, 0x0C) & 0x4001 != 0 {
+            return Ok(None);
+        }
+        let mut runs = Vec::new();
+        decode_runs(a.raw, usize::from(le16(a.raw, 0x20)), le64(a.raw, 0x10), vol, &mut runs)?;
+        out.extend(runs.iter().filter_map(|r| r.lcn.map(|l| Extent::new(l * vol.cluster_size, r.len * vol.cluster_size))));
+    }
+    Ok(Some(out))
+}
+
+/// Why the clusters on the device may not show the volume's last state, if
+/// so: the dirty bit of `$Volume`, or a `$LogFile` whose restart area says
+/// the volume is still in use (Windows hibernated or Fast Startup, a crash).
+pub(crate) fn unclean(dev: &dyn ReadAt, vol: &Boot, mft: &[Run]) -> Option<String> {
+    const AT_VOLUME_INFORMATION: u32 = 0x70;
+    const MFT_RECORD_LOGFILE: u64 = 2;
+    let volume = || -> Result<Option<String>, FsError> {
+        let rec = read_record(dev, vol, mft, MFT_RECORD_VOLUME)?;
+        let info = attrs(&rec, MFT_RECORD_VOLUME * vol.record_size)?.into_iter().find(|a| a.ty == AT_VOLUME_INFORMATION && !a.non_resident).and_then(|a| a.resident_value().map(<[u8]>::to_vec));
+        match info {
+            Some(v) if v.len() >= 12 => Ok((le16(&v, 0x0A) & 0x0001 != 0).then(|| "it is marked dirty (not cleanly unmounted)".to_string())),
+            _ => Ok(Some("its $Volume record has no volume information".into())),
+        }
+    };
+    match volume() {
+        Ok(Some(why)) => return Some(why),
+        Ok(None) => {}
+        Err(e) => return Some(format!("its $Volume record cannot be read ({e})")),
+    }
+    let log = || -> Result<Option<String>, FsError> {
+        let rec = read_record(dev, vol, mft, MFT_RECORD_LOGFILE)?;
+        let (runs, size) = data_runs(dev, vol, &rec, MFT_RECORD_LOGFILE, Some(mft))?;
+        let mut page = vec![0u8; 4096.min(size) as usize];
+        read_stream(dev, vol, &runs, 0, &mut page)?;
+        // ntfs-3g and mkntfs leave an emptied log: all 0xFF.
+        if page.iter().all(|&b| b == 0xFF) {
+            return Ok(None);
+        }
+        if bytes(&page, 0, 4) != b"RSTR" {
+            return Ok(Some("its $LogFile has no readable restart page".into()));
+        }
+        let sys_page = (le32(&page, 0x10) as usize).min(page.len());
+        fixups(&mut page[..sys_page], 0, b"RSTR", "$LogFile restart page")?;
+        let ra = usize::from(le16(&page, 0x18));
+        if ra + 0x10 > sys_page {
+            return Ok(Some("its $LogFile restart area lies outside the page".into()));
+        }
+        let (in_use, flags) = (le16(&page, ra + 0x0C), le16(&page, ra + 0x0E));
+        Ok((in_use != 0xFFFF || flags & 0x0002 == 0).then(|| "its $LogFile still holds changes (Windows hibernated, Fast Startup, or a crash)".to_string()))
+    };
+    match log() {
+        Ok(why) => why,
+        Err(e) => Some(format!("its $LogFile cannot be read ({e})")),
+    }
+}
+
 /// Walk `$Bitmap` in chunks, calling `f(first_cluster, count)` per used run.
 fn for_each_used_run(
     dev: &dyn ReadAt,

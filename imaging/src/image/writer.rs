@@ -62,6 +62,10 @@ pub struct RegionStats {
     pub dup_chunks: u64,
     /// Chunks referenced in the chain's base point.
     pub base_chunks: u64,
+    /// Used bytes not read: the filesystem's records show them unchanged
+    /// since the base point.
+    #[serde(default)]
+    pub unread_bytes: u64,
 }
 
 /// Index of `fr` in the segment's frame table, adding it when new. Frames of
@@ -82,6 +86,16 @@ struct ChunkPlan {
     chunk: u64,
     len: u32,
     pieces: Vec<Extent>,
+    /// Known without reading: the filesystem's records show the chunk's
+    /// bytes unchanged since the base point, which holds them here.
+    known: Option<Known>,
+}
+
+/// A chunk the base point holds unchanged.
+#[derive(Clone, Copy)]
+enum Known {
+    Zero,
+    Base { frame: FrameRef, offset_in_frame: u32, hash: [u8; 32] },
 }
 
 /// What the reader found in a chunk.
@@ -120,6 +134,7 @@ struct FrameOut {
     flags: u32,
     chunks: Vec<ChunkOut>,
     used: u64,
+    unread: u64,
 }
 
 /// Deduplication keys are the first 16 bytes of the chunk hash.
@@ -164,7 +179,7 @@ fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64, first: u64) -> impl
             j += 1;
         }
         next_chunk = k + 1;
-        Some(ChunkPlan { chunk: k, len: (wend - wstart) as u32, pieces })
+        Some(ChunkPlan { chunk: k, len: (wend - wstart) as u32, pieces, known: None })
     })
 }
 
@@ -183,7 +198,7 @@ fn read_frame(src: &dyn ReadAt, chunks: &[ChunkPlan], cs: u64, keys: Option<&Key
     let mut buf = vec![0u8; chunks.len() * cs as usize];
     // Coalesce pieces that are adjacent both on disk and in the buffer.
     let mut runs: Vec<(u64, usize, usize)> = Vec::new(); // (disk, buf, len)
-    for (ci, c) in chunks.iter().enumerate() {
+    for (ci, c) in chunks.iter().enumerate().filter(|(_, c)| c.known.is_none()) {
         for p in &c.pieces {
             let bo = ci * cs as usize + (p.start - c.chunk * cs) as usize;
             match runs.last_mut() {
@@ -198,9 +213,13 @@ fn read_frame(src: &dyn ReadAt, chunks: &[ChunkPlan], cs: u64, keys: Option<&Key
     let sums = chunks
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let data = &buf[i * cs as usize..i * cs as usize + c.len as usize];
-            (!is_zero(data)).then(|| crypto::chunk_hash(keys, data))
+        .map(|(i, c)| match c.known {
+            Some(Known::Zero) => None,
+            Some(Known::Base { hash, .. }) => Some(hash),
+            None => {
+                let data = &buf[i * cs as usize..i * cs as usize + c.len as usize];
+                (!is_zero(data)).then(|| crypto::chunk_hash(keys, data))
+            }
         })
         .collect();
     Ok((buf, sums))
@@ -211,7 +230,7 @@ fn read_frame(src: &dyn ReadAt, chunks: &[ChunkPlan], cs: u64, keys: Option<&Key
 fn prefetch_batch(src: &dyn ReadAt, batch: &[Vec<ChunkPlan>]) {
     const MERGE_GAP: u64 = 64 << 10;
     let mut run: Option<(u64, u64)> = None;
-    for p in batch.iter().flatten().flat_map(|c| c.pieces.iter()) {
+    for p in batch.iter().flatten().filter(|c| c.known.is_none()).flat_map(|c| c.pieces.iter()) {
         let end = p.start + u64::from(p.len);
         run = match run {
             Some((s, e)) if p.start >= s && p.start <= e + MERGE_GAP => Some((s, e.max(end))),
@@ -271,6 +290,15 @@ impl<'a> BaseCursor<'a> {
 
     /// The base's frame and offset for `chunk` when its hash is `hash`.
     fn find(&mut self, chunk: u64, hash: &[u8; 32]) -> Result<Option<(FrameRef, u32)>, ImageError> {
+        Ok(match self.lookup(chunk)? {
+            Some(Known::Base { frame, offset_in_frame, hash: h }) if &h == hash => Some((frame, offset_in_frame)),
+            _ => None,
+        })
+    }
+
+    /// What the base holds for `chunk` (None: nothing, the chunk was not
+    /// used there), as a reference from the new point.
+    fn lookup(&mut self, chunk: u64) -> Result<Option<Known>, ImageError> {
         loop {
             if let Some(seg) = &self.seg {
                 while self.pos < seg.entries.len() && seg.entries[self.pos].chunk < chunk {
@@ -278,15 +306,18 @@ impl<'a> BaseCursor<'a> {
                 }
                 if self.pos < seg.entries.len() {
                     let e = &seg.entries[self.pos];
-                    if e.chunk != chunk || e.is_zero() || &e.hash != hash {
+                    if e.chunk != chunk {
                         return Ok(None);
                     }
-                    let f = seg.frames[e.frame as usize];
+                    if e.is_zero() {
+                        return Ok(Some(Known::Zero));
+                    }
+                    let f = *seg.frames.get(e.frame as usize).ok_or_else(|| ImageError::Invalid(format!("chunk {chunk} of the base point names a frame its index lacks")))?;
                     let link = f.link() + 1;
                     if link > MAX_LINKS {
                         return Err(ImageError::Invalid(format!("the backup chain is longer than {MAX_LINKS} points: make a full backup")));
                     }
-                    return Ok(Some((f.with_link(link), e.offset_in_frame)));
+                    return Ok(Some(Known::Base { frame: f.with_link(link), offset_in_frame: e.offset_in_frame, hash: e.hash }));
                 }
             }
             // Next segment that can hold `chunk`.
@@ -465,20 +496,23 @@ impl ImageWriter {
     /// `extents` (normalized, region-relative) are the bytes to keep, the rest
     /// is stored as zero. Fills in the region's statistics and index.
     pub fn add_region(&mut self, src: &dyn ReadAt, region: Region, extents: &[Extent], task: &Task) -> Result<RegionStats, ImageError> {
-        self.add_region_on(src, region, extents, None, task)
+        self.add_region_on(src, region, extents, None, &[], task)
     }
 
     /// Like [`add_region`](Self::add_region); with `base` (the chain's base
     /// point and its copy of this region), chunks whose hash equals the
     /// base's chunk at the same place are referenced there, not stored: the
     /// region is read and hashed, but only changed chunks are compressed and
-    /// written.
+    /// written. Chunks wholly inside `unchanged` (region-relative ranges the
+    /// filesystem's records show unchanged since the base, sorted and
+    /// merged: [`crate::unchanged`]) are referenced without being read.
     pub fn add_region_on(
         &mut self,
         src: &dyn ReadAt,
         mut region: Region,
         extents: &[Extent],
         base: Option<(&ImageReader, &Region)>,
+        unchanged: &[Extent],
         task: &Task,
     ) -> Result<RegionStats, ImageError> {
         region.id = self.regions.len() as u32;
@@ -546,8 +580,22 @@ impl ImageWriter {
                 let _ = token_tx.send(());
             }
             let task_p = task.clone();
+            // Chunks the base holds unchanged are looked up here, in chunk
+            // order, so the readers skip them; a failed lookup only means
+            // the chunk is read after all.
+            let mut known = base.filter(|_| !unchanged.is_empty()).map(|(r, reg)| (BaseCursor::new(r, reg), 0usize));
             s.spawn(move || {
-                let mut plans = chunk_plans(extents, region_len, cs, first_chunk).peekable();
+                let mut plans = chunk_plans(extents, region_len, cs, first_chunk)
+                    .map(|mut c| {
+                        if let Some((cursor, at)) = known.as_mut() {
+                            let start = c.chunk * cs;
+                            if crate::unchanged::covers(unchanged, at, start, start + u64::from(c.len)) {
+                                c.known = cursor.lookup(c.chunk).ok().flatten();
+                            }
+                        }
+                        c
+                    })
+                    .peekable();
                 let batch_jobs = threads * 4;
                 let mut take_batch = || -> Vec<Vec<ChunkPlan>> {
                     (0..batch_jobs)
@@ -622,6 +670,11 @@ impl ImageWriter {
                         let mut kinds = Vec::with_capacity(chunks.len());
                         let mut hashes = Vec::with_capacity(chunks.len());
                         for (c, sum) in chunks.iter().zip(sums) {
+                            if let Some(Known::Base { frame, offset_in_frame, hash }) = c.known {
+                                kinds.push(ChunkKind::Base { frame, offset_in_frame });
+                                hashes.push(hash);
+                                continue;
+                            }
                             let Some(h) = sum else {
                                 kinds.push(ChunkKind::Zero);
                                 hashes.push([0; 32]);
@@ -697,6 +750,7 @@ impl ImageWriter {
                     next += 1;
                     task.progress.advance(f.used);
                     stats.used_bytes += f.used;
+                    stats.unread_bytes += f.unread;
                     let frame_idx = segment.frames.len() as u32;
                     if f.raw_len > 0 {
                         let off = self.vol.position();
@@ -854,8 +908,13 @@ fn encode_frame(job: FrameJob, cs: u64, comp: Option<&mut zstd::bulk::Compressor
     let mut plain = Vec::with_capacity(job.buf.len());
     let mut chunks = Vec::with_capacity(job.chunks.len());
     let mut used = 0u64;
+    let mut unread = 0u64;
     for (i, c) in job.chunks.iter().enumerate() {
-        used += c.pieces.iter().map(|p| p.len).sum::<u64>();
+        let n = c.pieces.iter().map(|p| p.len).sum::<u64>();
+        used += n;
+        if c.known.is_some() {
+            unread += n;
+        }
         let kind = job.kinds[i];
         let mut out = ChunkOut { chunk: c.chunk, offset_in_frame: 0, len: c.len, kind, hash: job.hashes[i] };
         if let ChunkKind::Unique { .. } = kind {
@@ -866,7 +925,7 @@ fn encode_frame(job: FrameJob, cs: u64, comp: Option<&mut zstd::bulk::Compressor
     }
     let raw_len = plain.len() as u32;
     if plain.is_empty() {
-        return Ok(FrameOut { seq: job.seq, stored: Vec::new(), raw_len: 0, flags: 0, chunks, used });
+        return Ok(FrameOut { seq: job.seq, stored: Vec::new(), raw_len: 0, flags: 0, chunks, used, unread });
     }
     let (payload, flags) = match comp {
         Some(c) => {
@@ -883,7 +942,7 @@ fn encode_frame(job: FrameJob, cs: u64, comp: Option<&mut zstd::bulk::Compressor
         Some(k) => k.seal(&payload),
         None => payload,
     };
-    Ok(FrameOut { seq: job.seq, stored, raw_len, flags, chunks, used })
+    Ok(FrameOut { seq: job.seq, stored, raw_len, flags, chunks, used, unread })
 }
 
 #[cfg(test)]

@@ -63,7 +63,8 @@ pub fn backup_point(g: &Global, kind: PointKind, o: PointOpts) -> Result<(), Cli
             CompressArg::High => Compression::High,
         }),
     };
-    let plan = chain::plan_point(&req, password.as_deref()).with_context(|| format!("planning the {} backup from {}", kind.name(), o.image.display()))?;
+    let mut plan = chain::plan_point(&req, password.as_deref()).with_context(|| format!("planning the {} backup from {}", kind.name(), o.image.display()))?;
+    plan.read_all = o.read_all;
     if o.dry_run {
         return if g.json { print_json(&plan) } else { print!("{}", point_plan_text(&plan)); Ok(()) };
     }
@@ -94,6 +95,10 @@ pub fn backup_point(g: &Global, kind: PointKind, o: PointOpts) -> Result<(), Cli
             "verified": o.verify,
             "catalog": res.catalog,
         }));
+    }
+    // What the run found out (which data it did not need to read).
+    for n in res.catalog.notes.iter().filter(|n| !plan.backup.notes.contains(n)) {
+        eprintln!("  {n}");
     }
     if let Some(at) = res.resumed_from {
         println!("Resumed: the first {} were on the share already", imaging::blockdev::human_size(at));

@@ -103,6 +103,7 @@ fn point_plan(kind: PointKind, seq: u32) -> PointPlan {
         encrypted: false,
         backup: backup_plan(),
         notes: vec!["source /dev/sda: same serial S4EWNX0R123456".into()],
+        read_all: false,
     }
 }
 
