@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use imaging::exec::LoopDevice;
+#[cfg(not(windows))]
 use imaging::fs::FsKind;
+#[cfg(not(windows))]
 use imaging::inventory;
 
 use crate::windows::{self, WindowsInstall};
@@ -46,15 +48,18 @@ impl OfflineError {
 }
 
 /// An NTFS partition mounted on a private directory; unmounted on drop.
+/// On Windows the volume is Windows' own (`\\?\Volume{GUID}\`): nothing
+/// was mounted and nothing is released.
 #[derive(Debug)]
 pub struct MountedVolume {
     pub partition: u32,
     pub dir: PathBuf,
-    _loop: LoopDevice,
+    _loop: Option<LoopDevice>,
 }
 
 impl Drop for MountedVolume {
     fn drop(&mut self) {
+        let Some(lo) = &self._loop else { return };
         for _ in 0..20 {
             if Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
                 break;
@@ -64,7 +69,7 @@ impl Drop for MountedVolume {
         // umount returns before the ntfs-3g process has flushed and closed the
         // device: wait for it, so the data is on the disk before the loop
         // device goes and anyone reads the disk again.
-        wait_for_process_using(&self._loop.path, std::time::Duration::from_secs(30));
+        wait_for_process_using(&lo.path, std::time::Duration::from_secs(30));
         let _ = Command::new("sync").status();
         let _ = std::fs::remove_dir(&self.dir);
     }
@@ -79,6 +84,7 @@ pub struct FoundWindows {
     pub installs: Vec<WindowsInstall>,
 }
 
+#[cfg(not(windows))]
 fn mount_ntfs(disk: &Path, number: u32, start: u64, len: u64, write: bool) -> Result<MountedVolume, OfflineError> {
     let err = |detail: String| OfflineError::Mount { disk: disk.display().to_string(), part: number, detail };
     let lo = LoopDevice::attach(disk, start, len).map_err(|e| err(e.to_string()))?;
@@ -95,11 +101,12 @@ fn mount_ntfs(disk: &Path, number: u32, start: u64, len: u64, write: bool) -> Re
         let _ = std::fs::remove_dir(&dir);
         return Err(err(String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("ntfs-3g failed").to_string()));
     }
-    Ok(MountedVolume { partition: number, dir, _loop: lo })
+    Ok(MountedVolume { partition: number, dir, _loop: Some(lo) })
 }
 
 /// Mount the NTFS partitions of `disk` (or only `part`) and find Windows on
 /// them. `write`: mount read-write (to apply a plan).
+#[cfg(not(windows))]
 pub fn find_windows(disk: &Path, part: Option<u32>, write: bool) -> Result<Vec<FoundWindows>, OfflineError> {
     let report = inventory::inspect(disk, None).map_err(|e| OfflineError::Inspect(e.to_string()))?;
     let candidates: Vec<_> = report
@@ -117,14 +124,67 @@ pub fn find_windows(disk: &Path, part: Option<u32>, write: bool) -> Result<Vec<F
             return Err(OfflineError::Busy { disk: disk.display().to_string(), part: p.partition.number, why: p.busy.join(", ") });
         }
         let vol = mount_ntfs(disk, p.partition.number, p.partition.start, p.partition.len, write)?;
-        let installs = windows::find_installations(&vol.dir)?;
-        if !installs.is_empty() {
-            found.push(FoundWindows { volume: vol, installs });
+        // Partitions without Windows (System Reserved, recovery, data) are
+        // searched and passed over.
+        match windows::find_installations(&vol.dir) {
+            Ok(installs) => found.push(FoundWindows { volume: vol, installs }),
+            Err(windows::WindowsError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     if found.is_empty() {
         let searched: Vec<String> = candidates.iter().map(|p| p.partition.number.to_string()).collect();
         return Err(OfflineError::NoWindows { disk: disk.display().to_string(), searched: searched.join(", ") });
+    }
+    Ok(found)
+}
+
+/// Which volumes of a disk to search for Windows (`part`: only that
+/// partition's), given each volume's (partition, spans other disks): those
+/// on one partition of this disk alone. Spanned volumes (dynamic disks,
+/// Storage Spaces) are left out: their data is not all here.
+pub fn volume_candidates(vols: impl IntoIterator<Item = (Option<u32>, bool)>, part: Option<u32>) -> Vec<usize> {
+    vols.into_iter()
+        .enumerate()
+        .filter(|(_, (p, spans))| !spans && p.is_some_and(|n| part.is_none_or(|want| want == n)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// On Windows (WinPE) the restored disk's volumes are Windows' own: find
+/// Windows on each volume of `\\.\PhysicalDriveN` by its GUID path; nothing
+/// is mounted. Right after a restore Windows takes a moment to bring the new
+/// volumes up, so an empty list is asked again for up to 20 s. A disk image
+/// file has no volumes here: refused with the way that works.
+#[cfg(windows)]
+pub fn find_windows(disk: &Path, part: Option<u32>, _write: bool) -> Result<Vec<FoundWindows>, OfflineError> {
+    let name = disk.display().to_string();
+    let n = imaging::blockdev::disk_number(disk).map_err(|e| OfflineError::Inspect(format!("{name} is not a disk Windows mounts volumes of ({e}): give the Windows folder with --windows-dir, e.g. D:\\Windows")))?;
+    let pick = |v: &[imaging::blockdev::Volume]| volume_candidates(v.iter().map(|x| (x.partition, x.spans_disks)), part);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let vols = loop {
+        let v = imaging::blockdev::volumes_on_disk(n).map_err(|e| OfflineError::Inspect(format!("listing the volumes of {name}: {e}")))?;
+        if !pick(&v).is_empty() || std::time::Instant::now() >= deadline {
+            break v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let candidates: Vec<&imaging::blockdev::Volume> = pick(&vols).into_iter().map(|i| &vols[i]).collect();
+    if candidates.is_empty() {
+        return Err(OfflineError::NoNtfs { disk: name, part });
+    }
+    let mut found = Vec::new();
+    for v in &candidates {
+        let dir = PathBuf::from(&v.guid_path);
+        match windows::find_installations(&dir) {
+            Ok(installs) => found.push(FoundWindows { volume: MountedVolume { partition: v.partition.unwrap_or(0), dir, _loop: None }, installs }),
+            Err(windows::WindowsError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if found.is_empty() {
+        let searched: Vec<String> = candidates.iter().filter_map(|v| v.partition).map(|p| p.to_string()).collect();
+        return Err(OfflineError::NoWindows { disk: name, searched: searched.join(", ") });
     }
     Ok(found)
 }
@@ -146,6 +206,16 @@ pub fn windows_in_dir(dir: &Path) -> Result<Vec<WindowsInstall>, OfflineError> {
 #[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 mod tests {
     use super::*;
+
+    #[test]
+    fn volumes_searched_for_windows() {
+        // (partition, spans disks): a volume on no partition of this disk
+        // (its extent does not start one), a spanned one, two plain ones.
+        let vols = [(None, false), (Some(1), true), (Some(2), false), (Some(3), false)];
+        assert_eq!(volume_candidates(vols, None), vec![2, 3]);
+        assert_eq!(volume_candidates(vols, Some(3)), vec![3]);
+        assert_eq!(volume_candidates(vols, Some(1)), Vec::<usize>::new());
+    }
 
     #[test]
     fn windows_dir_or_volume_root() {

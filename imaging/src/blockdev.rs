@@ -20,7 +20,7 @@ pub(crate) mod winioctl;
 
 pub use sys::advise_sequential;
 #[cfg(windows)]
-pub use sys::{volumes_on_disk, Volume};
+pub use sys::{disk_number, volumes_on_disk, Volume};
 
 use std::fs::{File, OpenOptions};
 use std::io;

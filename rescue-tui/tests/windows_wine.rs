@@ -241,14 +241,15 @@ fn universal_restore_edits_a_windows_folder_under_windows() {
     assert_eq!(backups.len(), 1, "the original hive is kept beside it");
     // A folder without Windows says so.
     wine_fails(&["universal-restore", "--windows-dir", &w(cfg), "--for", "ahci", "--dry-run"], 1, "no Windows installation");
-    // A disk needs the Linux rescue system: refused with the way that works here,
-    // and `restore --universal` is refused before the restore writes anything.
-    let err = wine_fails(&["universal-restore", &w(sample_disk()), "--for", "ahci", "--dry-run"], 3, "linux rescue system");
-    assert!(err.contains("--windows-dir"), "{err}");
+    // A disk image file has no volumes on Windows: refused with the ways that
+    // work (a physical disk's volumes are searched, see offline.rs), and
+    // `restore --universal` is refused before the restore writes anything.
+    let err = wine_fails(&["universal-restore", &w(sample_disk()), "--for", "ahci", "--dry-run"], 3, "not a disk image file");
+    assert!(err.contains("--windows-dir") && err.contains("Linux rescue system"), "{err}");
     let img = d.path().join("pc.rimg");
     rescue_ok(&["backup", "disk", s(sample_disk()), "-o", s(&img)]);
     let t = new_file(d.path(), "t.img", sample_len());
-    wine_fails(&["restore", &w(&img), "--to", &w(&t), "--universal", "--for", "ahci", "--yes"], 3, "linux rescue system");
+    wine_fails(&["restore", &w(&img), "--to", &w(&t), "--universal", "--for", "ahci", "--yes"], 3, "not a disk image file");
     assert!(std::fs::read(&t).expect("target").iter().all(|b| *b == 0), "the restore wrote before refusing");
 }
 

@@ -209,6 +209,12 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
             _ => return Err(super::usage(format!("--map-uuid {m}: expected OLD=NEW"), "for example --map-uuid 0a1b2c3d-1111-2222-3333-444455556666=99999999-aaaa-bbbb-cccc-dddddddddddd")),
         }
     }
+    // On Windows (WinPE) Linux filesystems cannot be mounted: only the
+    // disk's layout is read, for the message when nothing is found.
+    if cfg!(windows) {
+        let (layout, _) = lo::layout(disk).map_err(|e| linux_failed(e, format!("reading the partitions of {}", disk.display())))?;
+        return Ok(LinuxWork { layout, found: Vec::new(), plans: Vec::new() });
+    }
     let (layout, found) = lo::find_linux(disk, part, !dry_run).map_err(|e| linux_failed(e, format!("looking for Linux on {}", disk.display())))?;
     let opts = lo::Options { controllers: controllers.to_vec(), uuid_map };
     let mut plans = Vec::new();
@@ -309,16 +315,22 @@ fn run_in_dir(g: &Global, dir: &Path, o: &UniversalOpts, dry_run: bool) -> Resul
 }
 
 /// Finding systems on a disk mounts its partitions (ntfs-3g, loop devices,
-/// a chroot for Linux): the Linux rescue system only. Elsewhere (WinPE) say
-/// what works there instead, before anything is done.
+/// a chroot for Linux) on Linux. On Windows (WinPE) a physical disk's
+/// volumes are Windows' own and Windows is searched on them, but a disk
+/// image file has none: say what works there instead, before anything is
+/// done.
 pub fn disk_route_available(disk: &Path) -> Result<(), CliError> {
     if cfg!(target_os = "linux") {
         return Ok(());
     }
+    #[cfg(windows)]
+    if imaging::blockdev::probe_disk(disk, None).is_ok_and(|d| d.kind == imaging::blockdev::DiskKind::Block) {
+        return Ok(());
+    }
     Err(CliError {
         exit: super::Exit::Refused,
-        hint: Some("give the restored Windows by folder, e.g. --windows-dir D:\\Windows (assign its volume a drive letter with diskpart first), or run this from the Linux rescue system".into()),
-        error: anyhow::anyhow!("universal restore on a disk ({}) needs the Linux rescue system on this build", disk.display()),
+        hint: Some("give the restored Windows by folder, e.g. --windows-dir D:\\Windows (attach the image with diskpart and assign its volume a drive letter first), or run this from the Linux rescue system".into()),
+        error: anyhow::anyhow!("universal restore on {}: on Windows only a physical disk (\\\\.\\PhysicalDriveN) is searched for Windows, not a disk image file", disk.display()),
     })
 }
 
