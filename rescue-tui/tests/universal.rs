@@ -37,3 +37,36 @@ fn enables_ahci_on_an_offline_windows_7() {
     let src = sample_disk();
     rescue_fails(&["universal-restore", src.to_str().unwrap(), "--for", "nvme", "--dry-run"], 1, "no Windows installation");
 }
+
+/// Windows 7's MBR layout: a "System Reserved" NTFS partition (boot files,
+/// no Windows folder) before the Windows one. The first is passed over.
+#[test]
+fn passes_over_a_system_reserved_partition() {
+    require_root();
+    use std::process::Command;
+    let d = tempfile::tempdir().unwrap();
+    let hive = Command::new("xz").arg("-dc").arg(testdata().join("hives/regipy/SYSTEM.xz")).output().unwrap();
+    assert!(hive.status.success(), "xz failed");
+    let disk = new_file(d.path(), "win7-mbr.img", 128 << 20);
+    std::fs::write(d.path().join("t.sfdisk"), "label: dos\nstart=1MiB, size=32MiB, type=7, bootable\nstart=33MiB, size=90MiB, type=7\n").unwrap();
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(d.path().join("t.sfdisk")).unwrap()));
+    for (n, (start, len)) in [(1u64 << 20, 32u64 << 20), (33 << 20, 90 << 20)].into_iter().enumerate() {
+        let lo = Loop::attach(&disk, start, len, false);
+        sh_ok(Command::new("mkfs.ntfs").args(["-q", "-F", "-f", "-L", if n == 0 { "System Reserved" } else { "Windows" }, lo.path()]));
+        let m = Mount::new(lo.path(), &d.path().join(format!("m{n}")), "ntfs", false);
+        if n == 0 {
+            std::fs::create_dir_all(m.0.join("Boot")).unwrap();
+            std::fs::write(m.0.join("bootmgr"), b"boot manager").unwrap();
+        } else {
+            let cfg = m.0.join("Windows/System32/config");
+            std::fs::create_dir_all(&cfg).unwrap();
+            std::fs::create_dir_all(m.0.join("Windows/System32/drivers")).unwrap();
+            std::fs::write(cfg.join("SYSTEM"), &hive.stdout).unwrap();
+        }
+        drop(m);
+        drop(lo);
+    }
+    let plan = rescue_ok(&["universal-restore", disk.to_str().unwrap(), "--for", "ahci", "--dry-run"]);
+    assert!(plan.to_lowercase().contains("msahci") && plan.contains("partition 2"), "{plan}");
+    assert!(!plan.contains("partition 1"), "the System Reserved partition has no Windows: {plan}");
+}
