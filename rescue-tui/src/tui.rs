@@ -57,6 +57,9 @@ pub fn run_loop<B: Backend>(terminal: &mut Terminal<B>, state: &mut State, rx: &
     terminal.draw(|f| view::render(state, f))?;
     state.hits = view::take_hits();
     while let Ok(ev) = rx.recv() {
+        if matches!(ev, Event::Terminate) {
+            return Ok(runner.run(Command::Quit));
+        }
         let mut cmds = update(state, ev);
         // Coalesce what is already queued into one redraw.
         for _ in 0..64 {
@@ -154,6 +157,7 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
             break;
         }
     });
+    let signal = watch_signals(tx.clone());
 
     let mut state = State::new(state::default_dir());
     // vt100-class terminals and serial lines often lack UTF-8 line drawing.
@@ -177,10 +181,44 @@ pub fn run(extra_disks: Vec<PathBuf>) -> anyhow::Result<()> {
     restore_terminal();
     // Unmount what the TUI mounted (backup destinations) before anything else.
     drop(runner);
+    let sig = signal.load(Ordering::SeqCst);
+    if sig != 0 {
+        tracing::info!(signal = sig, "ended by a signal; what the TUI mounted is released");
+        std::process::exit(128 + sig as i32);
+    }
     match flow.context("drawing the screen")? {
         Flow::Power(a) => power(a),
         _ => Ok(()),
     }
+}
+
+/// SIGTERM and SIGHUP (a closed terminal, a dropped SSH session, `kill`)
+/// end rescue through the event loop, like `q`: the task is cancelled and
+/// mounts are released, where the default action would leave them behind.
+/// Returns the signal number once one came (0 before).
+#[cfg(unix)]
+fn watch_signals(tx: mpsc::Sender<Event>) -> Arc<std::sync::atomic::AtomicUsize> {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
+    let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for sig in [SIGTERM, SIGHUP] {
+        if let Err(e) = signal_hook::flag::register_usize(sig, got.clone(), sig as usize) {
+            tracing::warn!("cannot watch signal {sig}: {e}");
+        }
+    }
+    let seen = got.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if seen.load(Ordering::SeqCst) != 0 {
+            let _ = tx.send(Event::Terminate);
+            break;
+        }
+    });
+    got
+}
+
+#[cfg(not(unix))]
+fn watch_signals(_tx: mpsc::Sender<Event>) -> Arc<std::sync::atomic::AtomicUsize> {
+    Arc::new(std::sync::atomic::AtomicUsize::new(0))
 }
 
 const INPUT_RUN: u8 = 0;

@@ -700,3 +700,49 @@ fn tui_restore_finds_images_on_every_disk_in_tmux() {
     assert!(!std::fs::read_to_string("/proc/mounts").expect("mounts").contains("stick.img-1-ro"), "still mounted after quit");
     assert_eq!(file_hash(&stick), stick_hash, "looking for images changed the stick");
 }
+
+/// The pid of the `rescue` process whose command line names `arg`.
+fn rescue_pid(arg: &Path) -> Option<u32> {
+    let want = arg.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        (args.first().is_some_and(|a| a == env!("CARGO_BIN_EXE_rescue")) && args.iter().any(|a| *a == want)).then_some(pid)
+    })
+}
+
+#[test]
+fn tui_releases_its_mounts_when_terminated_in_tmux() {
+    need_tmux();
+    require_root();
+    let d = tempfile::tempdir().expect("temp dir");
+    let dir = d.path();
+    let stick = ext4_disk(dir, "stick.img", "stick");
+    {
+        let lo = Loop::attach(&stick, 1 << 20, 390 << 20, false);
+        let m = Mount::new(lo.path(), &dir.join("m"), "ext4", false);
+        std::fs::create_dir(m.0.join("backups")).expect("mkdir");
+        rescue_ok(&["backup", "disk", sample_disk().to_str().expect("utf-8"), "-o", m.0.join("backups/pc.rimg").to_str().expect("utf-8"), "--compress", "fast"]);
+    }
+    let mnt = imaging::mount::base_dir().join("stick.img-1-ro");
+    let _release = Release { mounts: vec![mnt.clone()], files: vec![stick.clone()] };
+    for (sig, code) in [("TERM", 143), ("HUP", 129)] {
+        let t = Tmux::rescue(&format!("sig{sig}"), dir, "TERM=xterm", &[&stick]);
+        t.wait("Recent operations", 30);
+        // Finding images on every disk mounts the stick's ext4 until quit.
+        t.keys(&["r"]);
+        t.wait("Scan folder", 10);
+        t.keys(&["Tab", "Down"]);
+        t.wait("Scan folder: [(every disk)", 10);
+        t.keys(&["Enter"]);
+        t.wait("backups/pc.rimg", 60);
+        assert!(std::fs::read_to_string("/proc/mounts").expect("mounts").contains("stick.img-1-ro"), "the scan did not mount the stick");
+        let pid = rescue_pid(&stick).expect("the rescue process");
+        sh_ok(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()));
+        t.wait(&format!("rescue exited with {code}"), 30);
+        assert!(!std::fs::read_to_string("/proc/mounts").expect("mounts").contains("stick.img-1-ro"), "SIG{sig}: the stick is still mounted");
+        let lo = sh_ok(Command::new("losetup").arg("-j").arg(&stick));
+        assert!(lo.trim().is_empty(), "SIG{sig}: loop device left: {lo}");
+    }
+}

@@ -69,6 +69,10 @@ pub enum Event {
     Mouse(crossterm::event::MouseEvent),
     /// Periodic wake-up (redraw; hot-plug refresh on the home screen).
     Tick,
+    /// A signal (SIGTERM, SIGHUP: the terminal went away) asks rescue to
+    /// end: the running task is cancelled and what the TUI mounted is
+    /// released before it exits.
+    Terminate,
     /// The terminal changed size (the next draw adapts).
     Resize,
     Disks(Vec<DiskEntry>),

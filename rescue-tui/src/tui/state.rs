@@ -923,6 +923,8 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
             key(s, k)
         }
         Event::Mouse(m) => mouse(s, m),
+        // The loop ends the TUI on it (tui.rs); here it is the same as quit.
+        Event::Terminate => vec![Command::Quit],
         Event::Hardware(h) => {
             for d in h.iter().filter(|d| d.driver.is_none() && d.matters()) {
                 if !s.hardware.contains(d) {
