@@ -1,13 +1,13 @@
 //! Finding and mounting the offline system on a target disk, for `rescue
-//! universal-restore`: every NTFS partition of the disk is mounted (ntfs-3g,
-//! through a loop device over the partition's byte range, so disk image files
-//! and disks without partition nodes work alike) and searched for Windows
-//! installations. Mounts and loop devices are released on drop.
+//! universal-restore`: every NTFS partition of the disk is mounted
+//! (`imaging::mount`: ntfs-3g on the partition's node, or on a loop device
+//! over its byte range, so disk image files and disks without partition
+//! nodes work alike) and searched for Windows installations. Mounts and loop
+//! devices are released on drop. On Windows the disk's volumes are Windows'
+//! own and are searched where they are.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use imaging::exec::LoopDevice;
 #[cfg(not(windows))]
 use imaging::fs::FsKind;
 #[cfg(not(windows))]
@@ -47,33 +47,21 @@ impl OfflineError {
     }
 }
 
-/// An NTFS partition mounted on a private directory; unmounted on drop.
-/// On Windows the volume is Windows' own (`\\?\Volume{GUID}\`): nothing
-/// was mounted and nothing is released.
+/// An NTFS partition mounted on a private directory (`imaging::mount`:
+/// ntfs-3g on the partition's node or a loop device over its range);
+/// unmounted on drop. On Windows the volume is Windows' own
+/// (`\\?\Volume{GUID}\`): nothing was mounted and nothing is released.
 #[derive(Debug)]
 pub struct MountedVolume {
     pub partition: u32,
     pub dir: PathBuf,
-    _loop: Option<LoopDevice>,
+    _mount: Option<Mount>,
 }
 
-impl Drop for MountedVolume {
-    fn drop(&mut self) {
-        let Some(lo) = &self._loop else { return };
-        for _ in 0..20 {
-            if Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        // umount returns before the ntfs-3g process has flushed and closed the
-        // device: wait for it, so the data is on the disk before the loop
-        // device goes and anyone reads the disk again.
-        wait_for_process_using(&lo.path, std::time::Duration::from_secs(30));
-        let _ = Command::new("sync").status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
+#[cfg(not(windows))]
+type Mount = imaging::mount::MountedPartition;
+#[cfg(windows)]
+type Mount = ();
 
 pub use imaging::exec::wait_for_process_using;
 
@@ -84,25 +72,6 @@ pub struct FoundWindows {
     pub installs: Vec<WindowsInstall>,
 }
 
-#[cfg(not(windows))]
-fn mount_ntfs(disk: &Path, number: u32, start: u64, len: u64, write: bool) -> Result<MountedVolume, OfflineError> {
-    let err = |detail: String| OfflineError::Mount { disk: disk.display().to_string(), part: number, detail };
-    let lo = LoopDevice::attach(disk, start, len).map_err(|e| err(e.to_string()))?;
-    let dir = std::env::temp_dir().join(format!("rescue-ur-{}-{number}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
-    let opts = if write { "rw" } else { "ro" };
-    let out = Command::new("ntfs-3g")
-        .args(["-o", opts])
-        .arg(&lo.path)
-        .arg(&dir)
-        .output()
-        .map_err(|e| err(format!("ntfs-3g: {e} (install ntfs-3g)")))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir(&dir);
-        return Err(err(String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("ntfs-3g failed").to_string()));
-    }
-    Ok(MountedVolume { partition: number, dir, _loop: Some(lo) })
-}
 
 /// Mount the NTFS partitions of `disk` (or only `part`) and find Windows on
 /// them. `write`: mount read-write (to apply a plan).
@@ -123,7 +92,11 @@ pub fn find_windows(disk: &Path, part: Option<u32>, write: bool) -> Result<Vec<F
         if !p.busy.is_empty() {
             return Err(OfflineError::Busy { disk: disk.display().to_string(), part: p.partition.number, why: p.busy.join(", ") });
         }
-        let vol = mount_ntfs(disk, p.partition.number, p.partition.start, p.partition.len, write)?;
+        let number = p.partition.number;
+        let base = imaging::mount::base_dir();
+        let mounted = if write { imaging::mount::mount_rw(&report, number, &base) } else { imaging::mount::mount_ro(&report, number, &base) };
+        let m = mounted.map_err(|e| OfflineError::Mount { disk: disk.display().to_string(), part: number, detail: e.to_string() })?;
+        let vol = MountedVolume { partition: number, dir: m.dir.clone(), _mount: Some(m) };
         // Partitions without Windows (System Reserved, recovery, data) are
         // searched and passed over.
         match windows::find_installations(&vol.dir) {
@@ -177,7 +150,7 @@ pub fn find_windows(disk: &Path, part: Option<u32>, _write: bool) -> Result<Vec<
     for v in &candidates {
         let dir = PathBuf::from(&v.guid_path);
         match windows::find_installations(&dir) {
-            Ok(installs) => found.push(FoundWindows { volume: MountedVolume { partition: v.partition.unwrap_or(0), dir, _loop: None }, installs }),
+            Ok(installs) => found.push(FoundWindows { volume: MountedVolume { partition: v.partition.unwrap_or(0), dir, _mount: None }, installs }),
             Err(windows::WindowsError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
