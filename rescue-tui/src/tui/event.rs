@@ -71,7 +71,8 @@ pub enum Event {
     Tick,
     /// A signal (SIGTERM, SIGHUP: the terminal went away) asks rescue to
     /// end: the running task is cancelled and what the TUI mounted is
-    /// released before it exits.
+    /// released before it exits. (No such signals on Windows.)
+    #[cfg_attr(not(unix), allow(dead_code))]
     Terminate,
     /// The terminal changed size (the next draw adapts).
     Resize,
