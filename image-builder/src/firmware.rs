@@ -43,7 +43,11 @@ use crate::{Error, Result};
 ///
 /// The other default modules name no firmware (e1000e, igb, ixgbe, i40e,
 /// bnxt_en, mlx5_core, ... load theirs from flash) or none Debian ships.
-pub const DEFAULT_PACKAGES: &[&str] = &["firmware-realtek", "firmware-bnx2x", "firmware-misc-nonfree"];
+pub const DEFAULT_PACKAGES: &[&str] = &[
+    "firmware-realtek",
+    "firmware-bnx2x",
+    "firmware-misc-nonfree",
+];
 
 /// The component the firmware packages are in (since bookworm).
 const COMPONENT: &str = "non-free-firmware";
@@ -200,7 +204,9 @@ pub fn system_sources(etc_apt: &Path) -> Vec<AptSource> {
         .collect();
     parts.sort();
     for p in parts {
-        let Ok(t) = fs::read_to_string(&p) else { continue };
+        let Ok(t) = fs::read_to_string(&p) else {
+            continue;
+        };
         match p.extension().and_then(|x| x.to_str()) {
             Some("list") => found.extend(parse_one_line(&t)),
             Some("sources") => found.extend(parse_deb822(&t)),
@@ -305,7 +311,10 @@ impl PrivateApt {
         }
         crate::write_atomic(&self.dir.join("sources.list"), b"")?;
         crate::write_atomic(
-            &self.dir.join("sources.list.d").join("debian-non-free-firmware.sources"),
+            &self
+                .dir
+                .join("sources.list.d")
+                .join("debian-non-free-firmware.sources"),
             firmware_sources(sources).as_bytes(),
         )
     }
@@ -347,7 +356,11 @@ impl PrivateApt {
                 detail: format!(
                     "no {COMPONENT} package list from {}: {} ({})",
                     sources_shown(sources),
-                    if why.is_empty() { "no message".into() } else { why.join(" / ") },
+                    if why.is_empty() {
+                        "no message".into()
+                    } else {
+                        why.join(" / ")
+                    },
                     out.status
                 ),
                 package: None,
@@ -542,8 +555,12 @@ mod tests {
                     -----END PGP PUBLIC KEY BLOCK-----\n";
         let s = parse_deb822(text);
         assert_eq!(s.len(), 2);
-        assert_eq!(s[1].uri, "http://snapshot.debian.org/archive/debian/20250520T000000Z/");
-        let key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n.\nmDMEZ\n-----END PGP PUBLIC KEY BLOCK-----";
+        assert_eq!(
+            s[1].uri,
+            "http://snapshot.debian.org/archive/debian/20250520T000000Z/"
+        );
+        let key =
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n.\nmDMEZ\n-----END PGP PUBLIC KEY BLOCK-----";
         assert_eq!(s[0].signed_by.as_deref(), Some(key));
         // Written back as a deb822 multi-line field.
         let written = firmware_sources(&s[..1]);
@@ -554,7 +571,11 @@ mod tests {
             ),
             "{written}"
         );
-        assert_eq!(parse_deb822(&written).len(), 0, "no `main` in what we write");
+        assert_eq!(
+            parse_deb822(&written).len(),
+            0,
+            "no `main` in what we write"
+        );
     }
 
     #[test]
