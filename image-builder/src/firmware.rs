@@ -346,22 +346,22 @@ impl PrivateApt {
         // unreachable: no package list afterwards means nothing came.
         if !out.status.success() || !self.has_lists() {
             let err = String::from_utf8_lossy(&out.stderr);
-            let why: Vec<&str> = err
+            // The first message names the mirror and the cause; the
+            // rest ("Some index files failed ...") adds nothing.
+            let why = err
                 .lines()
-                .filter(|l| l.starts_with("W:") || l.starts_with("E:"))
-                .take(2)
-                .collect();
+                .find(|l| l.starts_with("W:") || l.starts_with("E:"))
+                .unwrap_or("no message from apt");
+            let status = if out.status.success() {
+                String::new()
+            } else {
+                format!(" ({})", out.status)
+            };
             return Err(Error::Tool {
                 cmd: shown,
                 detail: format!(
-                    "no {COMPONENT} package list from {}: {} ({})",
+                    "no {COMPONENT} package list from {}: {why}{status}",
                     sources_shown(sources),
-                    if why.is_empty() {
-                        "no message".into()
-                    } else {
-                        why.join(" / ")
-                    },
-                    out.status
                 ),
                 package: None,
             });
@@ -416,7 +416,9 @@ pub fn fetch(cache: &Cache, etc_apt: &Path, packages: &[String]) -> Vec<Fetched>
         .and_then(|f| f.lock().map(|_| f));
 
     let mut sources: Option<Vec<AptSource>> = None;
-    let mut updated = false;
+    // `apt-get update` runs at most once per fetch; its error stands for
+    // every package after it.
+    let mut updated: Option<std::result::Result<(), String>> = None;
     let mut out = Vec::new();
     for package in packages {
         let got = cache.cached_deb(package).map(Ok).unwrap_or_else(|| {
@@ -427,23 +429,26 @@ pub fn fetch(cache: &Cache, etc_apt: &Path, packages: &[String]) -> Vec<Fetched>
                     etc_apt.display()
                 ));
             }
-            let mut tried = || -> Result<PathBuf> {
-                if !apt.has_lists() || updated {
-                    if !updated {
-                        updated = true;
-                        apt.update(sources)?;
-                    }
-                    return cache.download(package, &apt.options());
-                }
-                // Lists from an earlier run may be stale (the mirror
-                // dropped that version): refresh once and retry.
-                cache.download(package, &apt.options()).or_else(|_| {
-                    updated = true;
-                    apt.update(sources)?;
-                    cache.download(package, &apt.options())
-                })
+            let download = || cache.download(package, &apt.options()).map_err(|e| short(&e));
+            let already_updated = updated.is_some();
+            let mut update = || {
+                updated
+                    .get_or_insert_with(|| apt.update(sources).map_err(|e| short(&e)))
+                    .clone()
             };
-            tried().map_err(|e| e.to_string())
+            if !apt.has_lists() {
+                update()?;
+                return download();
+            }
+            // Lists from an earlier run may be stale (the mirror dropped
+            // that version): refresh once and retry.
+            download().or_else(|first| {
+                if already_updated {
+                    return Err(first);
+                }
+                update()?;
+                download()
+            })
         });
         let unpacked = got.and_then(|deb| {
             let dir = cache.unpack(&deb).map_err(|e| e.to_string())?;
@@ -465,6 +470,23 @@ pub fn fetch(cache: &Cache, etc_apt: &Path, packages: &[String]) -> Vec<Fetched>
         });
     }
     out
+}
+
+/// An apt failure for the report, without the long `-o` options of the
+/// command line: `apt-get download: E: Unable to locate package x`.
+fn short(e: &Error) -> String {
+    match e {
+        Error::Tool { cmd, detail, .. } => {
+            let verb = ["update", "download"]
+                .into_iter()
+                .find(|v| {
+                    cmd.contains(&format!(" {v} ")) || cmd.starts_with(&format!("apt-get {v}"))
+                })
+                .unwrap_or("");
+            format!("apt-get {verb}: {detail}")
+        }
+        e => e.to_string(),
+    }
 }
 
 /// Package names from `--debian-firmware` in order, without repeats.

@@ -354,15 +354,23 @@ fn add_modules(a: &mut Archive, tree: &Tree, sel: &Selection) -> Result<()> {
 struct FirmwareDir {
     path: PathBuf,
     origin: String,
+    /// Symlinks must stay inside `path` (an unpacked package: its links
+    /// are relative, like `intel/ice/ddp/ice.pkg -> ice-1.3.30.0.pkg`;
+    /// one leaving it would read the build host's files). Host
+    /// directories may link anywhere (`regulatory.db` -> /etc/alternatives).
+    confined: bool,
 }
 
 fn find_firmware<'a>(dirs: &'a [FirmwareDir], name: &str) -> Option<(PathBuf, &'a FirmwareDir)> {
     if name.contains("..") || name.starts_with('/') {
         return None;
     }
-    dirs.iter()
-        .map(|d| (d.path.join(name), d))
-        .find(|(p, _)| p.is_file())
+    dirs.iter().map(|d| (d.path.join(name), d)).find(|(p, d)| {
+        p.is_file()
+            && (!d.confined
+                || matches!((p.canonicalize(), d.path.canonicalize()),
+                            (Ok(f), Ok(root)) if f.starts_with(&root)))
+    })
 }
 
 /// The Debian firmware packages, fetched when some firmware is wanted at
@@ -407,12 +415,14 @@ fn add_firmware_from(
             Some(FirmwareDir {
                 path: f.firmware_dir.clone()?,
                 origin: f.label(),
+                confined: true,
             })
         })
         .collect();
     dirs.extend(opts.firmware_dirs.iter().map(|d| FirmwareDir {
         path: d.clone(),
         origin: d.display().to_string(),
+        confined: false,
     }));
     let add = |a: &mut Archive, report: &mut Report, fw: &str, p: &Path, origin: &str| {
         if report.firmware_from.contains_key(fw) {
@@ -463,9 +473,18 @@ fn firmware_note(
     dirs: &[FirmwareDir],
     missing: bool,
 ) -> Option<String> {
-    let failed: Vec<String> = fetched
+    // Packages failing for the same reason (no mirror) share one line.
+    let mut failed: Vec<(Vec<&str>, &str)> = Vec::new();
+    for f in fetched {
+        let Some(e) = f.error.as_deref() else { continue };
+        match failed.iter_mut().find(|(_, why)| *why == e) {
+            Some((packages, _)) => packages.push(&f.package),
+            None => failed.push((vec![&f.package], e)),
+        }
+    }
+    let failed: Vec<String> = failed
         .iter()
-        .filter_map(|f| Some(format!("{}: {}", f.package, f.error.as_deref()?)))
+        .map(|(packages, why)| format!("{}: {why}", packages.join(", ")))
         .collect();
     let searched = || {
         dirs.iter()
@@ -552,6 +571,12 @@ mod tests {
         file(&host, "tigon/tg3.bin", b"tg3 from the host");
         file(&host, "renesas_usb_fw.mem", b"host only");
         file(&host, "extra.bin", b"asked for");
+        fs::create_dir_all(misc.join("intel/ice/ddp")).expect("mkdir");
+        file(&misc, "intel/ice/ddp/ice-1.3.30.0.pkg", b"ddp");
+        std::os::unix::fs::symlink("ice-1.3.30.0.pkg", misc.join("intel/ice/ddp/ice.pkg"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(host.join("extra.bin"), misc.join("tigon/tg3_tso.bin"))
+            .expect("symlink");
         let fetched = vec![
             Fetched {
                 package: "firmware-realtek".into(),
@@ -569,7 +594,8 @@ mod tests {
         let mut sel = Selection::default();
         for m in [
             module("r8169", &["rtl_nic/rtl8168h-2.fw", "rtl_nic/rtl8411-1.fw"]),
-            module("tg3", &["tigon/tg3.bin"]),
+            module("tg3", &["tigon/tg3.bin", "tigon/tg3_tso.bin"]),
+            module("ice", &["intel/ice/ddp/ice.pkg"]),
             module("xhci_pci", &["renesas_usb_fw.mem"]),
             module("evil", &["../../etc/shadow"]),
         ] {
@@ -596,20 +622,29 @@ mod tests {
         assert_eq!(data("lib/firmware/tigon/tg3.bin").as_deref(), Some(&b"tg3 from misc"[..]));
         assert_eq!(data("lib/firmware/renesas_usb_fw.mem").as_deref(), Some(&b"host only"[..]));
         assert!(data("lib/firmware/rtl_nic/rtl8125b-2.fw").is_none(), "not named");
+        // A package's relative symlink is followed; one leaving it is not.
+        assert_eq!(data("lib/firmware/intel/ice/ddp/ice.pkg").as_deref(), Some(&b"ddp"[..]));
+        assert!(data("lib/firmware/tigon/tg3_tso.bin").is_none());
         let files: Vec<&str> = a
             .iter()
             .filter(|(_, e)| matches!(e.kind, crate::cpio::Kind::File(_)))
             .map(|(p, _)| p)
             .collect();
-        assert_eq!(files.len(), 4, "only the named files and --add-firmware: {files:?}");
+        assert_eq!(files.len(), 5, "only the named files and --add-firmware: {files:?}");
         assert_eq!(
             report.firmware_included,
-            ["extra.bin", "renesas_usb_fw.mem", "rtl_nic/rtl8168h-2.fw", "tigon/tg3.bin"]
+            [
+                "extra.bin",
+                "intel/ice/ddp/ice.pkg",
+                "renesas_usb_fw.mem",
+                "rtl_nic/rtl8168h-2.fw",
+                "tigon/tg3.bin"
+            ]
         );
         assert_eq!(report.firmware_from["rtl_nic/rtl8168h-2.fw"], "firmware-realtek 20230210-5");
         assert_eq!(report.firmware_from["tigon/tg3.bin"], "firmware-misc-nonfree 20230210-5");
         assert_eq!(report.firmware_from["extra.bin"], host.display().to_string());
-        assert_eq!(report.firmware_size, (9 + 13 + 9 + 9) as u64);
+        assert_eq!(report.firmware_size, (9 + 13 + 9 + 9 + 3) as u64);
         let missing: Vec<_> = report
             .firmware_missing
             .iter()
@@ -617,7 +652,11 @@ mod tests {
             .collect();
         assert_eq!(
             missing,
-            [("evil", "../../etc/shadow"), ("r8169", "rtl_nic/rtl8411-1.fw")]
+            [
+                ("evil", "../../etc/shadow"),
+                ("r8169", "rtl_nic/rtl8411-1.fw"),
+                ("tg3", "tigon/tg3_tso.bin")
+            ]
         );
         let note = report.firmware_note.expect("missing files are explained");
         assert!(note.contains("none of: firmware-realtek 20230210-5, firmware-misc-nonfree"), "{note}");

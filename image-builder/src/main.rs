@@ -184,17 +184,18 @@ struct Common {
     /// Only these modules (and their dependencies) instead of the default set
     #[arg(long, value_delimiter = ',')]
     only_modules: Option<Vec<String>>,
-    /// Firmware files to include (relative to a --firmware-dir)
+    /// Firmware files to include (relative to lib/firmware of a
+    /// --debian-firmware package or to a --firmware-dir)
     #[arg(long, value_delimiter = ',')]
     add_firmware: Vec<String>,
     /// Where firmware files are looked for after the Debian firmware
     /// packages [default: /lib/firmware]
     #[arg(long, value_name = "DIR")]
     firmware_dir: Vec<PathBuf>,
-    /// Debian packages (component non-free-firmware, fetched once into the
-    /// cache from the mirror of the system's apt sources, which stay
-    /// unchanged) whose files the modules' firmware is taken from first;
-    /// only files the modules name are copied
+    /// Debian firmware packages searched first for the files the modules
+    /// name (only those are copied). From the non-free-firmware component
+    /// of the mirror in the system's apt sources, which stay unchanged;
+    /// fetched once into the cache, offline after that
     #[arg(
         long,
         value_delimiter = ',',
