@@ -87,10 +87,26 @@ impl Cache {
 
     /// The `.deb` of `package`, downloaded into the cache if not there yet.
     pub fn deb(&self, package: &str) -> Result<PathBuf> {
-        let dir = self.debs();
         if let Some(p) = self.cached_deb(package) {
             return Ok(p);
         }
+        self.download(package, &[]).map_err(|e| match e {
+            Error::Tool { cmd, detail, .. } => Error::Tool {
+                cmd,
+                detail: format!(
+                    "{detail}; if the package is unknown run `apt-get update` (needs network once)"
+                ),
+                package: Some(package.into()),
+            },
+            e => e,
+        })
+    }
+
+    /// `apt-get download` of `package` into the cache, with `apt_options`
+    /// (`-o Name=value` pairs, e.g. a private sources list), whether or not
+    /// a copy is cached already.
+    pub fn download(&self, package: &str, apt_options: &[String]) -> Result<PathBuf> {
+        let dir = self.debs();
         // Download into a private directory and move the finished file in:
         // a parallel build must never see a half-written .deb.
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -101,20 +117,11 @@ impl Cache {
         tracing_note(&format!("downloading {package} into {}", dir.display()));
         let fetched = run(
             Command::new("apt-get")
+                .args(apt_options)
                 .args(["download", "-q", package])
                 .current_dir(&tmp),
             Some(package),
         )
-        .map_err(|e| match e {
-            Error::Tool { cmd, detail, .. } => Error::Tool {
-                cmd,
-                detail: format!(
-                    "{detail}; if the package is unknown run `apt-get update` (needs network once)"
-                ),
-                package: Some(package.into()),
-            },
-            e => e,
-        })
         .and_then(|_| {
             for entry in fs::read_dir(&tmp).map_err(|e| Error::io("listing", &tmp, e))? {
                 let from = entry.map_err(|e| Error::io("listing", &tmp, e))?.path();
@@ -134,7 +141,8 @@ impl Cache {
         })
     }
 
-    fn cached_deb(&self, package: &str) -> Option<PathBuf> {
+    /// The newest `.deb` of `package` in the cache, if any.
+    pub fn cached_deb(&self, package: &str) -> Option<PathBuf> {
         let prefix = format!("{package}_");
         let mut found: Vec<PathBuf> = fs::read_dir(self.debs())
             .ok()?

@@ -7,6 +7,8 @@
 //! - [`deb`]: Debian packages fetched with `apt-get download` into a cache
 //!   and unpacked with `dpkg-deb -x`.
 //! - [`kmod`]: the module subset and its `modules.dep`/`modules.alias`.
+//! - [`firmware`]: NIC firmware from Debian's `non-free-firmware` packages,
+//!   fetched through a private apt setup in the cache.
 //! - [`tools`]: host programs with exactly the shared libraries they need.
 //! - [`initramfs`]: puts it together; [`report`]: what went in.
 //! - [`pxe`]: the network boot bundle and its manifest; [`iso`]: the hybrid
@@ -19,6 +21,7 @@ pub mod cpio;
 pub mod deb;
 pub mod elf;
 pub mod exfat;
+pub mod firmware;
 pub mod initramfs;
 pub mod iso;
 pub mod kmod;

@@ -184,12 +184,28 @@ struct Common {
     /// Only these modules (and their dependencies) instead of the default set
     #[arg(long, value_delimiter = ',')]
     only_modules: Option<Vec<String>>,
-    /// Firmware files to include (relative to a --firmware-dir)
+    /// Firmware files to include (relative to lib/firmware of a
+    /// --debian-firmware package or to a --firmware-dir)
     #[arg(long, value_delimiter = ',')]
     add_firmware: Vec<String>,
-    /// Where firmware files are looked for [default: /lib/firmware]
+    /// Where firmware files are looked for after the Debian firmware
+    /// packages [default: /lib/firmware]
     #[arg(long, value_name = "DIR")]
     firmware_dir: Vec<PathBuf>,
+    /// Debian firmware packages searched first for the files the modules
+    /// name (only those are copied). From the non-free-firmware component
+    /// of the mirror in the system's apt sources, which stay unchanged;
+    /// fetched once into the cache, offline after that
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PKG",
+        default_value = "firmware-realtek,firmware-bnx2x,firmware-misc-nonfree"
+    )]
+    debian_firmware: Vec<String>,
+    /// Take firmware only from --firmware-dir, not from Debian's packages
+    #[arg(long, conflicts_with = "debian_firmware")]
+    no_debian_firmware: bool,
     /// Extra file: host path and absolute path in the image
     #[arg(long, value_name = "SRC:DEST")]
     add_file: Vec<String>,
@@ -218,6 +234,11 @@ impl Common {
         if !self.firmware_dir.is_empty() {
             o.firmware_dirs = self.firmware_dir.clone();
         }
+        o.debian_firmware = if self.no_debian_firmware {
+            Vec::new()
+        } else {
+            self.debian_firmware.clone()
+        };
         for f in &self.add_file {
             o.add_files.push(initramfs::parse_add_file(f)?);
         }
@@ -539,5 +560,30 @@ fn main() -> ExitCode {
             }
             ExitCode::from(exit as u8)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_firmware_default_is_the_library_default() {
+        let Cmd::Initramfs { common, .. } = Cli::parse_from(["image-builder", "initramfs", "-o", "x"]).cmd else {
+            unreachable!("parsed as initramfs")
+        };
+        assert_eq!(common.debian_firmware, image_builder::firmware::DEFAULT_PACKAGES);
+        let o = common.options().expect("options");
+        assert_eq!(o.debian_firmware, image_builder::firmware::DEFAULT_PACKAGES);
+        let Cmd::Initramfs { common, .. } =
+            Cli::parse_from(["image-builder", "initramfs", "-o", "x", "--no-debian-firmware"]).cmd
+        else {
+            unreachable!("parsed as initramfs")
+        };
+        assert!(common.options().expect("options").debian_firmware.is_empty());
+        assert!(Cli::try_parse_from([
+            "image-builder", "initramfs", "-o", "x", "--no-debian-firmware", "--debian-firmware", "firmware-realtek"
+        ])
+        .is_err());
     }
 }

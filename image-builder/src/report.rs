@@ -2,10 +2,12 @@
 //! missing (`build-report.json`, plus `SHA256SUMS` for the output files).
 //! Apart from `elapsed_ms` it is reproducible like the media.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::firmware::Fetched;
 use crate::initramfs::Kernel;
 use crate::{Error, Result};
 
@@ -37,10 +39,21 @@ pub struct Report {
     /// Default modules this kernel does not have.
     pub modules_not_in_kernel: Vec<String>,
     pub firmware_included: Vec<String>,
-    /// Firmware a module may ask for that no firmware directory had. Debian
-    /// ships most NIC firmware in the `non-free-firmware` component
-    /// (firmware-realtek, firmware-misc-nonfree, firmware-bnx2x, ...).
+    /// Firmware a module may ask for that neither the Debian firmware
+    /// packages nor a firmware directory had; [`Report::firmware_note`]
+    /// says why.
     pub firmware_missing: Vec<FirmwareNote>,
+    /// Where each included firmware file came from: `firmware-realtek
+    /// 20230210-5` (a Debian package) or a firmware directory.
+    pub firmware_from: BTreeMap<String, String>,
+    /// Bytes of firmware in the initramfs (uncompressed).
+    pub firmware_size: u64,
+    /// The Debian firmware packages asked for (`--debian-firmware`): the
+    /// `.deb` used, or why there is none.
+    pub firmware_packages: Vec<Fetched>,
+    /// Why firmware is missing, when it is (packages turned off or not
+    /// fetched, or a file no package has); `null` when nothing is.
+    pub firmware_note: Option<String>,
     pub tools: Vec<String>,
     pub elapsed_ms: u64,
 }
@@ -67,6 +80,10 @@ impl Report {
             modules_not_in_kernel: Vec::new(),
             firmware_included: Vec::new(),
             firmware_missing: Vec::new(),
+            firmware_from: BTreeMap::new(),
+            firmware_size: 0,
+            firmware_packages: Vec::new(),
+            firmware_note: None,
             tools: Vec::new(),
             elapsed_ms: 0,
         }
@@ -100,6 +117,18 @@ impl Report {
         crate::write_atomic(&dir.join("SHA256SUMS"), sums.as_bytes())
     }
 
+    /// `; 27 from firmware-realtek 20230210-5, ...` for the summary.
+    fn firmware_origins(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for from in self.firmware_from.values() {
+            *counts.entry(from.as_str()).or_default() += 1;
+        }
+        counts
+            .iter()
+            .map(|(from, n)| format!("; {n} from {from}"))
+            .collect()
+    }
+
     /// A few human lines for stderr.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -110,16 +139,21 @@ impl Report {
             ));
         }
         s.push_str(&format!(
-            "kernel {}; {} modules ({} KiB); {} tools/libraries; firmware: {} included, {} missing; {} default modules not in this kernel; {} ms\n",
+            "kernel {}; {} modules ({} KiB); {} tools/libraries; firmware: {} included ({} KiB{}), {} missing; {} default modules not in this kernel; {} ms\n",
             self.kernel_version,
             self.modules.len(),
             self.modules_size / 1024,
             self.tools.len(),
             self.firmware_included.len(),
+            self.firmware_size / 1024,
+            self.firmware_origins(),
             self.firmware_missing.len(),
             self.modules_not_in_kernel.len(),
             self.elapsed_ms
         ));
+        if let Some(n) = &self.firmware_note {
+            s.push_str(&format!("firmware note: {n}\n"));
+        }
         s
     }
 }

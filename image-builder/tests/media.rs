@@ -216,6 +216,15 @@ fn initramfs_is_reproducible_and_complete() {
         serde_json::from_slice(&std::fs::read(a.join("build-report.json")).expect("report"))
             .expect("report is JSON");
     assert!(report["modules"].as_array().is_some_and(|m| m.len() > 100));
+    // Every firmware file the report lists is in the archive (which ones
+    // depends on the Debian firmware packages being fetched: firmware.rs).
+    for fw in report["firmware_included"].as_array().expect("firmware_included") {
+        let fw = fw.as_str().expect("a path");
+        assert!(
+            list.lines().any(|l| l == format!("lib/firmware/{fw}")),
+            "firmware {fw} listed as included but not in the initramfs"
+        );
+    }
     assert!(report["outputs"].as_array().is_some_and(|o| o.len() >= 2));
 
     // The PXE bundle: the manifest lists every file with its checksum.
