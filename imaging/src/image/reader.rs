@@ -344,8 +344,8 @@ impl ImageReader {
     /// index segment and frame is read and its BLAKE3 compared with the index
     /// (for encrypted images the index itself is authenticated, so this also
     /// proves every frame authentic). Needs no decompression, so it runs at
-    /// the speed of reading: one thread reads, the others hash. Restore runs
-    /// it before writing the first byte.
+    /// the speed of reading: every worker reads and hashes batches of frames.
+    /// Restore runs it before writing the first byte.
     pub fn verify_stored(&self, regions: &[u32], task: &Task) -> Result<(), ImageError> {
         let mut list = Vec::new();
         for id in regions {
@@ -356,13 +356,13 @@ impl ImageReader {
         let total: u64 = list.iter().map(|r| r.stored_bytes).sum::<u64>() + self.links.iter().map(|l| l.len()).sum::<u64>();
         task.progress.begin("verifying image", total);
         // Frames that follow each other in the image are read with one call
-        // (up to 8 MiB), then hashed frame by frame on the worker threads.
-        type Batch = (Vec<FrameRef>, u64, Vec<u8>);
+        // (up to 8 MiB); each worker reads its batch and hashes it frame by
+        // frame, so the copies out of the page cache (the larger part of the
+        // work when the image is cached) and the waits for the disk are spread
+        // over all cores, with a read in flight per worker.
+        type Batch = (Vec<FrameRef>, u64, u64);
         const BATCH: u64 = 8 << 20;
         let (tx, rx) = bounded::<Result<Batch, ImageError>>(self.threads * 2);
-        // Read buffers go round between the reader and the hashers, so big
-        // batches are not allocated (and page-faulted in) again each time.
-        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(self.threads * 2 + 2);
         std::thread::scope(|s| -> Result<(), ImageError> {
             let task_r = task.clone();
             let list = &list;
@@ -377,13 +377,7 @@ impl ImageReader {
                         if len > BATCH + MAX_FRAME || start.checked_add(len).is_none_or(|e| e > vols.len()) {
                             Err(corrupt(vols, start, format!("frames of {len} bytes lie outside the image")))
                         } else {
-                            let mut b = pool_rx.try_recv().unwrap_or_default();
-                            b.resize(len as usize, 0);
-                            vols.read_exact_at(&mut b, start).map(|_| (std::mem::take(batch), start, b)).map_err(|e| {
-                                let (v, vo) = vols.locate(start);
-                                let file = vols.paths().first().map(|p| p.display().to_string()).unwrap_or_default();
-                                ImageError::Io { path: PathBuf::from(format!("{file}: volume {v} at byte {vo}")), source: e }
-                            })
+                            Ok((std::mem::take(batch), start, len))
                         }
                     });
                     let stop = r.is_err();
@@ -432,16 +426,24 @@ impl ImageReader {
             let workers: Vec<_> = (0..self.threads)
                 .map(|_| {
                     let rx = rx.clone();
-                    let pool_tx = pool_tx.clone();
                     s.spawn(move || -> Result<(), ImageError> {
+                        // One buffer per worker, reused for every batch.
+                        let mut b: Vec<u8> = Vec::new();
                         for msg in rx.iter() {
-                            let (frames, start, b) = msg?;
-                            let b = ReturnBuf(Some(b), &pool_tx);
+                            let (frames, start, len) = msg?;
+                            let Some(first) = frames.first() else { continue };
+                            let vols = self.vols_of(first)?;
+                            b.resize(len as usize, 0);
+                            vols.read_exact_at(&mut b, start).map_err(|e| {
+                                let (v, vo) = vols.locate(start);
+                                let file = vols.paths().first().map(|p| p.display().to_string()).unwrap_or_default();
+                                ImageError::Io { path: PathBuf::from(format!("{file}: volume {v} at byte {vo}")), source: e }
+                            })?;
                             for f in &frames {
                                 let at = (f.offset - start) as usize;
-                                let bytes = &b.0.as_deref().unwrap_or_default()[at..at + f.stored_len as usize];
+                                let bytes = &b[at..at + f.stored_len as usize];
                                 if blake3::hash(bytes).as_bytes() != &f.hash {
-                                    return Err(corrupt(self.vols_of(f)?, f.offset, "frame is damaged (hash mismatch)"));
+                                    return Err(corrupt(vols, f.offset, "frame is damaged (hash mismatch)"));
                                 }
                                 task.progress.advance(bytes.len() as u64);
                             }
@@ -815,16 +817,6 @@ impl ChangedChunks {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// A read buffer that goes back to the pool when dropped.
-struct ReturnBuf<'a>(Option<Vec<u8>>, &'a crossbeam_channel::Sender<Vec<u8>>);
-impl Drop for ReturnBuf<'_> {
-    fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
-            let _ = self.1.try_send(b);
-        }
     }
 }
 
