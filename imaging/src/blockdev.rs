@@ -17,6 +17,7 @@ pub(crate) mod sys;
 #[path = "blockdev/sys_windows.rs"]
 pub(crate) mod sys;
 pub(crate) mod winioctl;
+pub mod aligned;
 
 pub use sys::advise_sequential;
 #[cfg(windows)]
