@@ -12,7 +12,6 @@ use crate::exec::{self, RegionSource, WriteOutcome, WritePlan};
 use crate::image::format::RegionKind;
 use crate::inventory;
 use crate::layout::{self, LayoutOptions, SrcLayout, SrcRegion};
-use crate::read_at::ReadAt;
 use crate::task::Task;
 
 #[derive(Debug, Clone)]
@@ -96,7 +95,7 @@ pub fn plan_clone(req: &CloneRequest) -> Result<ClonePlan, Error> {
 }
 
 struct DiskSource<'a> {
-    file: &'a std::fs::File,
+    file: &'a blockdev::DiskFile,
     plan: &'a BackupPlan,
 }
 

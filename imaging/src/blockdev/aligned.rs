@@ -180,7 +180,7 @@ impl<B: PositionalIo> AlignedIo<B> {
         let s = self.align.sector as u64;
         let end = offset.checked_add(buf.len() as u64).ok_or_else(|| eof(offset))?;
         let (a0, a1) = (offset / s * s, end.div_ceil(s) * s);
-        tracing::trace!(offset, len = buf.len(), "unaligned read");
+        tracing::trace!(offset, len = buf.len(), buffer = buf.as_ptr() as usize % self.align.sector, "unaligned read");
         if a1 - a0 <= BOUNCE_MAX as u64 {
             return self.read_covering(buf, offset, a0, a1);
         }
@@ -243,6 +243,7 @@ impl<B: PositionalIo> AlignedIo<B> {
         let end = offset.checked_add(buf.len() as u64).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past 2^64"))?;
         if offset % s == 0 && end % s == 0 {
             // Only the buffer address is off: no sector is partial.
+            tracing::trace!(offset, len = buf.len(), buffer = buf.as_ptr() as usize % self.align.sector, "misaligned write buffer");
             return self.write_aligned_range(buf, offset);
         }
         let (a0, a1) = (offset / s * s, end.div_ceil(s) * s);
