@@ -112,6 +112,11 @@ impl Alignment {
     }
 }
 
+/// Alignment of the engine's own data buffers (backup reads, restore and
+/// clone writes): a multiple of every logical sector size met in practice
+/// (512, 4096), so those requests pass straight through on any disk.
+pub const BUFFER_ALIGN: usize = 4096;
+
 /// A zeroed heap buffer whose start is aligned to `align` bytes.
 pub struct AlignedBuf {
     raw: Vec<u8>,
@@ -126,6 +131,19 @@ impl AlignedBuf {
         // Bytes to skip to the next multiple of `align` (0 when aligned).
         let start = (raw.as_ptr() as usize).wrapping_neg() & (align - 1);
         AlignedBuf { raw, start, len }
+    }
+
+    /// A copy of `data` aligned to [`BUFFER_ALIGN`].
+    pub fn copy_of(data: &[u8]) -> AlignedBuf {
+        let mut b = AlignedBuf::new(data.len(), BUFFER_ALIGN);
+        b.copy_from_slice(data);
+        b
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
     }
 }
 
