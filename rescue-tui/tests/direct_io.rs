@@ -11,6 +11,7 @@
 //! backup fails at its first partition-table probe.
 //!
 //! Needs root (loop devices, mounts), as CI has.
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 
 mod common;
 

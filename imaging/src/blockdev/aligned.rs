@@ -259,7 +259,7 @@ impl<B: PositionalIo> AlignedIo<B> {
         }
         let s = self.align.sector as u64;
         let end = offset.checked_add(buf.len() as u64).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past 2^64"))?;
-        if offset % s == 0 && end % s == 0 {
+        if offset.is_multiple_of(s) && end.is_multiple_of(s) {
             // Only the buffer address is off: no sector is partial.
             tracing::trace!(offset, len = buf.len(), buffer = buf.as_ptr() as usize % self.align.sector, "misaligned write buffer");
             return self.write_aligned_range(buf, offset);
@@ -392,6 +392,7 @@ fn eof(at: u64) -> io::Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -416,7 +417,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.last_ptr.store(ptr as usize, Ordering::SeqCst);
             let s = self.sector;
-            if offset % s as u64 != 0 || len % s != 0 || ptr as usize % s != 0 {
+            if !offset.is_multiple_of(s as u64) || !len.is_multiple_of(s) || !(ptr as usize).is_multiple_of(s) {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("EINVAL: {len} bytes at {offset} from {ptr:?}")));
             }
             Ok(())
