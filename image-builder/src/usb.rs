@@ -264,7 +264,7 @@ fn bios_core(grub_common: &Path, grub_pc: &Path, stage_dir: &Path) -> Result<Vec
 
 /// Copy `src` into `dst` at `offset`, skipping blocks of zeroes (`dst` is
 /// a new file, all zeroes: the result stays sparse).
-fn splice(src: &File, dst: &File, offset: u64, src_path: &Path) -> Result<()> {
+fn splice(src: &File, dst: &dyn imaging::read_at::FileExt, offset: u64, src_path: &Path) -> Result<()> {
     const BLOCK: usize = 64 * 1024;
     let len = src
         .metadata()

@@ -17,7 +17,9 @@ pub(crate) mod sys;
 #[path = "blockdev/sys_windows.rs"]
 pub(crate) mod sys;
 pub(crate) mod winioctl;
+pub mod aligned;
 
+pub use aligned::{AlignedBuf, AlignedIo, Alignment};
 pub use sys::advise_sequential;
 #[cfg(windows)]
 pub use sys::{disk_number, volumes_on_disk, Volume};
@@ -476,17 +478,76 @@ fn busy_reasons_direct(disk: &DiskInfo) -> Vec<String> {
     reasons
 }
 
+/// An open disk or disk image file. Every read and write goes through the
+/// aligning layer ([`aligned`]), which passes aligned requests straight on and
+/// makes the others whole sectors when the handle demands it: on Windows for
+/// raw disks always, on Linux for block devices opened with O_DIRECT (see
+/// [`direct_io_requested`]).
+pub type DiskFile = AlignedIo<File>;
+
+/// The environment variable that makes Linux open source and target block
+/// devices with O_DIRECT (value `1`).
+pub const DIRECT_IO_ENV: &str = "RESCUE_DIRECT_IO";
+
+/// Whether `RESCUE_DIRECT_IO=1` asks for O_DIRECT on Linux block devices.
+///
+/// O_DIRECT has the rules of a Windows raw disk handle (offset, length and
+/// buffer address in whole logical sectors, else EINVAL), so it is how the
+/// Linux tests prove that every disk access of the engine goes through the
+/// aligning layer correctly, on real 512- and 4096-byte-sector loop devices;
+/// in the field it also keeps a rescue copy out of the page cache. It is an
+/// environment variable, not an option of each command, because it changes
+/// how disks are opened, never what a plan does: it reaches every
+/// `SourceDisk`/`TargetDisk` (CLI, TUI, unattended jobs) without threading a
+/// flag through every request type.
+pub fn direct_io_requested() -> bool {
+    std::env::var_os(DIRECT_IO_ENV).is_some_and(|v| v == "1")
+}
+
+/// The rules every request on `info` must follow once it is open.
+fn alignment_for(info: &DiskInfo) -> Alignment {
+    if info.kind != DiskKind::Block {
+        return Alignment::NONE;
+    }
+    if cfg!(windows) || direct_io_requested() {
+        Alignment::sectors(info.logical_sector_size)
+    } else {
+        Alignment::NONE
+    }
+}
+
+/// Open options for `info`: O_DIRECT on Linux block devices when asked.
+fn open_options(info: &DiskInfo, write: bool) -> OpenOptions {
+    let mut oo = OpenOptions::new();
+    oo.read(true).write(write);
+    #[cfg(unix)]
+    if info.kind == DiskKind::Block {
+        // O_EXCL on a block device: the kernel answers EBUSY while the disk
+        // or a partition is claimed (mount, swap, md, dm).
+        let mut flags = if write { libc::O_EXCL } else { 0 };
+        #[cfg(target_os = "linux")]
+        if direct_io_requested() {
+            flags |= libc::O_DIRECT;
+        }
+        oo.custom_flags(flags);
+    }
+    #[cfg(not(unix))]
+    let _ = info;
+    oo
+}
+
 /// A disk opened for reading.
 #[derive(Debug)]
 pub struct SourceDisk {
     pub info: DiskInfo,
-    pub file: File,
+    pub file: DiskFile,
 }
 
 impl SourceDisk {
     pub fn open(path: &Path, file_sector_size: Option<u32>) -> Result<Self, BlockError> {
         let info = probe_disk(path, file_sector_size)?;
-        let file = File::open(path).map_err(io_err(path))?;
+        let file = open_options(&info, false).open(path).map_err(io_err(path))?;
+        let file = AlignedIo::new(file, alignment_for(&info));
         Ok(Self { info, file })
     }
 }
@@ -495,7 +556,7 @@ impl SourceDisk {
 #[derive(Debug)]
 pub struct TargetDisk {
     pub info: DiskInfo,
-    pub file: File,
+    pub file: DiskFile,
     /// Windows: handles holding the volumes of the disk locked and dismounted
     /// until the target is dropped.
     #[cfg(windows)]
@@ -521,12 +582,8 @@ impl TargetDisk {
         } else {
             Vec::new()
         };
-        let mut oo = OpenOptions::new();
-        oo.read(true).write(true);
-        #[cfg(unix)]
-        if info.kind == DiskKind::Block {
-            oo.custom_flags(libc::O_EXCL);
-        }
+        #[cfg_attr(unix, allow(unused_mut))]
+        let mut oo = open_options(&info, true);
         // Windows: share reading only, so no one else may open it for writing
         // while we hold it (a second writer gets ERROR_SHARING_VIOLATION); this
         // replaces the advisory lock, which Windows has no equivalent of.
@@ -543,6 +600,7 @@ impl TargetDisk {
         if info.kind == DiskKind::File {
             sys::lock_exclusive(&file).map_err(|_| BlockError::Busy { path: path.to_path_buf(), reasons: "another program holds a lock on it".into() })?;
         }
+        let file = AlignedIo::new(file, alignment_for(&info));
         Ok(Self {
             info,
             file,
@@ -581,10 +639,10 @@ impl TargetDisk {
         let mut notes = Vec::new();
         if self.info.kind == DiskKind::Block {
             #[cfg(unix)]
-            let _ = sys::flush_buffers(&self.file);
+            let _ = sys::flush_buffers(self.file.inner());
             let mut last = None;
             for i in 0..10 {
-                match sys::reread_partitions(&self.file) {
+                match sys::reread_partitions(self.file.inner()) {
                     Ok(()) => {
                         last = None;
                         break;

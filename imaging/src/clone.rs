@@ -12,7 +12,6 @@ use crate::exec::{self, RegionSource, WriteOutcome, WritePlan};
 use crate::image::format::RegionKind;
 use crate::inventory;
 use crate::layout::{self, LayoutOptions, SrcLayout, SrcRegion};
-use crate::read_at::ReadAt;
 use crate::task::Task;
 
 #[derive(Debug, Clone)]
@@ -96,7 +95,7 @@ pub fn plan_clone(req: &CloneRequest) -> Result<ClonePlan, Error> {
 }
 
 struct DiskSource<'a> {
-    file: &'a std::fs::File,
+    file: &'a blockdev::DiskFile,
     plan: &'a BackupPlan,
 }
 
@@ -117,7 +116,7 @@ impl RegionSource for DiskSource<'_> {
     fn copy(&self, region: u32, write: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync), task: &Task) -> Result<(), Error> {
         let r = self.plan.regions.get(region as usize).ok_or_else(|| Error::refused("plan/source mismatch", "make a new plan"))?;
         task.progress.begin(&format!("cloning {}", layout::label(r.kind, r.partition, r.disk_offset)), r.bytes);
-        let (tx, rx) = bounded::<Result<(u64, Vec<u8>), Error>>(8);
+        let (tx, rx) = bounded::<Result<(u64, blockdev::AlignedBuf), Error>>(8);
         std::thread::scope(|s| -> Result<(), Error> {
             let file = self.file;
             let base = r.disk_offset;
@@ -132,7 +131,8 @@ impl RegionSource for DiskSource<'_> {
                             return;
                         }
                         let n = (e.end() - off).min(CLONE_BLOCK);
-                        let mut buf = vec![0u8; n as usize];
+                        // Aligned: a raw disk (Windows, O_DIRECT) needs no bounce copy.
+                        let mut buf = blockdev::AlignedBuf::new(n as usize, blockdev::aligned::BUFFER_ALIGN);
                         let res = file
                             .read_exact_at(&mut buf, base + off)
                             .map(|_| (off, buf))

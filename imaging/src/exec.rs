@@ -26,7 +26,7 @@ use crate::image::ImageError;
 use crate::inventory::DiskReport;
 use crate::layout::{self, FsGrow, Layout, LayoutOptions, SrcLayout};
 use crate::part::{self, PartitionTable};
-use crate::read_at::{FileExt, ReadAt, Window};
+use crate::read_at::{ReadAt, Window};
 use crate::shrink::{self, Scratch};
 use crate::task::Task;
 
@@ -276,7 +276,7 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
     let ids: Vec<u32> = plan.layout.moves.iter().map(|m| m.region).collect();
     if plan.only_changed {
         // Only what differs on the target will be read: check just that.
-        let windows: Vec<(u32, Window<&File>)> = plan
+        let windows: Vec<(u32, Window<&blockdev::DiskFile>)> = plan
             .layout
             .moves
             .iter()

@@ -506,7 +506,7 @@ pub struct DiskPartition {
     pub part: Option<crate::part::Partition>,
     /// Why the partition is in use (mounted, swap, held by LVM/md).
     pub busy: Vec<String>,
-    window: crate::read_at::Window<std::fs::File>,
+    window: crate::read_at::Window<crate::blockdev::DiskFile>,
 }
 
 impl DiskPartition {

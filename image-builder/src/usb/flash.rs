@@ -307,7 +307,7 @@ fn copy(
     src_name: &Path,
     from: u64,
     len: u64,
-    dst: &File,
+    dst: &dyn imaging::read_at::FileExt,
     to: u64,
 ) -> Result<[u8; 32], Error> {
     let mut h = Sha256::new();
@@ -325,7 +325,7 @@ fn copy(
     Ok(h.finalize().into())
 }
 
-fn hash_range(f: &File, off: u64, len: u64) -> Result<[u8; 32], Error> {
+fn hash_range(f: &dyn imaging::read_at::FileExt, off: u64, len: u64) -> Result<[u8; 32], Error> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;

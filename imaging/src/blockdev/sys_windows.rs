@@ -76,11 +76,25 @@
 //! StorageAccessAlignmentProperty; older USB bridges fail that query, then
 //! DISK_GEOMETRY's BytesPerSector is used), USB card readers without media
 //! (left out of the list, not an error), NVMe serials, virtio disks under
-//! QEMU (transport "virtio"), reads and writes that are not whole sectors
-//! (raw disk handles refuse them with ERROR_INVALID_PARAMETER), and whether
+//! QEMU (transport "virtio"), and whether
 //! opening `\\.\PhysicalDriveN` for writing with read-only sharing fails
 //! because a service holds the disk open for writing (then that open needs
 //! FILE_SHARE_WRITE too; the volume locks still keep file systems out).
+//!
+//! Reads and writes that are not whole sectors are handled by construction:
+//! raw disk handles refuse an offset, length or buffer address that is not a
+//! multiple of the logical sector size (ERROR_INVALID_PARAMETER), so every
+//! `SourceDisk`/`TargetDisk` of a raw disk reads and writes through
+//! `blockdev::aligned` (bounce buffers, read-modify-write of partial
+//! sectors). Linux O_DIRECT has the same rules, and
+//! `rescue-tui/tests/direct_io.rs` runs backup, restore and clone through it
+//! (`RESCUE_DIRECT_IO=1`) on 512- and 4096-byte-sector loop devices; the
+//! layer's unit tests use a disk that refuses every unaligned call. What real
+//! Windows could still show: a 4Kn disk whose sector size is misreported
+//! (step 1 shows the sizes; with RESCUE_LOG=imaging::blockdev::aligned=trace
+//! every request that had to be aligned is logged), and speed (step 4: time
+//! the backup; data moves through a bounce copy when the engine's buffer is
+//! not sector-aligned).
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};

@@ -19,6 +19,7 @@ use super::crypto::{self, KdfParams, Keys};
 use super::format::*;
 use super::volume::VolumeSet;
 use super::ImageError;
+use crate::blockdev::aligned::{AlignedBuf, BUFFER_ALIGN};
 use crate::read_at::ReadAt;
 use crate::task::Task;
 
@@ -242,7 +243,7 @@ impl ImageReader {
 
     /// Read frame `f` from whichever file of the chain holds it, check its
     /// stored hash, decrypt and decompress it.
-    pub(crate) fn load_frame(&self, f: &FrameRef, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Vec<u8>, ImageError> {
+    pub(crate) fn load_frame(&self, f: &FrameRef, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<AlignedBuf, ImageError> {
         let vols = self.vols_of(f)?;
         let stored = read_range(vols, f.offset, u64::from(f.stored_len), MAX_FRAME, "frame")?;
         decode_frame(vols, self.keys.as_ref(), f, &stored, dec)
@@ -574,7 +575,7 @@ impl ImageReader {
         };
         task.progress.begin(&what, expected);
         let (tx, rx) = bounded::<Result<(FrameRef, Vec<Entry>, Vec<u8>), ImageError>>(threads * 2);
-        let zeros = vec![0u8; cs * 64];
+        let zeros = AlignedBuf::new(cs * 64, BUFFER_ALIGN);
         std::thread::scope(|s| -> Result<(), ImageError> {
             let task_r = task.clone();
             let reader = s.spawn(move || {
@@ -855,21 +856,30 @@ fn sink_error(region: &Region, chunk: u64, off: u64, err: io::Error) -> ImageErr
     ImageError::Io { path: PathBuf::from(format!("target (region {} chunk {chunk}, region byte {off})", region.id)), source: err }
 }
 
-fn decode_frame(vols: &VolumeSet, keys: Option<&Keys>, f: &FrameRef, stored: &[u8], dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Vec<u8>, ImageError> {
+/// The plain bytes go into an aligned buffer: restore writes them to the
+/// target as they are, which on a raw disk (Windows, O_DIRECT) then needs no
+/// bounce copy.
+fn decode_frame(vols: &VolumeSet, keys: Option<&Keys>, f: &FrameRef, stored: &[u8], dec: &mut zstd::bulk::Decompressor<'static>) -> Result<AlignedBuf, ImageError> {
     if blake3::hash(stored).as_bytes() != &f.hash {
         return Err(corrupt(vols, f.offset, "frame is damaged (hash mismatch)"));
     }
+    let opened;
     let payload = match keys {
-        Some(k) => k.open(stored).map_err(|e| corrupt(vols, f.offset, format!("frame: {e}")))?,
-        None => stored.to_vec(),
+        Some(k) => {
+            opened = k.open(stored).map_err(|e| corrupt(vols, f.offset, format!("frame: {e}")))?;
+            &opened[..]
+        }
+        None => stored,
     };
-    let plain = if f.flags & FRAME_COMPRESSED != 0 {
-        dec.decompress(&payload, f.raw_len as usize).map_err(|e| corrupt(vols, f.offset, format!("frame does not decompress: {e}")))?
+    let (plain, len) = if f.flags & FRAME_COMPRESSED != 0 {
+        let mut plain = AlignedBuf::new(f.raw_len as usize, BUFFER_ALIGN);
+        let n = dec.decompress_to_buffer(payload, &mut plain[..]).map_err(|e| corrupt(vols, f.offset, format!("frame does not decompress: {e}")))?;
+        (plain, n)
     } else {
-        payload
+        (AlignedBuf::copy_of(payload), payload.len())
     };
-    if plain.len() != f.raw_len as usize {
-        return Err(corrupt(vols, f.offset, format!("frame holds {} bytes, index says {}", plain.len(), f.raw_len)));
+    if len != f.raw_len as usize {
+        return Err(corrupt(vols, f.offset, format!("frame holds {len} bytes, index says {}", f.raw_len)));
     }
     Ok(plain)
 }

@@ -34,7 +34,7 @@ pub struct RegionView<'a> {
 
 struct Frame {
     key: (usize, u64),
-    plain: Vec<u8>,
+    plain: crate::blockdev::aligned::AlignedBuf,
     /// Offsets in the frame of the chunks already checked against their hash.
     verified: Vec<u32>,
 }

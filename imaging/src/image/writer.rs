@@ -19,6 +19,7 @@ use super::reader::ImageReader;
 use super::resume;
 use super::{Compression, ImageError};
 use crate::extent::Extent;
+use crate::blockdev::aligned::{AlignedBuf, BUFFER_ALIGN};
 use crate::read_at::ReadAt;
 use crate::task::Task;
 
@@ -116,7 +117,7 @@ struct FrameJob {
     kinds: Vec<ChunkKind>,
     hashes: Vec<[u8; 32]>,
     /// `chunks.len() * chunk_size` bytes; chunk i starts at i * chunk_size.
-    buf: Vec<u8>,
+    buf: AlignedBuf,
 }
 
 struct ChunkOut {
@@ -188,14 +189,15 @@ fn chunk_plans(extents: &[Extent], region_len: u64, cs: u64, first: u64) -> impl
 struct Hashed {
     seq: u64,
     chunks: Vec<ChunkPlan>,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     sums: Vec<Option<[u8; 32]>>,
 }
 
 /// Read the chunks of one frame job and hash every non-zero chunk.
 #[allow(clippy::type_complexity)]
-fn read_frame(src: &dyn ReadAt, chunks: &[ChunkPlan], cs: u64, keys: Option<&Keys>, region_id: u32) -> Result<(Vec<u8>, Vec<Option<[u8; 32]>>), ImageError> {
-    let mut buf = vec![0u8; chunks.len() * cs as usize];
+fn read_frame(src: &dyn ReadAt, chunks: &[ChunkPlan], cs: u64, keys: Option<&Keys>, region_id: u32) -> Result<(AlignedBuf, Vec<Option<[u8; 32]>>), ImageError> {
+    // Aligned, so reads from a raw disk (Windows, O_DIRECT) need no bounce copy.
+    let mut buf = AlignedBuf::new(chunks.len() * cs as usize, BUFFER_ALIGN);
     // Coalesce pieces that are adjacent both on disk and in the buffer.
     let mut runs: Vec<(u64, usize, usize)> = Vec::new(); // (disk, buf, len)
     for (ci, c) in chunks.iter().enumerate().filter(|(_, c)| c.known.is_none()) {
