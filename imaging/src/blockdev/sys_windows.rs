@@ -70,6 +70,11 @@
 //! rescue.exe restore E:\stick.img --to \\.\PhysicalDrive1
 //! rem 6. The system disk must be refused whatever is asked:
 //! rescue.exe clone \\.\PhysicalDrive1 \\.\PhysicalDrive0 --dry-run
+//! rem 7. Universal restore on a disk holding an offline Windows (e.g. a
+//! rem    restored system disk, not the running one): its volumes are
+//! rem    found by GUID path; the plan names the partition; then apply it.
+//! rescue.exe universal-restore \\.\PhysicalDrive1 --for nvme --dry-run
+//! rescue.exe restore D:\img\pc.img --to \\.\PhysicalDrive1 --universal --for nvme
 //! ```
 //!
 //! Things to watch: 4Kn disks (logical sector 4096 from
