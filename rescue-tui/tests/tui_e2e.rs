@@ -380,6 +380,8 @@ fn tui_full_then_incremental_then_restore_the_point_in_tmux() {
     t.keys(&["Enter"]);
     let p = t.wait("Backup finished", 120);
     assert!(p.contains("[OK]") && p.contains("Incremental point #2 complete") && p.contains("Verified"), "{p}");
+    // Files unchanged by their records were not read, and the result says so.
+    assert!(p.contains("unchanged by their inodes") && p.contains("fat32 keeps no records"), "{p}");
     t.keys(&["Enter"]);
     t.wait("Recent operations", 10);
 

@@ -388,6 +388,9 @@ fn run_point(job: PointJob, task: &Task) -> Result<Vec<String>, Failure> {
             format!("{} of data stored in full; {:.1} s", hs(res.catalog.used_bytes()), res.seconds)
         },
     ];
+    // What the run found out: which files' data it did not need to read
+    // (unchanged by their records), or why a partition was read in full.
+    lines.extend(res.catalog.notes.iter().filter(|n| !plan.backup.notes.contains(n)).cloned());
     if job.verify {
         let reader = ImageReader::open(&res.paths[0], password).map_err(|e| Failure::from_image("opening the new point to verify it", &e))?;
         imaging::check::check_reader(&reader, true, task).map_err(|e| Failure::from_error("verifying the new point", &e))?;
