@@ -17,6 +17,7 @@
 use crate::extent::{normalize, total, Extent};
 use crate::files::ext::ExtFs;
 use crate::files::ntfs::NtfsFs;
+use crate::files::FilesError;
 use crate::fs::FsKind;
 use crate::read_at::{read_vec, ReadAt};
 
@@ -39,26 +40,12 @@ pub fn compare(kind: &FsKind, old: &dyn ReadAt, new: &dyn ReadAt, len: u64) -> R
     let mut out = Vec::new();
     let files = match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
-            let open = |d, h: &[u8], which: &str| match ExtFs::open(d, h) {
-                Ok(Some(fs)) => match fs.unclean() {
-                    None => Ok(fs),
-                    Some(why) => Err(format!("{which}: {why}")),
-                },
-                Ok(None) => Err(format!("{which} holds no ext filesystem")),
-                Err(e) => Err(format!("{which}: {e}")),
-            };
+            let open = |d, h: &[u8], which: &str| usable(ExtFs::open(d, h), |fs| fs.unclean().map(str::to_string), which, "ext filesystem");
             let (o, n) = (open(old, &ho, "the earlier copy")?, open(new, &hn, "the disk")?);
             o.same_files(&n, &mut out).map_err(|e| e.to_string())?
         }
         FsKind::Ntfs => {
-            let open = |d, h: &[u8], which: &str| match NtfsFs::open(d, h) {
-                Ok(Some(fs)) => match fs.unclean() {
-                    None => Ok(fs),
-                    Some(why) => Err(format!("{which}: {why}")),
-                },
-                Ok(None) => Err(format!("{which} holds no NTFS volume")),
-                Err(e) => Err(format!("{which}: {e}")),
-            };
+            let open = |d, h: &[u8], which: &str| usable(NtfsFs::open(d, h), NtfsFs::unclean, which, "NTFS volume");
             let (o, n) = (open(old, &ho, "the earlier copy")?, open(new, &hn, "the disk")?);
             o.same_files(&n, &mut out).map_err(|e| e.to_string())?
         }
@@ -67,6 +54,19 @@ pub fn compare(kind: &FsKind, old: &dyn ReadAt, new: &dyn ReadAt, len: u64) -> R
     let extents = normalize(out, len);
     let bytes = total(&extents);
     Ok(Unchanged { extents, files, bytes })
+}
+
+/// An opened copy of a filesystem whose records can be trusted, or why not
+/// (`which`: the copy, for the message; `what`: the filesystem looked for).
+fn usable<T>(opened: Result<Option<T>, FilesError>, unclean: impl Fn(&T) -> Option<String>, which: &str, what: &str) -> Result<T, String> {
+    match opened {
+        Ok(Some(fs)) => match unclean(&fs) {
+            None => Ok(fs),
+            Some(why) => Err(format!("{which}: {why}")),
+        },
+        Ok(None) => Err(format!("{which} holds no {what}")),
+        Err(e) => Err(format!("{which}: {e}")),
+    }
 }
 
 /// Is `[start, end)` wholly inside the sorted, merged `extents`? `from` is a

@@ -192,8 +192,7 @@ impl<B: PositionalIo> AlignedIo<B> {
             return Ok(());
         }
         if self.align.fits(offset, buf.len(), buf.as_ptr()) {
-            let got = read_full(&self.inner, buf, offset, self.align.sector)?;
-            return if got == buf.len() { Ok(()) } else { Err(eof(offset + got as u64)) };
+            return self.read_aligned_range(buf, offset);
         }
         let s = self.align.sector as u64;
         let end = offset.checked_add(buf.len() as u64).ok_or_else(|| eof(offset))?;
@@ -255,7 +254,7 @@ impl<B: PositionalIo> AlignedIo<B> {
             return Ok(());
         }
         if self.align.fits(offset, buf.len(), buf.as_ptr()) {
-            return write_full(&self.inner, buf, offset);
+            return self.write_aligned_range(buf, offset);
         }
         let s = self.align.sector as u64;
         let end = offset.checked_add(buf.len() as u64).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past 2^64"))?;
