@@ -87,18 +87,29 @@ pub fn find_windows(disk: &Path, part: Option<u32>, write: bool) -> Result<Vec<F
     if candidates.is_empty() {
         return Err(OfflineError::NoNtfs { disk: disk.display().to_string(), part });
     }
-    let mut found = Vec::new();
-    for p in &candidates {
+    let name = disk.display().to_string();
+    let mounted = candidates.iter().map(|p| {
         if !p.busy.is_empty() {
-            return Err(OfflineError::Busy { disk: disk.display().to_string(), part: p.partition.number, why: p.busy.join(", ") });
+            return Err(OfflineError::Busy { disk: name.clone(), part: p.partition.number, why: p.busy.join(", ") });
         }
         let number = p.partition.number;
         let base = imaging::mount::base_dir();
         let mounted = if write { imaging::mount::mount_rw(&report, number, &base) } else { imaging::mount::mount_ro(&report, number, &base) };
-        let m = mounted.map_err(|e| OfflineError::Mount { disk: disk.display().to_string(), part: number, detail: e.to_string() })?;
-        let vol = MountedVolume { partition: number, dir: m.dir.clone(), _mount: Some(m) };
-        // Partitions without Windows (System Reserved, recovery, data) are
-        // searched and passed over.
+        let m = mounted.map_err(|e| OfflineError::Mount { disk: name.clone(), part: number, detail: e.to_string() })?;
+        Ok(MountedVolume { partition: number, dir: m.dir.clone(), _mount: Some(m) })
+    });
+    search(&name, mounted)
+}
+
+/// Search each volume for Windows, in order; volumes without it (System
+/// Reserved, recovery, data) are passed over (and released), and none
+/// with Windows is an error naming the partitions searched.
+fn search(disk: &str, volumes: impl IntoIterator<Item = Result<MountedVolume, OfflineError>>) -> Result<Vec<FoundWindows>, OfflineError> {
+    let mut found = Vec::new();
+    let mut searched = Vec::new();
+    for vol in volumes {
+        let vol = vol?;
+        searched.push(vol.partition.to_string());
         match windows::find_installations(&vol.dir) {
             Ok(installs) => found.push(FoundWindows { volume: vol, installs }),
             Err(windows::WindowsError::NotFound { .. }) => {}
@@ -106,8 +117,7 @@ pub fn find_windows(disk: &Path, part: Option<u32>, write: bool) -> Result<Vec<F
         }
     }
     if found.is_empty() {
-        let searched: Vec<String> = candidates.iter().map(|p| p.partition.number.to_string()).collect();
-        return Err(OfflineError::NoWindows { disk: disk.display().to_string(), searched: searched.join(", ") });
+        return Err(OfflineError::NoWindows { disk: disk.to_string(), searched: searched.join(", ") });
     }
     Ok(found)
 }
@@ -146,20 +156,7 @@ pub fn find_windows(disk: &Path, part: Option<u32>, _write: bool) -> Result<Vec<
     if candidates.is_empty() {
         return Err(OfflineError::NoNtfs { disk: name, part });
     }
-    let mut found = Vec::new();
-    for v in &candidates {
-        let dir = PathBuf::from(&v.guid_path);
-        match windows::find_installations(&dir) {
-            Ok(installs) => found.push(FoundWindows { volume: MountedVolume { partition: v.partition.unwrap_or(0), dir, _mount: None }, installs }),
-            Err(windows::WindowsError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if found.is_empty() {
-        let searched: Vec<String> = candidates.iter().filter_map(|v| v.partition).map(|p| p.to_string()).collect();
-        return Err(OfflineError::NoWindows { disk: name, searched: searched.join(", ") });
-    }
-    Ok(found)
+    search(&name, candidates.iter().map(|v| Ok(MountedVolume { partition: v.partition.unwrap_or(0), dir: PathBuf::from(&v.guid_path), _mount: None })))
 }
 
 /// The installation(s) in a folder that is already reachable, as on WinPE
