@@ -92,8 +92,7 @@ fn check_disk(disk: &Path, want: &(Tree, Tree)) {
 fn chain_of_points_restores_merges_and_refuses_broken_links() {
     require_root();
     let d = tempfile::tempdir().expect("tempdir");
-    let src = d.path().join("src.img");
-    std::fs::copy(sample_disk(), &src).expect("copy sample");
+    let src = sample_copy(d.path(), "src.img");
     let size = std::fs::metadata(&src).expect("meta").len();
     let b = d.path().join("backups");
     std::fs::create_dir_all(&b).expect("dir");
@@ -220,8 +219,7 @@ fn chain_of_points_restores_merges_and_refuses_broken_links() {
 fn encrypted_chain_and_merge_delete() {
     require_root();
     let d = tempfile::tempdir().expect("tempdir");
-    let src = d.path().join("src.img");
-    std::fs::copy(sample_disk(), &src).expect("copy sample");
+    let src = sample_copy(d.path(), "src.img");
     let size = std::fs::metadata(&src).expect("meta").len();
     let pw = d.path().join("pw");
     std::fs::write(&pw, "correct horse\n").expect("pw");
@@ -323,8 +321,7 @@ fn fast_incremental_reads_only_changed_files_and_read_all_sees_writes_around_the
     require_root();
     use std::os::unix::fs::FileExt;
     let d = tempfile::tempdir().expect("tempdir");
-    let src = d.path().join("src.img");
-    std::fs::copy(sample_disk(), &src).expect("copy sample");
+    let src = sample_copy(d.path(), "src.img");
     let size = std::fs::metadata(&src).expect("meta").len();
     let full = d.path().join("pc.img");
     rescue_ok(&["backup", "disk", s(&src), "-o", s(&full)]);

@@ -187,8 +187,7 @@ fn ls_and_extract_match_mtools_and_debugfs() {
 #[test]
 fn chain_points_show_their_own_files_and_existing_files_are_kept() {
     let d = tempfile::tempdir().expect("tempdir");
-    let src = d.path().join("src.img");
-    std::fs::copy(sample_disk(), &src).expect("copy sample disk");
+    let src = sample_copy(d.path(), "src.img");
     let pw = d.path().join("pw");
     std::fs::write(&pw, "explore secret\n").expect("password file");
     let full = d.path().join("pc.img");

@@ -19,8 +19,7 @@ fn s(p: &Path) -> &str {
 fn files_come_off_a_disk_unchanged_and_a_damaged_file_is_named() {
     require_root();
     let d = tempfile::tempdir().expect("tempdir");
-    let disk = d.path().join("dead.img");
-    std::fs::copy(sample_disk(), &disk).expect("copy sample disk");
+    let disk = sample_copy(d.path(), "dead.img");
     let (at, len) = part(&disk, 3);
 
     // What debugfs copies out of the healthy ext4 partition.
@@ -71,8 +70,7 @@ fn files_come_off_a_disk_unchanged_and_a_damaged_file_is_named() {
 fn a_destination_on_the_source_disk_is_refused() {
     require_root();
     let d = tempfile::tempdir().expect("tempdir");
-    let disk = d.path().join("dead.img");
-    std::fs::copy(sample_disk(), &disk).expect("copy sample disk");
+    let disk = sample_copy(d.path(), "dead.img");
     let (at, len) = part(&disk, 3);
     // The ext4 partition as its own device, mounted: the source is that
     // device (a whole-disk filesystem), the destination a folder on it.

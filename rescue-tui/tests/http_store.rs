@@ -171,8 +171,7 @@ fn s(p: &Path) -> &str {
 
 /// A copy of the sample disk to back up (and change).
 fn source(dir: &Path) -> PathBuf {
-    let src = dir.join("src.img");
-    std::fs::copy(sample_disk(), &src).expect("copy sample disk");
+    let src = sample_copy(dir, "src.img");
     src
 }
 

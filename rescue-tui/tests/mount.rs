@@ -126,8 +126,7 @@ fn mounted_partitions_match_the_filesystems_own_tools() {
 fn an_encrypted_chain_point_mounts_with_its_own_files() {
     require_root();
     let d = tempfile::tempdir().expect("tempdir");
-    let src = d.path().join("src.img");
-    std::fs::copy(sample_disk(), &src).expect("copy sample disk");
+    let src = sample_copy(d.path(), "src.img");
     let pw = d.path().join("pw");
     std::fs::write(&pw, "mount secret\n").expect("password file");
     let full = d.path().join("pc.img");

@@ -53,6 +53,17 @@ impl Tmux {
         sh_ok(Command::new("tmux").args(&args));
     }
 
+    /// From the home screen: the restore wizard's "(every disk)" scan, until
+    /// it lists the image of [`stick_with_image`].
+    fn scan_every_disk(&self) {
+        self.keys(&["r"]);
+        self.wait("Scan folder", 10);
+        self.keys(&["Tab", "Down"]);
+        self.wait("Scan folder: [(every disk)", 10);
+        self.keys(&["Enter"]);
+        self.wait("backups/pc.rimg", 60);
+    }
+
     fn text(&self, s: &str) {
         sh_ok(Command::new("tmux").args(["send-keys", "-t", &self.name, "-l", s]));
     }
@@ -152,6 +163,19 @@ fn ext4_disk(dir: &Path, name: &str, label: &str) -> PathBuf {
     let lo = Loop::attach(&disk, 1 << 20, 390 << 20, false);
     sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", label, lo.path()]));
     disk
+}
+
+/// A USB stick as it comes: GPT, one ext4 partition holding
+/// backups/pc.rimg (a backup of the sample disk); not mounted.
+fn stick_with_image(dir: &Path) -> PathBuf {
+    let stick = ext4_disk(dir, "stick.img", "stick");
+    let lo = Loop::attach(&stick, 1 << 20, 390 << 20, false);
+    let m = Mount::new(lo.path(), &dir.join("m"), "ext4", false);
+    std::fs::create_dir(m.0.join("backups")).expect("mkdir");
+    rescue_ok(&["backup", "disk", sample_disk().to_str().expect("utf-8"), "-o", m.0.join("backups/pc.rimg").to_str().expect("utf-8"), "--compress", "fast"]);
+    drop(m);
+    drop(lo);
+    stick
 }
 
 fn disks_json(p: &Path) -> serde_json::Value {
@@ -659,25 +683,13 @@ fn tui_restore_finds_images_on_every_disk_in_tmux() {
     let src = sample_disk();
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
-    // A USB stick as it comes: GPT, one ext4 partition holding backups/pc.rimg.
-    let stick = ext4_disk(dir, "stick.img", "stick");
-    {
-        let lo = Loop::attach(&stick, 1 << 20, 390 << 20, false);
-        let m = Mount::new(lo.path(), &dir.join("m"), "ext4", false);
-        std::fs::create_dir(m.0.join("backups")).expect("mkdir");
-        rescue_ok(&["backup", "disk", src.to_str().expect("utf-8"), "-o", m.0.join("backups/pc.rimg").to_str().expect("utf-8"), "--compress", "fast"]);
-    }
+    let stick = stick_with_image(dir);
     let stick_hash = file_hash(&stick);
     let tgt = file(dir, "target.img", 400 << 20);
     let _release = Release { mounts: vec![imaging::mount::base_dir().join("stick.img-1-ro")], files: vec![stick.clone()] };
     let t = Tmux::rescue("everydisk", dir, "TERM=xterm", &[&stick, &tgt]);
     t.wait("Recent operations", 30);
-    t.keys(&["r"]);
-    t.wait("Scan folder", 10);
-    t.keys(&["Tab", "Down"]);
-    t.wait("Scan folder: [(every disk)", 10);
-    t.keys(&["Enter"]);
-    t.wait("backups/pc.rimg", 60);
+    t.scan_every_disk();
     t.select("backups/pc.rimg");
     t.keys(&["Enter"]);
     t.wait("Restore what?", 30);
@@ -720,25 +732,14 @@ fn tui_releases_its_mounts_when_terminated_in_tmux() {
     require_root();
     let d = tempfile::tempdir().expect("temp dir");
     let dir = d.path();
-    let stick = ext4_disk(dir, "stick.img", "stick");
-    {
-        let lo = Loop::attach(&stick, 1 << 20, 390 << 20, false);
-        let m = Mount::new(lo.path(), &dir.join("m"), "ext4", false);
-        std::fs::create_dir(m.0.join("backups")).expect("mkdir");
-        rescue_ok(&["backup", "disk", sample_disk().to_str().expect("utf-8"), "-o", m.0.join("backups/pc.rimg").to_str().expect("utf-8"), "--compress", "fast"]);
-    }
+    let stick = stick_with_image(dir);
     let mnt = imaging::mount::base_dir().join("stick.img-1-ro");
     let _release = Release { mounts: vec![mnt.clone()], files: vec![stick.clone()] };
     for (sig, code) in [("TERM", 143), ("HUP", 129)] {
         let t = Tmux::rescue(&format!("sig{sig}"), dir, "TERM=xterm", &[&stick]);
         t.wait("Recent operations", 30);
         // Finding images on every disk mounts the stick's ext4 until quit.
-        t.keys(&["r"]);
-        t.wait("Scan folder", 10);
-        t.keys(&["Tab", "Down"]);
-        t.wait("Scan folder: [(every disk)", 10);
-        t.keys(&["Enter"]);
-        t.wait("backups/pc.rimg", 60);
+        t.scan_every_disk();
         assert!(std::fs::read_to_string("/proc/mounts").expect("mounts").contains("stick.img-1-ro"), "the scan did not mount the stick");
         let pid = rescue_pid(&stick).expect("the rescue process");
         sh_ok(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()));

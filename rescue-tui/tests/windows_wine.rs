@@ -141,8 +141,7 @@ fn linux_image_restores_under_windows_and_back() {
 #[test]
 fn chains_continue_across_linux_and_windows() {
     let d = tempfile::tempdir().expect("tempdir");
-    let src = d.path().join("src.img");
-    std::fs::copy(sample_disk(), &src).expect("copy sample");
+    let src = sample_copy(d.path(), "src.img");
     let full = d.path().join("pc.img");
     rescue_ok(&["backup", "disk", s(&src), "-o", s(&full)]);
     // Change the FAT partition in place (mtools, no mount), then an incremental point under Windows.

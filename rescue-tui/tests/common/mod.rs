@@ -314,6 +314,13 @@ pub fn new_file(dir: &Path, name: &str, size: u64) -> PathBuf {
     p
 }
 
+/// A private copy of the sample disk, `dir/name`, for a test that changes it.
+pub fn sample_copy(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::copy(sample_disk(), &p).expect("copy sample disk");
+    p
+}
+
 /// `shared/testdata` beside the repository (override with `RESCUE_TESTDATA`).
 pub fn testdata() -> PathBuf {
     std::env::var_os("RESCUE_TESTDATA").map(PathBuf::from).unwrap_or_else(|| repo().parent().expect("repo has a parent").join("shared/testdata"))
