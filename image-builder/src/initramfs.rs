@@ -604,12 +604,7 @@ mod tests {
         let mut opts = Options::new("rescue".into(), "init".into());
         opts.firmware_dirs = vec![host.clone()];
         opts.add_firmware = vec!["extra.bin".into()];
-        let kernel = Kernel {
-            package: "linux-image-x".into(),
-            version: "x".into(),
-            vmlinuz: "/x".into(),
-            modules_root: "/x".into(),
-        };
+        let kernel = no_kernel();
         let mut report = Report::new(&kernel, 0);
         let mut a = Archive::new();
         add_firmware_from(&mut a, &opts, &sel, fetched, &mut report).expect("adds");
@@ -665,6 +660,16 @@ mod tests {
 
     /// A package that could not be fetched is said in the note, with the
     /// reason, and the build goes on with what the directories have.
+    /// A kernel for the report only (nothing is read from it).
+    fn no_kernel() -> Kernel {
+        Kernel {
+            package: "linux-image-x".into(),
+            version: "x".into(),
+            vmlinuz: "/x".into(),
+            modules_root: "/x".into(),
+        }
+    }
+
     #[test]
     fn unfetched_package_is_explained() {
         let mut sel = Selection::default();
@@ -672,12 +677,7 @@ mod tests {
         sel.modules.insert(m.name.clone(), m);
         let mut opts = Options::new("rescue".into(), "init".into());
         opts.firmware_dirs = vec![];
-        let kernel = Kernel {
-            package: "linux-image-x".into(),
-            version: "x".into(),
-            vmlinuz: "/x".into(),
-            modules_root: "/x".into(),
-        };
+        let kernel = no_kernel();
         let mut report = Report::new(&kernel, 0);
         let fetched = vec![Fetched {
             package: "firmware-realtek".into(),

@@ -200,7 +200,7 @@ struct Common {
         long,
         value_delimiter = ',',
         value_name = "PKG",
-        default_value = "firmware-realtek,firmware-bnx2x,firmware-misc-nonfree"
+        default_values_t = image_builder::firmware::DEFAULT_PACKAGES.iter().map(|p| p.to_string())
     )]
     debian_firmware: Vec<String>,
     /// Take firmware only from --firmware-dir, not from Debian's packages
