@@ -85,7 +85,7 @@ pub fn modprobe(args: &[String]) -> i32 {
         eprintln!("modprobe: removing modules is not supported here");
         return 1;
     }
-    let Some(mut c) = coldplug::Coldplug::open(&log) else {
+    let Some(c) = coldplug::Coldplug::open(&log) else {
         return 1;
     };
     let mut code = 0;
