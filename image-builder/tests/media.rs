@@ -2,8 +2,10 @@
 //! kernel package and the static (musl) `rescue` and `rescue-init`, check
 //! that the builds are bit-identical, boot them in qemu (kernel + initramfs
 //! with disks on virtio, AHCI and NVMe and DHCP on qemu's user network; the
-//! ISO from CD; the USB image from a virtio disk under SeaBIOS and a USB
-//! stick under OVMF), and write the USB image to a disk image file (and, as
+//! ISO from CD and as a hard disk; the USB image from a virtio disk under
+//! SeaBIOS and a USB stick under OVMF; the ISO from CD and the USB image
+//! from a stick under OVMF with Secure Boot enforced (Microsoft keys); an
+//! unsigned kernel that Secure Boot must reject), and write the USB image to a disk image file (and, as
 //! root, a loop device) with `--write`.
 //!
 //! Needs: the rustup target `x86_64-unknown-linux-musl`, `musl-tools`,
@@ -18,10 +20,9 @@
 //! build), seconds otherwise.
 //!
 //! `RESCUE_SKIP_MEDIA_TESTS=1` skips these tests (and says so);
-//! `RESCUE_BOOT_MATRIX=1` adds the ISO booted as a hard disk (SeaBIOS), the
-//! ISO and the USB image under OVMF with Secure Boot enforced (Microsoft
-//! keys), and an unsigned kernel that Secure Boot must reject, ~2 minutes
-//! more under TCG. Outputs go to `$CARGO_TARGET_TMPDIR/media`; the boots run
+//! `RESCUE_BOOT_MATRIX=0` leaves out the ISO as a hard disk, Secure Boot
+//! and the unsigned kernel (~2 minutes less under TCG, for quick runs while
+//! working; CI runs them all). Outputs go to `$CARGO_TARGET_TMPDIR/media`; the boots run
 //! in parallel threads, and a failed boot prints the tail of its serial log
 //! (the whole log is `media/boot-test/NAME.log`).
 
@@ -44,7 +45,7 @@ fn work() -> PathBuf {
 }
 
 fn matrix() -> bool {
-    std::env::var_os("RESCUE_BOOT_MATRIX").is_some_and(|v| v != "0")
+    std::env::var_os("RESCUE_BOOT_MATRIX").is_none_or(|v| v != "0")
 }
 
 fn skip() -> bool {
@@ -263,8 +264,8 @@ fn initramfs_is_reproducible_and_complete() {
 /// virtio, AHCI and NVMe and a NIC on qemu's user network (DHCP from SLIRP);
 /// the hybrid ISO from the CD drive (SeaBIOS); the USB image as a virtio
 /// disk (SeaBIOS: GRUB i386-pc from the BIOS boot partition) and as a USB
-/// stick on xHCI under OVMF (shim + signed GRUB from the ESP). With
-/// `RESCUE_BOOT_MATRIX=1` also the ISO as a hard disk, the ISO and the USB
+/// stick on xHCI under OVMF (shim + signed GRUB from the ESP). Unless
+/// `RESCUE_BOOT_MATRIX=0`, also the ISO as a hard disk, the ISO and the USB
 /// image under OVMF with Secure Boot enforced (Microsoft keys: shim ->
 /// Debian's GRUB -> Debian's kernel, locked down), and the USB image with
 /// an unsigned kernel, which Secure Boot must reject. Each case must power
@@ -410,7 +411,7 @@ fn boots_kernel_iso_and_usb_image() {
         }
     } else {
         eprintln!(
-            "SKIPPED the ISO as a disk, Secure Boot and the unsigned kernel: set RESCUE_BOOT_MATRIX=1 to run them"
+            "SKIPPED the ISO as a disk, Secure Boot and the unsigned kernel: RESCUE_BOOT_MATRIX=0 is set"
         );
     }
     std::thread::scope(|sc| {
