@@ -491,6 +491,15 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
+        // What a tool wrote through the device may still sit in the device's
+        // page cache: the kernel writes it to the backing file at the last
+        // close, but while anything else has the device open (udev's probe,
+        // a disk scan) the detach waits for that, and a caller reading the
+        // backing file next (the shrink path lays a resized scratch file
+        // down) would miss those writes. Flush them now.
+        if let Ok(f) = std::fs::File::open(&self.path) {
+            let _ = f.sync_all();
+        }
         for _ in 0..10 {
             if Command::new("losetup").arg("-d").arg(&self.path).status().is_ok_and(|s| s.success()) {
                 return;
@@ -537,4 +546,35 @@ fn grow_fs(disk: &Path, g: &FsGrow) -> Result<String, Error> {
         other => return Err(Error::Tool { cmd: "grow".into(), detail: format!("no grow tool for {other}") }),
     }
     Ok(format!("partition {}: {} grown from {} to {}", g.partition, g.fs, blockdev::human_size(g.from), blockdev::human_size(g.to)))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod loop_tests {
+    use super::LoopDevice;
+    use std::io::{Read, Write};
+
+    /// What is written through the device is in the backing file once the
+    /// device is dropped, even while something else holds the device open
+    /// (the kernel would otherwise write it back only at the last close).
+    #[test]
+    fn writes_through_a_loop_device_reach_the_file_while_it_is_held_open() {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+            eprintln!("SKIPPED: loop devices need root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("backing.img");
+        std::fs::File::create(&file).and_then(|f| f.set_len(4 << 20)).expect("backing file");
+        let lo = LoopDevice::attach(&file, 1 << 20, 2 << 20).expect("losetup");
+        let holder = std::fs::File::open(&lo.path).expect("open the device");
+        std::fs::OpenOptions::new().write(true).open(&lo.path).and_then(|mut d| d.write_all(b"written through the loop device")).expect("write");
+        drop(lo);
+        let mut got = vec![0u8; 31];
+        let mut f = std::fs::File::open(&file).expect("backing file");
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1 << 20)).expect("seek");
+        f.read_exact(&mut got).expect("read");
+        drop(holder);
+        assert_eq!(&got, b"written through the loop device");
+    }
 }

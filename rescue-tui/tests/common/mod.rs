@@ -142,6 +142,15 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
+        // Write what mkfs/mcopy left in the device's page cache to the
+        // file now. The kernel does it at the device's last close, but when
+        // anything else has the device open at that moment (udev's probe, a
+        // test listing every disk), the detach waits for it, and a test that
+        // goes on to read the file directly (`rescue backup disk FILE`)
+        // would read it without those writes.
+        if let Ok(f) = std::fs::File::open(&self.0) {
+            let _ = f.sync_all();
+        }
         for _ in 0..20 {
             if Command::new("losetup").arg("-d").arg(&self.0).status().is_ok_and(|s| s.success()) {
                 return;
@@ -288,7 +297,15 @@ pub fn same_files(a: &Path, a_start: u64, a_len: u64, b: &Path, b_start: u64, b_
     };
     assert!(!ta.is_empty(), "{fs} partition of {} holds nothing", a.display());
     for (k, v) in &ta {
-        assert_eq!(tb.get(k), Some(v), "{fs}: {k} differs between {} and {}", a.display(), b.display());
+        assert_eq!(
+            tb.get(k),
+            Some(v),
+            "{fs}: {k} differs between {} and {} (they hold {} and {} entries)",
+            a.display(),
+            b.display(),
+            ta.len(),
+            tb.len()
+        );
     }
     assert_eq!(ta.len(), tb.len(), "{fs}: file counts differ");
 }
