@@ -640,6 +640,9 @@ impl TargetDisk {
         if self.info.kind == DiskKind::Block {
             #[cfg(unix)]
             let _ = sys::flush_buffers(self.file.inner());
+            // EINVAL (Linux): this device keeps no partitions, e.g. a loop
+            // device without partition scanning; asking again changes nothing.
+            let no_partitions = |e: &std::io::Error| cfg!(unix) && e.raw_os_error() == Some(libc::EINVAL);
             let mut last = None;
             for i in 0..10 {
                 match sys::reread_partitions(self.file.inner()) {
@@ -647,14 +650,24 @@ impl TargetDisk {
                         last = None;
                         break;
                     }
+                    Err(e) if no_partitions(&e) => {
+                        last = Some(e);
+                        break;
+                    }
+                    // Busy (udev or a prober has it open): wait and retry.
                     Err(e) => {
                         last = Some(e);
                         std::thread::sleep(std::time::Duration::from_millis(100 * (i + 1)));
                     }
                 }
             }
-            if let Some(e) = last {
-                notes.push(format!("the kernel did not re-read the partition table of {} ({e}); reboot or run `partprobe`", self.info.path.display()));
+            match last {
+                Some(e) if no_partitions(&e) => notes.push(format!(
+                    "{} shows no partition devices (the kernel does not scan its partitions, e.g. a loop device attached without --partscan); the table on it is written",
+                    self.info.path.display()
+                )),
+                Some(e) => notes.push(format!("the kernel did not re-read the partition table of {} ({e}); reboot or run `partprobe`", self.info.path.display())),
+                None => {}
             }
             // Let udev create the partition nodes.
             #[cfg(target_os = "linux")]
