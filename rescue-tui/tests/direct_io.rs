@@ -64,17 +64,24 @@ fn content(dir: &Path) -> PathBuf {
 
 /// A GPT disk image for `ss`-byte sectors: FAT, NTFS and ext4 partitions,
 /// each made by its own mkfs in a file of its own and copied into place.
-fn make_disk(dir: &Path, ss: u32) -> (PathBuf, Vec<(u32, u64, u64, String)>) {
+fn make_disk(dir: &Path, ss: u32, label: &str) -> (PathBuf, Vec<(u32, u64, u64, String)>) {
     let img = new_file(dir, &format!("src{ss}.img"), DISK);
     let layout = dir.join("layout");
-    std::fs::write(
-        &layout,
-        "label: gpt\n\
-         start=1MiB, size=40MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
-         size=40MiB, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n\
-         size=60MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
-    )
-    .unwrap();
+    let table = match label {
+        "gpt" => {
+            "label: gpt\n\
+             start=1MiB, size=40MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+             size=40MiB, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n\
+             size=60MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"
+        }
+        _ => {
+            "label: dos\n\
+             start=1MiB, size=40MiB, type=ef\n\
+             size=40MiB, type=7\n\
+             size=60MiB, type=83\n"
+        }
+    };
+    std::fs::write(&layout, table).unwrap();
     let parts = {
         // This sfdisk has no --sector-size: a loop device gives it the sectors.
         let lo = Loop::attach_sector_size(&img, ss);
@@ -125,10 +132,14 @@ fn same_disks(src: &Path, tgt: &Path, ss: u32) {
     }
 }
 
-fn round_trip(ss: u32) {
+/// Backup, check, restore and clone of a `label` disk with `ss`-byte
+/// sectors, all through O_DIRECT; then, on the restored disk, a
+/// changed-block restore after damage and a restore of one partition into
+/// its existing place.
+fn round_trip(ss: u32, label: &str) {
     require_root();
     let d = tempfile::tempdir().unwrap();
-    let (src, _) = make_disk(d.path(), ss);
+    let (src, _) = make_disk(d.path(), ss, label);
     let img = d.path().join("disk.rimg");
     let restored = new_file(d.path(), "restored.img", DISK);
     let cloned = new_file(d.path(), "cloned.img", DISK + (8 << 20));
@@ -137,19 +148,59 @@ fn round_trip(ss: u32) {
         let f = std::fs::OpenOptions::new().write(true).open(t).unwrap();
         f.write_all_at(&vec![0xA5; 4 << 20], 0).unwrap();
     }
+    let parts = partitions_of(&src, ss);
+    let img_s = img.to_str().unwrap();
+    let full;
     {
         let ls = Loop::attach_sector_size(&src, ss);
         let lr = Loop::attach_sector_size(&restored, ss);
         let lc = Loop::attach_sector_size(&cloned, ss);
-        rescue_direct(&["backup", "disk", ls.path(), "-o", img.to_str().unwrap()]);
-        let out = rescue_direct(&["check", img.to_str().unwrap()]);
+        rescue_direct(&["backup", "disk", ls.path(), "-o", img_s]);
+        let out = rescue_direct(&["check", img_s]);
         assert!(out.contains("Image OK"), "{out}");
-        let out = rescue_direct(&["restore", img.to_str().unwrap(), "--to", lr.path(), "--yes"]);
+        let out = rescue_direct(&["restore", img_s, "--to", lr.path(), "--yes"]);
         assert!(out.contains("Restore complete"), "{out}");
-        // The clone goes to a larger disk: the backup GPT moves to its end.
+        // The clone goes to a larger disk (for GPT, the backup table moves
+        // to its end).
         rescue_direct(&["clone", ls.path(), lc.path(), "--yes"]);
+
+        // Damage the restored disk at odd places: inside a sector of the
+        // FAT, a run across the NTFS, the middle of the ext4, the table.
+        let t = std::fs::OpenOptions::new().write(true).open(&restored).unwrap();
+        t.write_all_at(b"odd", parts[0].1 + 4097).unwrap();
+        t.write_all_at(&vec![0x5A; (1 << 20) + 333], parts[1].1 + (3 << 20) + 17).unwrap();
+        t.write_all_at(&vec![0xC3; 64 << 10], parts[2].1 + parts[2].2 / 2).unwrap();
+        t.write_all_at(&[0xFF; 16], 2 * u64::from(ss) + 40).unwrap();
+        t.sync_all().unwrap();
+        drop(t);
+        // The same damage gets a full restore: where the image holds no
+        // data (blocks no filesystem uses) both leave the target as it is.
+        let twin = d.path().join("twin.img");
+        std::fs::copy(&restored, &twin).unwrap();
+        let lt = Loop::attach_sector_size(&twin, ss);
+        rescue_direct(&["restore", img_s, "--to", lt.path(), "--yes"]);
+        // The loop device must not answer from its cache of the old bytes.
+        sh_ok(Command::new("blockdev").args(["--flushbufs", lr.path()]));
+        let out = rescue_direct(&["restore", img_s, "--to", lr.path(), "--only-changed", "--yes"]);
+        assert!(out.contains("Restore complete"), "{out}");
     }
+    full = std::fs::read(d.path().join("twin.img")).unwrap();
+    assert!(std::fs::read(&restored).unwrap() == full, "the changed-block restore differs from the full restore");
     same_disks(&src, &restored, ss);
+
+    // One partition back into its existing place on the restored disk.
+    {
+        let t = std::fs::OpenOptions::new().write(true).open(&restored).unwrap();
+        t.write_all_at(&vec![0u8; 2 << 20], parts[2].1).unwrap();
+        t.sync_all().unwrap();
+    }
+    {
+        let lr = Loop::attach_sector_size(&restored, ss);
+        let out = rescue_direct(&["restore", img_s, "--part", "3", "--to", &format!("{}:3", lr.path()), "--yes"]);
+        assert!(out.contains("Restore complete"), "{out}");
+    }
+    assert!(std::fs::read(&restored).unwrap() == full, "the partition restore differs from the full restore");
+
     let (pa, pc) = (partitions_of(&src, ss), partitions_of(&cloned, ss));
     assert_eq!(pa.len(), pc.len(), "{pa:?} vs {pc:?}");
     for ((_, s, l, _), ((_, s2, l2, _), fs)) in pa.iter().zip(pc.iter().zip(["vfat", "ntfs", "ext4"])) {
@@ -160,10 +211,16 @@ fn round_trip(ss: u32) {
 
 #[test]
 fn backup_restore_clone_loop_devices_with_o_direct_512() {
-    round_trip(512);
+    round_trip(512, "gpt");
 }
 
 #[test]
 fn backup_restore_clone_loop_devices_with_o_direct_4096() {
-    round_trip(4096);
+    round_trip(4096, "gpt");
+}
+
+/// MBR on 4096-byte sectors: the table and its LBAs are in 4 KiB units.
+#[test]
+fn backup_restore_clone_an_mbr_disk_with_o_direct_4096() {
+    round_trip(4096, "dos");
 }
