@@ -23,9 +23,11 @@
 //! loaders other than GRUB (systemd-boot entries are left as they are),
 //! fstab sources given as `/dev/sdXN`, and updating Debian's debconf
 //! `grub-pc/install_devices` (the next grub-pc upgrade on the new machine
-//! asks for the disk again). Only initramfs-tools with GRUB for BIOS is
-//! exercised end to end (qemu test); the dracut and mkinitcpio command plans
-//! are covered by unit tests only, and GRUB for EFI is untested.
+//! asks for the disk again). initramfs-tools and dracut with GRUB for BIOS
+//! are exercised end to end (`rescue-tui/tests/universal_linux.rs` boots the
+//! result in qemu); the mkinitcpio plan (Arch, no Debian package) and GRUB
+//! for EFI (the CI machines' kernel cannot mount the ESP) are covered by
+//! unit tests of the plan only.
 
 use std::collections::BTreeSet;
 use std::fmt;
