@@ -968,6 +968,11 @@ fn a_pxe_job_restores_a_disk_reports_and_powers_off() {
     assert!(seen.iter().any(|s| s.state == "running"), "progress reports: {seen:?}");
     let last = seen.last().expect("reports");
     assert_eq!((last.state.as_str(), last.progress), ("done", Some(1.0)), "{seen:?}");
+    // The server kept the job's course, not only its last report.
+    let record = registry.list().into_iter().find(|r| r.mac == mac).expect("the client's record");
+    let states: Vec<&str> = record.history.iter().map(|e| e.state.as_str()).collect();
+    let running = states.iter().position(|s| *s == "running");
+    assert!(running.is_some() && states.last() == Some(&"done") && running < Some(states.len() - 1), "history: {:?}", record.history);
     // The disk holds the image's partitions, byte for byte.
     let parts = |p: &Path| -> Vec<(u64, u64)> {
         let o = Command::new("sfdisk").arg("-J").arg(p).output().expect("sfdisk");

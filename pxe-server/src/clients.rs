@@ -35,12 +35,29 @@ pub struct ClientRecord {
     /// Files and URLs handed out, most recent last (bounded).
     pub served: Vec<String>,
     pub job: Option<String>,
+    /// The last report.
     pub status: Option<ClientStatus>,
+    /// Each change of state or message, oldest first (bounded): what a
+    /// job went through, e.g. running, then failed and why, even after the
+    /// machine booted again and reported something else.
+    #[serde(default)]
+    pub history: Vec<StatusEvent>,
     pub first_seen: u64,
     pub last_seen: u64,
 }
 
+/// One change in a client's reports (progress alone is not one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub state: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
 const MAX_SERVED: usize = 16;
+const MAX_HISTORY: usize = 32;
 /// Bound on remembered clients so a flood of fake MACs cannot eat memory.
 const MAX_CLIENTS: usize = 10_000;
 
@@ -71,6 +88,7 @@ impl Registry {
             served: Vec::new(),
             job: None,
             status: None,
+            history: Vec::new(),
             first_seen: t,
             last_seen: t,
         });
@@ -127,7 +145,17 @@ impl Registry {
     }
 
     pub fn set_status(&self, mac: Mac, status: ClientStatus) -> bool {
-        self.with(mac, |r| r.status = Some(status)).is_some()
+        self.with(mac, |r| {
+            let same = r.history.last().is_some_and(|e| e.state == status.state && e.message == status.message);
+            if !same {
+                if r.history.len() >= MAX_HISTORY {
+                    r.history.remove(0);
+                }
+                r.history.push(StatusEvent { at: r.last_seen, state: status.state.clone(), message: status.message.clone() });
+            }
+            r.status = Some(status);
+        })
+        .is_some()
     }
 
     pub fn list(&self) -> Vec<ClientRecord> {
@@ -144,6 +172,44 @@ fn push_served(r: &mut ClientRecord, what: &str) {
         r.served.remove(0);
     }
     r.served.push(what.to_string());
+}
+
+/// One client's record and the history of its reports, for
+/// `pxe-server status --client MAC`. Times are UTC.
+pub fn format_client(c: &ClientRecord) -> String {
+    let mut out = format_table(std::slice::from_ref(c));
+    if c.served.is_empty() {
+        out.push_str("served: nothing yet\n");
+    } else {
+        out.push_str(&format!("served: {}\n", c.served.join(", ")));
+    }
+    if c.history.is_empty() {
+        out.push_str("no reports from the live system yet\n");
+    }
+    for e in &c.history {
+        out.push_str(&format!("{}  {}", utc(e.at), e.state));
+        if let Some(m) = &e.message {
+            out.push_str(&format!(": {m}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the Unix epoch.
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Plain-text table for `pxe-server status`.
@@ -222,5 +288,46 @@ mod tests {
             None,
         );
         assert_eq!(r.arch(m), Some(KernelArch::Arm64));
+    }
+
+    fn report(r: &Registry, m: Mac, state: &str, progress: Option<f64>, message: Option<&str>) {
+        assert!(r.set_status(m, ClientStatus { state: state.into(), progress, message: message.map(str::to_string) }));
+    }
+
+    #[test]
+    fn history_keeps_changes_of_state_not_progress() {
+        let r = Registry::default();
+        let m = Mac([0x52, 0x54, 0, 0, 0, 2]);
+        report(&r, m, "running", Some(0.1), Some("restoring /dev/sda"));
+        report(&r, m, "running", Some(0.5), Some("restoring /dev/sda"));
+        report(&r, m, "failed", None, Some("the image is damaged at byte 4096"));
+        // The machine rebooted into the menu and says so: the failure stays
+        // in the history.
+        report(&r, m, "idle", None, None);
+        let c = &r.list()[0];
+        let states: Vec<(&str, Option<&str>)> = c.history.iter().map(|e| (e.state.as_str(), e.message.as_deref())).collect();
+        assert_eq!(states, [("running", Some("restoring /dev/sda")), ("failed", Some("the image is damaged at byte 4096")), ("idle", None)]);
+        assert_eq!(c.status.as_ref().map(|s| s.state.as_str()), Some("idle"));
+        let text = format_client(c);
+        assert!(text.contains("failed: the image is damaged at byte 4096"), "{text}");
+        assert!(text.contains("idle\n"), "{text}");
+        // Bounded: the oldest changes go first.
+        for i in 0..100 {
+            report(&r, m, "running", None, Some(&format!("step {i}")));
+        }
+        let c = &r.list()[0];
+        assert_eq!(c.history.len(), MAX_HISTORY);
+        assert_eq!(c.history.last().and_then(|e| e.message.as_deref()), Some("step 99"));
+        // Records written before the history existed still decode.
+        let old = r#"{"mac":"52:54:00:00:00:02","ip":null,"firmware":null,"served":[],"job":null,"status":null,"first_seen":1,"last_seen":2}"#;
+        let rec: ClientRecord = serde_json::from_str(old).expect("old record");
+        assert!(rec.history.is_empty());
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_796_616_339), "2026-12-07 04:05:39");
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use pxe_server::bundle::{Bundle, DEBIAN_LOADERS};
-use pxe_server::clients::{format_table, ClientRecord};
+use pxe_server::clients::{format_client, format_table, ClientRecord};
 use pxe_server::leases::parse_range_spec;
 use pxe_server::server::{self, Control, ModeChoice, ServerConfig, ServerError};
 
@@ -48,6 +48,10 @@ enum Command {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+        /// Show one client (by MAC address) with what it was served and
+        /// every change of state it reported
+        #[arg(long, value_name = "MAC")]
+        client: Option<pxe_server::mac::Mac>,
     },
 }
 
@@ -140,7 +144,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let r = match cli.command {
-        Some(Command::Status { server, json }) => status(&server, json),
+        Some(Command::Status { server, json, client }) => status(&server, json, client),
         None => serve(cli.serve),
     };
     match r {
@@ -245,7 +249,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("serving network boot on {interface}"))
 }
 
-fn status(server: &str, json: bool) -> anyhow::Result<()> {
+fn status(server: &str, json: bool, client: Option<pxe_server::mac::Mac>) -> anyhow::Result<()> {
     let hostport = server
         .strip_prefix("http://")
         .context("--server must start with http://")?
@@ -264,6 +268,17 @@ fn status(server: &str, json: bool) -> anyhow::Result<()> {
         .context("malformed HTTP response")?;
     let clients: Vec<ClientRecord> =
         serde_json::from_str(body).context("decoding the client list")?;
+    if let Some(mac) = client {
+        let c = clients.iter().find(|c| c.mac == mac).with_context(|| {
+            format!("the server has not seen {mac} (`pxe-server status` lists the clients it has seen)")
+        })?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(c)?);
+        } else {
+            print!("{}", format_client(c));
+        }
+        return Ok(());
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&clients)?);
     } else {

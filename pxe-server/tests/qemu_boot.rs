@@ -580,6 +580,13 @@ fn run_scenario(idx: usize, sc: &Scenario, ready: &Ready) -> Result<Vec<String>,
             ));
         }
     }
+    // One client in detail: what it was served (its firmware's loader first).
+    if let Some(m) = macs.first() {
+        let one = ns.exec(&[server_bin(), "status", "--client", m.as_str()]);
+        if !(one.contains(m.as_str()) && one.contains("served: ") && one.lines().count() >= 3) {
+            return Err(format!("{}: `pxe-server status --client {m}`:\n{one}", sc.name));
+        }
+    }
     Ok(report)
 }
 
