@@ -81,24 +81,8 @@ pub fn grub_cfg(append: &str) -> String {
 
 /// UTC `YYYYMMDDhhmmss00` for xorriso's `--modification-date`.
 fn xorriso_date(epoch: u32) -> String {
-    let days = i64::from(epoch / 86400);
-    let secs = epoch % 86400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}00",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let (y, m, d, h, min, s) = imaging::civil::utc_parts(u64::from(epoch));
+    format!("{y:04}{m:02}{d:02}{h:02}{min:02}{s:02}00")
 }
 
 /// Build the ISO at `out` from the kernel and initramfs bytes.

@@ -24,6 +24,7 @@ pub mod restore;
 pub mod shrink;
 pub mod chain;
 pub mod retention;
+pub mod civil;
 pub mod store;
 pub mod files;
 pub mod hardware;

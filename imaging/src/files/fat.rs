@@ -51,20 +51,10 @@ fn fat_time(date: u16, time: u16) -> i64 {
         return 0;
     }
     let y = 1980 + i64::from(date >> 9);
-    let m = i64::from((date >> 5) & 0x0F).clamp(1, 12);
-    let d = i64::from(date & 0x1F).max(1);
+    let m = u32::from((date >> 5) & 0x0F).clamp(1, 12);
+    let d = u32::from(date & 0x1F).max(1);
     let secs = i64::from(time >> 11) * 3600 + i64::from((time >> 5) & 0x3F) * 60 + i64::from(time & 0x1F) * 2;
-    days_from_civil(y, m, d) * 86400 + secs
-}
-
-/// Howard Hinnant's days_from_civil.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    crate::civil::days_from_civil(y, m, d) * 86400 + secs
 }
 
 /// The checksum of an 8.3 name that its long-name entries carry.

@@ -9,19 +9,8 @@ use imaging::part::PartitionTable;
 
 /// UTC date and time of a Unix timestamp (no time-zone database in the initramfs).
 pub fn utc(ts: u64) -> String {
-    let days = (ts / 86400) as i64;
-    let secs = ts % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", secs / 3600, (secs / 60) % 60, secs % 60)
+    let (y, m, d, h, min, s) = imaging::civil::utc_parts(ts);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{min:02}:{s:02} UTC")
 }
 
 pub fn table(t: &PartitionTable, out: &mut String, indent: &str) {
