@@ -55,7 +55,16 @@ for z in "$fixtures"/fs/*.zst; do
 	zstd -q -d -c "$z" | head -c $MiB >"$out/fixture-$(basename "$z" .zst)" || true
 done
 
-echo "seed-corpora: corpus now $(ls "$fuzz/corpus/part_read" | wc -l) part_read, $(ls "$fuzz/corpus/fs_probe_used" | wc -l) fs_probe_used inputs"
+# lvm_read: physical volumes made by lvm2, their first 64 KiB (label, area
+# header, the metadata text; the target pads with zeros).
+out=$fuzz/corpus/lvm_read
+mkdir -p "$out"
+for z in "$fixtures"/lvm/*.zst; do
+	[ -e "$z" ] || continue
+	zstd -q -d -c "$z" | head -c $((64 * KiB)) >"$out/fixture-$(basename "$z" .zst)" || true
+done
+
+echo "seed-corpora: corpus now $(ls "$fuzz/corpus/part_read" | wc -l) part_read, $(ls "$fuzz/corpus/fs_probe_used" | wc -l) fs_probe_used, $(ls "$out" | wc -l) lvm_read inputs"
 
 # dhcp_packet / tftp_packet: the captured packets of pxe-server's golden tests.
 for t in dhcp_packet tftp_packet; do mkdir -p "$fuzz/corpus/$t"; done

@@ -25,6 +25,7 @@ pub mod shrink;
 pub mod chain;
 pub mod retention;
 pub mod civil;
+pub mod lvm;
 pub mod store;
 pub mod files;
 pub mod hardware;
