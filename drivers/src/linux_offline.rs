@@ -6,9 +6,13 @@
 //! Every partition with a Linux filesystem (ext2/3/4, xfs, btrfs) is mounted
 //! through a loop device over its byte range (`losetup -o OFF --sizelimit
 //! LEN`: disk image files, and kernels without loop partition scanning, work
-//! alike) and is a root when it holds `etc/os-release` and `etc/fstab`. Its
-//! `/boot`, `/usr` and ESP are found in its fstab and resolved by UUID,
-//! PARTUUID or LABEL on the same disk.
+//! alike) and is a root when it holds `etc/os-release` and `etc/fstab`. So is
+//! every linear logical volume of an LVM physical volume on the disk: its
+//! metadata is read without device-mapper ([`imaging::lvm`]) and the volume
+//! mounted as the byte range it is, without activating the volume group (no
+//! clash with a group of the same name here, nothing to deactivate after).
+//! Its `/boot`, `/usr` and ESP are found in its fstab and resolved by UUID,
+//! PARTUUID, LABEL, `/dev/mapper/VG-LV` or `/dev/VG/LV` on the same disk.
 //!
 //! [`plan`] computes, without writing, what will change: the storage modules
 //! (from the `--for` controllers, keeping those some installed kernel has),
@@ -18,26 +22,30 @@
 //! `/proc`, `/sys` and `/run` bound; everything is unmounted and detached on
 //! every path (guards with `Drop`).
 //!
-//! Deliberately not supported: roots on LVM, md RAID, LUKS or btrfs
-//! subvolumes (the root must be a plain partition), separate `/var`, boot
+//! Deliberately not supported: roots on md RAID, LUKS, btrfs subvolumes or
+//! LVM volumes that are not one linear range of one PV on this disk
+//! (striped, mirrored, RAID, thin, or in pieces after an `lvextend`: named in
+//! [`DiskLayout::skipped`]), separate `/var`, boot
 //! loaders other than GRUB (systemd-boot entries are left as they are),
 //! fstab sources given as `/dev/sdXN`, and updating Debian's debconf
 //! `grub-pc/install_devices` (the next grub-pc upgrade on the new machine
-//! asks for the disk again). initramfs-tools and dracut with GRUB for BIOS
-//! are exercised end to end (`rescue-tui/tests/universal_linux.rs` boots the
-//! result in qemu); the mkinitcpio plan (Arch, no Debian package) and GRUB
+//! asks for the disk again). initramfs-tools and dracut with GRUB for BIOS,
+//! and a root on LVM with a separate `/boot`, are exercised end to end
+//! (`rescue-tui/tests/universal_linux.rs` boots the result in qemu); `/boot`
+//! inside an LVM volume (GRUB then needs its `lvm` module in core.img) only
+//! through the plan; the mkinitcpio plan (Arch, no Debian package) and GRUB
 //! for EFI (the CI machines' kernel cannot mount the ESP) are covered by
 //! unit tests of the plan only.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
 use imaging::exec::LoopDevice;
 use imaging::fs::FsKind;
 use imaging::inventory;
 use imaging::part::{PartType, TableKind};
+use imaging::read_at::Window;
 use serde::{Deserialize, Serialize};
 
 use crate::windows::Controller;
@@ -48,6 +56,12 @@ pub const DISK: &str = "<disk>";
 
 /// Extra GRUB modules for core.img (see the BIOS grub-install step).
 const MODULES: &str = "--modules=part_gpt part_msdos";
+/// The same when `/boot/grub` is in an LVM volume: GRUB probes it through a
+/// loop device here, so it would not add `lvm` itself.
+const MODULES_LVM: &str = "--modules=lvm part_gpt part_msdos";
+
+/// LVM's devices file (relative to the root).
+const DEVICES_FILE: &str = "etc/lvm/devices/system.devices";
 
 /// GPT type of a BIOS boot partition (where GRUB embeds core.img).
 const BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
@@ -82,7 +96,7 @@ impl LinuxError {
         match self {
             LinuxError::Inspect { .. } => "check the disk path (see `rescue disks`)",
             LinuxError::NoLinux { .. } => "restore the Linux system first, or name its root partition with --part N",
-            LinuxError::Busy { .. } => "unmount the partition first",
+            LinuxError::Busy { .. } => "unmount it first (an LVM volume group on it must be deactivated too: `vgchange -an NAME`)",
             LinuxError::Mount { .. } => "check the filesystem (`e2fsck -f`, `xfs_repair`) and try again",
             LinuxError::Io { .. } => "check that the target filesystem is healthy and not full",
             LinuxError::Unresolved { .. } => {
@@ -334,6 +348,24 @@ pub struct Part {
     /// GPT unique GUID, or MBR `disksig-NN`.
     pub partuuid: Option<String>,
     pub gpt_type: Option<String>,
+    /// `VG/LV` when this is a logical volume of an LVM physical volume on
+    /// partition `number` (`start`, `len`: its range on the disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lv: Option<String>,
+}
+
+/// How a partition or logical volume is named to the user.
+pub fn place(partition: u32, lv: Option<&str>) -> String {
+    match lv {
+        Some(l) => format!("LVM volume {l} (partition {partition})"),
+        None => format!("partition {partition}"),
+    }
+}
+
+/// `/dev/mapper/NAME` of a `VG/LV`.
+fn lv_dm_name(lv: &str) -> String {
+    let (vg, l) = lv.split_once('/').unwrap_or((lv, ""));
+    imaging::lvm::dm_name(vg, l)
 }
 
 /// The disk as the plan needs it.
@@ -343,7 +375,11 @@ pub struct DiskLayout {
     pub size: u64,
     /// "gpt" or "mbr".
     pub table: String,
+    /// Partitions, then the linear LVM volumes in them.
     pub parts: Vec<Part>,
+    /// LVM volumes (or physical volumes) not searched, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 fn mount_type(k: &FsKind) -> Option<&str> {
@@ -389,15 +425,92 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
                 PartType::Gpt(g) => Some(g.to_ascii_lowercase()),
                 PartType::Mbr(_) => None,
             },
+            lv: None,
         });
         busy.push((p.partition.number, p.busy.clone()));
     }
+    let pvs: Vec<Part> = r
+        .partitions
+        .iter()
+        .filter(|p| p.fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into())))
+        .filter_map(|p| parts.iter().find(|x| x.number == p.partition.number).cloned())
+        .collect();
+    let (lvs, skipped) = lvm_parts(disk, &pvs);
+    parts.extend(lvs);
     let table = match table.map(|t| t.kind) {
         Some(TableKind::Gpt) => "gpt",
         Some(TableKind::Mbr) => "mbr",
         None => "none",
     };
-    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts }, busy))
+    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped }, busy))
+}
+
+/// The linear logical volumes of the LVM physical volumes `pvs` (partitions
+/// of `disk`) as parts, and what was not searched with the reason.
+fn lvm_parts(disk: &Path, pvs: &[Part]) -> (Vec<Part>, Vec<String>) {
+    use imaging::lvm::{self, NotLinear};
+    let mut out: Vec<Part> = Vec::new();
+    let mut skipped = Vec::new();
+    if pvs.is_empty() {
+        return (out, skipped);
+    }
+    let src = match imaging::blockdev::SourceDisk::open(disk, None) {
+        Ok(s) => s,
+        Err(e) => {
+            skipped.push(format!("LVM volumes: {e}"));
+            return (out, skipped);
+        }
+    };
+    // Per volume, why no PV of this disk holds it in one range.
+    let mut why_not: Vec<(String, NotLinear)> = Vec::new();
+    for p in pvs {
+        let w = Window::new(&src.file, p.start, p.len);
+        let pv = match lvm::read_pv(&w, p.len) {
+            Ok(Some(pv)) => pv,
+            Ok(None) => continue,
+            Err(e) => {
+                skipped.push(format!("partition {}: {e}", p.number));
+                continue;
+            }
+        };
+        let Some(vg) = pv.vg else {
+            skipped.push(format!("partition {}: an LVM physical volume whose group's metadata is elsewhere (another disk)", p.number));
+            continue;
+        };
+        for lv in vg.lvs.iter().filter(|l| l.visible()) {
+            let name = format!("{}/{}", vg.name, lv.name);
+            match vg.linear_range(lv, &pv.uuid) {
+                Ok((off, len)) if off.checked_add(len).is_some_and(|e| e <= p.len) => {
+                    let w = Window::new(&src.file, p.start + off, len);
+                    let fs = imaging::fs::probe(&w, len).ok().flatten();
+                    out.push(Part {
+                        number: p.number,
+                        start: p.start + off,
+                        len,
+                        fstype: fs.as_ref().and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
+                        uuid: fs.as_ref().and_then(|f| f.uuid.clone()),
+                        label: fs.as_ref().and_then(|f| f.label.clone()),
+                        partuuid: None,
+                        gpt_type: None,
+                        lv: Some(name),
+                    });
+                }
+                Ok(_) => why_not.push((name, NotLinear::Empty)),
+                Err(e) => why_not.push((name, e)),
+            }
+        }
+    }
+    let mut noted: Vec<&str> = Vec::new();
+    for (name, e) in &why_not {
+        if out.iter().any(|p| p.lv.as_deref() == Some(name.as_str())) || noted.contains(&name.as_str()) {
+            continue;
+        }
+        // Prefer a reason about the volume itself to "on another PV".
+        let e = why_not.iter().filter(|(n, _)| n == name).map(|(_, e)| e).find(|e| **e != NotLinear::OtherPv).unwrap_or(e);
+        skipped.push(format!("LVM volume {name}: {e}; mounting it needs the volume group activated (device-mapper), which this does not do"));
+        noted.push(name);
+    }
+    (out, skipped)
 }
 
 /// The partition an fstab source names, if it is on this disk.
@@ -415,6 +528,10 @@ pub fn resolve_spec<'a>(spec: &str, parts: &'a [Part]) -> Option<&'a Part> {
         ("label", v)
     } else if let Some(v) = spec.strip_prefix("/dev/disk/by-label/") {
         ("label", v)
+    } else if let Some(v) = spec.strip_prefix("/dev/mapper/") {
+        return parts.iter().find(|p| p.lv.as_deref().is_some_and(|l| lv_dm_name(l) == v));
+    } else if let Some(v) = spec.strip_prefix("/dev/").filter(|v| v.matches('/').count() == 1) {
+        return parts.iter().find(|p| p.lv.as_deref() == Some(v));
     } else {
         return None;
     };
@@ -433,6 +550,9 @@ pub fn resolve_spec<'a>(spec: &str, parts: &'a [Part]) -> Option<&'a Part> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinuxRoot {
     pub partition: u32,
+    /// `VG/LV` when the root is an LVM volume on `partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lv: Option<String>,
     pub os: OsRelease,
     pub fstab: Vec<FstabEntry>,
     pub initramfs: Option<InitramfsTool>,
@@ -450,7 +570,7 @@ pub fn inspect_root(dir: &Path, partition: u32) -> Result<Option<LinuxRoot>, Lin
     };
     let os = parse_os_release(&os);
     let initramfs = initramfs_tool(dir, &os);
-    Ok(Some(LinuxRoot { partition, os, fstab: parse_fstab(&fstab), initramfs }))
+    Ok(Some(LinuxRoot { partition, lv: None, os, fstab: parse_fstab(&fstab), initramfs }))
 }
 
 // ---------------------------------------------------------------------------
@@ -470,6 +590,9 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedMount {
     pub partition: u32,
+    /// `VG/LV` when it is an LVM volume on `partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lv: Option<String>,
     pub start: u64,
     pub len: u64,
     pub fstype: String,
@@ -492,6 +615,9 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemPlan {
     pub partition: u32,
+    /// `VG/LV` when the root is an LVM volume on `partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lv: Option<String>,
     pub name: String,
     pub initramfs: InitramfsTool,
     /// "bios", "efi", "bios+efi", or "none".
@@ -504,6 +630,11 @@ pub struct SystemPlan {
 }
 
 impl SystemPlan {
+    /// Where the root is, as the user reads it.
+    pub fn place(&self) -> String {
+        place(self.partition, self.lv.as_deref())
+    }
+
     /// Whether a step needs the whole disk as a device.
     pub fn needs_disk(&self) -> bool {
         self.steps.iter().any(|s| matches!(s, Step::Run { argv } if argv.iter().any(|a| a == DISK)))
@@ -512,8 +643,8 @@ impl SystemPlan {
 
 impl fmt::Display for SystemPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "Linux: {} on partition {} ({}, boot loader: {})", self.name, self.partition, self.initramfs, self.boot)?;
-        let mounts: Vec<String> = self.mounts.iter().map(|m| format!("partition {} ({}) at {}", m.partition, m.fstype, m.at)).collect();
+        writeln!(f, "Linux: {} on {} ({}, boot loader: {})", self.name, self.place(), self.initramfs, self.boot)?;
+        let mounts: Vec<String> = self.mounts.iter().map(|m| format!("{} ({}) at {}", place(m.partition, m.lv.as_deref()), m.fstype, m.at)).collect();
         writeln!(f, "  mount {}; a private /dev; bind /proc /sys /run", mounts.join(", "))?;
         writeln!(f, "  storage modules: {}", self.modules.join(" "))?;
         for s in &self.steps {
@@ -696,11 +827,11 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
     }
 
     // The root, and what of /boot, /usr and the ESP is on other partitions.
-    let this = disk.parts.iter().find(|p| p.number == part).ok_or_else(|| LinuxError::Inspect {
+    let this = disk.parts.iter().find(|p| p.number == part && p.lv == root.lv).ok_or_else(|| LinuxError::Inspect {
         disk: disk.path.display().to_string(),
-        detail: format!("partition {part} vanished"),
+        detail: format!("{} vanished", place(part, root.lv.as_deref())),
     })?;
-    let mut mounts = vec![PlannedMount { partition: part, start: this.start, len: this.len, fstype: this.fstype.clone(), at: "/".into(), uuid: this.uuid.clone() }];
+    let mut mounts = vec![PlannedMount { partition: part, lv: this.lv.clone(), start: this.start, len: this.len, fstype: this.fstype.clone(), at: "/".into(), uuid: this.uuid.clone() }];
     let mut esp_at = None;
     let mut entries: Vec<&FstabEntry> = root.fstab.iter().filter(|e| matches!(e.mountpoint.as_str(), "/boot" | "/boot/efi" | "/efi" | "/usr")).collect();
     entries.sort_by_key(|e| e.mountpoint.matches('/').count() + usize::from(e.mountpoint.len() > 1));
@@ -718,7 +849,7 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
         if is_esp_mp && fstype == "vfat" {
             esp_at = Some(e.mountpoint.clone());
         }
-        mounts.push(PlannedMount { partition: p.number, start: p.start, len: p.len, fstype, at: e.mountpoint.clone(), uuid: p.uuid.clone() });
+        mounts.push(PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype, at: e.mountpoint.clone(), uuid: p.uuid.clone() });
     }
     // Other fstab references to identifiers that are nowhere on this disk.
     for e in &root.fstab {
@@ -738,12 +869,24 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
             steps.push(Step::Write { path: rel, content: fx.new_text, summary: format!("{} identifier reference(s) updated", fx.changes.len()) });
         }
     }
+    // LVM's devices file (RHEL 9, Fedora) lists the disks it may use by
+    // serial or WWID, which the new hardware does not share: its initramfs
+    // would then activate nothing. Without the file LVM uses every disk.
+    let on_lvm = mounts.iter().any(|m| m.lv.is_some()) || disk.parts.iter().any(|p| p.lv.is_some());
+    if on_lvm && exists(dir, DEVICES_FILE) {
+        steps.push(Step::Run { argv: argv(&["mv", "-f", &format!("/{DEVICES_FILE}"), &format!("/{DEVICES_FILE}.rescue-old")]) });
+        notes.push(format!("LVM's devices file names disks by their serial numbers, which differ on the new hardware: it is moved aside to /{DEVICES_FILE}.rescue-old, so LVM uses every disk; on the new machine `vgimportdevices -a` makes a new one"));
+    }
     steps.extend(initramfs_steps(dir, tool, &modules)?);
+    notes.extend(disk.skipped.iter().map(|k| format!("not searched: {k}")));
 
     // Boot loader: GRUB for the boot mode(s) this disk is set up for.
     let grub_install = find_tool(dir, &["grub-install", "grub2-install"]);
     let grub_lib = if exists(dir, "usr/lib/grub") { "usr/lib/grub" } else { "usr/lib/grub2" };
     let bios_possible = disk.table == "mbr" || disk.parts.iter().any(|p| p.gpt_type.as_deref() == Some(BIOS_BOOT));
+    // /boot/grub inside an LVM volume: core.img must read LVM to find it.
+    let boot_mount = mounts.iter().find(|m| m.at == "/boot").unwrap_or(&mounts[0]);
+    let modules_arg = if boot_mount.lv.is_some() { MODULES_LVM } else { MODULES };
     let mut boot = Vec::new();
     match &grub_install {
         None => notes.push("GRUB is not installed in the system: the boot loader is left as is".into()),
@@ -752,7 +895,7 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
                 // The partition loop device GRUB probes is not a partition of
                 // <disk> to it: name the partition-map modules core.img needs
                 // to find /boot/grub (it searches by filesystem UUID).
-                steps.push(Step::Run { argv: vec![gi.clone(), "--target=i386-pc".into(), MODULES.into(), DISK.into()] });
+                steps.push(Step::Run { argv: vec![gi.clone(), "--target=i386-pc".into(), modules_arg.into(), DISK.into()] });
                 boot.push("bios");
             }
             if let Some(esp) = &esp_at {
@@ -761,8 +904,8 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
                     // No NVRAM entry can be made for another machine offline:
                     // also install the removable-media path \EFI\BOOT\BOOTX64.EFI,
                     // which firmware boots without one.
-                    steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d.clone(), MODULES.into(), "--no-nvram".into()] });
-                    steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d, MODULES.into(), "--removable".into(), "--no-nvram".into()] });
+                    steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d.clone(), modules_arg.into(), "--no-nvram".into()] });
+                    steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d, modules_arg.into(), "--removable".into(), "--no-nvram".into()] });
                     boot.push("efi");
                 } else {
                     notes.push(format!("the ESP at {esp} is kept as is: GRUB for EFI (x86_64-efi) is not installed in the system"));
@@ -782,6 +925,7 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
     }
     Ok(SystemPlan {
         partition: part,
+        lv: root.lv.clone(),
         name: root.os.pretty_name.clone(),
         initramfs: tool,
         boot: if boot.is_empty() { "none".into() } else { boot.join("+") },
@@ -817,7 +961,7 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let mut ok = false;
         for _ in 0..20 {
-            if Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
+            if os::unmount(&self.dir, false).is_ok() {
                 ok = true;
                 break;
             }
@@ -825,7 +969,7 @@ impl Drop for Mounted {
         }
         if !ok {
             tracing::warn!(dir = %self.dir.display(), "unmount failed; detaching lazily");
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+            let _ = os::unmount(&self.dir, true);
         }
         if self.remove_dir {
             let _ = std::fs::remove_dir(&self.dir);
@@ -843,7 +987,7 @@ fn mount_part(disk: &Path, p: &PlannedMount, dir: &Path, write: bool, remove_dir
     std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
     // Mounted from a node of our own name, not `/dev/loopN`: tools in the
     // chroot read the device name from mountinfo (see `private_dev`).
-    let node = PathBuf::from(format!("/dev/rescue-ul-{}-p{}", std::process::id(), p.partition));
+    let node = PathBuf::from(format!("/dev/{}", node_name(p.partition, p.lv.as_deref())));
     let _ = std::fs::remove_file(&node);
     mknod_like(&lo.path, &node).map_err(|e| err(e.to_string()))?;
     // ro: ext* must not replay its journal (noload), which would write.
@@ -853,26 +997,18 @@ fn mount_part(disk: &Path, p: &PlannedMount, dir: &Path, write: bool, remove_dir
         (false, "xfs") => "ro,norecovery",
         (false, _) => "ro",
     };
-    let mut c = Command::new("mount");
-    c.arg("-o").arg(opts);
-    if !p.fstype.is_empty() {
-        c.arg("-t").arg(&p.fstype);
-    }
-    let out = c.arg(&node).arg(dir).output();
-    let out = match out {
-        Ok(o) if o.status.success() => o,
-        other => {
-            let _ = std::fs::remove_file(&node);
-            if remove_dir {
-                let _ = std::fs::remove_dir(dir);
-            }
-            return Err(err(match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
-                Err(e) => format!("mount: {e}"),
-            }));
-        }
+    let done = if p.fstype.is_empty() {
+        Err(std::io::Error::other("its filesystem type is unknown (neither recognised here nor named in /etc/fstab)"))
+    } else {
+        os::mount(&node, dir, &p.fstype, opts)
     };
-    drop(out);
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&node);
+        if remove_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(err(e.to_string()));
+    }
     Ok(Mounted { dir: dir.to_path_buf(), remove_dir, node: Some(node), _loop: Some(lo) })
 }
 
@@ -893,11 +1029,12 @@ pub fn find_linux(disk: &Path, part: Option<u32>, write: bool) -> Result<(DiskLa
         if let Some((_, why)) = busy.iter().find(|(n, why)| *n == p.number && !why.is_empty()) {
             return Err(LinuxError::Busy { disk: disk.display().to_string(), part: p.number, why: why.join(", ") });
         }
-        let dir = std::env::temp_dir().join(format!("rescue-ul-{}-{}", std::process::id(), p.number));
-        let pm = PlannedMount { partition: p.number, start: p.start, len: p.len, fstype: p.fstype.clone(), at: "/".into(), uuid: p.uuid.clone() };
+        let dir = std::env::temp_dir().join(node_name(p.number, p.lv.as_deref()));
+        let pm = PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype: p.fstype.clone(), at: "/".into(), uuid: p.uuid.clone() };
         let m = mount_part(disk, &pm, &dir, write, true)?;
-        if let Some(root) = inspect_root(&m.dir, p.number)? {
-            tracing::info!(partition = p.number, os = %root.os.pretty_name, "found Linux");
+        if let Some(mut root) = inspect_root(&m.dir, p.number)? {
+            root.lv = p.lv.clone();
+            tracing::info!(at = %place(p.number, p.lv.as_deref()), os = %root.os.pretty_name, "found Linux");
             found.push(FoundLinux { root, mount: m });
         }
     }
@@ -906,18 +1043,28 @@ pub fn find_linux(disk: &Path, part: Option<u32>, write: bool) -> Result<(DiskLa
 
 /// Partitions searched by [`find_linux`] (for a "none found" message).
 pub fn searched(lay: &DiskLayout, part: Option<u32>) -> String {
-    let v: Vec<String> = lay.parts.iter().filter(|p| part.is_none_or(|n| n == p.number) && is_root_candidate(&p.fstype)).map(|p| p.number.to_string()).collect();
-    if v.is_empty() {
-        "none with a Linux filesystem".into()
-    } else {
-        v.join(", ")
+    let v: Vec<String> = lay
+        .parts
+        .iter()
+        .filter(|p| part.is_none_or(|n| n == p.number) && is_root_candidate(&p.fstype))
+        .map(|p| match &p.lv {
+            Some(l) => format!("LVM volume {l}"),
+            None => p.number.to_string(),
+        })
+        .collect();
+    let mut s = if v.is_empty() { "none with a Linux filesystem".to_owned() } else { v.join(", ") };
+    for k in &lay.skipped {
+        s.push_str(&format!("; not searched: {k}"));
     }
+    s
 }
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub partition: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lv: Option<String>,
     pub name: String,
     pub files_written: Vec<String>,
     pub commands_run: Vec<String>,
@@ -933,16 +1080,13 @@ impl Drop for Chroot {
         while let Some(m) = self.mounts.pop() {
             drop(m);
         }
-        let _ = Command::new("sync").status();
+        os::sync();
     }
 }
 
 fn bind(src: &str, dir: &Path) -> Result<Mounted, LinuxError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let out = Command::new("mount").arg("--bind").arg(src).arg(dir).output().map_err(io(dir))?;
-    if !out.status.success() {
-        return Err(LinuxError::Io { path: dir.display().to_string(), source: std::io::Error::other(format!("bind-mounting {src}: {}", String::from_utf8_lossy(&out.stderr).trim())) });
-    }
+    os::bind(Path::new(src), dir).map_err(io(dir))?;
     Ok(Mounted { dir: dir.to_path_buf(), remove_dir: false, node: None, _loop: None })
 }
 
@@ -991,21 +1135,54 @@ fn mknod_like(_like: &Path, at: &Path) -> Result<(), LinuxError> {
     Err(linux_only(at))
 }
 
-/// `mknod` a node at `at` like the device `like` (block or character).
+/// A node at `at` like the device `like` (block or character).
 #[cfg(unix)]
 fn mknod_like(like: &Path, at: &Path) -> Result<(), LinuxError> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta = std::fs::metadata(like).map_err(io(like))?;
-    let kind = if meta.file_type().is_block_device() { "b" } else { "c" };
-    let rdev = meta.rdev();
-    // Linux dev_t encoding (glibc gnu_dev_major / gnu_dev_minor).
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-    let out = Command::new("mknod").arg(at).arg(kind).arg(major.to_string()).arg(minor.to_string()).output().map_err(io(at))?;
-    if !out.status.success() {
-        return Err(LinuxError::Io { path: at.display().to_string(), source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()) });
+    imaging::mount::sys::mknod_like(like, at).map_err(io(at))
+}
+
+/// The system calls mounting and the chroot need, made directly
+/// ([`imaging::mount::sys`]: the live system has no `mount`, `umount`,
+/// `chroot` or `sync` programs); on Windows each says it needs Linux.
+mod os {
+    #[cfg(unix)]
+    pub use imaging::mount::sys::{bind, mount, mount_tmpfs, sync, unmount};
+
+    #[cfg(not(unix))]
+    fn unsupported() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::Unsupported, "fixing a Linux system needs the Linux rescue system (mounts, chroot)")
     }
-    Ok(())
+    #[cfg(not(unix))]
+    pub fn mount(_: &std::path::Path, _: &std::path::Path, _: &str, _: &str) -> std::io::Result<()> {
+        Err(unsupported())
+    }
+    #[cfg(not(unix))]
+    pub fn mount_tmpfs(_: &str, _: &std::path::Path, _: &str) -> std::io::Result<()> {
+        Err(unsupported())
+    }
+    #[cfg(not(unix))]
+    pub fn bind(_: &std::path::Path, _: &std::path::Path) -> std::io::Result<()> {
+        Err(unsupported())
+    }
+    #[cfg(not(unix))]
+    pub fn unmount(_: &std::path::Path, _: bool) -> std::io::Result<()> {
+        Err(unsupported())
+    }
+    #[cfg(not(unix))]
+    pub fn sync() {}
+
+    /// `chroot ROOT ARGV...` as a command (not started).
+    #[cfg(unix)]
+    pub fn chroot_command(root: &std::path::Path, argv: &[String]) -> std::io::Result<std::process::Command> {
+        let mut c = std::process::Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        imaging::mount::sys::chroot_on_exec(&mut c, root)?;
+        Ok(c)
+    }
+    #[cfg(not(unix))]
+    pub fn chroot_command(_: &std::path::Path, _: &[String]) -> std::io::Result<std::process::Command> {
+        Err(unsupported())
+    }
 }
 
 /// A private `/dev` for the chroot (tmpfs): the usual character devices,
@@ -1015,12 +1192,9 @@ fn mknod_like(like: &Path, at: &Path) -> Result<(), LinuxError> {
 /// Debian's `grub-mkconfig` makes no menu entry for a root on a loop device
 /// ("can't cope with devices loop-mounted from files"), and without a
 /// by-uuid link `root=` would name a device of this machine.
-fn private_dev(dir: &Path, parts: &[(u32, &Path, Option<&str>)], disk: Option<&Path>) -> Result<Mounted, LinuxError> {
+fn private_dev(dir: &Path, parts: &[(&Path, Option<&str>, Option<&str>)], disk: Option<&Path>) -> Result<Mounted, LinuxError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let out = Command::new("mount").args(["-t", "tmpfs", "-o", "mode=0755,size=16m", "rescue-dev"]).arg(dir).output().map_err(io(dir))?;
-    if !out.status.success() {
-        return Err(LinuxError::Io { path: dir.display().to_string(), source: std::io::Error::other(format!("mounting a tmpfs: {}", String::from_utf8_lossy(&out.stderr).trim())) });
-    }
+    os::mount_tmpfs("rescue-dev", dir, "mode=0755,size=16m").map_err(io(dir))?;
     let m = Mounted { dir: dir.to_path_buf(), remove_dir: false, node: None, _loop: None };
     for n in ["null", "zero", "full", "random", "urandom", "tty", "console"] {
         let host = Path::new("/dev").join(n);
@@ -1034,17 +1208,35 @@ fn private_dev(dir: &Path, parts: &[(u32, &Path, Option<&str>)], disk: Option<&P
     for d in ["pts", "shm", "disk/by-uuid"] {
         std::fs::create_dir_all(dir.join(d)).map_err(io(dir))?;
     }
-    for (_, dev, uuid) in parts {
+    for (dev, uuid, lv) in parts {
         let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         mknod_like(dev, &dir.join(&name))?;
         if let Some(u) = uuid {
             symlink(format!("../../{name}"), &dir.join("disk/by-uuid").join(u))?;
+        }
+        // The names fstab uses for an LVM volume (the initramfs hooks look
+        // the root up by them, e.g. for its filesystem type).
+        if let Some(l) = lv {
+            std::fs::create_dir_all(dir.join("mapper")).map_err(io(dir))?;
+            symlink(format!("../{name}"), &dir.join("mapper").join(lv_dm_name(l)))?;
+            if let Some((vg, lvname)) = l.split_once('/') {
+                std::fs::create_dir_all(dir.join(vg)).map_err(io(dir))?;
+                symlink(format!("../{name}"), &dir.join(vg).join(lvname))?;
+            }
         }
     }
     if let Some(d) = disk {
         mknod_like(d, &dir.join(disk_node_name()))?;
     }
     Ok(m)
+}
+
+/// The device node a partition or LVM volume is mounted from.
+fn node_name(partition: u32, lv: Option<&str>) -> String {
+    match lv {
+        Some(l) => format!("rescue-ul-{}-p{partition}-{}", std::process::id(), lv_dm_name(l)),
+        None => format!("rescue-ul-{}-p{partition}", std::process::id()),
+    }
 }
 
 fn disk_node_name() -> String {
@@ -1072,26 +1264,26 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
     };
     let disk_dev: Option<&Path> = if !plan.needs_disk() { None } else { Some(disk_loop.as_ref().map_or(disk, |l| l.path.as_path())) };
     let mut ch = Chroot { mounts: Vec::new() };
-    let mut devs: Vec<(u32, PathBuf, Option<String>)> = Vec::new();
-    let root_uuid = plan.mounts.iter().find(|m| m.at == "/").and_then(|m| m.uuid.clone());
+    let mut devs: Vec<(PathBuf, Option<String>, Option<String>)> = Vec::new();
+    let root_mount = plan.mounts.iter().find(|m| m.at == "/");
     if let Some(d) = found.mount.device() {
-        devs.push((part, d.to_path_buf(), root_uuid));
+        devs.push((d.to_path_buf(), root_mount.and_then(|m| m.uuid.clone()), plan.lv.clone()));
     }
     for m in plan.mounts.iter().filter(|m| m.at != "/") {
         let dir = in_root(root, m.at.trim_start_matches('/'));
         let mounted = mount_part(disk, m, &dir, true, false)?;
         if let Some(d) = mounted.device() {
-            devs.push((m.partition, d.to_path_buf(), m.uuid.clone()));
+            devs.push((d.to_path_buf(), m.uuid.clone(), m.lv.clone()));
         }
         ch.mounts.push(mounted);
     }
-    let parts: Vec<(u32, &Path, Option<&str>)> = devs.iter().map(|(n, d, u)| (*n, d.as_path(), u.as_deref())).collect();
+    let parts: Vec<(&Path, Option<&str>, Option<&str>)> = devs.iter().map(|(d, u, l)| (d.as_path(), u.as_deref(), l.as_deref())).collect();
     ch.mounts.push(private_dev(&root.join("dev"), &parts, disk_dev)?);
     for api in ["proc", "sys", "run"] {
         ch.mounts.push(bind(&format!("/{api}"), &root.join(api))?);
     }
     let disk_arg = if disk_dev.is_some() { format!("/dev/{}", disk_node_name()) } else { String::new() };
-    let mut report = Report { partition: part, name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new() };
+    let mut report = Report { partition: part, lv: plan.lv.clone(), name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new() };
     for s in &plan.steps {
         match s {
             Step::Write { path, content, .. } => {
@@ -1102,9 +1294,8 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
                 let args: Vec<String> = argv.iter().map(|a| if a == DISK { disk_arg.clone() } else { a.clone() }).collect();
                 let shown = shell_words(&args);
                 tracing::info!(partition = part, cmd = %shown, "running in chroot");
-                let out = Command::new("chroot")
-                    .arg(root)
-                    .args(&args)
+                let out = os::chroot_command(root, &args)
+                    .map_err(io(root))?
                     .env_clear()
                     .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
                     .env("LC_ALL", "C")
@@ -1200,6 +1391,7 @@ mod tests {
             label: None,
             partuuid: Some(format!("1234abcd-{number:02x}")),
             gpt_type: None,
+            lv: None,
         }
     }
 
@@ -1231,7 +1423,7 @@ mod tests {
     fn disk(table: &str) -> DiskLayout {
         let mut esp = part(2, "vfat", "ABCD-1234");
         esp.gpt_type = Some(ESP.into());
-        DiskLayout { path: "/tmp/x.img".into(), size: 8 << 20, table: table.into(), parts: vec![part(1, "ext4", ROOT_UUID), esp] }
+        DiskLayout { path: "/tmp/x.img".into(), size: 8 << 20, table: table.into(), parts: vec![part(1, "ext4", ROOT_UUID), esp], skipped: vec![] }
     }
 
     #[test]
@@ -1318,6 +1510,46 @@ mod tests {
         assert_eq!(p.mounts[1].partition, 2);
     }
 
+    /// An LVM volume `vg/lv` on partition 2, as [`layout`] lists it.
+    fn lv_part(lv: &str, fstype: &str, uuid: &str) -> Part {
+        Part { lv: Some(lv.into()), partuuid: None, start: 40 << 20, ..part(2, fstype, uuid) }
+    }
+
+    #[test]
+    fn root_in_an_lvm_volume() {
+        let t = fake_root("update-initramfs");
+        let boot = "b007b007-0000-0000-0000-000000000001";
+        std::fs::write(t.path().join("etc/fstab"), "/dev/mapper/my--vg-root / ext4 defaults 0 1
+/dev/my-vg/boot /boot ext4 defaults 0 2
+").expect("w");
+        let mut root = inspect_root(t.path(), 2).expect("inspect").expect("root");
+        root.lv = Some("my-vg/root".into());
+        let d = DiskLayout {
+            path: "/tmp/x.img".into(),
+            size: 1 << 30,
+            table: "mbr".into(),
+            parts: vec![part(2, "", "pv"), lv_part("my-vg/root", "ext4", ROOT_UUID), lv_part("my-vg/boot", "ext4", boot)],
+            skipped: vec!["LVM volume my-vg/data: it is a thin volume; ...".into()],
+        };
+        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        assert_eq!(p.place(), "LVM volume my-vg/root (partition 2)");
+        assert_eq!(p.mounts.iter().map(|m| (m.lv.as_deref(), m.at.as_str())).collect::<Vec<_>>(), [(Some("my-vg/root"), "/"), (Some("my-vg/boot"), "/boot")]);
+        // /boot/grub inside LVM: core.img gets GRUB's lvm module.
+        let runs: Vec<String> = p.steps.iter().filter_map(|s| if let Step::Run { argv } = s { Some(shell_words(argv)) } else { None }).collect();
+        assert!(runs.contains(&"grub-install --target=i386-pc '--modules=lvm part_gpt part_msdos' <disk>".to_owned()), "{runs:?}");
+        assert!(p.notes.iter().any(|n| n.starts_with("not searched: LVM volume my-vg/data")), "{:?}", p.notes);
+        // No devices file: nothing moved.
+        assert!(!runs.iter().any(|r| r.starts_with("mv ")), "{runs:?}");
+        // /boot on a partition: the plain modules.
+        std::fs::write(t.path().join("etc/fstab"), "/dev/mapper/my--vg-root / ext4 defaults 0 1
+").expect("w");
+        let root2 = LinuxRoot { fstab: parse_fstab("/dev/mapper/my--vg-root / ext4 defaults 0 1\nUUID=ABCD-1234 /boot ext4 defaults 0 2\n"), ..root.clone() };
+        let mut d2 = d.clone();
+        d2.parts.push(part(1, "ext4", "ABCD-1234"));
+        let p2 = plan(t.path(), &root2, &d2, &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        assert!(p2.steps.iter().any(|s| matches!(s, Step::Run { argv } if argv.iter().any(|a| a == MODULES))), "{p2}");
+    }
+
     #[test]
     fn spec_resolution() {
         let parts = vec![part(1, "ext4", ROOT_UUID)];
@@ -1326,5 +1558,12 @@ mod tests {
         assert!(resolve_spec("PARTUUID=1234abcd-01", &parts).is_some());
         assert!(resolve_spec("/dev/sda1", &parts).is_none());
         assert!(resolve_spec("UUID=", &parts).is_none());
+        let parts = vec![part(1, "ext4", ROOT_UUID), lv_part("my-vg/root-fs", "ext4", "1234")];
+        assert_eq!(resolve_spec("/dev/mapper/my--vg-root--fs", &parts).and_then(|p| p.lv.as_deref()), Some("my-vg/root-fs"));
+        assert_eq!(resolve_spec("/dev/my-vg/root-fs", &parts).and_then(|p| p.lv.as_deref()), Some("my-vg/root-fs"));
+        assert!(resolve_spec("/dev/mapper/my-vg-root-fs", &parts).is_none(), "dashes are doubled in dm names");
+        assert!(resolve_spec("/dev/my-vg/root", &parts).is_none());
+        assert!(resolve_spec("/dev/disk/by-id/x", &parts).is_none());
+        assert_eq!(place(2, Some("v/l")), "LVM volume v/l (partition 2)");
     }
 }

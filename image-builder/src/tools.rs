@@ -20,6 +20,10 @@ pub const DEFAULT_TOOLS: &[(&str, &str)] = &[
     ("ntfsresize", "ntfs-3g"),
     ("ntfs-3g", "ntfs-3g"),
     ("losetup", "mount"),
+    // Restore to a smaller disk: the shrunk NTFS is checked with ntfsfix -n,
+    // and an ext4's block count read with dumpe2fs.
+    ("ntfsfix", "ntfs-3g"),
+    ("dumpe2fs", "e2fsprogs"),
 ];
 
 const BIN_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];

@@ -189,6 +189,8 @@ fn initramfs_is_reproducible_and_complete() {
         "usr/sbin/e2fsck",
         "usr/sbin/ntfsresize",
         "usr/sbin/losetup",
+        "usr/bin/ntfsfix",
+        "usr/sbin/dumpe2fs",
         "lib/x86_64-linux-gnu/libext2fs.so.2",
         "dev/console",
     ] {

@@ -1,6 +1,7 @@
 //! Mounting a partition read-write as a place to save images on (the TUI's
 //! backup destination "a partition of any disk"): ext2/3/4, FAT and exFAT
-//! through the kernel (`mount`), NTFS through ntfs-3g (Debian's kernel has
+//! through the kernel (mount(2) itself, [`sys`]: the live system has no
+//! `mount` program), NTFS through ntfs-3g (Debian's kernel has
 //! no ntfs3 driver, and ntfs-3g is what the live system carries). The
 //! partition's own /dev node is used when it has one; otherwise (a disk
 //! image file, a loop device without partition nodes) a loop device over
@@ -19,6 +20,8 @@ use crate::error::Error;
 use crate::exec::LoopDevice;
 use crate::fs::FsKind;
 use crate::inventory::DiskReport;
+
+pub mod sys;
 
 /// A partition mounted read-write; unmounted on drop.
 #[derive(Debug)]
@@ -87,56 +90,51 @@ fn mount(disk: &DiskReport, number: u32, base: &Path, write: bool) -> Result<Mou
     let dir = base.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::Io { what: format!("creating {}", dir.display()), source: e })?;
     let rw = if write { "rw" } else { "ro" };
-    let (mut cmd, fuse) = match fs {
-        FsKind::Ntfs => {
-            let mut c = Command::new("ntfs-3g");
-            c.args(["-o", rw]).arg(&device).arg(&dir);
-            (c, true)
-        }
-        FsKind::Exfat => {
-            // The kernel's exfat driver, else exfat-fuse.
-            let mut c = Command::new("mount");
-            c.args(["-t", "exfat", "-o", rw]).arg(&device).arg(&dir);
-            (c, false)
-        }
-        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
-            let mut c = Command::new("mount");
-            c.args(["-t", "vfat", "-o", rw]).arg(&device).arg(&dir);
-            (c, false)
-        }
-        FsKind::Ext3 | FsKind::Ext4 if !write => {
-            // A dirty journal would be replayed even read-only: not here.
-            let mut c = Command::new("mount");
-            c.args(["-t", "ext4", "-o", "ro,noload"]).arg(&device).arg(&dir);
-            (c, false)
-        }
-        _ => {
-            let mut c = Command::new("mount");
-            c.args(["-o", rw]).arg(&device).arg(&dir);
-            (c, false)
-        }
-    };
-    let tool = format!("{:?}", cmd.get_program()).trim_matches('"').to_string();
-    let out = cmd.output().map_err(|e| Error::Tool { cmd: tool.clone(), detail: e.to_string() })?;
-    let (out, fuse) = if !out.status.success() && *fs == FsKind::Exfat {
-        let o = Command::new("mount.exfat-fuse").args(["-o", rw]).arg(&device).arg(&dir).output().map_err(|e| Error::Tool { cmd: "mount.exfat-fuse".into(), detail: e.to_string() })?;
-        (o, true)
-    } else {
-        (out, fuse)
-    };
-    if !out.status.success() {
+    let failed = |tool: &str, detail: String| {
         let _ = std::fs::remove_dir(&dir);
-        let detail = String::from_utf8_lossy(&out.stderr).trim().lines().next().unwrap_or("failed").to_string();
-        return Err(Error::Tool { cmd: format!("{tool} (partition {number} of {})", disk.disk.path.display()), detail });
-    }
+        Error::Tool { cmd: format!("{tool} (partition {number} of {})", disk.disk.path.display()), detail }
+    };
+    // A FUSE program, for NTFS and for exFAT where the kernel has no driver.
+    let fuse_mount = |prog: &str| -> Result<(), Error> {
+        let out = Command::new(prog).args(["-o", rw]).arg(&device).arg(&dir).output().map_err(|e| failed(prog, e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed(prog, String::from_utf8_lossy(&out.stderr).trim().lines().next().unwrap_or("failed").to_string()))
+        }
+    };
+    let fuse = match fs {
+        FsKind::Ntfs => {
+            fuse_mount("ntfs-3g")?;
+            true
+        }
+        FsKind::Exfat => match sys::mount(&device, &dir, "exfat", rw) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                fuse_mount("mount.exfat-fuse")?;
+                true
+            }
+            Err(e) => return Err(failed("mount", e.to_string())),
+        },
+        _ => {
+            let (fstype, opts) = match fs {
+                FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => ("vfat", rw),
+                // A dirty journal would be replayed even read-only: not here.
+                FsKind::Ext3 | FsKind::Ext4 if !write => ("ext4", "ro,noload"),
+                _ => ("ext4", rw),
+            };
+            sys::mount(&device, &dir, fstype, opts).map_err(|e| failed("mount", e.to_string()))?;
+            false
+        }
+    };
     Ok(MountedPartition { dir, device, fuse, _loop: lo })
 }
 
 impl Drop for MountedPartition {
     fn drop(&mut self) {
-        let _ = Command::new("sync").status();
+        sys::sync();
         for _ in 0..20 {
-            if Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
+            if sys::unmount(&self.dir, false).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(250));

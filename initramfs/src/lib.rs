@@ -23,6 +23,7 @@
 
 pub mod cmdline;
 pub mod coldplug;
+pub mod devnodes;
 pub mod hotplug;
 pub mod log;
 pub mod modules;
@@ -266,6 +267,26 @@ fn mount_basics() {
     }
     let _ = fs::create_dir_all("/mnt");
     let _ = std::os::unix::fs::symlink("/proc/self/fd", "/dev/fd");
+    static_nodes();
+}
+
+/// `/dev/loop-control`, `/dev/fuse`, ... before their modules are loaded
+/// ([`devnodes`]): opening one loads its module.
+fn static_nodes() {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let alias = Path::new("/lib/modules").join(release.trim()).join("modules.alias");
+    for n in devnodes::static_nodes(&fs::read_to_string(alias).unwrap_or_default()) {
+        let path = format!("/dev/{}", n.name);
+        if Path::new(&path).exists() {
+            continue;
+        }
+        if let Some(parent) = Path::new(&path).parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        if let Err(e) = sys::mknod(&path, n.block, n.major, n.minor) {
+            eprintln!("rescue-init: making {path}: {e}");
+        }
+    }
 }
 
 /// Wait until /sys/block has a disk that is not a ram/loop device, or the

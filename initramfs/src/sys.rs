@@ -82,6 +82,15 @@ pub fn reboot(how: Power) -> io::Error {
 }
 
 /// sync(2).
+/// mknod(2): a character (`block` false) or block device node, mode 0600.
+pub fn mknod(path: &str, block: bool, major: u32, minor: u32) -> io::Result<()> {
+    let p = cstr(path)?;
+    let kind = if block { libc::S_IFBLK } else { libc::S_IFCHR };
+    // SAFETY: `p` is a valid NUL-terminated string for the call's duration;
+    // mode and device number are plain integers.
+    check(unsafe { libc::mknod(p.as_ptr(), kind | 0o600, libc::makedev(major, minor)) })
+}
+
 pub fn sync() {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::sync() }

@@ -70,3 +70,71 @@ fn passes_over_a_system_reserved_partition() {
     assert!(plan.to_lowercase().contains("msahci") && plan.contains("partition 2"), "{plan}");
     assert!(!plan.contains("partition 1"), "the System Reserved partition has no Windows: {plan}");
 }
+
+/// A Linux whose root is an LVM volume (as Debian's installer lays it out:
+/// `/boot` on partition 1, the volume group on partition 2, fstab naming
+/// the root `/dev/mapper/debian--vg-root`), made with lvm2 on this machine
+/// without device-mapper. `rescue` finds the root in the volume group
+/// without activating it, resolves `/boot`, plans the fix-ups, names the
+/// volume it cannot reach as one range (in two pieces after an `lvextend`),
+/// and `--dry-run` writes nothing. Booting such a system after a real
+/// universal restore: `universal_linux.rs`.
+#[test]
+fn finds_a_linux_root_in_an_lvm_volume_group() {
+    require_root();
+    use std::process::Command;
+    let d = tempfile::tempdir().unwrap();
+    let disk = new_file(d.path(), "lvm.img", 256 << 20);
+    std::fs::write(d.path().join("t.sfdisk"), "label: dos\nstart=1MiB, size=32MiB, type=83, bootable\nstart=33MiB, type=8e\n").unwrap();
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(d.path().join("t.sfdisk")).unwrap()));
+    let (p2, p2_len) = part(&disk, 2);
+    let lvs = lvm_layout(&disk, p2, p2_len, "debian-vg", &[("root", 64), ("home", 16), ("swap_1", 8)], |dev| {
+        lvm(dev, &["lvextend", "-q", "-L", "+8M", "debian-vg/home"]);
+    });
+    assert!(!lvs.contains_key("home"), "home is in two pieces: {lvs:?}");
+    let root_uuid = "6d1f0c1e-2b3a-4c5d-8e9f-0a1b2c3d4e5f";
+    let boot_uuid = "7e2a1d2f-3c4b-4d6e-9fa0-1b2c3d4e5f60";
+    // The root: enough of a Debian for the plan (no real kernel or tools).
+    let root = d.path().join("root");
+    for dir in ["etc/lvm/devices", "usr/sbin", "usr/lib/grub/i386-pc", "usr/lib/modules/6.1.0-28-amd64", "boot"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("etc/os-release"), "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n").unwrap();
+    std::fs::write(
+        root.join("etc/fstab"),
+        format!("/dev/mapper/debian--vg-root / ext4 errors=remount-ro 0 1\nUUID={boot_uuid} /boot ext4 defaults 0 2\n/dev/mapper/debian--vg-swap_1 none swap sw 0 0\n"),
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/lvm/devices/system.devices"), "# LVM uses devices listed in this file.\nIDTYPE=sys_wwid IDNAME=naa.5000c500a1b2c3d4 DEVNAME=/dev/sda2 PVID=x\n").unwrap();
+    for tool in ["update-initramfs", "grub-install", "update-grub"] {
+        std::fs::write(root.join("usr/sbin").join(tool), "").unwrap();
+    }
+    std::fs::write(root.join("usr/lib/modules/6.1.0-28-amd64/modules.dep"), "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\nkernel/drivers/nvme/host/nvme-core.ko:\n").unwrap();
+    let (start, len) = lvs["root"];
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", root_uuid, "-E", &format!("offset={start}"), "-d"]).arg(&root).arg(&disk).arg(format!("{}k", len / 1024)));
+    let (p1, p1_len) = part(&disk, 1);
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", boot_uuid, "-E", &format!("offset={p1}")]).arg(&disk).arg(format!("{}k", p1_len / 1024)));
+    let (start, len) = lvs["swap_1"];
+    let lo = Loop::attach(&disk, start, len, false);
+    sh_ok(Command::new("mkswap").arg(lo.path()));
+    drop(lo);
+
+    let disk_s = disk.to_str().unwrap();
+    let before = file_hash(&disk);
+    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--dry-run"]);
+    eprintln!("{plan}");
+    for needle in [
+        "Linux: Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 2)",
+        "mount LVM volume debian-vg/root (partition 2) (ext4) at /, partition 1 (ext4) at /boot",
+        "chroot: mv -f /etc/lvm/devices/system.devices /etc/lvm/devices/system.devices.rescue-old",
+        "add nvme nvme_core",
+        "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>",
+        "not searched: LVM volume debian-vg/home: it lies in 2 separate pieces",
+    ] {
+        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
+    }
+    let json = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--dry-run", "--json"]);
+    assert!(json.contains("\"lv\": \"debian-vg/root\"") || json.contains("\"lv\":\"debian-vg/root\""), "{json}");
+    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
+    assert!(sh_ok(Command::new("losetup").arg("-j").arg(&disk)).trim().is_empty(), "a loop device is left over the disk");
+}

@@ -6,7 +6,10 @@
 //! waiting for root"); after `universal-restore --for nvme --for ahci` it
 //! reaches the login prompt as NVMe and as AHCI. The same with dracut
 //! instead of initramfs-tools: its initramfs made with only a few drivers
-//! (no NVMe), universal restore regenerates it and it boots as NVMe.
+//! (no NVMe), universal restore regenerates it and it boots as NVMe. And
+//! with the root in an LVM volume group (made by lvm2 without
+//! device-mapper) and `/boot` on its own partition: found without
+//! activating the group, fixed, and booted as NVMe.
 //!
 //! Needs root, debootstrap, qemu-system-x86_64, zstd and the Debian mirror
 //! of the host's apt sources on the first run, which builds each root
@@ -91,6 +94,10 @@ const DRACUT_ROOTFS: Rootfs = Rootfs {
     ),
 };
 
+/// initramfs-tools and GRUB for BIOS, with lvm2 (its initramfs hook and
+/// udev rules activate the volume group at boot).
+const LVM_ROOTFS: Rootfs = Rootfs { key: "bookworm-lvm-v1", packages: "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,e2fsprogs,lvm2", then: None };
+
 /// The cached root filesystem tarball (built once, under a lock).
 fn rootfs_tarball(fs: &Rootfs) -> PathBuf {
     let key = fs.key;
@@ -141,10 +148,23 @@ fn make_disk(dir: &Path) -> PathBuf {
 /// An MBR disk image with the root of `fs` on partition 1 (serial console,
 /// no GRUB menu delay); `extra` adds files to the root first.
 fn make_disk_from(dir: &Path, fs: &Rootfs, extra: impl FnOnce(&Path)) -> PathBuf {
+    let root = unpack_root(dir, fs, &format!("UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n"), extra);
+    let disk = new_file(dir, "debian.img", DISK_SIZE);
+    put(dir, "layout", "label: dos\nstart=1MiB, type=83, bootable\n");
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("layout")).expect("layout")));
+    let kib = (DISK_SIZE - PART_START) / 1024;
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", ROOT_UUID, "-E", &format!("offset={PART_START}"), "-d"]).arg(&root).arg(&disk).arg(format!("{kib}k")));
+    std::fs::remove_dir_all(&root).expect("removing the unpacked root");
+    disk
+}
+
+/// Unpack the root of `fs` into `dir/root` with `fstab`, the serial console
+/// and no GRUB menu delay; `extra` adds files to it.
+fn unpack_root(dir: &Path, fs: &Rootfs, fstab: &str, extra: impl FnOnce(&Path)) -> PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(&root).expect("mkdir");
     sh_ok(Command::new("tar").arg("-C").arg(&root).args(["-I", "zstd", "--numeric-owner", "-xf"]).arg(rootfs_tarball(fs)));
-    put(&root, "etc/fstab", &format!("UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n"));
+    put(&root, "etc/fstab", fstab);
     put(&root, "etc/hostname", "rescue-ul\n");
     let grub = std::fs::read_to_string(root.join("etc/default/grub")).unwrap_or_default();
     put(
@@ -153,13 +173,42 @@ fn make_disk_from(dir: &Path, fs: &Rootfs, extra: impl FnOnce(&Path)) -> PathBuf
         &format!("{grub}\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"\"\nGRUB_CMDLINE_LINUX=\"console=ttyS0,115200 rootdelay=20\"\nGRUB_TERMINAL=console\n"),
     );
     extra(&root);
-    let disk = new_file(dir, "debian.img", DISK_SIZE);
-    put(dir, "layout", "label: dos\nstart=1MiB, type=83, bootable\n");
+    root
+}
+
+const BOOT_UUID: &str = "5a0e9b7c-1d2e-4f30-8a4b-6c7d8e9f0a1b";
+const BOOT_LEN: u64 = 256 << 20;
+
+/// Debian's installer layout "all files in one partition" with LVM: `/boot`
+/// (ext4) on partition 1, the volume group `debian-vg` on partition 2 with
+/// the root and swap volumes, fstab naming them by `/dev/mapper`. The
+/// initramfs takes only the listed modules. Returns the disk and the root
+/// volume's byte range.
+fn make_lvm_disk(dir: &Path) -> (PathBuf, (u64, u64)) {
+    let fstab = format!("/dev/mapper/debian--vg-root / ext4 errors=remount-ro 0 1\nUUID={BOOT_UUID} /boot ext4 defaults 0 2\n/dev/mapper/debian--vg-swap_1 none swap sw 0 0\n");
+    let root = unpack_root(dir, &LVM_ROOTFS, &fstab, |root| {
+        put(root, "etc/initramfs-tools/conf.d/rescue-test.conf", "MODULES=list\n");
+        put(root, "etc/initramfs-tools/modules", "# the test's old hardware had no NVMe and no AHCI\next4\ncrc32c_generic\n");
+    });
+    // /boot's files go to their own filesystem.
+    let boot = dir.join("boot");
+    sh_ok(Command::new("mv").arg(root.join("boot")).arg(&boot));
+    std::fs::create_dir(root.join("boot")).expect("mkdir boot");
+    let disk = new_file(dir, "debian-lvm.img", DISK_SIZE);
+    put(dir, "layout", &format!("label: dos\nstart=1MiB, size={}MiB, type=83, bootable\nstart={}MiB, type=8e\n", BOOT_LEN >> 20, (PART_START + BOOT_LEN) >> 20));
     sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("layout")).expect("layout")));
-    let kib = (DISK_SIZE - PART_START) / 1024;
-    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", ROOT_UUID, "-E", &format!("offset={PART_START}"), "-d"]).arg(&root).arg(&disk).arg(format!("{kib}k")));
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", BOOT_UUID, "-E", &format!("offset={PART_START}"), "-d"]).arg(&boot).arg(&disk).arg(format!("{}k", BOOT_LEN / 1024)));
+    let pv = PART_START + BOOT_LEN;
+    let lvs = lvm_layout(&disk, pv, DISK_SIZE - pv, "debian-vg", &[("root", 1600), ("swap_1", 64)], |_| {});
+    let (start, len) = lvs["root"];
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", ROOT_UUID, "-E", &format!("offset={start}"), "-d"]).arg(&root).arg(&disk).arg(format!("{}k", len / 1024)));
+    let (s, l) = lvs["swap_1"];
+    let lo = Loop::attach(&disk, s, l, false);
+    sh_ok(Command::new("mkswap").arg(lo.path()));
+    drop(lo);
     std::fs::remove_dir_all(&root).expect("removing the unpacked root");
-    disk
+    std::fs::remove_dir_all(&boot).expect("removing the unpacked /boot");
+    (disk, (start, len))
 }
 
 /// Files in the system's initramfs (its own lsinitramfs in a chroot; it
@@ -176,6 +225,22 @@ fn initramfs_files_in(disk: &Path, dir: &Path, start: u64, len: u64, tool: &str)
     let boot = std::fs::read_dir(m.0.join("boot")).expect("boot dir");
     let initrd = boot.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.starts_with("initrd.img-")).expect("an initrd in /boot");
     let out = sh_ok(Command::new("chroot").arg(&m.0).args([tool, &format!("/boot/{initrd}")]));
+    drop(m);
+    drop(lo);
+    out
+}
+
+/// Files in the initramfs of the system whose root is at `root` of `disk`
+/// and whose /boot is partition 1.
+fn initramfs_files_lvm(disk: &Path, dir: &Path, root: (u64, u64)) -> String {
+    let lo = Loop::attach(disk, root.0, root.1, false);
+    let m = Mount::new(lo.path(), &dir.join("inspect"), "ext4", false);
+    let blo = Loop::attach(disk, PART_START, BOOT_LEN, false);
+    let bm = Mount::new(blo.path(), &m.0.join("boot"), "ext4", false);
+    let initrd = std::fs::read_dir(&bm.0).expect("boot dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.starts_with("initrd.img-")).expect("an initrd in /boot");
+    let out = sh_ok(Command::new("chroot").arg(&m.0).args(["lsinitramfs", &format!("/boot/{initrd}")]));
+    drop(bm);
+    drop(blo);
     drop(m);
     drop(lo);
     out
@@ -222,6 +287,73 @@ fn boot(disk: &Path, bus: &'static str, dir: &Path) -> Qemu {
     };
     let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting qemu-system-x86_64 (run scripts/setup)");
     Qemu { child, log, name: bus }
+}
+
+/// The live rescue system: the static `rescue` and `rescue-init` (built by
+/// `scripts/build-media --binaries-only`, as the media tests do) with the
+/// Debian kernel in an initramfs made by this workspace's `image-builder
+/// initramfs`. Built once per test run.
+fn live_system() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let ws = repo();
+        let t0 = Instant::now();
+        sh_ok(Command::new(ws.join("scripts/build-media")).arg("--binaries-only").current_dir(&ws));
+        let musl = std::env::var_os("RESCUE_MEDIA_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| ws.join("target/media")).join("x86_64-unknown-linux-musl/release");
+        // This test runs from TARGET/debug/deps; image-builder is built
+        // there too (a no-op after `cargo build --workspace`).
+        let exe = std::env::current_exe().expect("test binary path");
+        let target = exe.ancestors().nth(3).expect("TARGET/debug/deps/test").to_path_buf();
+        sh_ok(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(["build", "-q", "-p", "image-builder"]).env("CARGO_TARGET_DIR", &target).current_dir(&ws));
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-system");
+        sh_ok(Command::new(target.join("debug/image-builder"))
+            .args(["initramfs", "-o"])
+            .arg(&out)
+            .arg("--rescue")
+            .arg(musl.join("rescue"))
+            .arg("--init")
+            .arg(musl.join("rescue-init"))
+            .env("SOURCE_DATE_EPOCH", "1700000000"));
+        eprintln!("live system built in {:?}", t0.elapsed());
+        out
+    })
+}
+
+/// Boot the live system with `disk` as its NVMe disk (written to: no
+/// `-snapshot`), run `rescue ARGS` there once on the serial console
+/// (`rescue.run`), and wait for it to power off. Returns the console text.
+fn run_in_live_system(disk: &Path, dir: &Path, args: &str) -> String {
+    let live = live_system();
+    let log = dir.join("live.log");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", accel(), "-m", "1536", "-smp", "2", "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot"])
+        .arg("-kernel")
+        .arg(live.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(live.join("initramfs.img"))
+        .arg("-append")
+        .arg(format!("console=ttyS0 rescue.net=off rescue.run=\"{args}\" rescue.after=poweroff"))
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=d,format=raw", disk.display()))
+        .args(["-device", "nvme,drive=d,serial=rescue-live"]);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting qemu-system-x86_64 (run scripts/setup)");
+    let mut q = Qemu { child, log, name: "live" };
+    let limit = Duration::from_secs(std::env::var("UL_QEMU_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(600));
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(st)) = q.child.try_wait() {
+            let text = log_text(&q);
+            assert!(st.success(), "the live system's qemu failed ({st}):\n{}", tail(&text));
+            eprintln!("live system: `rescue {args}` and power-off after {:?}", t0.elapsed());
+            return text;
+        }
+        if t0.elapsed() > limit {
+            panic!("the live system did not power off within {limit:?} ({} accel):\n{}", accel(), tail(&log_text(&q)));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn log_text(q: &Qemu) -> String {
@@ -374,6 +506,55 @@ fn debian_with_dracut_boots_as_nvme_after_universal_restore() {
 
     let mut q = [boot(&disk, "nvme", d.path())];
     wait_for(&mut q, &[" login:"], &["Kernel panic", "emergency mode", "Could not boot", "does not exist"]);
+    drop(q);
+    assert_released(&disk);
+    eprintln!("total {:?}", t0.elapsed());
+}
+
+/// A root on LVM (Debian's installer layout with LVM: `/boot` on partition
+/// 1, the volume group on partition 2, fstab by `/dev/mapper`), made with
+/// lvm2 without device-mapper. `rescue` finds the root in the volume group
+/// without activating it, mounts it as the byte range it is, and rebuilds
+/// the initramfs (keeping lvm2's hook and udev rules) and GRUB in a chroot
+/// whose /dev names the volume as fstab does: first on this machine (for
+/// virtio), then for NVMe in the live rescue system booted in qemu with the
+/// disk as its NVMe drive. The system then boots from NVMe: its initramfs
+/// activates the volume group and finds the root.
+#[test]
+fn debian_on_lvm_boots_as_nvme_after_universal_restore() {
+    require_root();
+    let t0 = Instant::now();
+    let d = tempfile::Builder::new().prefix("rescue-lvm-test").tempdir_in("/var/tmp").expect("temp dir");
+    let (disk, root) = make_lvm_disk(d.path());
+    let disk_s = disk.to_str().expect("UTF-8 path");
+    eprintln!("LVM disk image ready after {:?}", t0.elapsed());
+
+    // The "old hardware": virtio. This also installs GRUB for BIOS.
+    let out = rescue_ok(&["universal-restore", disk_s, "--for", "virtio", "--yes"]);
+    assert!(out.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 2)"), "{out}");
+    assert_released(&disk);
+    let files = initramfs_files_lvm(&disk, d.path(), root);
+    for f in ["virtio_blk.ko", "dm-mod.ko", "sbin/lvm", "69-lvm.rules"] {
+        assert!(files.contains(f), "{f} missing from the initramfs:\n{files}");
+    }
+    assert!(!files.contains("/nvme.ko"), "nvme is in the initramfs before the restore");
+
+    let before = file_hash(&disk);
+    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--dry-run"]);
+    for needle in ["on LVM volume debian-vg/root (partition 2)", "partition 1 (ext4) at /boot", "add nvme nvme_core", "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>"] {
+        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
+    }
+    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
+    assert_released(&disk);
+    // The fix itself runs where technicians run it: in the live rescue
+    // system (its Debian kernel, no mount/chroot programs), on the NVMe disk.
+    let text = run_in_live_system(&disk, d.path(), "universal-restore /dev/nvme0n1 --for nvme --yes");
+    assert!(text.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 2)"), "in the live system:\n{}", tail(&text));
+    let files = initramfs_files_lvm(&disk, d.path(), root);
+    assert!(files.contains("/nvme.ko"), "nvme missing from the initramfs after the restore");
+
+    let mut q = [boot(&disk, "nvme", d.path())];
+    wait_for(&mut q, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "Volume group \"debian-vg\" not found"]);
     drop(q);
     assert_released(&disk);
     eprintln!("total {:?}", t0.elapsed());

@@ -114,9 +114,10 @@ pub fn umount(_g: &Global, a: UmountArgs) -> Result<(), CliError> {
     if !is_mountpoint(&dir) {
         return Err(usage(format!("{} is not mounted", dir.display()), "`rescue mount` shows where it mounted; `grep rescue /proc/mounts` lists them"));
     }
-    // fusermount3 works for the user who mounted; umount for root.
+    // fusermount3 works for the user who mounted; umount2(2) for root (the
+    // live system has neither fusermount3 nor umount).
     let ok = Command::new("fusermount3").arg("-u").arg(&dir).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-        || Command::new("umount").arg(&dir).status().is_ok_and(|s| s.success());
+        || imaging::mount::sys::unmount(&dir, false).is_ok();
     if !ok {
         return Err(CliError {
             exit: super::Exit::Failed,

@@ -44,7 +44,7 @@ impl DiskWork {
             v.extend(pl.to_string().lines().map(str::to_string));
         }
         for pl in &self.linux.plans {
-            v.push(format!("partition {}:", pl.partition));
+            v.push(format!("{}:", pl.place()));
             v.extend(pl.to_string().lines().map(str::to_string));
         }
         v
@@ -122,9 +122,9 @@ impl Applied {
         }
         for r in &self.linux {
             v.push(format!(
-                "Universal restore of {} on partition {}: wrote {}; ran {}",
+                "Universal restore of {} on {}: wrote {}; ran {}",
                 r.name,
-                r.partition,
+                drivers::linux_offline::place(r.partition, r.lv.as_deref()),
                 if r.files_written.is_empty() { "no files".to_string() } else { r.files_written.join(", ") },
                 r.commands_run.join("; ")
             ));
@@ -219,7 +219,7 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
     let opts = lo::Options { controllers: controllers.to_vec(), uuid_map };
     let mut plans = Vec::new();
     for f in &found {
-        plans.push(lo::plan(&f.mount.dir, &f.root, &layout, &opts).map_err(|e| linux_failed(e, format!("planning the Linux fix-ups on partition {}", f.root.partition)))?);
+        plans.push(lo::plan(&f.mount.dir, &f.root, &layout, &opts).map_err(|e| linux_failed(e, format!("planning the Linux fix-ups on {}", lo::place(f.root.partition, f.root.lv.as_deref()))))?);
     }
     Ok(LinuxWork { layout, found, plans })
 }
@@ -228,9 +228,9 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
 fn linux_apply(disk: &Path, w: LinuxWork, note: &dyn Fn(String)) -> Result<Vec<drivers::linux_offline::Report>, CliError> {
     let mut out = Vec::new();
     for (f, pl) in w.found.iter().zip(&w.plans) {
-        note(format!("Rebuilding the initramfs of {} on partition {} (this takes a minute)", pl.name, pl.partition));
+        note(format!("Rebuilding the initramfs of {} on {} (this takes a minute)", pl.name, pl.place()));
         let r = drivers::linux_offline::apply(disk, w.layout.size, f, pl)
-            .map_err(|e| linux_failed(e, format!("applying the Linux fix-ups on partition {}", pl.partition)))?;
+            .map_err(|e| linux_failed(e, format!("applying the Linux fix-ups on {}", pl.place())))?;
         out.push(r);
     }
     Ok(out)

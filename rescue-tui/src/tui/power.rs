@@ -60,7 +60,8 @@ pub fn run(a: PowerAction) -> anyhow::Result<()> {
     let steps = steps(a, true, wpeutil().as_deref());
     #[cfg(not(windows))]
     let steps = {
-        let _ = std::process::Command::new("sync").status();
+        // sync(2) itself: the live system has no `sync` program.
+        imaging::mount::sys::sync();
         steps(a, false, None)
     };
     let mut failures = Vec::new();

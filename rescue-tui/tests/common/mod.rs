@@ -416,3 +416,42 @@ pub fn hash_range(p: &Path, start: u64, len: u64) -> blake3::Hash {
     std::io::copy(&mut f.take(len), &mut h).expect("read");
     h.finalize()
 }
+
+/// Run an LVM command on the loop device `dev` only, without device-mapper
+/// (the CI kernel has none; nothing is activated) or udev.
+pub fn lvm(dev: &str, args: &[&str]) -> String {
+    let config = format!(
+        "devices {{ use_devicesfile=0 obtain_device_list_from_udev=0 filter=[\"a|^{dev}$|\", \"r|.*|\"] }} activation {{ udev_sync=0 udev_rules=0 monitoring=0 }} global {{ locking_type=0 }}"
+    );
+    sh_ok(Command::new(args[0]).env("LVM_SUPPRESS_FD_WARNINGS", "1").args(["--driverloaded", "n", "--config", &config]).args(&args[1..]))
+}
+
+/// An LVM layout made by lvm2 inside the byte range (`start`, `len`) of
+/// `disk`: volume group `vg` (4 MiB extents) with the logical volumes
+/// `lvs` (name, MiB) created in order; `then` runs after them (for example
+/// an `lvextend`) with the PV's loop device. Returns each volume's byte
+/// range on the disk, as `lvs` reports it, when it lies in one piece.
+pub fn lvm_layout(disk: &Path, start: u64, len: u64, vg: &str, lvs: &[(&str, u64)], then: impl FnOnce(&str)) -> BTreeMap<String, (u64, u64)> {
+    let lo = Loop::attach(disk, start, len, false);
+    let dev = lo.path().to_owned();
+    lvm(&dev, &["pvcreate", "-q", &dev]);
+    lvm(&dev, &["vgcreate", "-q", "-s", "4M", vg, &dev]);
+    for (name, mib) in lvs {
+        lvm(&dev, &["lvcreate", "-q", "-an", "-Zn", "-L", &format!("{mib}M"), "-n", name, vg]);
+    }
+    then(&dev);
+    let pe_start: u64 = lvm(&dev, &["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", &dev]).trim().parse().expect("pe_start");
+    let mut out = BTreeMap::new();
+    for line in lvm(&dev, &["lvs", "--noheadings", "--separator", "|", "-o", "lv_name,seg_pe_ranges", vg]).lines() {
+        let Some((name, ranges)) = line.trim().split_once('|') else { continue };
+        let (a, b) = ranges.rsplit_once(':').expect("dev:first-last").1.split_once('-').expect("first-last");
+        let (a, b): (u64, u64) = (a.parse().expect("pe"), b.parse().expect("pe"));
+        let range = (start + pe_start + a * (4 << 20), (b - a + 1) * (4 << 20));
+        // A volume in two pieces has two lines: keep none.
+        if out.insert(name.to_owned(), range).is_some() {
+            out.insert(name.to_owned(), (0, 0));
+        }
+    }
+    out.retain(|_, r| r.1 > 0);
+    out
+}
