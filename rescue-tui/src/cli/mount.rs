@@ -125,13 +125,35 @@ pub fn umount(_g: &Global, a: UmountArgs) -> Result<(), CliError> {
             hint: Some("a program may still use it (`fuser -m DIR` shows which); close it and try again".into()),
         });
     }
-    // The server ends when the kernel lets go of the mount.
+    // The server ends when the kernel lets go of the mount: wait for that,
+    // so a script that unmounts and then removes the image finds it free.
+    let servers = servers_of(&dir);
     let start = Instant::now();
-    while is_mountpoint(&dir) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
+    while (is_mountpoint(&dir) || servers.iter().any(|p| running(*p))) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
     }
     println!("Unmounted {}", dir.display());
     Ok(())
+}
+
+/// The server processes (`rescue mount --foreground ... DIR`) serving `dir`.
+fn servers_of(dir: &Path) -> Vec<u32> {
+    let want = dir.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+            args.get(1) == Some(&&b"mount"[..]) && args.get(2) == Some(&&b"--foreground"[..]) && args.contains(&want)
+        })
+        .collect()
+}
+
+/// Whether a process is still alive (a zombie has no command line).
+fn running(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
 
 /// The mount point must be an existing, empty folder that is not mounted.
