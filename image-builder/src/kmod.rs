@@ -93,6 +93,9 @@ pub const DEFAULT_MODULES: &[&str] = &[
     // filesystems
     "ext4",
     "vfat",
+    // vfat's default iocharset in Debian's kernel (without it no FAT
+    // filesystem mounts: "IO charset ascii not found")
+    "nls_ascii",
     "nls_cp437",
     "nls_iso8859_1",
     "nls_utf8",

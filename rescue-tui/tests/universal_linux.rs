@@ -8,10 +8,12 @@
 //! instead of initramfs-tools: its initramfs made with only a few drivers
 //! (no NVMe), universal restore regenerates it and it boots as NVMe. And
 //! with the root in an LVM volume group (made by lvm2 without
-//! device-mapper) and `/boot` on its own partition: found without
-//! activating the group, fixed, and booted as NVMe.
+//! device-mapper) on a GPT disk for BIOS and EFI: fixed by `rescue` inside
+//! the live rescue system (the kernel and initramfs `image-builder` makes,
+//! booted in qemu), then booted as NVMe under OVMF and as AHCI.
 //!
-//! Needs root, debootstrap, qemu-system-x86_64, zstd and the Debian mirror
+//! Needs root, debootstrap, lvm2, mtools, qemu-system-x86_64, OVMF, zstd, the
+//! musl target (scripts/build-media) and the Debian mirror
 //! of the host's apt sources on the first run, which builds each root
 //! filesystem once (about 2 min) into /var/tmp/rescue-debootstrap-cache
 //! (a tarball per [`Rootfs`] key, built under a lock). TCG is used when
@@ -20,9 +22,9 @@
 //! `-snapshot`: the disk image only changes through `rescue`.
 //! `UL_QEMU_TIMEOUT=SECONDS` overrides the per-boot time limit.
 //!
-//! Not here: GRUB for EFI. Its plan needs the ESP mounted, and the kernel
-//! of the machines CI runs on has no vfat (the rescue system's Debian
-//! kernel has); `drivers::linux_offline`'s unit tests cover that plan.
+//! GRUB for EFI is installed only in the live-system test: its plan needs
+//! the ESP mounted, and the kernel of the machines CI runs on has no vfat
+//! (the rescue system's Debian kernel has).
 
 mod common;
 
@@ -94,9 +96,10 @@ const DRACUT_ROOTFS: Rootfs = Rootfs {
     ),
 };
 
-/// initramfs-tools and GRUB for BIOS, with lvm2 (its initramfs hook and
-/// udev rules activate the volume group at boot).
-const LVM_ROOTFS: Rootfs = Rootfs { key: "bookworm-lvm-v1", packages: "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,e2fsprogs,lvm2", then: None };
+/// initramfs-tools, lvm2 (its initramfs hook and udev rules activate the
+/// volume group at boot), GRUB for BIOS and GRUB's EFI modules (as a disk
+/// set up for both boot modes has).
+const LVM_ROOTFS: Rootfs = Rootfs { key: "bookworm-lvm-v2", packages: "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,grub-efi-amd64-bin,e2fsprogs,lvm2", then: None };
 
 /// The cached root filesystem tarball (built once, under a lock).
 fn rootfs_tarball(fs: &Rootfs) -> PathBuf {
@@ -177,29 +180,74 @@ fn unpack_root(dir: &Path, fs: &Rootfs, fstab: &str, extra: impl FnOnce(&Path)) 
 }
 
 const BOOT_UUID: &str = "5a0e9b7c-1d2e-4f30-8a4b-6c7d8e9f0a1b";
+/// The ESP's FAT volume ID (`1234-ABCD` in fstab).
+const ESP_ID: &str = "1234ABCD";
+/// GPT: BIOS boot (1 MiB), ESP (64 MiB), /boot (256 MiB), LVM (the rest).
+const ESP_START: u64 = 2 << 20;
+const BOOT_START: u64 = 66 << 20;
 const BOOT_LEN: u64 = 256 << 20;
+const PV_START: u64 = 322 << 20;
 
-/// Debian's installer layout "all files in one partition" with LVM: `/boot`
-/// (ext4) on partition 1, the volume group `debian-vg` on partition 2 with
-/// the root and swap volumes, fstab naming them by `/dev/mapper`. The
-/// initramfs takes only the listed modules. Returns the disk and the root
-/// volume's byte range.
+/// `proc` mounted in a directory, unmounted on drop.
+struct ProcIn(PathBuf);
+
+impl ProcIn {
+    fn mount(root: &Path) -> ProcIn {
+        sh_ok(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.join("proc")));
+        ProcIn(root.join("proc"))
+    }
+}
+
+impl Drop for ProcIn {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Debian's installer layout with LVM on a disk set up for BIOS and EFI:
+/// GPT with a BIOS boot partition, the ESP (`/boot/efi`, empty: no boot
+/// loader yet), `/boot` (ext4) and the volume group `debian-vg` with the
+/// root and swap volumes, fstab naming them by `/dev/mapper`. The
+/// initramfs is rebuilt first with only the listed modules (no NVMe, no
+/// AHCI), as on the old machine. Returns the disk and the root volume's
+/// byte range.
 fn make_lvm_disk(dir: &Path) -> (PathBuf, (u64, u64)) {
-    let fstab = format!("/dev/mapper/debian--vg-root / ext4 errors=remount-ro 0 1\nUUID={BOOT_UUID} /boot ext4 defaults 0 2\n/dev/mapper/debian--vg-swap_1 none swap sw 0 0\n");
+    let fstab = format!(
+        "/dev/mapper/debian--vg-root / ext4 errors=remount-ro 0 1\nUUID={BOOT_UUID} /boot ext4 defaults 0 2\nUUID={}-{} /boot/efi vfat umask=0077 0 1\n/dev/mapper/debian--vg-swap_1 none swap sw 0 0\n",
+        &ESP_ID[..4],
+        &ESP_ID[4..]
+    );
     let root = unpack_root(dir, &LVM_ROOTFS, &fstab, |root| {
         put(root, "etc/initramfs-tools/conf.d/rescue-test.conf", "MODULES=list\n");
-        put(root, "etc/initramfs-tools/modules", "# the test's old hardware had no NVMe and no AHCI\next4\ncrc32c_generic\n");
+        put(root, "etc/initramfs-tools/modules", "# the test's old hardware had no NVMe and no AHCI\next4\ncrc32c_generic\nvirtio_pci\nvirtio_blk\n");
+        std::fs::create_dir_all(root.join("boot/efi")).expect("mkdir /boot/efi");
     });
+    let proc = ProcIn::mount(&root);
+    sh_ok(Command::new("chroot").arg(&root).args(["update-initramfs", "-u", "-k", "all"]));
+    drop(proc);
     // /boot's files go to their own filesystem.
     let boot = dir.join("boot");
     sh_ok(Command::new("mv").arg(root.join("boot")).arg(&boot));
-    std::fs::create_dir(root.join("boot")).expect("mkdir boot");
+    std::fs::create_dir_all(root.join("boot")).expect("mkdir boot");
+    std::fs::remove_dir(boot.join("efi")).expect("the empty /boot/efi");
+    std::fs::create_dir_all(root.join("boot/efi")).expect("mkdir /boot/efi");
     let disk = new_file(dir, "debian-lvm.img", DISK_SIZE);
-    put(dir, "layout", &format!("label: dos\nstart=1MiB, size={}MiB, type=83, bootable\nstart={}MiB, type=8e\n", BOOT_LEN >> 20, (PART_START + BOOT_LEN) >> 20));
+    put(
+        dir,
+        "layout",
+        &format!(
+            "label: gpt\nstart=1MiB, size=1MiB, type=21686148-6449-6E6F-744E-656564454649\nstart={}MiB, size={}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart={}MiB, size={}MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\nstart={}MiB, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n",
+            ESP_START >> 20,
+            (BOOT_START - ESP_START) >> 20,
+            BOOT_START >> 20,
+            BOOT_LEN >> 20,
+            PV_START >> 20
+        ),
+    );
     sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("layout")).expect("layout")));
-    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", BOOT_UUID, "-E", &format!("offset={PART_START}"), "-d"]).arg(&boot).arg(&disk).arg(format!("{}k", BOOT_LEN / 1024)));
-    let pv = PART_START + BOOT_LEN;
-    let lvs = lvm_layout(&disk, pv, DISK_SIZE - pv, "debian-vg", &[("root", 1600), ("swap_1", 64)], |_| {});
+    sh_ok(Command::new("mkfs.vfat").args(["-F", "32", "-s", "1", "-S", "512", "-i", ESP_ID, &format!("--offset={}", ESP_START / 512)]).arg(&disk).arg(((BOOT_START - ESP_START) / 1024).to_string()));
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", BOOT_UUID, "-E", &format!("offset={BOOT_START}"), "-d"]).arg(&boot).arg(&disk).arg(format!("{}k", BOOT_LEN / 1024)));
+    let lvs = lvm_layout(&disk, PV_START, DISK_SIZE - PV_START - (1 << 20), "debian-vg", &[("root", 1500), ("swap_1", 64)], |_| {});
     let (start, len) = lvs["root"];
     sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", ROOT_UUID, "-E", &format!("offset={start}"), "-d"]).arg(&root).arg(&disk).arg(format!("{}k", len / 1024)));
     let (s, l) = lvs["swap_1"];
@@ -231,11 +279,11 @@ fn initramfs_files_in(disk: &Path, dir: &Path, start: u64, len: u64, tool: &str)
 }
 
 /// Files in the initramfs of the system whose root is at `root` of `disk`
-/// and whose /boot is partition 1.
+/// and whose /boot is at `BOOT_START`.
 fn initramfs_files_lvm(disk: &Path, dir: &Path, root: (u64, u64)) -> String {
     let lo = Loop::attach(disk, root.0, root.1, false);
     let m = Mount::new(lo.path(), &dir.join("inspect"), "ext4", false);
-    let blo = Loop::attach(disk, PART_START, BOOT_LEN, false);
+    let blo = Loop::attach(disk, BOOT_START, BOOT_LEN, false);
     let bm = Mount::new(blo.path(), &m.0.join("boot"), "ext4", false);
     let initrd = std::fs::read_dir(&bm.0).expect("boot dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.starts_with("initrd.img-")).expect("an initrd in /boot");
     let out = sh_ok(Command::new("chroot").arg(&m.0).args(["lsinitramfs", &format!("/boot/{initrd}")]));
@@ -275,13 +323,20 @@ fn boot(disk: &Path, bus: &'static str, dir: &Path) -> Qemu {
     let log = dir.join(format!("serial-{n}-{bus}.log"));
     let _ = std::fs::remove_file(&log);
     let mut c = Command::new("qemu-system-x86_64");
+    if bus == "nvme-efi" {
+        // OVMF (q35) with a fresh variable store: no boot entries, so it
+        // must find \EFI\BOOT\BOOTX64.EFI on the ESP by itself.
+        let vars = dir.join(format!("ovmf-vars-{n}.fd"));
+        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF variable store (package ovmf, scripts/setup)");
+        c.args(["-machine", "q35", "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on", "-drive"]).arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    }
     c.args(["-accel", accel(), "-m", "1024", "-smp", "1", "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot", "-snapshot"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .arg("-drive")
         .arg(format!("file={},if=none,id=d,format=raw", disk.display()));
     match bus {
-        "nvme" => c.args(["-device", "nvme,drive=d,serial=rescue-ul"]),
+        "nvme" | "nvme-efi" => c.args(["-device", "nvme,drive=d,serial=rescue-ul"]),
         "ahci" => c.args(["-device", "ahci,id=ahci", "-device", "ide-hd,drive=d,bus=ahci.0"]),
         _ => unreachable!("bus {bus}"),
     };
@@ -511,51 +566,65 @@ fn debian_with_dracut_boots_as_nvme_after_universal_restore() {
     eprintln!("total {:?}", t0.elapsed());
 }
 
-/// A root on LVM (Debian's installer layout with LVM: `/boot` on partition
-/// 1, the volume group on partition 2, fstab by `/dev/mapper`), made with
-/// lvm2 without device-mapper. `rescue` finds the root in the volume group
-/// without activating it, mounts it as the byte range it is, and rebuilds
-/// the initramfs (keeping lvm2's hook and udev rules) and GRUB in a chroot
-/// whose /dev names the volume as fstab does: first on this machine (for
-/// virtio), then for NVMe in the live rescue system booted in qemu with the
-/// disk as its NVMe drive. The system then boots from NVMe: its initramfs
-/// activates the volume group and finds the root.
+/// A root on LVM (Debian's installer layout with LVM: the volume group on
+/// its own partition, fstab by `/dev/mapper`, `/boot` and the ESP on
+/// partitions) on a GPT disk set up for BIOS and EFI, made with lvm2
+/// without device-mapper; its initramfs lacks NVMe and AHCI and no boot
+/// loader is installed yet. This machine plans the fix (`--dry-run`: it
+/// cannot mount the ESP, having no vfat). The fix itself runs where
+/// technicians run it: in the live rescue system (its Debian kernel, no
+/// mount or chroot programs) booted in qemu with the disk as its NVMe
+/// drive. `rescue` finds the root in the volume group without activating
+/// it, mounts it as the byte range it is, rebuilds the initramfs (keeping
+/// lvm2's hook and udev rules) and installs GRUB for BIOS and for EFI
+/// (with the removable-media path). The disk then boots from NVMe under
+/// OVMF and from AHCI under SeaBIOS: each initramfs activates the volume
+/// group and finds the root.
 #[test]
-fn debian_on_lvm_boots_as_nvme_after_universal_restore() {
+fn debian_on_lvm_boots_by_efi_and_bios_after_universal_restore_in_the_live_system() {
     require_root();
     let t0 = Instant::now();
     let d = tempfile::Builder::new().prefix("rescue-lvm-test").tempdir_in("/var/tmp").expect("temp dir");
     let (disk, root) = make_lvm_disk(d.path());
     let disk_s = disk.to_str().expect("UTF-8 path");
     eprintln!("LVM disk image ready after {:?}", t0.elapsed());
-
-    // The "old hardware": virtio. This also installs GRUB for BIOS.
-    let out = rescue_ok(&["universal-restore", disk_s, "--for", "virtio", "--yes"]);
-    assert!(out.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 2)"), "{out}");
-    assert_released(&disk);
     let files = initramfs_files_lvm(&disk, d.path(), root);
     for f in ["virtio_blk.ko", "dm-mod.ko", "sbin/lvm", "69-lvm.rules"] {
         assert!(files.contains(f), "{f} missing from the initramfs:\n{files}");
     }
-    assert!(!files.contains("/nvme.ko"), "nvme is in the initramfs before the restore");
+    for m in ["/nvme.ko", "/ahci.ko"] {
+        assert!(!files.contains(m), "{m} is in the initramfs before the restore");
+    }
 
     let before = file_hash(&disk);
-    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--dry-run"]);
-    for needle in ["on LVM volume debian-vg/root (partition 2)", "partition 1 (ext4) at /boot", "add nvme nvme_core", "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>"] {
+    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
+    for needle in [
+        "on LVM volume debian-vg/root (partition 4) (initramfs-tools, boot loader: bios+efi)",
+        "partition 3 (ext4) at /boot, partition 2 (vfat) at /boot/efi",
+        "add nvme nvme_core ahci libahci",
+        "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>",
+        "grub-install --target=x86_64-efi --efi-directory=/boot/efi '--modules=part_gpt part_msdos' --removable --no-nvram",
+    ] {
         assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
     }
     assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
     assert_released(&disk);
-    // The fix itself runs where technicians run it: in the live rescue
-    // system (its Debian kernel, no mount/chroot programs), on the NVMe disk.
-    let text = run_in_live_system(&disk, d.path(), "universal-restore /dev/nvme0n1 --for nvme --yes");
-    assert!(text.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 2)"), "in the live system:\n{}", tail(&text));
-    let files = initramfs_files_lvm(&disk, d.path(), root);
-    assert!(files.contains("/nvme.ko"), "nvme missing from the initramfs after the restore");
 
-    let mut q = [boot(&disk, "nvme", d.path())];
-    wait_for(&mut q, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "Volume group \"debian-vg\" not found"]);
-    drop(q);
+    let text = run_in_live_system(&disk, d.path(), "universal-restore /dev/nvme0n1 --for nvme --for ahci --yes");
+    assert!(text.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 4)"), "in the live system:\n{}", tail(&text));
+    let files = initramfs_files_lvm(&disk, d.path(), root);
+    for m in ["/nvme.ko", "/ahci.ko"] {
+        assert!(files.contains(m), "{m} missing from the initramfs after the restore");
+    }
+    // The ESP (read with mtools: this machine's kernel has no vfat).
+    let esp = sh_ok(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-/", "-b", "-i"]).arg(format!("{}@@{ESP_START}", disk.display())).arg("::/EFI"));
+    for f in ["BOOTX64.EFI", "grubx64.efi"] {
+        assert!(esp.to_lowercase().contains(&f.to_lowercase()), "{f} missing from the ESP:\n{esp}");
+    }
+
+    let mut qs = [boot(&disk, "nvme-efi", d.path()), boot(&disk, "ahci", d.path())];
+    wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "Volume group \"debian-vg\" not found"]);
+    drop(qs);
     assert_released(&disk);
     eprintln!("total {:?}", t0.elapsed());
 }
