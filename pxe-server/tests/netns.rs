@@ -925,19 +925,21 @@ fn relayed_proxy_offer_and_port_4011_ack_reach_the_client() {
 }
 
 /// A udhcpc script that configures the address it is given (so renewals
-/// can go unicast from it), appends each event to `dir/events` and dumps
-/// the environment of the last bound/renew to `dir/env`.
+/// can go unicast from it), dumps the environment of the last bound/renew
+/// to `dir/env` and then appends the event to `dir/events` (last, so an
+/// event seen there is complete: after a "renew" the address, flushed and
+/// added again, is in place).
 fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
     let script = dir.join("udhcpc.sh");
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\n\
-             echo \"$1\" >> {d}/events\n\
              case \"$1\" in\n\
              bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; env > {d}/env.tmp; mv {d}/env.tmp {d}/env ;;\n\
              deconfig) ip addr flush dev \"$interface\" ;;\n\
              esac\n\
+             echo \"$1\" >> {d}/events\n\
              exit 0\n",
             d = dir.display()
         ),
