@@ -18,6 +18,7 @@
 //! `Display` for `--dry-run`) → [`inject::apply`].
 
 pub mod bcd;
+pub mod efi_boot;
 pub mod hive;
 pub mod inf;
 pub mod inject;

@@ -88,6 +88,8 @@ pub enum LinuxError {
     NoModules { what: String },
     #[error("`{cmd}` failed in the system on partition {part} ({status}): {tail}")]
     Command { part: u32, cmd: String, status: String, tail: String },
+    #[error("adding the firmware boot entry: {detail}")]
+    BootEntry { detail: String, hint: &'static str },
 }
 
 impl LinuxError {
@@ -107,6 +109,7 @@ impl LinuxError {
             LinuxError::Command { .. } => {
                 "the end of its output is shown; fix the cause in the target system (or run the command in a chroot by hand), then run universal-restore again: it is safe to repeat"
             }
+            LinuxError::BootEntry { hint, .. } => hint,
         }
     }
 }
@@ -380,6 +383,13 @@ pub struct DiskLayout {
     /// LVM volumes (or physical volumes) not searched, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Logical sector size in bytes (firmware boot entries count in it).
+    #[serde(default = "default_sector_size")]
+    pub sector_size: u32,
+}
+
+fn default_sector_size() -> u32 {
+    512
 }
 
 fn mount_type(k: &FsKind) -> Option<&str> {
@@ -442,7 +452,7 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
         Some(TableKind::Mbr) => "mbr",
         None => "none",
     };
-    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped }, busy))
+    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped, sector_size: r.disk.logical_sector_size.max(512) }, busy))
 }
 
 /// The linear logical volumes of the LVM physical volumes `pvs` (partitions
@@ -584,6 +594,9 @@ pub struct Options {
     /// Filesystem identifiers that changed (old → new), rewritten in fstab,
     /// crypttab, GRUB and mdadm configuration.
     pub uuid_map: Vec<(String, String)>,
+    /// Add a firmware boot entry for GRUB's EFI loader: this machine, booted
+    /// by EFI, is the one the disk will boot in.
+    pub boot_entry: bool,
 }
 
 /// A partition mounted into the root for the chroot.
@@ -609,6 +622,10 @@ pub enum Step {
     Write { path: String, content: String, summary: String },
     /// Run a command in the chroot; an argument [`DISK`] stands for the disk.
     Run { argv: Vec<String> },
+    /// Add (or reuse) this machine's firmware boot entry for the EFI loader
+    /// GRUB installed on the ESP (partition `partition`, mounted at `esp`
+    /// in the target), first in the boot order.
+    BootEntry { partition: u32, esp: String, start_lba: u64, size_lba: u64, partuuid: String },
 }
 
 /// The plan for one Linux system.
@@ -651,6 +668,7 @@ impl fmt::Display for SystemPlan {
             match s {
                 Step::Write { path, summary, .. } => writeln!(f, "  write /{path}: {summary}")?,
                 Step::Run { argv } => writeln!(f, "  chroot: {}", shell_words(argv))?,
+                Step::BootEntry { partition, .. } => writeln!(f, "  firmware boot entry for GRUB on the ESP (partition {partition}) on this machine, first in the boot order")?,
             }
         }
         for n in &self.notes {
@@ -907,6 +925,23 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
                     steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d.clone(), modules_arg.into(), "--no-nvram".into()] });
                     steps.push(Step::Run { argv: vec![gi.clone(), "--target=x86_64-efi".into(), d, modules_arg.into(), "--removable".into(), "--no-nvram".into()] });
                     boot.push("efi");
+                    // On the machine itself the firmware gets its entry too
+                    // (written here, not by the system's efibootmgr, which
+                    // may be missing and sees no efivarfs in the chroot).
+                    let esp_part = mounts.iter().find(|m| &m.at == esp).and_then(|m| disk.parts.iter().find(|p| p.number == m.partition && p.lv.is_none()));
+                    match esp_part {
+                        Some(p) if opts.boot_entry => match &p.partuuid {
+                            Some(id) => steps.push(Step::BootEntry {
+                                partition: p.number,
+                                esp: esp.clone(),
+                                start_lba: p.start / u64::from(disk.sector_size),
+                                size_lba: p.len / u64::from(disk.sector_size),
+                                partuuid: id.clone(),
+                            }),
+                            None => notes.push(format!("partition {} has no GPT GUID or MBR signature: no firmware boot entry is made; firmware boots \\EFI\\BOOT\\BOOTX64.EFI", p.number)),
+                        },
+                        _ => notes.push("no firmware boot entry is made (not on the machine it will boot in, or not booted by EFI): firmware boots \\EFI\\BOOT\\BOOTX64.EFI".into()),
+                    }
                 } else {
                     notes.push(format!("the ESP at {esp} is kept as is: GRUB for EFI (x86_64-efi) is not installed in the system"));
                 }
@@ -1068,6 +1103,8 @@ pub struct Report {
     pub name: String,
     pub files_written: Vec<String>,
     pub commands_run: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_entry: Option<crate::efi_boot::BootEntry>,
 }
 
 /// The chroot's mounts, unmounted in reverse order on drop.
@@ -1103,6 +1140,45 @@ fn write_file(root: &Path, rel: &str, content: &str) -> Result<(), LinuxError> {
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
+/// The partition signature a boot entry names: a GPT GUID, or the MBR
+/// disk signature of `disksig-NN`.
+fn signature(partuuid: &str) -> Result<crate::efi_boot::Signature, LinuxError> {
+    use crate::efi_boot::Signature;
+    let bad = || LinuxError::BootEntry { detail: format!("partition identifier {partuuid} is neither a GUID nor an MBR signature"), hint: "check the partition table with `rescue disks`" };
+    if let Some(g) = crate::bcd::guid(partuuid) {
+        return Ok(Signature::Gpt(g));
+    }
+    let (sig, _) = partuuid.split_once('-').ok_or_else(bad)?;
+    u32::from_str_radix(sig, 16).map(Signature::Mbr).map_err(|_| bad())
+}
+
+/// The EFI loader GRUB installed on the ESP mounted at `esp`: its folder
+/// name (`debian`, also the entry's name, as grub-install names it) and
+/// path (`\EFI\debian\shimx64.efi` when shim is there for Secure Boot,
+/// else `grubx64.efi`). The folder whose GRUB was written last wins.
+fn efi_loader(esp: &Path) -> Result<(String, String), LinuxError> {
+    let efi = std::fs::read_dir(esp).map_err(io(esp))?.flatten().find(|e| e.file_name().eq_ignore_ascii_case("EFI")).map(|e| e.path());
+    let mut best: Option<(std::time::SystemTime, String, String)> = None;
+    for d in efi.iter().flat_map(|e| std::fs::read_dir(e).into_iter().flatten().flatten()) {
+        let name = d.file_name().to_string_lossy().into_owned();
+        if name.eq_ignore_ascii_case("BOOT") {
+            continue;
+        }
+        let files: Vec<String> = std::fs::read_dir(d.path()).into_iter().flatten().flatten().map(|f| f.file_name().to_string_lossy().into_owned()).collect();
+        let find = |want: &str| files.iter().find(|f| f.eq_ignore_ascii_case(want)).cloned();
+        let Some(grub) = find("grubx64.efi") else { continue };
+        let when = std::fs::metadata(d.path().join(&grub)).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+        let file = find("shimx64.efi").unwrap_or(grub);
+        if best.as_ref().is_none_or(|(t, _, _)| when > *t) {
+            best = Some((when, name.clone(), format!("\\EFI\\{name}\\{file}")));
+        }
+    }
+    best.map(|(_, id, path)| (id, path)).ok_or(LinuxError::BootEntry {
+        detail: format!("no EFI/<name>/grubx64.efi on the ESP at {}", esp.display()),
+        hint: "check grub-install's output above; the firmware can still boot \\EFI\\BOOT\\BOOTX64.EFI",
+    })
+}
+
 /// Fixing a Linux system needs loop devices, mounts and a chroot: the Linux
 /// rescue system. Elsewhere (the Windows build) these fail with this error.
 #[cfg(not(unix))]
@@ -1120,13 +1196,15 @@ fn symlink(_target: impl AsRef<Path>, at: &Path) -> Result<(), LinuxError> {
     Err(linux_only(at))
 }
 
+/// Whether `p` is a block device (not an image file).
 #[cfg(unix)]
-fn is_block_device(p: &Path) -> bool {
+pub fn is_block_device(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
 }
 
+/// Whether `p` is a block device (not an image file).
 #[cfg(not(unix))]
-fn is_block_device(_p: &Path) -> bool {
+pub fn is_block_device(_p: &Path) -> bool {
     false
 }
 
@@ -1283,7 +1361,7 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
         ch.mounts.push(bind(&format!("/{api}"), &root.join(api))?);
     }
     let disk_arg = if disk_dev.is_some() { format!("/dev/{}", disk_node_name()) } else { String::new() };
-    let mut report = Report { partition: part, lv: plan.lv.clone(), name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new() };
+    let mut report = Report { partition: part, lv: plan.lv.clone(), name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new(), boot_entry: None };
     for s in &plan.steps {
         match s {
             Step::Write { path, content, .. } => {
@@ -1312,6 +1390,17 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
                     return Err(LinuxError::Command { part, cmd: shown, status: out.status.to_string(), tail });
                 }
                 report.commands_run.push(shown);
+            }
+            Step::BootEntry { esp, start_lba, size_lba, partuuid, partition } => {
+                let hd = crate::efi_boot::HardDrive { number: *partition, start: *start_lba, size: *size_lba, signature: signature(partuuid)? };
+                let (id, loader) = efi_loader(&in_root(root, esp.trim_start_matches('/')))?;
+                let vars = crate::efi_boot::Efivars::here().ok_or(LinuxError::BootEntry {
+                    detail: format!("{} is not there", crate::efi_boot::EFIVARS),
+                    hint: "boot the rescue system by EFI on the machine itself (or run without the entry: firmware boots \\EFI\\BOOT\\BOOTX64.EFI)",
+                })?;
+                let e = vars.add_boot_entry(&id, &hd, &loader).map_err(|e| LinuxError::BootEntry { detail: e.to_string(), hint: e.hint() })?;
+                tracing::info!(partition = part, entry = %e.name, loader = %e.loader, "firmware boot entry");
+                report.boot_entry = Some(e);
             }
         }
     }
@@ -1423,7 +1512,7 @@ mod tests {
     fn disk(table: &str) -> DiskLayout {
         let mut esp = part(2, "vfat", "ABCD-1234");
         esp.gpt_type = Some(ESP.into());
-        DiskLayout { path: "/tmp/x.img".into(), size: 8 << 20, table: table.into(), parts: vec![part(1, "ext4", ROOT_UUID), esp], skipped: vec![] }
+        DiskLayout { path: "/tmp/x.img".into(), size: 8 << 20, table: table.into(), parts: vec![part(1, "ext4", ROOT_UUID), esp], skipped: vec![], sector_size: 512 }
     }
 
     #[test]
@@ -1434,7 +1523,7 @@ mod tests {
         let mut controllers = ctl("nvme");
         controllers.extend(ctl("ahci"));
         controllers.extend(ctl("intel-rst"));
-        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers, uuid_map: vec![] }).expect("plan");
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers, uuid_map: vec![], boot_entry: false }).expect("plan");
         assert_eq!(p.modules, ["nvme", "nvme_core", "ahci", "libahci", "sd_mod"], "vmd is in no kernel: dropped");
         assert!(p.notes.iter().any(|n| n.contains("vmd")), "{:?}", p.notes);
         assert!(p.notes.iter().any(|n| n.contains("feedface")), "unknown fstab source noted: {:?}", p.notes);
@@ -1460,11 +1549,46 @@ mod tests {
         assert!(shown.contains("chroot: update-initramfs -u -k all"), "{shown}");
         // Idempotent: with the file written, nothing more to add.
         std::fs::write(t.path().join("etc/initramfs-tools/modules"), content).expect("w");
-        let p2 = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        let p2 = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert!(matches!(&p2.steps[0], Step::Run { argv } if argv[0] == "update-initramfs"), "{p2}");
         // GPT without a BIOS boot partition: EFI only.
-        let p3 = plan(t.path(), &root, &disk("gpt"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        let p3 = plan(t.path(), &root, &disk("gpt"), &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert_eq!(p3.boot, "efi");
+        assert!(p3.notes.iter().any(|n| n.starts_with("no firmware boot entry is made")), "{p3}");
+        // On the machine itself: an entry for the ESP, after GRUB is there.
+        let mut d = disk("gpt");
+        d.parts[1].partuuid = Some("6b7d9c1e-2f3a-4b5c-8d9e-0a1b2c3d4e5f".into());
+        let p4 = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: true }).expect("plan");
+        let i = p4.steps.iter().position(|s| matches!(s, Step::BootEntry { .. })).expect("a boot entry step");
+        assert_eq!(
+            p4.steps[i],
+            Step::BootEntry { partition: 2, esp: "/boot/efi".into(), start_lba: 4096, size_lba: 2048, partuuid: "6b7d9c1e-2f3a-4b5c-8d9e-0a1b2c3d4e5f".into() }
+        );
+        assert!(matches!(&p4.steps[i - 1], Step::Run { argv } if argv.iter().any(|a| a == "--removable")), "{p4}");
+        assert!(p4.to_string().contains("firmware boot entry for GRUB on the ESP (partition 2)"), "{p4}");
+        assert!(!p4.notes.iter().any(|n| n.contains("boot entry")), "{p4}");
+        assert_eq!(signature("6b7d9c1e-2f3a-4b5c-8d9e-0a1b2c3d4e5f").ok(), crate::bcd::guid("6b7d9c1e-2f3a-4b5c-8d9e-0a1b2c3d4e5f").map(crate::efi_boot::Signature::Gpt));
+        assert_eq!(signature("1234abcd-02").ok(), Some(crate::efi_boot::Signature::Mbr(0x1234_abcd)));
+        assert!(signature("nonsense").is_err());
+    }
+
+    #[test]
+    fn the_efi_loader_is_the_newest_grub_and_shim_when_there() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let esp = t.path();
+        for (dir, files) in [("EFI/BOOT", &["BOOTX64.EFI", "grubx64.efi"][..]), ("EFI/old", &["grubx64.efi"]), ("EFI/debian", &["shimx64.efi", "grubx64.efi", "mmx64.efi"])] {
+            std::fs::create_dir_all(esp.join(dir)).expect("mkdir");
+            for f in files {
+                std::fs::write(esp.join(dir).join(f), "x").expect("w");
+            }
+        }
+        let old = std::fs::File::options().write(true).open(esp.join("EFI/old/grubx64.efi")).expect("open");
+        old.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).expect("mtime");
+        assert_eq!(efi_loader(esp).expect("found"), ("debian".to_string(), "\\EFI\\debian\\shimx64.efi".to_string()));
+        std::fs::remove_dir_all(esp.join("EFI/debian")).expect("rm");
+        assert_eq!(efi_loader(esp).expect("found").1, "\\EFI\\old\\grubx64.efi");
+        std::fs::remove_dir_all(esp.join("EFI/old")).expect("rm");
+        assert!(matches!(efi_loader(esp), Err(LinuxError::BootEntry { .. })), "EFI/BOOT alone is not GRUB's own folder");
     }
 
     #[test]
@@ -1473,7 +1597,7 @@ mod tests {
         std::fs::write(t.path().join("etc/os-release"), "ID=fedora\n").expect("w");
         let root = inspect_root(t.path(), 1).expect("inspect").expect("root");
         assert_eq!(root.initramfs, Some(InitramfsTool::Dracut));
-        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert!(matches!(&p.steps[0], Step::Write { path, content, .. } if path == "etc/dracut.conf.d/90-rescue-universal-restore.conf" && content.contains("add_drivers+=\" nvme nvme_core \"")));
         assert!(matches!(&p.steps[1], Step::Run { argv } if shell_words(argv) == "dracut -f --regenerate-all --no-hostonly --add-drivers 'nvme nvme_core'"));
 
@@ -1481,11 +1605,11 @@ mod tests {
         std::fs::write(t.path().join("etc/os-release"), "ID=arch\n").expect("w");
         std::fs::write(t.path().join("etc/mkinitcpio.conf"), "# x\nMODULES=(ext4)\nHOOKS=(base udev)\n").expect("w");
         let root = inspect_root(t.path(), 1).expect("inspect").expect("root");
-        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert!(matches!(&p.steps[0], Step::Write { path, content, .. } if path == "etc/mkinitcpio.conf" && content == "# x\nMODULES=(ext4 nvme nvme_core)\nHOOKS=(base udev)\n"), "{p}");
         assert!(matches!(&p.steps[1], Step::Run { argv } if shell_words(argv) == "mkinitcpio -P"));
         std::fs::create_dir_all(t.path().join("etc/mkinitcpio.conf.d")).expect("mkdir");
-        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        let p = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert!(matches!(&p.steps[0], Step::Write { content, .. } if content.contains("MODULES+=(nvme nvme_core)")), "{p}");
         assert_eq!(add_to_mkinitcpio_modules("MODULES=()\n", &["a".into()]).0, "MODULES=(a)\n");
         assert_eq!(add_to_mkinitcpio_modules("", &["a".into()]).0, "MODULES=(a)\n");
@@ -1497,14 +1621,14 @@ mod tests {
         let new = "99999999-aaaa-bbbb-cccc-dddddddddddd";
         std::fs::write(t.path().join("etc/fstab"), format!("UUID={ROOT_UUID} / ext4 defaults 0 1\nUUID=1111 /boot ext4 defaults 0 2\n")).expect("w");
         let root = inspect_root(t.path(), 1).expect("inspect").expect("root");
-        let e = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect_err("unresolved /boot");
+        let e = plan(t.path(), &root, &disk("mbr"), &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect_err("unresolved /boot");
         assert!(matches!(e, LinuxError::Unresolved { ref mountpoint, .. } if mountpoint == "/boot"), "{e}");
         // The root was recreated with a new UUID and /boot mapped onto partition 2.
         let mut d = disk("mbr");
         d.parts[0].uuid = Some(new.into());
         d.parts[1] = part(2, "ext4", "2222");
         let map = vec![(ROOT_UUID.to_owned(), new.to_owned()), ("1111".to_owned(), "2222".to_owned())];
-        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: map }).expect("plan");
+        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: map, boot_entry: false }).expect("plan");
         assert!(matches!(&p.steps[0], Step::Write { path, content, .. } if path == "etc/fstab" && content.contains(new)), "{p}");
         assert_eq!(p.mounts[1].at, "/boot");
         assert_eq!(p.mounts[1].partition, 2);
@@ -1530,8 +1654,9 @@ mod tests {
             table: "mbr".into(),
             parts: vec![part(2, "", "pv"), lv_part("my-vg/root", "ext4", ROOT_UUID), lv_part("my-vg/boot", "ext4", boot)],
             skipped: vec!["LVM volume my-vg/data: it is a thin volume; ...".into()],
+            sector_size: 512,
         };
-        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert_eq!(p.place(), "LVM volume my-vg/root (partition 2)");
         assert_eq!(p.mounts.iter().map(|m| (m.lv.as_deref(), m.at.as_str())).collect::<Vec<_>>(), [(Some("my-vg/root"), "/"), (Some("my-vg/boot"), "/boot")]);
         // /boot/grub inside LVM: core.img gets GRUB's lvm module.
@@ -1546,7 +1671,7 @@ mod tests {
         let root2 = LinuxRoot { fstab: parse_fstab("/dev/mapper/my--vg-root / ext4 defaults 0 1\nUUID=ABCD-1234 /boot ext4 defaults 0 2\n"), ..root.clone() };
         let mut d2 = d.clone();
         d2.parts.push(part(1, "ext4", "ABCD-1234"));
-        let p2 = plan(t.path(), &root2, &d2, &Options { controllers: ctl("nvme"), uuid_map: vec![] }).expect("plan");
+        let p2 = plan(t.path(), &root2, &d2, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert!(p2.steps.iter().any(|s| matches!(s, Step::Run { argv } if argv.iter().any(|a| a == MODULES))), "{p2}");
     }
 

@@ -740,6 +740,10 @@ pub struct UniversalOpts {
     /// crypttab, GRUB and mdadm.conf are rewritten (repeatable).
     #[arg(long, value_name = "OLD=NEW")]
     pub map_uuid: Vec<String>,
+    /// Linux: make no firmware boot entry. Without it one is made for GRUB
+    /// when fixing this machine's own disk (no --for) after an EFI boot.
+    #[arg(long)]
+    pub no_boot_entry: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,10 @@
 //! with the root in an LVM volume group (made by lvm2 without
 //! device-mapper) on a GPT disk for BIOS and EFI: fixed by `rescue` inside
 //! the live rescue system (the kernel and initramfs `image-builder` makes,
-//! booted in qemu), then booted as NVMe under OVMF and as AHCI.
+//! booted by OVMF in qemu, the disk as NVMe) for that machine's own
+//! controllers, with a firmware boot entry in its variable store; then
+//! booted as NVMe under OVMF through that entry (the fallback loader
+//! removed) and as AHCI under SeaBIOS.
 //!
 //! Needs root, debootstrap, lvm2, mtools, qemu-system-x86_64, OVMF, zstd, the
 //! musl target (scripts/build-media) and the Debian mirror
@@ -318,17 +321,38 @@ fn accel() -> &'static str {
 
 /// Boot `disk` (copy-on-write: `-snapshot`) with the disk on `bus`.
 fn boot(disk: &Path, bus: &'static str, dir: &Path) -> Qemu {
+    boot_with(disk, bus, dir, None)
+}
+
+/// OVMF on q35 with the variable store `vars` (written to).
+fn ovmf(c: &mut Command, vars: &Path) {
+    c.args(["-machine", "q35", "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on", "-drive"]).arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+}
+
+/// A fresh OVMF variable store at `at`: no boot entries.
+fn fresh_vars(at: &Path) {
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", at).expect("OVMF variable store (package ovmf, scripts/setup)");
+}
+
+/// Boot `disk` on `bus`; "nvme-efi" boots by OVMF with the variable store
+/// `vars` (default: a fresh one, so firmware must find
+/// \EFI\BOOT\BOOTX64.EFI on the ESP by itself).
+fn boot_with(disk: &Path, bus: &'static str, dir: &Path, vars: Option<&Path>) -> Qemu {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = dir.join(format!("serial-{n}-{bus}.log"));
     let _ = std::fs::remove_file(&log);
     let mut c = Command::new("qemu-system-x86_64");
     if bus == "nvme-efi" {
-        // OVMF (q35) with a fresh variable store: no boot entries, so it
-        // must find \EFI\BOOT\BOOTX64.EFI on the ESP by itself.
-        let vars = dir.join(format!("ovmf-vars-{n}.fd"));
-        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF variable store (package ovmf, scripts/setup)");
-        c.args(["-machine", "q35", "-drive", "if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.fd,readonly=on", "-drive"]).arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+        let vars = match vars {
+            Some(v) => v.to_path_buf(),
+            None => {
+                let v = dir.join(format!("ovmf-vars-{n}.fd"));
+                fresh_vars(&v);
+                v
+            }
+        };
+        ovmf(&mut c, &vars);
     }
     c.args(["-accel", accel(), "-m", "1024", "-smp", "1", "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot", "-snapshot"])
         .arg("-serial")
@@ -377,10 +401,14 @@ fn live_system() -> &'static Path {
 /// Boot the live system with `disk` as its NVMe disk (written to: no
 /// `-snapshot`), run `rescue ARGS` there once on the serial console
 /// (`rescue.run`), and wait for it to power off. Returns the console text.
-fn run_in_live_system(disk: &Path, dir: &Path, args: &str) -> String {
+fn run_in_live_system(disk: &Path, dir: &Path, args: &str, vars: Option<&Path>) -> String {
     let live = live_system();
     let log = dir.join("live.log");
     let mut c = Command::new("qemu-system-x86_64");
+    if let Some(v) = vars {
+        // OVMF boots the kernel from qemu (-kernel) as an EFI program.
+        ovmf(&mut c, v);
+    }
     c.args(["-accel", accel(), "-m", "1536", "-smp", "2", "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(live.join("vmlinuz"))
@@ -604,25 +632,40 @@ fn debian_on_lvm_boots_by_efi_and_bios_after_universal_restore_in_the_live_syste
         "add nvme nvme_core ahci libahci",
         "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>",
         "grub-install --target=x86_64-efi --efi-directory=/boot/efi '--modules=part_gpt part_msdos' --removable --no-nvram",
+        "note: no firmware boot entry is made (not on the machine it will boot in",
     ] {
         assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
     }
     assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
     assert_released(&disk);
 
-    let text = run_in_live_system(&disk, d.path(), "universal-restore /dev/nvme0n1 --for nvme --for ahci --yes");
-    assert!(text.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 4)"), "in the live system:\n{}", tail(&text));
+    // On the machine itself (q35 + OVMF, the disk as NVMe): its own
+    // controllers (NVMe, q35's AHCI), and a firmware boot entry.
+    let vars = d.path().join("machine-vars.fd");
+    fresh_vars(&vars);
+    let text = run_in_live_system(&disk, d.path(), "universal-restore /dev/nvme0n1 --yes", Some(&vars));
+    for needle in [
+        "Universal restore of Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 4)",
+        "firmware boot entry for GRUB on the ESP (partition 2) on this machine",
+        "\"debian\" (\\EFI\\debian\\grubx64.efi), first in the boot order",
+    ] {
+        assert!(text.contains(needle), "the live system's output lacks {needle:?}:\n{}", tail(&text));
+    }
+    eprintln!("{}", text.lines().find(|l| l.contains("Firmware boot entry")).unwrap_or_default());
     let files = initramfs_files_lvm(&disk, d.path(), root);
     for m in ["/nvme.ko", "/ahci.ko"] {
         assert!(files.contains(m), "{m} missing from the initramfs after the restore");
     }
     // The ESP (read with mtools: this machine's kernel has no vfat).
     let esp = sh_ok(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-/", "-b", "-i"]).arg(format!("{}@@{ESP_START}", disk.display())).arg("::/EFI"));
-    for f in ["BOOTX64.EFI", "grubx64.efi"] {
+    for f in ["BOOT/BOOTX64.EFI", "debian/grubx64.efi"] {
         assert!(esp.to_lowercase().contains(&f.to_lowercase()), "{f} missing from the ESP:\n{esp}");
     }
+    // Without the fallback loader the firmware can only boot through the
+    // entry universal restore made.
+    sh_ok(Command::new("mdel").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{ESP_START}", disk.display())).arg("::/EFI/BOOT/BOOTX64.EFI"));
 
-    let mut qs = [boot(&disk, "nvme-efi", d.path()), boot(&disk, "ahci", d.path())];
+    let mut qs = [boot_with(&disk, "nvme-efi", d.path(), Some(&vars)), boot(&disk, "ahci", d.path())];
     wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "Volume group \"debian-vg\" not found"]);
     drop(qs);
     assert_released(&disk);

@@ -127,6 +127,24 @@ pub fn mknod_like(like: &Path, at: &Path) -> io::Result<()> {
     check(unsafe { libc::mknod(path.as_ptr(), kind | 0o600, meta.rdev() as libc::dev_t) })
 }
 
+/// Clear a file's immutable attribute (`chattr -i`), as efivarfs sets it on
+/// firmware variables; a filesystem without attributes is left alone.
+pub fn clear_immutable(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let f = std::fs::File::open(path)?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long through a pointer to a local
+    // that outlives the call, on a descriptor this frame owns.
+    let got = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    if got != 0 || flags & FS_IMMUTABLE_FL == 0 {
+        return Ok(());
+    }
+    flags &= !FS_IMMUTABLE_FL;
+    // SAFETY: as above; FS_IOC_SETFLAGS only reads the long.
+    check(unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) })
+}
+
 /// Run `cmd` with `root` as its root directory (`chroot ROOT CMD`): the
 /// child changes root and directory between fork and exec. Its program
 /// name is looked up in the new root's PATH (the command's environment).

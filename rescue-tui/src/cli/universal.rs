@@ -128,6 +128,16 @@ impl Applied {
                 if r.files_written.is_empty() { "no files".to_string() } else { r.files_written.join(", ") },
                 r.commands_run.join("; ")
             ));
+            if let Some(e) = &r.boot_entry {
+                v.push(format!(
+                    "Firmware boot entry {} \"{}\" ({}{}), first in the boot order: {}",
+                    e.name,
+                    e.description,
+                    e.loader,
+                    if e.created { "" } else { ", there already" },
+                    e.order.join(", ")
+                ));
+            }
         }
         v
     }
@@ -216,7 +226,12 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
         return Ok(LinuxWork { layout, found: Vec::new(), plans: Vec::new() });
     }
     let (layout, found) = lo::find_linux(disk, part, !dry_run).map_err(|e| linux_failed(e, format!("looking for Linux on {}", disk.display())))?;
-    let opts = lo::Options { controllers: controllers.to_vec(), uuid_map };
+    // The firmware entry is for this machine: only when the disk is one of
+    // its own, the target hardware is its own (no --for), and it booted by
+    // EFI.
+    let here = o.for_hw.is_empty() && lo::is_block_device(disk);
+    let boot_entry = here && !o.no_boot_entry && drivers::efi_boot::Efivars::here().is_some();
+    let opts = lo::Options { controllers: controllers.to_vec(), uuid_map, boot_entry };
     let mut plans = Vec::new();
     for f in &found {
         plans.push(lo::plan(&f.mount.dir, &f.root, &layout, &opts).map_err(|e| linux_failed(e, format!("planning the Linux fix-ups on {}", lo::place(f.root.partition, f.root.lv.as_deref()))))?);
