@@ -445,8 +445,18 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
         .filter(|p| p.fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into())))
         .filter_map(|p| parts.iter().find(|x| x.number == p.partition.number).cloned())
         .collect();
-    let (lvs, skipped) = lvm_parts(disk, &pvs);
+    let (lvs, mut skipped) = lvm_parts(disk, &pvs);
     parts.extend(lvs);
+    // Containers a root may be in that are not opened here: say so, for
+    // the message when no root is found.
+    for p in &r.partitions {
+        let why = match p.fs.as_ref().map(|f| &f.kind) {
+            Some(FsKind::Other(k)) if k == "crypto_LUKS" => "it is encrypted (LUKS), and universal restore does not unlock volumes: a system inside it is not fixed",
+            Some(FsKind::Other(k)) if k == "linux_raid_member" => "it is an md RAID member, and universal restore does not assemble arrays: a system inside it is not fixed",
+            _ => continue,
+        };
+        skipped.push(format!("partition {}: {why}", p.partition.number));
+    }
     let table = match table.map(|t| t.kind) {
         Some(TableKind::Gpt) => "gpt",
         Some(TableKind::Mbr) => "mbr",

@@ -138,3 +138,38 @@ fn finds_a_linux_root_in_an_lvm_volume_group() {
     assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
     assert!(sh_ok(Command::new("losetup").arg("-j").arg(&disk)).trim().is_empty(), "a loop device is left over the disk");
 }
+
+/// A disk whose only Linux is inside a LUKS volume or an md RAID array:
+/// the error names those partitions and why they were not searched.
+#[test]
+fn names_encrypted_and_raid_partitions_it_cannot_search() {
+    use std::process::Command;
+    let d = tempfile::tempdir().unwrap();
+    let disk = new_file(d.path(), "containers.img", 64 << 20);
+    std::fs::write(d.path().join("t.sfdisk"), "label: gpt\nstart=1MiB, size=24MiB\nstart=25MiB, size=24MiB\n").unwrap();
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(d.path().join("t.sfdisk")).unwrap()));
+    // A real LUKS header (cryptsetup luksFormat), and an md superblock 1.2
+    // (4 KiB in, as mdadm writes it) over an ext4 filesystem.
+    let luks = Command::new("zstd").arg("-dc").arg(repo().join("imaging/tests/fixtures/fs/luks.img.zst")).output().unwrap();
+    assert!(luks.status.success(), "zstd failed");
+    let (p1, p1_len) = part(&disk, 1);
+    assert!(luks.stdout.len() as u64 <= p1_len);
+    let (p2, p2_len) = part(&disk, 2);
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-E", &format!("offset={p2}")]).arg(&disk).arg(format!("{}k", p2_len / 1024)));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.write_all_at(&luks.stdout, p1).unwrap();
+        let mut sb = vec![0u8; 256];
+        sb[..4].copy_from_slice(&0xa92b_4efcu32.to_le_bytes());
+        sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+        sb[0x10..0x20].copy_from_slice(&[0xab; 16]);
+        f.write_all_at(&sb, p2 + 4096).unwrap();
+    }
+    rescue_fails(
+        &["universal-restore", disk.to_str().unwrap(), "--for", "nvme", "--dry-run"],
+        1,
+        "not searched: partition 1: it is encrypted (LUKS), and universal restore does not unlock volumes",
+    );
+    rescue_fails(&["universal-restore", disk.to_str().unwrap(), "--for", "nvme", "--dry-run"], 1, "not searched: partition 2: it is an md RAID member");
+}
