@@ -64,7 +64,32 @@ for z in "$fixtures"/lvm/*.zst; do
 	zstd -q -d -c "$z" | head -c $((64 * KiB)) >"$out/fixture-$(basename "$z" .zst)" || true
 done
 
-echo "seed-corpora: corpus now $(ls "$fuzz/corpus/part_read" | wc -l) part_read, $(ls "$fuzz/corpus/fs_probe_used" | wc -l) fs_probe_used, $(ls "$out" | wc -l) lvm_read inputs"
+# md_read: 16 KiB members of a two-disk RAID1 with a metadata 1.2, 1.1 and
+# 1.0 superblock each (this machine's kernel has no md, so mdadm cannot
+# make them; the layout and checksum are md_p.h's, as imaging::md's tests).
+mkdir -p "$fuzz/corpus/md_read"
+python3 - "$fuzz/corpus/md_read" <<'PY'
+import struct, sys
+def member(version):
+    n = 16 * 1024
+    at = {"1.2": 4096, "1.1": 0, "1.0": ((n // 512 - 16) & ~7) * 512}[version]
+    off = 0 if version == "1.0" else 8192
+    sb = bytearray(260)
+    struct.pack_into("<II", sb, 0, 0xa92b4efc, 1)
+    sb[16:32] = bytes(range(1, 17)); sb[32:40] = b"debian:0"
+    struct.pack_into("<I", sb, 72, 1); struct.pack_into("<I", sb, 92, 2)
+    struct.pack_into("<QQQ", sb, 128, off // 512, 8, at // 512)
+    struct.pack_into("<QQ", sb, 200, 7, 2**64 - 1)
+    struct.pack_into("<I", sb, 220, 2); struct.pack_into("<HH", sb, 256, 0, 1)
+    s = sum(struct.unpack_from("<65I", sb))
+    struct.pack_into("<I", sb, 216, ((s & 0xffffffff) + (s >> 32)) & 0xffffffff)
+    m = bytearray(n); m[at:at + 260] = sb
+    return m
+for v in ("1.2", "1.1", "1.0"):
+    open(f"{sys.argv[1]}/member-{v}", "wb").write(member(v))
+PY
+
+echo "seed-corpora: corpus now $(ls "$fuzz/corpus/part_read" | wc -l) part_read, $(ls "$fuzz/corpus/fs_probe_used" | wc -l) fs_probe_used, $(ls "$out" | wc -l) lvm_read, $(ls "$fuzz/corpus/md_read" | wc -l) md_read inputs"
 
 # dhcp_packet / tftp_packet: the captured packets of pxe-server's golden tests.
 for t in dhcp_packet tftp_packet; do mkdir -p "$fuzz/corpus/$t"; done

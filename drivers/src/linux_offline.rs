@@ -451,8 +451,10 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
     // the message when no root is found.
     for p in &r.partitions {
         let why = match p.fs.as_ref().map(|f| &f.kind) {
-            Some(FsKind::Other(k)) if k == "crypto_LUKS" => "it is encrypted (LUKS), and universal restore does not unlock volumes: a system inside it is not fixed",
-            Some(FsKind::Other(k)) if k == "linux_raid_member" => "it is an md RAID member, and universal restore does not assemble arrays: a system inside it is not fixed",
+            Some(FsKind::Other(k)) if k == "crypto_LUKS" => "it is encrypted (LUKS), and universal restore does not unlock volumes: a system inside it is not fixed".to_string(),
+            Some(FsKind::Other(k)) if k == "linux_raid_member" => {
+                format!("it is {}, and universal restore does not assemble arrays: a system inside it is not fixed", md_member(disk, p.partition.start, p.partition.len))
+            }
             _ => continue,
         };
         skipped.push(format!("partition {}: {why}", p.partition.number));
@@ -463,6 +465,28 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
         None => "none",
     };
     Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped, sector_size: r.disk.logical_sector_size.max(512) }, busy))
+}
+
+/// What an md RAID member partition is, in words ("a member of md RAID1
+/// array debian:0 (slot 0 of 2, metadata 1.2)").
+fn md_member(disk: &Path, start: u64, len: u64) -> String {
+    use imaging::md::Role;
+    let m = imaging::blockdev::SourceDisk::open(disk, None).map_err(|e| e.to_string()).and_then(|src| imaging::md::read_member(&Window::new(&src.file, start, len), len).map_err(|e| e.to_string()));
+    match m {
+        Ok(Some(m)) => {
+            let array = if m.name.is_empty() { m.uuid.clone() } else { m.name.clone() };
+            let role = match m.role {
+                Role::Active(n) => format!("slot {n} of {}", m.raid_disks),
+                Role::Spare => "spare".into(),
+                Role::Faulty => "marked faulty".into(),
+                Role::Other(_) if m.version == "0.90" => format!("{} disks", m.raid_disks),
+                Role::Other(n) => format!("role {n}"),
+            };
+            format!("a member of md {} array {array} ({role}, metadata {})", m.level_name(), m.version)
+        }
+        Ok(None) => "an md RAID member".into(),
+        Err(e) => format!("an md RAID member ({e})"),
+    }
 }
 
 /// The linear logical volumes of the LVM physical volumes `pvs` (partitions

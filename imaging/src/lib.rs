@@ -26,6 +26,7 @@ pub mod chain;
 pub mod retention;
 pub mod civil;
 pub mod lvm;
+pub mod md;
 pub mod store;
 pub mod files;
 pub mod hardware;
