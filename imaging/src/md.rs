@@ -138,15 +138,15 @@ pub fn read_member(dev: &dyn ReadAt, len: u64) -> Result<Option<Member>, MdError
         if want != got {
             return Err(damaged(format!("checksum {want:#010x}, computed {got:#010x}")));
         }
-        let super_offset = le64(&sb, 144) * SECTOR;
-        if super_offset != at {
-            return Err(damaged(format!("it says it is at byte {super_offset}, found at {at}")));
+        // Sector counts in bytes; `None` for counts no disk has.
+        let bytes = |o: usize| le64(&sb, o).checked_mul(SECTOR);
+        if bytes(144) != Some(at) {
+            return Err(damaged(format!("it says it is at sector {}, found at byte {at}", le64(&sb, 144))));
         }
-        let data_offset = le64(&sb, 128) * SECTOR;
-        let data_size = le64(&sb, 136) * SECTOR;
-        if data_offset.checked_add(data_size).is_none_or(|end| end > len) {
-            return Err(damaged(format!("data at {data_offset}+{data_size} is beyond the member's {len} bytes")));
-        }
+        let (data_offset, data_size) = match (bytes(128), bytes(136)) {
+            (Some(o), Some(n)) if o.checked_add(n).is_some_and(|end| end <= len) => (o, n),
+            _ => return Err(damaged(format!("data at sector {}, {} sectors, is beyond the member's {len} bytes", le64(&sb, 128), le64(&sb, 136)))),
+        };
         let dev_number = le32(&sb, 160);
         let role = if dev_number < max_dev {
             match le16(&sb, 256 + 2 * dev_number as usize) {
@@ -283,7 +283,7 @@ mod tests {
         let e = read_member(&member_with(len, 4096, &superblock(4096, 1 << 20, len, 0, [0, 1])), len).expect_err("beyond");
         assert!(e.to_string().contains("beyond"), "{e}");
         let e = read_member(&member_with(len, 4096, &superblock(0, 1 << 20, 1 << 20, 0, [0, 1])), len).expect_err("moved");
-        assert!(e.to_string().contains("found at 4096"), "{e}");
+        assert!(e.to_string().contains("it says it is at sector 0, found at byte 4096"), "{e}");
     }
 
     #[test]
