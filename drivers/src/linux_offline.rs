@@ -1139,6 +1139,9 @@ pub struct Report {
     pub commands_run: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_entry: Option<crate::efi_boot::BootEntry>,
+    /// What did not work but leaves the system bootable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The chroot's mounts, unmounted in reverse order on drop.
@@ -1172,6 +1175,18 @@ fn write_file(root: &Path, rel: &str, content: &str) -> Result<(), LinuxError> {
         std::fs::set_permissions(&tmp, meta.permissions()).map_err(io(&tmp))?;
     }
     std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// Add this machine's firmware boot entry for GRUB on the ESP mounted at
+/// `esp` in `root` (partition `number`).
+fn add_boot_entry(root: &Path, esp: &str, number: u32, start: u64, size: u64, partuuid: &str) -> Result<crate::efi_boot::BootEntry, LinuxError> {
+    let hd = crate::efi_boot::HardDrive { number, start, size, signature: signature(partuuid)? };
+    let (id, loader) = efi_loader(&in_root(root, esp.trim_start_matches('/')))?;
+    let vars = crate::efi_boot::Efivars::here().ok_or(LinuxError::BootEntry {
+        detail: format!("{} is not there", crate::efi_boot::EFIVARS),
+        hint: "boot the rescue system by EFI on the machine itself to add the entry",
+    })?;
+    vars.add_boot_entry(&id, &hd, &loader).map_err(|e| LinuxError::BootEntry { detail: e.to_string(), hint: e.hint() })
 }
 
 /// The partition signature a boot entry names: a GPT GUID, or the MBR
@@ -1209,7 +1224,7 @@ fn efi_loader(esp: &Path) -> Result<(String, String), LinuxError> {
     }
     best.map(|(_, id, path)| (id, path)).ok_or(LinuxError::BootEntry {
         detail: format!("no EFI/<name>/grubx64.efi on the ESP at {}", esp.display()),
-        hint: "check grub-install's output above; the firmware can still boot \\EFI\\BOOT\\BOOTX64.EFI",
+        hint: "check that grub-install wrote EFI/<name>/grubx64.efi on the ESP",
     })
 }
 
@@ -1395,7 +1410,7 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
         ch.mounts.push(bind(&format!("/{api}"), &root.join(api))?);
     }
     let disk_arg = if disk_dev.is_some() { format!("/dev/{}", disk_node_name()) } else { String::new() };
-    let mut report = Report { partition: part, lv: plan.lv.clone(), name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new(), boot_entry: None };
+    let mut report = Report { partition: part, lv: plan.lv.clone(), name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new(), boot_entry: None, warnings: Vec::new() };
     for s in &plan.steps {
         match s {
             Step::Write { path, content, .. } => {
@@ -1426,15 +1441,16 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
                 report.commands_run.push(shown);
             }
             Step::BootEntry { esp, start_lba, size_lba, partuuid, partition } => {
-                let hd = crate::efi_boot::HardDrive { number: *partition, start: *start_lba, size: *size_lba, signature: signature(partuuid)? };
-                let (id, loader) = efi_loader(&in_root(root, esp.trim_start_matches('/')))?;
-                let vars = crate::efi_boot::Efivars::here().ok_or(LinuxError::BootEntry {
-                    detail: format!("{} is not there", crate::efi_boot::EFIVARS),
-                    hint: "boot the rescue system by EFI on the machine itself (or run without the entry: firmware boots \\EFI\\BOOT\\BOOTX64.EFI)",
-                })?;
-                let e = vars.add_boot_entry(&id, &hd, &loader).map_err(|e| LinuxError::BootEntry { detail: e.to_string(), hint: e.hint() })?;
-                tracing::info!(partition = part, entry = %e.name, loader = %e.loader, "firmware boot entry");
-                report.boot_entry = Some(e);
+                // The system boots without it (GRUB is also at the fallback
+                // path): a firmware that refuses the entry is a warning, not
+                // a failed restore.
+                match add_boot_entry(root, esp, *partition, *start_lba, *size_lba, partuuid) {
+                    Ok(e) => {
+                        tracing::info!(partition = part, entry = %e.name, loader = %e.loader, "firmware boot entry");
+                        report.boot_entry = Some(e);
+                    }
+                    Err(e) => report.warnings.push(format!("{e} ({}); the firmware boots \\EFI\\BOOT\\BOOTX64.EFI", e.hint())),
+                }
             }
         }
     }
@@ -1623,6 +1639,9 @@ mod tests {
         assert_eq!(efi_loader(esp).expect("found").1, "\\EFI\\old\\grubx64.efi");
         std::fs::remove_dir_all(esp.join("EFI/old")).expect("rm");
         assert!(matches!(efi_loader(esp), Err(LinuxError::BootEntry { .. })), "EFI/BOOT alone is not GRUB's own folder");
+        // Which the apply step reports as a warning: the fallback boots.
+        let e = add_boot_entry(esp, "/", 2, 4096, 2048, "6b7d9c1e-2f3a-4b5c-8d9e-0a1b2c3d4e5f").expect_err("no loader");
+        assert!(e.to_string().contains("no EFI/<name>/grubx64.efi"), "{e}");
     }
 
     #[test]

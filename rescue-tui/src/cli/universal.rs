@@ -128,6 +128,7 @@ impl Applied {
                 if r.files_written.is_empty() { "no files".to_string() } else { r.files_written.join(", ") },
                 r.commands_run.join("; ")
             ));
+            v.extend(r.warnings.iter().map(|w| format!("warning: {w}")));
             if let Some(e) = &r.boot_entry {
                 v.push(format!(
                     "Firmware boot entry {} \"{}\" ({}{}), first in the boot order: {}",
