@@ -61,7 +61,7 @@ pub fn device_path(hd: &HardDrive, loader: &str) -> Vec<u8> {
     p.extend_from_slice(&sig);
     p.push(mbr_type);
     p.push(sig_type);
-    let name = utf16z(loader);
+    let name = crate::hive::sz(loader);
     let len = u16::try_from(4 + name.len()).unwrap_or(u16::MAX);
     p.extend_from_slice(&[0x04, 0x04]);
     p.extend_from_slice(&len.to_le_bytes());
@@ -75,7 +75,7 @@ pub fn load_option(description: &str, hd: &HardDrive, loader: &str) -> Vec<u8> {
     let path = device_path(hd, loader);
     let mut o = ACTIVE.to_le_bytes().to_vec();
     o.extend_from_slice(&u16::try_from(path.len()).unwrap_or(u16::MAX).to_le_bytes());
-    o.extend_from_slice(&utf16z(description));
+    o.extend_from_slice(&crate::hive::sz(description));
     o.extend_from_slice(&path);
     o
 }
@@ -120,10 +120,6 @@ fn same_target(a: &[u8], b: &[u8]) -> bool {
         Some((p[8..42].to_vec(), String::from_utf16_lossy(&units).to_ascii_lowercase()))
     };
     matches!((norm(a), norm(b)), (Some(x), Some(y)) if x == y)
-}
-
-fn utf16z(s: &str) -> Vec<u8> {
-    s.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect()
 }
 
 /// The firmware's variables in an efivarfs folder.
@@ -230,20 +226,18 @@ impl Efivars {
     pub fn add_boot_entry(&self, description: &str, hd: &HardDrive, loader: &str) -> Result<BootEntry, EfiError> {
         let want = device_path(hd, loader);
         let numbers = self.boot_numbers();
-        let existing = numbers.iter().copied().find(|n| {
-            self.read(&format!("Boot{n:04X}")).and_then(|d| parse_load_option(&d)).is_some_and(|o| same_target(&o.path, &want))
+        let existing = numbers.iter().find_map(|n| {
+            let o = self.read(&format!("Boot{n:04X}")).and_then(|d| parse_load_option(&d))?;
+            same_target(&o.path, &want).then_some((*n, o.attributes & ACTIVE != 0))
         });
-        let (number, created) = match existing {
-            Some(n) => (n, false),
-            None => ((0..=u16::MAX).find(|n| !numbers.contains(n)).ok_or(EfiError::Full)?, true),
+        let (number, created, active) = match existing {
+            Some((n, active)) => (n, false, active),
+            None => ((0..=u16::MAX).find(|n| !numbers.contains(n)).ok_or(EfiError::Full)?, true, false),
         };
         let name = format!("Boot{number:04X}");
-        if created {
+        // A new entry, or ours switched off: (re)write it active.
+        if !active {
             self.write(&name, &load_option(description, hd, loader))?;
-        } else if let Some(o) = self.read(&name).and_then(|d| parse_load_option(&d)) {
-            if o.attributes & ACTIVE == 0 {
-                self.write(&name, &load_option(description, hd, loader))?;
-            }
         }
         let mut order = vec![number];
         order.extend(self.boot_order().into_iter().filter(|n| *n != number));

@@ -24,6 +24,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::{le32, le64};
 use crate::read_at::{read_vec, ReadAt};
 
 const SECTOR: u64 = 512;
@@ -62,14 +63,6 @@ pub fn crc(seed: u32, data: &[u8]) -> u32 {
         }
     }
     c
-}
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
 }
 
 /// An LVM UUID as its tools print it: 32 characters as 6-4-4-4-4-4-6.

@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::{le16, le32, le64};
 use crate::read_at::{read_vec, ReadAt};
 
 const MAGIC: u32 = 0xa92b_4efc;
@@ -74,18 +75,6 @@ impl Member {
             n => format!("RAID{n}"),
         }
     }
-}
-
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5], b[o + 6], b[o + 7]])
 }
 
 /// `calc_sb_1_csum` over the superblock and its `max_dev` roles.
@@ -204,7 +193,7 @@ mod tests {
 
     /// A 1.x superblock as mdadm writes it for member `dev_number` of a
     /// two-disk RAID1 (`max_dev` 2 roles).
-    pub(crate) fn superblock(at: u64, data_offset: u64, data_size: u64, dev_number: u32, roles: [u16; 2]) -> Vec<u8> {
+    fn superblock(at: u64, data_offset: u64, data_size: u64, dev_number: u32, roles: [u16; 2]) -> Vec<u8> {
         let mut sb = vec![0u8; 256 + 4];
         sb[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         sb[4..8].copy_from_slice(&1u32.to_le_bytes());

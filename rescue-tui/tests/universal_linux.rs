@@ -191,22 +191,6 @@ const BOOT_START: u64 = 66 << 20;
 const BOOT_LEN: u64 = 256 << 20;
 const PV_START: u64 = 322 << 20;
 
-/// `proc` mounted in a directory, unmounted on drop.
-struct ProcIn(PathBuf);
-
-impl ProcIn {
-    fn mount(root: &Path) -> ProcIn {
-        sh_ok(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.join("proc")));
-        ProcIn(root.join("proc"))
-    }
-}
-
-impl Drop for ProcIn {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Debian's installer layout with LVM on a disk set up for BIOS and EFI:
 /// GPT with a BIOS boot partition, the ESP (`/boot/efi`, empty: no boot
 /// loader yet), `/boot` (ext4) and the volume group `debian-vg` with the
@@ -225,7 +209,7 @@ fn make_lvm_disk(dir: &Path) -> (PathBuf, (u64, u64)) {
         put(root, "etc/initramfs-tools/modules", "# the test's old hardware had no NVMe and no AHCI\next4\ncrc32c_generic\nvirtio_pci\nvirtio_blk\n");
         std::fs::create_dir_all(root.join("boot/efi")).expect("mkdir /boot/efi");
     });
-    let proc = ProcIn::mount(&root);
+    let proc = Mount::new("proc", &root.join("proc"), "proc", false);
     sh_ok(Command::new("chroot").arg(&root).args(["update-initramfs", "-u", "-k", "all"]));
     drop(proc);
     // /boot's files go to their own filesystem.
