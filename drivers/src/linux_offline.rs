@@ -22,20 +22,25 @@
 //! `/proc`, `/sys` and `/run` bound; everything is unmounted and detached on
 //! every path (guards with `Drop`).
 //!
-//! Deliberately not supported: roots on md RAID, LUKS, btrfs subvolumes or
+//! A root (or an LVM physical volume) in an md RAID1 array is mounted
+//! through one current member's data range in the same way, and the other
+//! members are brought up to date afterwards ([`crate::linux_md`],
+//! [`sync_arrays`]); `/dev/md/NAME` and `/dev/mdN` resolve too.
+//!
+//! Deliberately not supported: roots on other md RAID levels, LUKS, btrfs subvolumes or
 //! LVM volumes that are not one linear range of one PV on this disk
 //! (striped, mirrored, RAID, thin, or in pieces after an `lvextend`: named in
 //! [`DiskLayout::skipped`]), separate `/var`, boot
 //! loaders other than GRUB (systemd-boot entries are left as they are),
 //! fstab sources given as `/dev/sdXN`, and updating Debian's debconf
 //! `grub-pc/install_devices` (the next grub-pc upgrade on the new machine
-//! asks for the disk again). initramfs-tools and dracut with GRUB for BIOS,
-//! and a root on LVM with a separate `/boot`, are exercised end to end
-//! (`rescue-tui/tests/universal_linux.rs` boots the result in qemu); `/boot`
-//! inside an LVM volume (GRUB then needs its `lvm` module in core.img) only
-//! through the plan; the mkinitcpio plan (Arch, no Debian package) and GRUB
-//! for EFI (the CI machines' kernel cannot mount the ESP) are covered by
-//! unit tests of the plan only.
+//! asks for the disk again). Exercised end to end
+//! (`rescue-tui/tests/universal_linux.rs` boots the result in qemu):
+//! initramfs-tools and dracut with GRUB for BIOS; a root on LVM with a
+//! separate `/boot`, fixed in the live system, with GRUB for BIOS and EFI;
+//! a root with `/boot` in an md RAID1 (GRUB's `mdraid1x` in core.img).
+//! `/boot` inside an LVM volume (GRUB's `lvm` module) and the mkinitcpio
+//! plan (Arch, no Debian package) are covered by unit tests of the plan.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -48,6 +53,7 @@ use imaging::part::{PartType, TableKind};
 use imaging::read_at::Window;
 use serde::{Deserialize, Serialize};
 
+use crate::linux_md::MdArray;
 use crate::windows::Controller;
 
 /// Stands for the whole target disk in a planned command (a loop device over
@@ -59,6 +65,10 @@ const MODULES: &str = "--modules=part_gpt part_msdos";
 /// The same when `/boot/grub` is in an LVM volume: GRUB probes it through a
 /// loop device here, so it would not add `lvm` itself.
 const MODULES_LVM: &str = "--modules=lvm part_gpt part_msdos";
+/// The same for `/boot/grub` in an md RAID1 array (metadata 1.x), and in
+/// an LVM volume inside one.
+const MODULES_MD: &str = "--modules=mdraid1x part_gpt part_msdos";
+const MODULES_MD_LVM: &str = "--modules=mdraid1x lvm part_gpt part_msdos";
 
 /// LVM's devices file (relative to the root).
 const DEVICES_FILE: &str = "etc/lvm/devices/system.devices";
@@ -90,6 +100,8 @@ pub enum LinuxError {
     Command { part: u32, cmd: String, status: String, tail: String },
     #[error("adding the firmware boot entry: {detail}")]
     BootEntry { detail: String, hint: &'static str },
+    #[error("bringing the md RAID1 members into one state: {0}")]
+    Md(#[from] crate::linux_md::SyncError),
 }
 
 impl LinuxError {
@@ -110,6 +122,7 @@ impl LinuxError {
                 "the end of its output is shown; fix the cause in the target system (or run the command in a chroot by hand), then run universal-restore again: it is safe to repeat"
             }
             LinuxError::BootEntry { hint, .. } => hint,
+            LinuxError::Md(_) => "run universal-restore again (it is safe to repeat); until then boot the array from its first member only (`mdadm --assemble --run` with that partition) and add the others back (`mdadm --add`), which recovers them",
         }
     }
 }
@@ -355,6 +368,10 @@ pub struct Part {
     /// partition `number` (`start`, `len`: its range on the disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lv: Option<String>,
+    /// The md RAID1 array this is the data of (read through the first
+    /// member, on partition `number`), or that holds the LVM volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md: Option<MdArray>,
 }
 
 /// How a partition or logical volume is named to the user.
@@ -436,28 +453,29 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
                 PartType::Mbr(_) => None,
             },
             lv: None,
+            md: None,
         });
         busy.push((p.partition.number, p.busy.clone()));
     }
-    let pvs: Vec<Part> = r
-        .partitions
-        .iter()
-        .filter(|p| p.fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into())))
-        .filter_map(|p| parts.iter().find(|x| x.number == p.partition.number).cloned())
-        .collect();
-    let (lvs, mut skipped) = lvm_parts(disk, &pvs);
+    let is = |p: &inventory::PartitionReport, kind: &str| p.fs.as_ref().is_some_and(|f| f.kind == FsKind::Other(kind.into()));
+    // md RAID1 arrays: each becomes the data range of its first current
+    // member, in place of its members' partitions.
+    let members: Vec<crate::linux_md::Candidate> = r.partitions.iter().filter(|p| is(p, "linux_raid_member")).map(|p| (p.partition.number, p.partition.start, p.partition.len)).collect();
+    let (arrays, mut skipped) = md_parts(disk, &members);
+    for a in &arrays {
+        let used = a.md.as_ref().map(|m| m.members.iter().map(|x| x.partition).collect::<Vec<_>>()).unwrap_or_default();
+        parts.retain(|p| !used.contains(&p.number));
+    }
+    parts.extend(arrays.iter().cloned());
+    let mut pvs: Vec<Part> = r.partitions.iter().filter(|p| is(p, "LVM2_member")).filter_map(|p| parts.iter().find(|x| x.number == p.partition.number).cloned()).collect();
+    pvs.extend(arrays.iter().filter(|a| a.fstype.is_empty() && a.uuid.is_none()).cloned());
+    let (lvs, lvm_skipped) = lvm_parts(disk, &pvs);
+    skipped.extend(lvm_skipped);
     parts.extend(lvs);
     // Containers a root may be in that are not opened here: say so, for
     // the message when no root is found.
-    for p in &r.partitions {
-        let why = match p.fs.as_ref().map(|f| &f.kind) {
-            Some(FsKind::Other(k)) if k == "crypto_LUKS" => "it is encrypted (LUKS), and universal restore does not unlock volumes: a system inside it is not fixed".to_string(),
-            Some(FsKind::Other(k)) if k == "linux_raid_member" => {
-                format!("it is {}, and universal restore does not assemble arrays: a system inside it is not fixed", md_member(disk, p.partition.start, p.partition.len))
-            }
-            _ => continue,
-        };
-        skipped.push(format!("partition {}: {why}", p.partition.number));
+    for p in r.partitions.iter().filter(|p| is(p, "crypto_LUKS")) {
+        skipped.push(format!("partition {}: it is encrypted (LUKS), and universal restore does not unlock volumes: a system inside it is not fixed", p.partition.number));
     }
     let table = match table.map(|t| t.kind) {
         Some(TableKind::Gpt) => "gpt",
@@ -467,26 +485,40 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
     Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped, sector_size: r.disk.logical_sector_size.max(512) }, busy))
 }
 
-/// What an md RAID member partition is, in words ("a member of md RAID1
-/// array debian:0 (slot 0 of 2, metadata 1.2)").
-fn md_member(disk: &Path, start: u64, len: u64) -> String {
-    use imaging::md::Role;
-    let m = imaging::blockdev::SourceDisk::open(disk, None).map_err(|e| e.to_string()).and_then(|src| imaging::md::read_member(&Window::new(&src.file, start, len), len).map_err(|e| e.to_string()));
-    match m {
-        Ok(Some(m)) => {
-            let array = if m.name.is_empty() { m.uuid.clone() } else { m.name.clone() };
-            let role = match m.role {
-                Role::Active(n) => format!("slot {n} of {}", m.raid_disks),
-                Role::Spare => "spare".into(),
-                Role::Faulty => "marked faulty".into(),
-                Role::Other(_) if m.version == "0.90" => format!("{} disks", m.raid_disks),
-                Role::Other(n) => format!("role {n}"),
-            };
-            format!("a member of md {} array {array} ({role}, metadata {})", m.level_name(), m.version)
-        }
-        Ok(None) => "an md RAID member".into(),
-        Err(e) => format!("an md RAID member ({e})"),
+/// The md RAID1 arrays with members among `members` (partitions of
+/// `disk`) as parts, and what was not used with the reason.
+fn md_parts(disk: &Path, members: &[crate::linux_md::Candidate]) -> (Vec<Part>, Vec<String>) {
+    if members.is_empty() {
+        return (Vec::new(), Vec::new());
     }
+    let src = match imaging::blockdev::SourceDisk::open(disk, None) {
+        Ok(s) => s,
+        Err(e) => return (Vec::new(), vec![format!("md RAID members: {e}")]),
+    };
+    let (arrays, skipped) = crate::linux_md::arrays(&src.file, members);
+    let parts = arrays
+        .into_iter()
+        .map(|a| {
+            let m = &a.members[0];
+            let (start, len) = (m.start + m.data_offset, a.data_size);
+            let fs = imaging::fs::probe(&Window::new(&src.file, start, len), len).ok().flatten();
+            // An LVM physical volume inside: its volumes are looked for.
+            let pv = fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into()));
+            Part {
+                number: m.partition,
+                start,
+                len,
+                fstype: fs.as_ref().and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
+                uuid: fs.as_ref().and_then(|f| f.uuid.clone()).filter(|_| !pv),
+                label: fs.as_ref().and_then(|f| f.label.clone()),
+                partuuid: None,
+                gpt_type: None,
+                lv: None,
+                md: Some(a),
+            }
+        })
+        .collect();
+    (parts, skipped)
 }
 
 /// The linear logical volumes of the LVM physical volumes `pvs` (partitions
@@ -537,6 +569,7 @@ fn lvm_parts(disk: &Path, pvs: &[Part]) -> (Vec<Part>, Vec<String>) {
                         partuuid: None,
                         gpt_type: None,
                         lv: Some(name),
+                        md: p.md.clone(),
                     });
                 }
                 Ok(_) => why_not.push((name, NotLinear::Empty)),
@@ -572,6 +605,10 @@ pub fn resolve_spec<'a>(spec: &str, parts: &'a [Part]) -> Option<&'a Part> {
         ("label", v)
     } else if let Some(v) = spec.strip_prefix("/dev/disk/by-label/") {
         ("label", v)
+    } else if let Some(v) = spec.strip_prefix("/dev/md/").or_else(|| spec.strip_prefix("/dev/md").filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))) {
+        // mdadm's names for an array "host:N": /dev/md/host:N, /dev/md/N
+        // and, N being a number, /dev/mdN.
+        return parts.iter().find(|p| p.lv.is_none() && p.md.as_ref().is_some_and(|a| a.name == v || a.name.rsplit_once(':').is_some_and(|(_, n)| n == v)));
     } else if let Some(v) = spec.strip_prefix("/dev/mapper/") {
         return parts.iter().find(|p| p.lv.as_deref().is_some_and(|l| lv_dm_name(l) == v));
     } else if let Some(v) = spec.strip_prefix("/dev/").filter(|v| v.matches('/').count() == 1) {
@@ -647,6 +684,9 @@ pub struct PlannedMount {
     pub at: String,
     /// Filesystem UUID (for `/dev/disk/by-uuid` in the chroot).
     pub uuid: Option<String>,
+    /// The md RAID1 array it is in (written through its first member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md: Option<MdArray>,
 }
 
 /// One change, in order.
@@ -695,7 +735,14 @@ impl SystemPlan {
 impl fmt::Display for SystemPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Linux: {} on {} ({}, boot loader: {})", self.name, self.place(), self.initramfs, self.boot)?;
-        let mounts: Vec<String> = self.mounts.iter().map(|m| format!("{} ({}) at {}", place(m.partition, m.lv.as_deref()), m.fstype, m.at)).collect();
+        let mounts: Vec<String> = self
+            .mounts
+            .iter()
+            .map(|m| match (&m.md, &m.lv) {
+                (Some(a), None) => format!("{} ({}) at {}", a.describe(), m.fstype, m.at),
+                _ => format!("{} ({}) at {}", place(m.partition, m.lv.as_deref()), m.fstype, m.at),
+            })
+            .collect();
         writeln!(f, "  mount {}; a private /dev; bind /proc /sys /run", mounts.join(", "))?;
         writeln!(f, "  storage modules: {}", self.modules.join(" "))?;
         for s in &self.steps {
@@ -883,7 +930,7 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
         disk: disk.path.display().to_string(),
         detail: format!("{} vanished", place(part, root.lv.as_deref())),
     })?;
-    let mut mounts = vec![PlannedMount { partition: part, lv: this.lv.clone(), start: this.start, len: this.len, fstype: this.fstype.clone(), at: "/".into(), uuid: this.uuid.clone() }];
+    let mut mounts = vec![PlannedMount { partition: part, lv: this.lv.clone(), start: this.start, len: this.len, fstype: this.fstype.clone(), at: "/".into(), uuid: this.uuid.clone(), md: this.md.clone() }];
     let mut esp_at = None;
     let mut entries: Vec<&FstabEntry> = root.fstab.iter().filter(|e| matches!(e.mountpoint.as_str(), "/boot" | "/boot/efi" | "/efi" | "/usr")).collect();
     entries.sort_by_key(|e| e.mountpoint.matches('/').count() + usize::from(e.mountpoint.len() > 1));
@@ -901,7 +948,7 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
         if is_esp_mp && fstype == "vfat" {
             esp_at = Some(e.mountpoint.clone());
         }
-        mounts.push(PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype, at: e.mountpoint.clone(), uuid: p.uuid.clone() });
+        mounts.push(PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype, at: e.mountpoint.clone(), uuid: p.uuid.clone(), md: p.md.clone() });
     }
     // Other fstab references to identifiers that are nowhere on this disk.
     for e in &root.fstab {
@@ -938,7 +985,25 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
     let bios_possible = disk.table == "mbr" || disk.parts.iter().any(|p| p.gpt_type.as_deref() == Some(BIOS_BOOT));
     // /boot/grub inside an LVM volume: core.img must read LVM to find it.
     let boot_mount = mounts.iter().find(|m| m.at == "/boot").unwrap_or(&mounts[0]);
-    let modules_arg = if boot_mount.lv.is_some() { MODULES_LVM } else { MODULES };
+    let modules_arg = match (&boot_mount.md, &boot_mount.lv) {
+        (Some(_), Some(_)) => MODULES_MD_LVM,
+        (Some(_), None) => MODULES_MD,
+        (None, Some(_)) => MODULES_LVM,
+        (None, None) => MODULES,
+    };
+    // md RAID1: written through one member, the others follow after.
+    let mut arrays: Vec<&MdArray> = Vec::new();
+    for a in mounts.iter().filter_map(|m| m.md.as_ref()) {
+        if !arrays.iter().any(|x| x.uuid == a.uuid) {
+            arrays.push(a);
+        }
+    }
+    for a in &arrays {
+        notes.push(a.plan_note());
+    }
+    if !arrays.is_empty() && find_tool(dir, &["mdadm"]).is_none() {
+        notes.push("mdadm is not installed in the system: its initramfs may not assemble the md RAID array at boot".into());
+    }
     let mut boot = Vec::new();
     match &grub_install {
         None => notes.push("GRUB is not installed in the system: the boot loader is left as is".into()),
@@ -1095,11 +1160,15 @@ pub fn find_linux(disk: &Path, part: Option<u32>, write: bool) -> Result<(DiskLa
     let (lay, busy) = layout(disk)?;
     let mut found = Vec::new();
     for p in lay.parts.iter().filter(|p| part.is_none_or(|n| n == p.number) && is_root_candidate(&p.fstype)) {
-        if let Some((_, why)) = busy.iter().find(|(n, why)| *n == p.number && !why.is_empty()) {
-            return Err(LinuxError::Busy { disk: disk.display().to_string(), part: p.number, why: why.join(", ") });
+        let numbers: Vec<u32> = match &p.md {
+            Some(a) => a.members.iter().map(|m| m.partition).collect(),
+            None => vec![p.number],
+        };
+        if let Some((n, why)) = busy.iter().find(|(n, why)| numbers.contains(n) && !why.is_empty()) {
+            return Err(LinuxError::Busy { disk: disk.display().to_string(), part: *n, why: why.join(", ") });
         }
         let dir = std::env::temp_dir().join(node_name(p.number, p.lv.as_deref()));
-        let pm = PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype: p.fstype.clone(), at: "/".into(), uuid: p.uuid.clone() };
+        let pm = PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype: p.fstype.clone(), at: "/".into(), uuid: p.uuid.clone(), md: p.md.clone() };
         let m = mount_part(disk, &pm, &dir, write, true)?;
         if let Some(mut root) = inspect_root(&m.dir, p.number)? {
             root.lv = p.lv.clone();
@@ -1142,6 +1211,9 @@ pub struct Report {
     /// What did not work but leaves the system bootable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// md RAID1 arrays brought into one state afterwards ([`sync_arrays`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arrays: Vec<String>,
 }
 
 /// The chroot's mounts, unmounted in reverse order on drop.
@@ -1410,7 +1482,7 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
         ch.mounts.push(bind(&format!("/{api}"), &root.join(api))?);
     }
     let disk_arg = if disk_dev.is_some() { format!("/dev/{}", disk_node_name()) } else { String::new() };
-    let mut report = Report { partition: part, lv: plan.lv.clone(), name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new(), boot_entry: None, warnings: Vec::new() };
+    let mut report = Report { partition: part, lv: plan.lv.clone(), name: plan.name.clone(), files_written: Vec::new(), commands_run: Vec::new(), boot_entry: None, warnings: Vec::new(), arrays: Vec::new() };
     for s in &plan.steps {
         match s {
             Step::Write { path, content, .. } => {
@@ -1458,6 +1530,25 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
     drop(ch);
     drop(disk_loop);
     Ok(report)
+}
+
+/// After [`apply`] of `plans` and with every mount released (the roots
+/// [`find_linux`] mounted too): bring each md RAID1 array a plan wrote into
+/// one state ([`crate::linux_md::sync`]); what was done goes in the report
+/// of the plan that wrote it.
+pub fn sync_arrays(disk: &Path, plans: &[SystemPlan], reports: &mut [Report]) -> Result<(), LinuxError> {
+    let mut done: Vec<&str> = Vec::new();
+    for (pl, r) in plans.iter().zip(reports.iter_mut()) {
+        for a in pl.mounts.iter().filter_map(|m| m.md.as_ref()) {
+            if done.contains(&a.uuid.as_str()) {
+                continue;
+            }
+            done.push(&a.uuid);
+            tracing::info!(array = %a.describe(), "bringing the md RAID1 members into one state");
+            r.arrays.push(crate::linux_md::sync_path(disk, a)?);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(all(test, unix))]
@@ -1531,6 +1622,7 @@ mod tests {
             partuuid: Some(format!("1234abcd-{number:02x}")),
             gpt_type: None,
             lv: None,
+            md: None,
         }
     }
 
@@ -1743,5 +1835,51 @@ mod tests {
         assert!(resolve_spec("/dev/my-vg/root", &parts).is_none());
         assert!(resolve_spec("/dev/disk/by-id/x", &parts).is_none());
         assert_eq!(place(2, Some("v/l")), "LVM volume v/l (partition 2)");
+        // md arrays by mdadm's names.
+        let parts = vec![part(1, "ext4", ROOT_UUID), md_part(3, "debian:0", "ext4", "1234")];
+        for spec in ["/dev/md/debian:0", "/dev/md/0", "/dev/md0"] {
+            assert_eq!(resolve_spec(spec, &parts).map(|p| p.number), Some(3), "{spec}");
+        }
+        for spec in ["/dev/md1", "/dev/md/1", "/dev/md/other:0", "/dev/md", "/dev/mdx"] {
+            assert!(resolve_spec(spec, &parts).is_none(), "{spec}");
+        }
+    }
+
+    /// The data of an md RAID1 array `name` with members on partitions
+    /// `first` and `first + 1`, as [`layout`] lists it.
+    fn md_part(first: u32, name: &str, fstype: &str, uuid: &str) -> Part {
+        let member = |n: u32| crate::linux_md::MdMember { partition: n, start: u64::from(n) << 20, slot: (n - first) as u16, sb_at: 4096, sb_len: 260, data_offset: 1 << 20, events: 5, bitmap_at: None };
+        let a = MdArray { name: name.into(), uuid: format!("{name}-uuid"), version: "1.2".into(), raid_disks: 2, data_size: 1 << 20, members: vec![member(first), member(first + 1)] };
+        Part { start: (u64::from(first) << 20) + (1 << 20), partuuid: None, md: Some(a), ..part(first, fstype, uuid) }
+    }
+
+    #[test]
+    fn root_and_boot_in_md_raid1() {
+        let t = fake_root("update-initramfs");
+        std::fs::write(t.path().join("usr/sbin/mdadm"), "").expect("w");
+        let boot = "b007b007-0000-0000-0000-000000000002";
+        let root = LinuxRoot { fstab: parse_fstab(&format!("UUID={ROOT_UUID} / ext4 defaults 0 1\n/dev/md/boot /boot ext4 defaults 0 2\n")), ..inspect_root(t.path(), 3).expect("inspect").expect("root") };
+        let d = DiskLayout {
+            path: "/tmp/x.img".into(),
+            size: 1 << 30,
+            table: "mbr".into(),
+            parts: vec![md_part(1, "host:boot", "ext4", boot), md_part(3, "host:0", "ext4", ROOT_UUID)],
+            skipped: vec![],
+            sector_size: 512,
+        };
+        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
+        let shown = p.to_string();
+        assert!(shown.contains("mount md RAID1 host:0 (partitions 3, 4) (ext4) at /, md RAID1 host:boot (partitions 1, 2) (ext4) at /boot"), "{shown}");
+        // /boot/grub in the array: core.img reads md itself.
+        let runs: Vec<String> = p.steps.iter().filter_map(|s| if let Step::Run { argv } = s { Some(shell_words(argv)) } else { None }).collect();
+        assert!(runs.contains(&"grub-install --target=i386-pc '--modules=mdraid1x part_gpt part_msdos' <disk>".to_owned()), "{runs:?}");
+        // Each array is named once, with what happens to its other member.
+        let md: Vec<&String> = p.notes.iter().filter(|n| n.starts_with("md RAID1")).collect();
+        assert_eq!(md.len(), 2, "{:?}", p.notes);
+        assert!(md[0].starts_with("md RAID1 host:0 (partitions 3, 4): written through partition 3, then what changed is copied to partition 4"), "{md:?}");
+        assert!(!p.notes.iter().any(|n| n.contains("mdadm is not installed")), "{:?}", p.notes);
+        std::fs::remove_file(t.path().join("usr/sbin/mdadm")).expect("rm");
+        let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
+        assert!(p.notes.iter().any(|n| n.contains("mdadm is not installed")), "{:?}", p.notes);
     }
 }

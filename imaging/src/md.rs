@@ -64,6 +64,16 @@ pub struct Member {
     pub events: u64,
     /// No resync pending (the members agree).
     pub clean: bool,
+    /// Where the superblock is in the member, in bytes (1.x).
+    #[serde(default)]
+    pub sb_at: u64,
+    /// The superblock's length with its role table, in bytes (1.x).
+    #[serde(default)]
+    pub sb_len: u64,
+    /// Where the internal write-intent bitmap starts, in bytes from the
+    /// superblock (1.x, when the array has one).
+    #[serde(default)]
+    pub bitmap_at: Option<i64>,
 }
 
 impl Member {
@@ -91,6 +101,50 @@ pub fn checksum_1(sb: &[u8]) -> u32 {
         sum += u64::from(u16::from_le_bytes([*a, *b]));
     }
     ((sum & 0xffff_ffff) + (sum >> 32)) as u32
+}
+
+/// A 1.x superblock (`sb`, with its role table, as read from the member)
+/// with its event count set to `events` and its update time to
+/// `unix_secs`, checksum recomputed. The superblock is checked first: it
+/// must still be a valid 1.x superblock.
+///
+/// md assembles an array from the members with the highest event count
+/// and treats the others as out of date (they are recovered in full when
+/// added back), so raising it on members written offline keeps md from
+/// mixing them with copies that were not.
+pub fn with_events(sb: &[u8], events: u64, unix_secs: u64) -> Result<Vec<u8>, MdError> {
+    let damaged = |detail: String| MdError::Damaged { version: "1.x", detail };
+    if sb.len() < 256 || le32(sb, 0) != MAGIC || le32(sb, 4) != 1 || sb.len() as u64 != 256 + 2 * u64::from(le32(sb, 220)) {
+        return Err(damaged("not a 1.x superblock with its role table".into()));
+    }
+    if le32(sb, 216) != checksum_1(sb) {
+        return Err(damaged(format!("checksum {:#010x}, computed {:#010x}", le32(sb, 216), checksum_1(sb))));
+    }
+    let mut out = sb.to_vec();
+    out[200..208].copy_from_slice(&events.to_le_bytes());
+    // utime: seconds in the low 40 bits, microseconds above.
+    out[192..200].copy_from_slice(&(unix_secs & ((1 << 40) - 1)).to_le_bytes());
+    let c = checksum_1(&out);
+    out[216..220].copy_from_slice(&c.to_le_bytes());
+    Ok(out)
+}
+
+/// The write-intent bitmap's superblock magic ("bitm").
+pub const BITMAP_MAGIC: u32 = 0x6d74_6962;
+
+/// A bitmap superblock (`bitmap_super_t`, 256 bytes, no checksum) with its
+/// event count set to `events`; `None` when `b` is not one.
+///
+/// The kernel treats a bitmap whose events are behind the array's as out
+/// of date and recovers every block ("forcing full recovery"): set it only
+/// when every member holds the same data.
+pub fn bitmap_with_events(b: &[u8], events: u64) -> Option<Vec<u8>> {
+    if b.len() < 256 || le32(b, 0) != BITMAP_MAGIC {
+        return None;
+    }
+    let mut out = b.to_vec();
+    out[24..32].copy_from_slice(&events.to_le_bytes());
+    Some(out)
 }
 
 fn uuid_string(b: &[u8]) -> String {
@@ -160,6 +214,11 @@ pub fn read_member(dev: &dyn ReadAt, len: u64) -> Result<Option<Member>, MdError
             data_size,
             events: le64(&sb, 200),
             clean: le64(&sb, 208) == CLEAN,
+            sb_at: at,
+            sb_len: full_len,
+            // feature_map bit 0: an internal bitmap, `bitmap_offset`
+            // (signed sectors) from the superblock.
+            bitmap_at: (le32(&sb, 8) & 1 == 1).then(|| i64::from(le32(&sb, 96) as i32) * SECTOR as i64),
         }));
     }
     // 0.90: 4 KiB, 64 KiB-aligned, 64 KiB before the end.
@@ -181,6 +240,9 @@ pub fn read_member(dev: &dyn ReadAt, len: u64) -> Result<Option<Member>, MdError
                 data_size: size.min(at),
                 events: 0,
                 clean: false,
+                sb_at: at,
+                sb_len: 0,
+                bitmap_at: None,
             }));
         }
     }
@@ -273,6 +335,36 @@ mod tests {
         assert!(e.to_string().contains("beyond"), "{e}");
         let e = read_member(&member_with(len, 4096, &superblock(0, 1 << 20, 1 << 20, 0, [0, 1])), len).expect_err("moved");
         assert!(e.to_string().contains("it says it is at sector 0, found at byte 4096"), "{e}");
+    }
+
+    #[test]
+    fn raised_events_keep_a_valid_superblock() {
+        let len = 4u64 << 20;
+        let sb = superblock(4096, 1 << 20, 2 << 20, 0, [0, 1]);
+        let up = with_events(&sb, 8, 1_700_000_000).expect("valid");
+        let got = read_member(&member_with(len, 4096, &up), len).expect("reads").expect("member");
+        assert_eq!((got.events, got.sb_at, got.sb_len, got.bitmap_at), (8, 4096, 260, None));
+        assert_eq!(le64(&up, 192), 1_700_000_000);
+        // Only events, utime and the checksum changed.
+        let diff: Vec<usize> = (0..sb.len()).filter(|&i| sb[i] != up[i]).collect();
+        assert!(diff.iter().all(|&i| (192..208).contains(&i) || (216..220).contains(&i)), "{diff:?}");
+        let mut bad = sb.clone();
+        bad[40] ^= 1;
+        assert!(with_events(&bad, 8, 0).is_err());
+        assert!(with_events(&sb[..256], 8, 0).is_err(), "without its role table");
+        // A bitmap: feature bit 0 and its offset, 8 sectors after.
+        let mut sb = sb.clone();
+        sb[8] = 1;
+        sb[96..100].copy_from_slice(&8i32.to_le_bytes());
+        let c = checksum_1(&sb);
+        sb[216..220].copy_from_slice(&c.to_le_bytes());
+        let got = read_member(&member_with(len, 4096, &sb), len).expect("reads").expect("member");
+        assert_eq!(got.bitmap_at, Some(4096));
+        let mut b = vec![0u8; 256];
+        b[0..4].copy_from_slice(&BITMAP_MAGIC.to_le_bytes());
+        let nb = bitmap_with_events(&b, 9).expect("a bitmap");
+        assert_eq!(le64(&nb, 24), 9);
+        assert!(bitmap_with_events(&[0u8; 256], 9).is_none());
     }
 
     #[test]

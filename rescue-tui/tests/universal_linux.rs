@@ -104,6 +104,10 @@ const DRACUT_ROOTFS: Rootfs = Rootfs {
 /// set up for both boot modes has).
 const LVM_ROOTFS: Rootfs = Rootfs { key: "bookworm-lvm-v2", packages: "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,grub-efi-amd64-bin,e2fsprogs,lvm2", then: None };
 
+/// initramfs-tools, mdadm (its initramfs hook loads the RAID modules, and
+/// its udev rules and boot script assemble the array) and GRUB for BIOS.
+const MD_ROOTFS: Rootfs = Rootfs { key: "bookworm-md-v1", packages: "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,e2fsprogs,mdadm", then: None };
+
 /// The cached root filesystem tarball (built once, under a lock).
 fn rootfs_tarball(fs: &Rootfs) -> PathBuf {
     let key = fs.key;
@@ -244,6 +248,66 @@ fn make_lvm_disk(dir: &Path) -> (PathBuf, (u64, u64)) {
     std::fs::remove_dir_all(&root).expect("removing the unpacked root");
     std::fs::remove_dir_all(&boot).expect("removing the unpacked /boot");
     (disk, (start, len))
+}
+
+/// Each md RAID1 member of `make_md_disk`: partitions 1 and 2.
+const MD_MEMBER: u64 = 1280 << 20;
+/// The array's data: from 1 MiB into each member to its end.
+const MD_DATA: u64 = MD_MEMBER - (1 << 20);
+const MD_UUID: [u8; 16] = [0x5e, 0x5c, 0x0e, 0x01, 0x2a, 0x7b, 0x4c, 0x11, 0x9d, 0x3e, 0x60, 0x71, 0x82, 0x93, 0xa4, 0xb5];
+
+/// Where member `n` (1 or 2) of `make_md_disk` starts.
+fn md_member_start(n: u64) -> u64 {
+    PART_START + (n - 1) * MD_MEMBER
+}
+
+/// A Debian whose root (with /boot) is on an md RAID1 of partitions 1 and
+/// 2 of an MBR disk, as Debian's installer makes a mirror: metadata 1.2,
+/// fstab by filesystem UUID, mdadm.conf naming the array. The array is made
+/// without md (this machine's kernel has none): the filesystem is made in
+/// member 1's data range and copied to member 2's, and the superblocks are
+/// written by `md_superblock`. The initramfs is rebuilt first with only the
+/// listed modules (no NVMe, no AHCI), as on the old machine.
+fn make_md_disk(dir: &Path) -> PathBuf {
+    let uuid: Vec<String> = MD_UUID.chunks(4).map(|c| c.iter().map(|b| format!("{b:02x}")).collect()).collect();
+    let root = unpack_root(dir, &MD_ROOTFS, &format!("UUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n"), |root| {
+        put(root, "etc/initramfs-tools/conf.d/rescue-test.conf", "MODULES=list\n");
+        put(root, "etc/initramfs-tools/modules", "# the test's old hardware had no NVMe and no AHCI\next4\ncrc32c_generic\nvirtio_pci\nvirtio_blk\n");
+        put(root, "etc/mdadm/mdadm.conf", &format!("HOMEHOST <system>\nMAILADDR root\nARRAY /dev/md/0 metadata=1.2 UUID={} name=rescue-ul:0\n", uuid.join(":")));
+    });
+    let proc = Mount::new("proc", &root.join("proc"), "proc", false);
+    sh_ok(Command::new("chroot").arg(&root).args(["update-initramfs", "-u", "-k", "all"]));
+    drop(proc);
+    let disk = new_file(dir, "debian-md.img", 2 * MD_MEMBER + (2 << 20));
+    put(dir, "layout", &format!("label: dos\nstart=1MiB, size={0}MiB, type=fd, bootable\nstart={1}MiB, size={0}MiB, type=fd\n", MD_MEMBER >> 20, (PART_START + MD_MEMBER) >> 20));
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("layout")).expect("layout")));
+    let data1 = md_member_start(1) + (1 << 20);
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", ROOT_UUID, "-E", &format!("offset={data1}"), "-d"]).arg(&root).arg(&disk).arg(format!("{}k", MD_DATA / 1024)));
+    std::fs::remove_dir_all(&root).expect("removing the unpacked root");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&disk).expect("disk");
+        let mut buf = vec![0u8; 8 << 20];
+        let mut off = 0;
+        while off < MD_DATA {
+            let n = (MD_DATA - off).min(buf.len() as u64) as usize;
+            f.read_exact_at(&mut buf[..n], data1 + off).expect("reading member 1");
+            f.write_all_at(&buf[..n], md_member_start(2) + (1 << 20) + off).expect("writing member 2");
+            off += n as u64;
+        }
+        for (slot, n) in [(0u16, 1u64), (1, 2)] {
+            f.write_all_at(&md_superblock(1, 2, slot, "rescue-ul:0", MD_UUID, MD_DATA / 512, 10), md_member_start(n) + 4096).expect("superblock");
+        }
+    }
+    disk
+}
+
+/// `mdadm --examine` of member `n` of `make_md_disk`'s disk.
+fn md_examine(disk: &Path, n: u64) -> String {
+    let lo = Loop::attach(disk, md_member_start(n), MD_MEMBER, true);
+    let out = sh_ok(Command::new("mdadm").arg("--examine").arg(lo.path()));
+    drop(lo);
+    out
 }
 
 /// Files in the system's initramfs (its own lsinitramfs in a chroot; it
@@ -651,6 +715,77 @@ fn debian_on_lvm_boots_by_efi_and_bios_after_universal_restore_in_the_live_syste
 
     let mut qs = [boot_with(&disk, "nvme-efi", d.path(), Some(&vars)), boot(&disk, "ahci", d.path())];
     wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "Volume group \"debian-vg\" not found"]);
+    drop(qs);
+    assert_released(&disk);
+    eprintln!("total {:?}", t0.elapsed());
+}
+
+/// A root on md RAID1 (Debian's installer layout for a mirror, both
+/// members on this disk, metadata 1.2), fixed by a machine without md:
+/// `rescue` reads the array's superblocks itself, mounts the filesystem
+/// through member 1's data range, rebuilds the initramfs (keeping mdadm's
+/// hook) and installs GRUB with `mdraid1x` in core.img (/boot/grub is in
+/// the array). Afterwards member 2 is brought up to date with what changed
+/// and both members' event counts are raised: `mdadm --examine` reads them
+/// as valid, the data ranges are equal, and the disk boots from NVMe and
+/// from AHCI, the initramfs assembling the array with both mirrors.
+#[test]
+fn debian_on_md_raid1_boots_after_universal_restore() {
+    require_root();
+    let t0 = Instant::now();
+    let d = tempfile::Builder::new().prefix("rescue-md-test").tempdir_in("/var/tmp").expect("temp dir");
+    let disk = make_md_disk(d.path());
+    let disk_s = disk.to_str().expect("UTF-8 path");
+    eprintln!("md RAID1 disk image ready after {:?}", t0.elapsed());
+    for n in [1, 2] {
+        let ex = md_examine(&disk, n);
+        for want in ["Raid Level : raid1", "Events : 10", "- correct", "Array State : AA"] {
+            assert!(ex.contains(want), "member {n} before: {want:?} missing:\n{ex}");
+        }
+    }
+    let files = initramfs_files_in(&disk, d.path(), md_member_start(1) + (1 << 20), MD_DATA, "lsinitramfs");
+    for f in ["virtio_blk.ko", "/raid1.ko", "sbin/mdadm", "etc/mdadm/mdadm.conf"] {
+        assert!(files.contains(f), "{f} missing from the initramfs:\n{files}");
+    }
+    for m in ["/nvme.ko", "/ahci.ko"] {
+        assert!(!files.contains(m), "{m} is in the initramfs before the restore");
+    }
+
+    let before = file_hash(&disk);
+    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
+    for needle in [
+        "mount md RAID1 rescue-ul:0 (partitions 1, 2) (ext4) at /",
+        "add nvme nvme_core ahci libahci",
+        "grub-install --target=i386-pc '--modules=mdraid1x part_gpt part_msdos' <disk>",
+        "md RAID1 rescue-ul:0 (partitions 1, 2): written through partition 1, then what changed is copied to partition 2",
+    ] {
+        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
+    }
+    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
+    assert_released(&disk);
+
+    let out = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--yes"]);
+    eprintln!("{}", out.lines().filter(|l| l.contains("md RAID1")).collect::<Vec<_>>().join("\n"));
+    assert!(out.contains("md RAID1 rescue-ul:0 (partitions 1, 2): ") && out.contains("copied from partition 1 to partition 2; event count raised to 11"), "{out}");
+    assert_released(&disk);
+    for n in [1, 2] {
+        let ex = md_examine(&disk, n);
+        for want in ["Events : 11", "- correct", "Array State : AA", "State : clean"] {
+            assert!(ex.contains(want), "member {n} after: {want:?} missing:\n{ex}");
+        }
+    }
+    assert_eq!(hash_range(&disk, md_member_start(1) + (1 << 20), MD_DATA), hash_range(&disk, md_member_start(2) + (1 << 20), MD_DATA), "the members' data differ");
+    let files = initramfs_files_in(&disk, d.path(), md_member_start(1) + (1 << 20), MD_DATA, "lsinitramfs");
+    for m in ["/nvme.ko", "/ahci.ko", "/raid1.ko", "sbin/mdadm"] {
+        assert!(files.contains(m), "{m} missing from the initramfs after the restore");
+    }
+
+    let mut qs = [boot(&disk, "nvme", d.path()), boot(&disk, "ahci", d.path())];
+    wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "grub rescue>"]);
+    for q in &qs {
+        let text = log_text(q);
+        assert!(text.contains("active with 2 out of 2 mirrors"), "{}: the array was not assembled from both members:\n{}", q.name, tail(&text));
+    }
     drop(qs);
     assert_released(&disk);
     eprintln!("total {:?}", t0.elapsed());

@@ -129,6 +129,7 @@ impl Applied {
                 r.commands_run.join("; ")
             ));
             v.extend(r.warnings.iter().map(|w| format!("warning: {w}")));
+            v.extend(r.arrays.iter().cloned());
             if let Some(e) = &r.boot_entry {
                 v.push(format!(
                     "Firmware boot entry {} \"{}\" ({}{}), first in the boot order: {}",
@@ -248,6 +249,13 @@ fn linux_apply(disk: &Path, w: LinuxWork, note: &dyn Fn(String)) -> Result<Vec<d
         let r = drivers::linux_offline::apply(disk, w.layout.size, f, pl)
             .map_err(|e| linux_failed(e, format!("applying the Linux fix-ups on {}", pl.place())))?;
         out.push(r);
+    }
+    // The roots unmounted: md RAID1 members written through one of them
+    // are brought into one state.
+    drop(w.found);
+    if w.plans.iter().any(|p| p.mounts.iter().any(|m| m.md.is_some())) {
+        note("Bringing the md RAID1 members into one state".into());
+        drivers::linux_offline::sync_arrays(disk, &w.plans, &mut out).map_err(|e| linux_failed(e, format!("finishing the Linux fix-ups on {}", disk.display())))?;
     }
     Ok(out)
 }
