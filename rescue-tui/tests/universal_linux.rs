@@ -431,7 +431,7 @@ fn live_system() -> &'static Path {
         // there too (a no-op after `cargo build --workspace`).
         let exe = std::env::current_exe().expect("test binary path");
         let target = exe.ancestors().nth(3).expect("TARGET/debug/deps/test").to_path_buf();
-        sh_ok(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(["build", "-q", "-p", "image-builder"]).env("CARGO_TARGET_DIR", &target).current_dir(&ws));
+        sh_ok(without_cargo_test_env(&mut Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))).args(["build", "-q", "-p", "image-builder"]).env("CARGO_TARGET_DIR", &target).current_dir(&ws));
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-system");
         sh_ok(Command::new(target.join("debug/image-builder"))
             .args(["initramfs", "-o"])

@@ -494,3 +494,19 @@ pub fn md_superblock(level: u32, raid_disks: u32, slot: u16, name: &str, uuid: [
     put(&mut sb, 216, &(((sum & 0xffff_ffff) + (sum >> 32)) as u32).to_le_bytes());
     sb
 }
+
+/// `cmd` without the variables cargo sets for this test (CARGO_PKG_NAME,
+/// CARGO_MANIFEST_DIR, ...): a cargo run by it would otherwise see them
+/// and run build scripts that watch them (ring's) again, compiling every
+/// crate above them again (`scripts/cargo-env` does the same for scripts).
+pub fn without_cargo_test_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_by_cargo = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_EXE_"].iter().any(|p| k.starts_with(p))
+            || ["CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&k.as_ref());
+        if set_by_cargo {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}
