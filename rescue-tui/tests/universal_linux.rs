@@ -537,6 +537,30 @@ fn wait_for(qs: &mut [Qemu], want: &[&str], bad: &[&str]) -> Vec<String> {
     found.into_iter().flatten().collect()
 }
 
+/// `rescue universal-restore DISK --for nvme --for ahci --dry-run`: the
+/// plan holds every one of `needles`, and the disk is unchanged and
+/// released afterwards.
+fn dry_run_plan(disk: &Path, needles: &[&str]) -> String {
+    let before = file_hash(disk);
+    let plan = rescue_ok(&["universal-restore", disk.to_str().expect("UTF-8 path"), "--for", "nvme", "--for", "ahci", "--dry-run"]);
+    for needle in needles {
+        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
+    }
+    assert_eq!(before, file_hash(disk), "--dry-run changed the disk");
+    assert_released(disk);
+    plan
+}
+
+/// The initramfs listing `files` has every one of `has` and none of `lacks`.
+fn initramfs_has(files: &str, has: &[&str], lacks: &[&str], when: &str) {
+    for f in has {
+        assert!(files.contains(f), "{f} missing from the initramfs {when}:\n{files}");
+    }
+    for f in lacks {
+        assert!(!files.contains(f), "{f} is in the initramfs {when}");
+    }
+}
+
 /// No loop device over `disk` and no rescue mount is left.
 fn assert_released(disk: &Path) {
     let loops = sh_ok(Command::new("losetup").arg("-j").arg(disk));
@@ -568,10 +592,7 @@ fn debian_boots_as_nvme_and_ahci_after_universal_restore() {
     assert!(out.contains("update-initramfs -u -k all"), "{out}");
     assert_released(&disk);
     let files = initramfs_files(&disk, d.path());
-    assert!(files.contains("virtio_blk.ko"), "virtio_blk missing from the initramfs:\n{files}");
-    for m in ["/nvme.ko", "/ahci.ko"] {
-        assert!(!files.contains(m), "{m} is in the initramfs before the restore");
-    }
+    initramfs_has(&files, &["virtio_blk.ko"], &["/nvme.ko", "/ahci.ko"], "before the restore");
 
     // As NVMe it cannot find its root.
     let mut q = [boot(&disk, "nvme", d.path())];
@@ -579,21 +600,12 @@ fn debian_boots_as_nvme_and_ahci_after_universal_restore() {
     drop(q);
 
     // The plan names the module file and the commands, and writes nothing.
-    let before = file_hash(&disk);
-    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
-    for needle in ["Debian GNU/Linux 12", "add nvme nvme_core ahci libahci", "chroot: update-initramfs -u -k all", "grub-install --target=i386-pc", "update-grub"] {
-        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
-    }
-    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
-    assert_released(&disk);
+    dry_run_plan(&disk, &["Debian GNU/Linux 12", "add nvme nvme_core ahci libahci", "chroot: update-initramfs -u -k all", "grub-install --target=i386-pc", "update-grub"]);
 
     let out = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--yes"]);
     assert!(out.contains("Universal restore of Debian GNU/Linux 12") && out.contains("/etc/initramfs-tools/modules"), "{out}");
     assert_released(&disk);
-    let files = initramfs_files(&disk, d.path());
-    for m in ["/nvme.ko", "/ahci.ko", "/virtio_blk.ko"] {
-        assert!(files.contains(m), "{m} missing from the initramfs after the restore");
-    }
+    initramfs_has(&initramfs_files(&disk, d.path()), &["/nvme.ko", "/ahci.ko", "/virtio_blk.ko"], &[], "after the restore");
     // Running again adds nothing to the modules file.
     let again = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
     assert!(!again.contains("write /etc/initramfs-tools/modules"), "{again}");
@@ -662,30 +674,21 @@ fn debian_on_lvm_boots_by_efi_and_bios_after_universal_restore_in_the_live_syste
     let t0 = Instant::now();
     let d = tempfile::Builder::new().prefix("rescue-lvm-test").tempdir_in("/var/tmp").expect("temp dir");
     let (disk, root) = make_lvm_disk(d.path());
-    let disk_s = disk.to_str().expect("UTF-8 path");
     eprintln!("LVM disk image ready after {:?}", t0.elapsed());
     let files = initramfs_files_lvm(&disk, d.path(), root);
-    for f in ["virtio_blk.ko", "dm-mod.ko", "sbin/lvm", "69-lvm.rules"] {
-        assert!(files.contains(f), "{f} missing from the initramfs:\n{files}");
-    }
-    for m in ["/nvme.ko", "/ahci.ko"] {
-        assert!(!files.contains(m), "{m} is in the initramfs before the restore");
-    }
+    initramfs_has(&files, &["virtio_blk.ko", "dm-mod.ko", "sbin/lvm", "69-lvm.rules"], &["/nvme.ko", "/ahci.ko"], "before the restore");
 
-    let before = file_hash(&disk);
-    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
-    for needle in [
-        "on LVM volume debian-vg/root (partition 4) (initramfs-tools, boot loader: bios+efi)",
-        "partition 3 (ext4) at /boot, partition 2 (vfat) at /boot/efi",
-        "add nvme nvme_core ahci libahci",
-        "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>",
-        "grub-install --target=x86_64-efi --efi-directory=/boot/efi '--modules=part_gpt part_msdos' --removable --no-nvram",
-        "note: no firmware boot entry is made (not on the machine it will boot in",
-    ] {
-        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
-    }
-    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
-    assert_released(&disk);
+    dry_run_plan(
+        &disk,
+        &[
+            "on LVM volume debian-vg/root (partition 4) (initramfs-tools, boot loader: bios+efi)",
+            "partition 3 (ext4) at /boot, partition 2 (vfat) at /boot/efi",
+            "add nvme nvme_core ahci libahci",
+            "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>",
+            "grub-install --target=x86_64-efi --efi-directory=/boot/efi '--modules=part_gpt part_msdos' --removable --no-nvram",
+            "note: no firmware boot entry is made (not on the machine it will boot in",
+        ],
+    );
 
     // On the machine itself (q35 + OVMF, the disk as NVMe): its own
     // controllers (NVMe, q35's AHCI), and a firmware boot entry.
@@ -700,10 +703,7 @@ fn debian_on_lvm_boots_by_efi_and_bios_after_universal_restore_in_the_live_syste
         assert!(text.contains(needle), "the live system's output lacks {needle:?}:\n{}", tail(&text));
     }
     eprintln!("{}", text.lines().find(|l| l.contains("Firmware boot entry")).unwrap_or_default());
-    let files = initramfs_files_lvm(&disk, d.path(), root);
-    for m in ["/nvme.ko", "/ahci.ko"] {
-        assert!(files.contains(m), "{m} missing from the initramfs after the restore");
-    }
+    initramfs_has(&initramfs_files_lvm(&disk, d.path(), root), &["/nvme.ko", "/ahci.ko"], &[], "after the restore");
     // The ESP (read with mtools: this machine's kernel has no vfat).
     let esp = sh_ok(Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-/", "-b", "-i"]).arg(format!("{}@@{ESP_START}", disk.display())).arg("::/EFI"));
     for f in ["BOOT/BOOTX64.EFI", "debian/grubx64.efi"] {
@@ -744,25 +744,17 @@ fn debian_on_md_raid1_boots_after_universal_restore() {
         }
     }
     let files = initramfs_files_in(&disk, d.path(), md_member_start(1) + (1 << 20), MD_DATA, "lsinitramfs");
-    for f in ["virtio_blk.ko", "/raid1.ko", "sbin/mdadm", "etc/mdadm/mdadm.conf"] {
-        assert!(files.contains(f), "{f} missing from the initramfs:\n{files}");
-    }
-    for m in ["/nvme.ko", "/ahci.ko"] {
-        assert!(!files.contains(m), "{m} is in the initramfs before the restore");
-    }
+    initramfs_has(&files, &["virtio_blk.ko", "/raid1.ko", "sbin/mdadm", "etc/mdadm/mdadm.conf"], &["/nvme.ko", "/ahci.ko"], "before the restore");
 
-    let before = file_hash(&disk);
-    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--dry-run"]);
-    for needle in [
-        "mount md RAID1 rescue-ul:0 (partitions 1, 2) (ext4) at /",
-        "add nvme nvme_core ahci libahci",
-        "grub-install --target=i386-pc '--modules=mdraid1x part_gpt part_msdos' <disk>",
-        "md RAID1 rescue-ul:0 (partitions 1, 2): written through partition 1, then what changed is copied to partition 2",
-    ] {
-        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
-    }
-    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
-    assert_released(&disk);
+    dry_run_plan(
+        &disk,
+        &[
+            "mount md RAID1 rescue-ul:0 (partitions 1, 2) (ext4) at /",
+            "add nvme nvme_core ahci libahci",
+            "grub-install --target=i386-pc '--modules=mdraid1x part_gpt part_msdos' <disk>",
+            "md RAID1 rescue-ul:0 (partitions 1, 2): written through partition 1, then what changed is copied to partition 2",
+        ],
+    );
 
     let out = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--yes"]);
     eprintln!("{}", out.lines().filter(|l| l.contains("md RAID1")).collect::<Vec<_>>().join("\n"));
@@ -776,9 +768,7 @@ fn debian_on_md_raid1_boots_after_universal_restore() {
     }
     assert_eq!(hash_range(&disk, md_member_start(1) + (1 << 20), MD_DATA), hash_range(&disk, md_member_start(2) + (1 << 20), MD_DATA), "the members' data differ");
     let files = initramfs_files_in(&disk, d.path(), md_member_start(1) + (1 << 20), MD_DATA, "lsinitramfs");
-    for m in ["/nvme.ko", "/ahci.ko", "/raid1.ko", "sbin/mdadm"] {
-        assert!(files.contains(m), "{m} missing from the initramfs after the restore");
-    }
+    initramfs_has(&files, &["/nvme.ko", "/ahci.ko", "/raid1.ko", "sbin/mdadm"], &[], "after the restore");
 
     let mut qs = [boot(&disk, "nvme", d.path()), boot(&disk, "ahci", d.path())];
     wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "grub rescue>"]);
