@@ -253,12 +253,11 @@ pub fn sync(disk: &mut File, a: &MdArray, unix_secs: u64) -> Result<String, Sync
     }
     disk.sync_data().map_err(ioe("flushing the superblocks".into()))?;
     let mut s = a.describe();
+    s.push(':');
     if a.members.len() > 1 {
-        s.push_str(&format!(": {} copied from partition {} to partition {}", imaging::blockdev::human_size(copied), first.partition, others(a)));
-    } else {
-        s.push(':');
+        s.push_str(&format!(" {} copied from partition {} to partition {};", imaging::blockdev::human_size(copied), first.partition, others(a)));
     }
-    s.push_str(&format!("; event count raised to {events}"));
+    s.push_str(&format!(" event count raised to {events}"));
     if a.absent() > 0 {
         s.push_str(&format!(" ({} member{} elsewhere now out of date: recovered in full when added back)", a.absent(), if a.absent() == 1 { "" } else { "s" }));
     } else if bitmaps > 0 {
@@ -377,7 +376,7 @@ mod tests {
         assert!(a.plan_note().contains("1 of its 2 members is not on this disk"), "{}", a.plan_note());
         let mut w = File::options().read(true).write(true).open(f.path()).expect("test file");
         let said = sync(&mut w, a, 1_800_000_000).expect("test file");
-        assert!(said.ends_with("event count raised to 10 (1 member elsewhere now out of date: recovered in full when added back)"), "{said}");
+        assert_eq!(said, "md RAID1 host:0 (partition 3): event count raised to 10 (1 member elsewhere now out of date: recovered in full when added back)");
         assert_eq!(member(f.as_file(), MIB).events, 10);
         // The bitmap stays behind: the kernel then recovers every block.
         assert_eq!(u64::from_le_bytes(read(f.as_file(), MIB + 8192 + 24, 8).try_into().expect("8 bytes")), 5);
