@@ -103,7 +103,7 @@ done
 # inf_parse: the INF fixtures; hive_open: the small hivex hives.
 mkdir -p "$fuzz/corpus/inf_parse" "$fuzz/corpus/hive_open"
 find "$fuzz/../drivers/tests/fixtures/inf" -type f \( -name '*.inf' -o -name '*.inx' \) -exec cp {} "$fuzz/corpus/inf_parse/" \;
-for h in "$fuzz"/../../shared/testdata/hives/hivex/*; do
+for h in "${RESCUE_TESTDATA:-$fuzz/../../shared/testdata}"/hives/hivex/*; do
 	[ -f "$h" ] && cp "$h" "$fuzz/corpus/hive_open/"
 done
 true
