@@ -25,11 +25,10 @@
 //! faulty are left alone.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use imaging::md::{self, Member, Role};
-use imaging::read_at::{ReadAt, Window};
+use imaging::read_at::{FileExt, ReadAt, Window};
 use serde::{Deserialize, Serialize};
 
 /// One current member of an array on the target disk.
@@ -184,7 +183,7 @@ const CHUNK: usize = 1 << 20;
 /// raise every member's event count (see the module's text). `disk` is
 /// open for reading and writing; nothing of it may be mounted. Returns what
 /// was done, in words.
-pub fn sync(disk: &mut File, a: &MdArray, unix_secs: u64) -> Result<String, SyncError> {
+pub fn sync(disk: &File, a: &MdArray, unix_secs: u64) -> Result<String, SyncError> {
     let ioe = |what: String| {
         let array = a.describe();
         move |source: std::io::Error| SyncError::Io { array: array.clone(), what: what.clone(), source }
@@ -194,8 +193,7 @@ pub fn sync(disk: &mut File, a: &MdArray, unix_secs: u64) -> Result<String, Sync
     let mut sbs = Vec::new();
     for m in &a.members {
         let mut sb = vec![0u8; m.sb_len as usize];
-        disk.seek(SeekFrom::Start(m.start + m.sb_at)).map_err(ioe(format!("reading the superblock on partition {}", m.partition)))?;
-        disk.read_exact(&mut sb).map_err(ioe(format!("reading the superblock on partition {}", m.partition)))?;
+        FileExt::read_exact_at(disk, &mut sb, m.start + m.sb_at).map_err(ioe(format!("reading the superblock on partition {}", m.partition)))?;
         let bad = |detail: String| SyncError::Superblock { array: a.describe(), partition: m.partition, detail };
         let events = sb.get(200..208).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
         if events != Some(m.events) {
@@ -212,13 +210,10 @@ pub fn sync(disk: &mut File, a: &MdArray, unix_secs: u64) -> Result<String, Sync
         while off < a.data_size {
             let n = (a.data_size - off).min(CHUNK as u64) as usize;
             let what = || format!("copying to partition {} at byte {off} of the array", m.partition);
-            disk.seek(SeekFrom::Start(first.start + first.data_offset + off)).map_err(ioe(what()))?;
-            disk.read_exact(&mut src[..n]).map_err(ioe(what()))?;
-            disk.seek(SeekFrom::Start(m.start + m.data_offset + off)).map_err(ioe(what()))?;
-            disk.read_exact(&mut dst[..n]).map_err(ioe(what()))?;
+            FileExt::read_exact_at(disk, &mut src[..n], first.start + first.data_offset + off).map_err(ioe(what()))?;
+            FileExt::read_exact_at(disk, &mut dst[..n], m.start + m.data_offset + off).map_err(ioe(what()))?;
             if src[..n] != dst[..n] {
-                disk.seek(SeekFrom::Start(m.start + m.data_offset + off)).map_err(ioe(what()))?;
-                disk.write_all(&src[..n]).map_err(ioe(what()))?;
+                disk.write_all_at(&src[..n], m.start + m.data_offset + off).map_err(ioe(what()))?;
                 copied += n as u64;
             }
             off += n as u64;
@@ -232,8 +227,7 @@ pub fn sync(disk: &mut File, a: &MdArray, unix_secs: u64) -> Result<String, Sync
     for (m, sb) in a.members.iter().zip(&sbs) {
         let new = md::with_events(sb, events, unix_secs).map_err(|e| SyncError::Superblock { array: a.describe(), partition: m.partition, detail: e.to_string() })?;
         let what = || format!("writing the superblock on partition {}", m.partition);
-        disk.seek(SeekFrom::Start(m.start + m.sb_at)).map_err(ioe(what()))?;
-        disk.write_all(&new).map_err(ioe(what()))?;
+        disk.write_all_at(&new, m.start + m.sb_at).map_err(ioe(what()))?;
         if let (Some(b), 0) = (m.bitmap_at, a.absent()) {
             let at = (m.start + m.sb_at).checked_add_signed(b).ok_or_else(|| SyncError::Superblock {
                 array: a.describe(),
@@ -242,11 +236,9 @@ pub fn sync(disk: &mut File, a: &MdArray, unix_secs: u64) -> Result<String, Sync
             })?;
             let what = || format!("updating the bitmap on partition {}", m.partition);
             let mut bm = vec![0u8; 256];
-            disk.seek(SeekFrom::Start(at)).map_err(ioe(what()))?;
-            disk.read_exact(&mut bm).map_err(ioe(what()))?;
+            FileExt::read_exact_at(disk, &mut bm, at).map_err(ioe(what()))?;
             if let Some(nb) = md::bitmap_with_events(&bm, events) {
-                disk.seek(SeekFrom::Start(at)).map_err(ioe(what()))?;
-                disk.write_all(&nb).map_err(ioe(what()))?;
+                disk.write_all_at(&nb, at).map_err(ioe(what()))?;
                 bitmaps += 1;
             }
         }
@@ -268,15 +260,14 @@ pub fn sync(disk: &mut File, a: &MdArray, unix_secs: u64) -> Result<String, Sync
 
 /// [`sync`] on the disk at `path`.
 pub fn sync_path(path: &Path, a: &MdArray) -> Result<String, SyncError> {
-    let mut f = File::options().read(true).write(true).open(path).map_err(|source| SyncError::Io { array: a.describe(), what: format!("opening {}", path.display()), source })?;
+    let f = File::options().read(true).write(true).open(path).map_err(|source| SyncError::Io { array: a.describe(), what: format!("opening {}", path.display()), source })?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    sync(&mut f, a, now)
+    sync(&f, a, now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileExt;
 
     const MIB: u64 = 1 << 20;
 
@@ -351,8 +342,8 @@ mod tests {
         // Writes through the first member: two chunks, one of them the last.
         f.as_file().write_all_at(b"changed", 2 * MIB + 12345).expect("test file");
         f.as_file().write_all_at(b"end", 2 * MIB + 6 * MIB - 3).expect("test file");
-        let mut w = File::options().read(true).write(true).open(f.path()).expect("test file");
-        let said = sync(&mut w, a, 1_800_000_000).expect("test file");
+        let w = File::options().read(true).write(true).open(f.path()).expect("test file");
+        let said = sync(&w, a, 1_800_000_000).expect("test file");
         assert!(said.contains("2.0 MiB copied from partition 3 to partition 4; event count raised to 6 with the write-intent bitmap"), "{said}");
         assert_eq!(read(f.as_file(), 2 * MIB, 6 * MIB as usize), read(f.as_file(), 10 * MIB, 6 * MIB as usize));
         for start in [MIB, 9 * MIB] {
@@ -362,7 +353,7 @@ mod tests {
         // The plan's view is now stale: a second run with it stops before
         // writing.
         let before = read(f.as_file(), 0, 24 * MIB as usize);
-        let e = sync(&mut w, a, 1_800_000_001).expect_err("fails");
+        let e = sync(&w, a, 1_800_000_001).expect_err("fails");
         assert!(e.to_string().contains("event count 6 where the plan read 5"), "{e}");
         assert_eq!(before, read(f.as_file(), 0, 24 * MIB as usize));
     }
@@ -374,8 +365,8 @@ mod tests {
         let a = &found[0];
         assert_eq!(a.absent(), 1);
         assert!(a.plan_note().contains("1 of its 2 members is not on this disk"), "{}", a.plan_note());
-        let mut w = File::options().read(true).write(true).open(f.path()).expect("test file");
-        let said = sync(&mut w, a, 1_800_000_000).expect("test file");
+        let w = File::options().read(true).write(true).open(f.path()).expect("test file");
+        let said = sync(&w, a, 1_800_000_000).expect("test file");
         assert_eq!(said, "md RAID1 host:0 (partition 3): event count raised to 10 (1 member elsewhere now out of date: recovered in full when added back)");
         assert_eq!(member(f.as_file(), MIB).events, 10);
         // The bitmap stays behind: the kernel then recovers every block.
