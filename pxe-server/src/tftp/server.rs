@@ -345,8 +345,9 @@ struct Conn {
 
 impl Conn {
     fn set_timeout(&mut self, t: Duration) -> std::io::Result<()> {
-        // Round up to whole milliseconds; re-arm only when it changes.
-        let t = Duration::from_millis(t.as_millis().max(1) as u64);
+        // Round up to 10 ms steps, so a fresh wait (just under the full
+        // timeout) keeps the armed value; re-arm only when it changes.
+        let t = Duration::from_millis((t.as_millis() as u64).div_ceil(10).max(1) * 10);
         if self.timeout != Some(t) {
             self.sock.set_read_timeout(Some(t))?;
             self.timeout = Some(t);
@@ -355,18 +356,17 @@ impl Conn {
     }
 }
 
-/// Waits for an ACK (or ERROR) until `timeout` has passed; stray packets do
-/// not extend it.
-fn wait_ack(conn: &mut Conn, buf: &mut [u8], timeout: Duration) -> Result<Wait, TransferError> {
-    let deadline = Instant::now() + timeout;
-    let mut first = true;
+/// Waits for an ACK (or ERROR) until `deadline`; stray packets do not
+/// extend it. The caller keeps the deadline of the last transmission across
+/// ACKs it ignores, so a client that repeats an old ACK faster than the
+/// server's timeout cannot hold off retransmission.
+fn wait_ack(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> Result<Wait, TransferError> {
     loop {
         let now = Instant::now();
         if now >= deadline {
             return Ok(Wait::Timeout);
         }
-        conn.set_timeout(if first { timeout } else { deadline - now })?;
-        first = false;
+        conn.set_timeout(deadline - now)?;
         let sock = &conn.sock;
         let n = match sock.recv(buf) {
             Ok(n) => n,
@@ -422,7 +422,7 @@ fn transfer(
         let mut retries = 0;
         loop {
             conn.sock.send(&oack)?;
-            match wait_ack(&mut conn, &mut rbuf, timeout) {
+            match wait_ack(&mut conn, &mut rbuf, Instant::now() + timeout) {
                 Ok(Wait::Ack(0)) => break,
                 Ok(Wait::Ack(_)) | Ok(Wait::Timeout) => {
                     retries += 1;
@@ -455,6 +455,7 @@ fn transfer(
     let mut timeout = neg.timeout;
     let mut retries = 0u32;
     let mut send_window = true;
+    let mut deadline = Instant::now();
     while base <= last_block {
         let end = (base + window - 1).min(last_block);
         if send_window {
@@ -479,8 +480,9 @@ fn transfer(
                 }
                 first = last + 1;
             }
+            deadline = Instant::now() + timeout;
         }
-        match wait_ack(&mut conn, &mut rbuf, timeout)? {
+        match wait_ack(&mut conn, &mut rbuf, deadline)? {
             Wait::Ack(a) => {
                 // Map the 16-bit block number (it wraps) into the window.
                 let delta = a.wrapping_sub((base - 1) as u16) as u64;
@@ -588,8 +590,12 @@ mod tests {
         drop_block: Option<u16>,
     ) -> Result<(Vec<u8>, usize), String> {
         let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
+        // Short reads and a long overall deadline: on a loaded machine the
+        // kernel drops 64 KiB datagrams that do not fit the receive buffer,
+        // and the server's doubling timeout may then exceed one read.
+        s.set_read_timeout(Some(Duration::from_millis(500)))
             .map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
         let rrq = Packet::Rrq {
             filename: name.into(),
             mode: "octet".into(),
@@ -607,8 +613,28 @@ mod tests {
         let mut expected: u16 = 1;
         let mut dropped = false;
         let mut in_window = 0u16;
+        let mut peer: Option<SocketAddr> = None;
         for _ in 0..200_000 {
-            let (n, from) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+            let (n, from) = match s.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    // As an RFC 7440 client does when a window stalls:
+                    // acknowledge the last block received in order.
+                    if let Some(p) = peer {
+                        in_window = 0;
+                        s.send_to(&Packet::Ack { block: expected.wrapping_sub(1) }.to_bytes(), p)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(format!("{e} (no answer for 90 s)")),
+            };
+            peer = Some(from);
             match Packet::parse(&buf[..n]).map_err(|e| e.to_string())? {
                 Packet::Oack { options } => {
                     for (k, v) in options {
@@ -866,6 +892,55 @@ mod tests {
             "parallel fetches took {took:?}"
         );
         drop(stalled);
+    }
+
+    #[test]
+    fn repeated_old_acks_do_not_hold_off_retransmission() {
+        // A client whose own timeout is shorter than the server's repeats
+        // its last ACK (RFC 1350). Those duplicates are ignored (no
+        // Sorcerer's Apprentice resend), but must not restart the server's
+        // timer: block 2, lost here, still comes again.
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::write(t.path().join("f"), payload(2000)).expect("write");
+        let cfg = TftpConfig {
+            timeout: Duration::from_millis(400),
+            ..TftpConfig::default()
+        };
+        let srv = start(t.path(), cfg);
+        let c = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let rrq = Packet::Rrq {
+            filename: "f".into(),
+            mode: "octet".into(),
+            options: vec![],
+        };
+        c.send_to(&rrq.to_bytes(), srv.addr).expect("send");
+        let mut buf = [0u8; 1024];
+        let mut peer = None;
+        let mut copies_of_2 = 0;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(3) && copies_of_2 < 2 {
+            match c.recv_from(&mut buf) {
+                Ok((n, from)) => match Packet::parse(&buf[..n]).expect("parse") {
+                    Packet::Data { block: 1, .. } => {
+                        peer = Some(from);
+                        c.send_to(&Packet::Ack { block: 1 }.to_bytes(), from)
+                            .expect("ack");
+                    }
+                    Packet::Data { block: 2, .. } => copies_of_2 += 1,
+                    other => panic!("unexpected {other:?}"),
+                },
+                // Every 100 ms: the old ACK again, as a client timer would.
+                Err(_) => {
+                    if let Some(p) = peer {
+                        c.send_to(&Packet::Ack { block: 1 }.to_bytes(), p)
+                            .expect("ack");
+                    }
+                }
+            }
+        }
+        assert_eq!(copies_of_2, 2, "block 2 was not sent again within 3 s");
     }
 
     #[test]
