@@ -89,6 +89,22 @@ for v in ("1.2", "1.1", "1.0"):
     open(f"{sys.argv[1]}/member-{v}", "wb").write(member(v))
 PY
 
+# luks_header: headers cryptsetup writes on files (no dm-crypt needed):
+# LUKS1's first 4 KiB and LUKS2's JSON metadata; none when cryptsetup is
+# missing (scripts/setup installs it).
+mkdir -p "$fuzz/corpus/luks_header"
+if command -v cryptsetup >/dev/null; then
+	tmp=$(mktemp -d)
+	printf pw >"$tmp/pw"
+	for t in luks1 luks2; do
+		truncate -s 20M "$tmp/$t"
+		cryptsetup luksFormat -q --type "$t" --pbkdf-force-iterations 1000 $([ "$t" = luks2 ] && echo --pbkdf pbkdf2) --key-file "$tmp/pw" "$tmp/$t" >/dev/null 2>&1 || continue
+		head -c 4096 "$tmp/$t" >"$fuzz/corpus/luks_header/$t-start"
+	done
+	[ -e "$tmp/luks2" ] && dd if="$tmp/luks2" bs=4096 skip=1 count=3 status=none | tr -d '\0' >"$fuzz/corpus/luks_header/luks2-json"
+	rm -rf "$tmp"
+fi
+
 echo "seed-corpora: corpus now $(ls "$fuzz/corpus/part_read" | wc -l) part_read, $(ls "$fuzz/corpus/fs_probe_used" | wc -l) fs_probe_used, $(ls "$out" | wc -l) lvm_read, $(ls "$fuzz/corpus/md_read" | wc -l) md_read inputs"
 
 # dhcp_packet / tftp_packet: the captured packets of pxe-server's golden tests.

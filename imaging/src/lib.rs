@@ -26,6 +26,9 @@ pub mod chain;
 pub mod retention;
 pub mod civil;
 pub mod lvm;
+pub mod luks;
+#[cfg(unix)]
+pub mod luks_fuse;
 pub mod md;
 pub mod store;
 pub mod files;
