@@ -41,6 +41,10 @@ pub struct BackupRequest {
     /// Where the image will be written (to refuse writing into a filesystem
     /// that is being backed up).
     pub output: Option<PathBuf>,
+    /// Passphrases of LUKS partitions: an encrypted partition that one of
+    /// them opens keeps only its header and the (still encrypted) sectors
+    /// its filesystem uses; the others are copied sector by sector.
+    pub luks_passphrases: crate::luks::Passphrases,
 }
 
 /// One region the backup will store.
@@ -153,13 +157,48 @@ pub fn select_system(report: &DiskReport) -> (Vec<u32>, Vec<String>) {
     (chosen, why)
 }
 
-fn region_for_partition(dev: &dyn ReadAt, p: &Partition, fsi: Option<&FsInfo>, sector_by_sector: bool) -> PlannedRegion {
+/// The extents of an encrypted partition worth storing: the LUKS header
+/// and keyslots (everything before the data), and the sectors under the
+/// used blocks of the filesystem inside, rounded out to whole encryption
+/// sectors. They are stored as they are on the disk, encrypted: the image
+/// holds no plaintext, and a restore puts back a volume the same
+/// passphrases open (XTS and CBC-ESSIV encrypt each sector on its own).
+fn luks_used_extents(dev: &dyn ReadAt, len: u64, pass: &crate::luks::Passphrases) -> Result<(Vec<Extent>, String), String> {
+    let vol = pass.open(dev, len).map_err(|e| e.to_string())?;
+    let plain = crate::luks::Plain { volume: &vol, dev };
+    let inner = fs::probe(&plain, vol.size).map_err(|e| format!("reading inside it: {e}"))?.ok_or("no filesystem recognised inside it")?;
+    if !inner.kind.has_used_map() {
+        return Err(format!("the {} inside has no used-block reader", inner.kind.name()));
+    }
+    let used = fs::used_extents(&plain, vol.size, &inner).map_err(|e| format!("the {} inside looks damaged ({e})", inner.kind.name()))?;
+    let ss = u64::from(vol.sector_size());
+    let off = vol.header.data_offset;
+    let mut out = vec![Extent::new(0, off)];
+    for e in used {
+        let (a, b) = (e.start / ss * ss, e.end().div_ceil(ss) * ss);
+        out.push(Extent::new(off + a, b.min(vol.size) - a));
+    }
+    let what = format!("encrypted (LUKS{}): its header and the sectors the {} inside uses, stored encrypted", vol.header.version, inner.kind.name());
+    Ok((extent::normalize(out, len), what))
+}
+
+fn region_for_partition(dev: &dyn ReadAt, p: &Partition, fsi: Option<&FsInfo>, sector_by_sector: bool, luks: &crate::luks::Passphrases) -> PlannedRegion {
     let full = |reason: String| (CopyMode::Full, Some(reason), vec![Extent::new(0, p.len)]);
     let (mode, mode_reason, extents) = if sector_by_sector {
         full("sector by sector, as requested".into())
     } else {
         match fsi {
             None => full("no filesystem recognised: copied sector by sector".into()),
+            Some(f) if f.kind == FsKind::Other("crypto_LUKS".into()) => {
+                if luks.is_empty() {
+                    full("encrypted (LUKS): copied sector by sector; with its passphrase (--luks-key-file) only the sectors its filesystem uses are stored".into())
+                } else {
+                    match luks_used_extents(&Window::new(dev, p.start, p.len), p.len, luks) {
+                        Ok((ex, what)) => (CopyMode::Used, Some(what), ex),
+                        Err(e) => full(format!("encrypted (LUKS), {e}: copied sector by sector")),
+                    }
+                }
+            }
             Some(f) if !f.kind.has_used_map() => full(format!("{} has no used-block reader: copied sector by sector", f.kind.name())),
             Some(f) => {
                 let w = Window::new(dev, p.start, p.len);
@@ -356,9 +395,9 @@ pub fn plan_backup(req: &BackupRequest) -> Result<BackupPlan, Error> {
             }
             if wanted.contains(&p.number) {
                 let fsi = report.partition(p.number).and_then(|r| r.fs.clone());
-                let r = region_for_partition(dev, p, fsi.as_ref(), req.sector_by_sector);
+                let r = region_for_partition(dev, p, fsi.as_ref(), req.sector_by_sector, &req.luks_passphrases);
                 if let Some(why) = &r.mode_reason {
-                    if r.mode == CopyMode::Full && !req.sector_by_sector {
+                    if (r.mode == CopyMode::Full && !req.sector_by_sector) || r.mode == CopyMode::Used {
                         notes.push(format!("partition {}: {why}", p.number));
                     }
                 }
@@ -378,7 +417,7 @@ pub fn plan_backup(req: &BackupRequest) -> Result<BackupPlan, Error> {
             bootable: false,
             logical: false,
         };
-        let mut r = region_for_partition(dev, &p, report.whole_disk_fs.as_ref(), req.sector_by_sector);
+        let mut r = region_for_partition(dev, &p, report.whole_disk_fs.as_ref(), req.sector_by_sector, &req.luks_passphrases);
         r.kind = RegionKind::Disk;
         r.partition = None;
         if let Some(why) = &r.mode_reason {

@@ -468,6 +468,7 @@ pub fn plan_point(req: &PointRequest, password: Option<&[u8]>) -> Result<PointPl
         sector_by_sector: cat.options.sector_by_sector,
         file_sector_size: file_sector,
         output: Some(output.clone()),
+        luks_passphrases: Default::default(),
     };
     let bplan = backup::plan_backup(&breq)?;
     // What changed in the layout: each point records its own layout, so any

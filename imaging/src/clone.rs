@@ -52,6 +52,7 @@ pub fn plan_clone(req: &CloneRequest) -> Result<ClonePlan, Error> {
         sector_by_sector: req.sector_by_sector,
         file_sector_size: req.file_sector_size,
         output: None,
+        luks_passphrases: Default::default(),
     })?;
     let target_report = inventory::inspect(&req.target, req.file_sector_size.filter(|_| std::fs::metadata(&req.target).is_ok_and(|m| m.is_file())))?;
     let target = target_report.disk.clone();

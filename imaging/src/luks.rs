@@ -663,6 +663,39 @@ fn b64(v: &Value) -> Result<Vec<u8>, LuksError> {
     base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| corrupt(format!("base64: {e}")))
 }
 
+/// Passphrases to try on the LUKS volumes of a disk; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Passphrases(pub Vec<Vec<u8>>);
+
+impl std::fmt::Debug for Passphrases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Passphrases({} given)", self.0.len())
+    }
+}
+
+impl Passphrases {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Unlock the volume at the start of `dev` with the first passphrase
+    /// that opens it.
+    pub fn open(&self, dev: &dyn ReadAt, dev_len: u64) -> Result<Volume, LuksError> {
+        let header = Header::read(dev)?;
+        for p in &self.0 {
+            match header.unlock(dev, p) {
+                Ok(key) => return Volume::with_key(header, &key, dev_len),
+                Err(LuksError::WrongPassphrase(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(LuksError::WrongPassphrase(match self.0.len() {
+            1 => "the passphrase given".to_string(),
+            n => format!("each of the {n} passphrases given"),
+        }))
+    }
+}
+
 /// An unlocked volume: the plaintext view of `[data_offset, data_offset +
 /// size)` of the device it was read from.
 #[derive(Debug, Clone)]

@@ -488,6 +488,12 @@ pub struct BackupOpts {
     /// Copy every sector, not only the blocks filesystems use.
     #[arg(long)]
     pub sector_by_sector: bool,
+    /// Passphrase or key file of encrypted (LUKS) partitions: one it opens
+    /// keeps only its header and the sectors its filesystem uses, stored
+    /// still encrypted. Repeat for several; RESCUE_LUKS_PASSWORD also gives
+    /// one. Without it such partitions are copied sector by sector.
+    #[arg(long, value_name = "FILE")]
+    pub luks_key_file: Vec<PathBuf>,
     /// Check the whole image right after writing it.
     #[arg(long)]
     pub verify: bool,

@@ -63,6 +63,7 @@ fn backup(g: &Global, disk: PathBuf, selection: Selection, o: BackupOpts) -> Res
         sector_by_sector: o.sector_by_sector,
         file_sector_size: o.sector_size,
         output: (!to_stdout).then(|| o.output.clone()),
+        luks_passphrases: prompt::luks_passphrases(&o.luks_key_file)?,
     };
     let plan = backup::plan_backup(&req).with_context(|| format!("planning the backup of {}", disk.display()))?;
     if o.dry_run {

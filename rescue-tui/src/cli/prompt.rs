@@ -7,6 +7,32 @@ use anyhow::Context;
 
 use super::{CliError, Exit};
 
+/// Passphrases for LUKS partitions: each --luks-key-file as cryptsetup
+/// reads a key file (all its bytes) and, when that differs, its first line
+/// (a passphrase typed at a prompt and saved with a newline), then
+/// RESCUE_LUKS_PASSWORD.
+pub fn luks_passphrases(files: &[std::path::PathBuf]) -> Result<imaging::luks::Passphrases, CliError> {
+    let mut out = Vec::new();
+    for f in files {
+        let b = std::fs::read(f).with_context(|| format!("reading the LUKS key file {}", f.display()))?;
+        if b.is_empty() {
+            return Err(super::usage(format!("{} is empty", f.display()), "put the passphrase in the file"));
+        }
+        let first = b.split(|&c| c == b'\n').next().unwrap_or(&[]);
+        let line = first.strip_suffix(b"\r").unwrap_or(first).to_vec();
+        out.push(b.clone());
+        if !line.is_empty() && line != b {
+            out.push(line);
+        }
+    }
+    if let Ok(p) = std::env::var("RESCUE_LUKS_PASSWORD") {
+        if !p.is_empty() {
+            out.push(p.into_bytes());
+        }
+    }
+    Ok(imaging::luks::Passphrases(out))
+}
+
 /// Password for an image: --password-file, RESCUE_PASSWORD, or the terminal
 /// (asked twice when `new`).
 pub fn password(file: Option<&Path>, new: bool) -> Result<Vec<u8>, CliError> {

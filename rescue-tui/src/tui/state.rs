@@ -1675,6 +1675,7 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                         sector_by_sector: w.form.choice(F::Copy) == 1,
                         file_sector_size: None,
                         output: Some(PathBuf::from(w.dest.trim())),
+                        luks_passphrases: Default::default(),
                     }));
                 }
             }
