@@ -27,6 +27,9 @@ pub struct CloneRequest {
     pub layout: LayoutOptions,
     pub sector_by_sector: bool,
     pub file_sector_size: Option<u32>,
+    /// Passphrases of LUKS partitions (as in [`BackupRequest`]): one opened
+    /// copies only its header and used sectors, still encrypted.
+    pub luks_passphrases: crate::luks::Passphrases,
 }
 
 /// A planned clone: the write plan and the source's backup plan (what to read).
@@ -52,7 +55,7 @@ pub fn plan_clone(req: &CloneRequest) -> Result<ClonePlan, Error> {
         sector_by_sector: req.sector_by_sector,
         file_sector_size: req.file_sector_size,
         output: None,
-        luks_passphrases: Default::default(),
+        luks_passphrases: req.luks_passphrases.clone(),
     })?;
     let target_report = inventory::inspect(&req.target, req.file_sector_size.filter(|_| std::fs::metadata(&req.target).is_ok_and(|m| m.is_file())))?;
     let target = target_report.disk.clone();

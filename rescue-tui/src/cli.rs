@@ -783,6 +783,12 @@ pub struct CloneArgs {
     /// moving a system to a new disk, leaving data partitions behind.
     #[arg(long)]
     pub system: bool,
+    /// Passphrase or key file of encrypted (LUKS) source partitions: one it
+    /// opens copies only its header and the sectors its filesystem uses,
+    /// still encrypted. Repeat for several; RESCUE_LUKS_PASSWORD also gives
+    /// one. Without it such partitions are copied sector by sector.
+    #[arg(long, value_name = "FILE")]
+    pub luks_key_file: Vec<PathBuf>,
     #[command(flatten)]
     pub layout: LayoutOpts,
 }

@@ -407,7 +407,8 @@ fn system_backup_selects_boot_partitions() {
 /// fraction of the partition (the rest of it is random, as on a wiped
 /// disk), holds no plaintext, and restores onto a target full of other
 /// bytes to a volume the same passphrase opens, with a clean ext4 and every
-/// file. Without the passphrase the plan says how to get that.
+/// file; `rescue clone` with the passphrase does the same. Without the
+/// passphrase the plan says how to get that.
 #[test]
 fn luks_partition_keeps_only_used_sectors_encrypted() {
     use std::os::unix::fs::FileExt;
@@ -471,26 +472,47 @@ fn luks_partition_keeps_only_used_sectors_encrypted() {
     std::fs::write(d.path().join("bad"), "open sesamf").unwrap();
     let out = rescue_ok(&["backup", "part", &spec, "-o", d.path().join("y").to_str().unwrap(), "--luks-key-file", d.path().join("bad").to_str().unwrap(), "--dry-run"]);
     assert!(out.contains("no keyslot opens"), "{out}");
-    // Restore onto a disk whose bytes are all 0xA5.
+    // Restore onto a disk whose bytes are all 0xA5, and clone onto another
+    // (reading the same used sectors): both open with the passphrase.
+    let want = files_of(&files);
+    let opens_clean_with_the_files = |tgt: &Path, name: &str| {
+        let (start, len) = part(tgt, 1);
+        let restored = d.path().join(format!("{name}-part.img"));
+        cut(tgt, start, len, &restored);
+        let f = std::fs::File::open(&restored).unwrap();
+        let v = imaging::luks::Volume::unlock(&f, len, b"open sesame").expect("the copied volume opens with the same passphrase");
+        let plain = imaging::luks_fuse::PlainFile::mount(f, 0, v, d.path(), false, name).unwrap();
+        sh_ok(Command::new("e2fsck").arg("-fn").arg(plain.path()));
+        let lo = Loop::attach(&plain.path(), 0, len, true);
+        let m = Mount::new(lo.path(), &d.path().join(format!("{name}-mnt")), "ext4", true);
+        let got = files_of(&m.0);
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{name}");
+        for (k, v) in &want {
+            assert_eq!((got[k].0, &got[k].2), (v.0, &v.2), "{name}: {k}");
+        }
+        drop(m);
+        drop(lo);
+    };
     let tgt = d.path().join("tgt.img");
     std::fs::write(&tgt, vec![0xA5u8; size as usize]).unwrap();
     sh_ok(Command::new("sfdisk").arg("-q").arg(&tgt).stdin(std::fs::File::open(&layout).unwrap()));
+    let cl = d.path().join("clone.img");
+    std::fs::copy(&tgt, &cl).unwrap();
     rescue_ok(&["restore", img.to_str().unwrap(), "--part", "1", "--to", &format!("{}:1", tgt.display()), "--yes"]);
-    let (start, len) = part(&tgt, 1);
-    let restored = d.path().join("restored.img");
-    cut(&tgt, start, len, &restored);
-    let f = std::fs::File::open(&restored).unwrap();
-    let v = imaging::luks::Volume::unlock(&f, len, b"open sesame").expect("the restored volume opens with the same passphrase");
-    let plain = imaging::luks_fuse::PlainFile::mount(f, 0, v, d.path(), false, "restored").unwrap();
-    sh_ok(Command::new("e2fsck").arg("-fn").arg(plain.path()));
-    let lo = Loop::attach(&plain.path(), 0, len, true);
-    let m = Mount::new(lo.path(), &d.path().join("mnt"), "ext4", true);
-    let got = files_of(&m.0);
-    let want = files_of(&files);
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
-    for (k, v) in &want {
-        assert_eq!((got[k].0, &got[k].2), (v.0, &v.2), "{k}");
-    }
-    drop(m);
-    drop(lo);
+    opens_clean_with_the_files(&tgt, "restored");
+    // The clone writes only the used sectors: a quarter of what it writes
+    // without the passphrase.
+    let to_write = |extra: &[&str]| -> f64 {
+        let mut args = vec!["clone", spec.as_str(), "--dry-run"];
+        let t = format!("{}:1", cl.display());
+        args.insert(2, &t);
+        args.extend_from_slice(extra);
+        let out = rescue_ok(&args);
+        let line = out.lines().find(|l| l.contains("data to write:")).unwrap_or_else(|| panic!("{out}"));
+        line.split_whitespace().rev().nth(1).and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    let (with, without) = (to_write(&["--luks-key-file", d.path().join("pw").to_str().unwrap()]), to_write(&[]));
+    assert!(without >= 150.0 && with < without / 3.0, "clone writes {with} MiB with the passphrase, {without} MiB without");
+    rescue_ok(&["clone", &spec, &format!("{}:1", cl.display()), "--luks-key-file", d.path().join("pw").to_str().unwrap(), "--yes"]);
+    opens_clean_with_the_files(&cl, "cloned");
 }

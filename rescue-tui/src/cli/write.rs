@@ -140,6 +140,7 @@ pub fn clone(g: &Global, a: CloneArgs) -> Result<(), CliError> {
         layout: layout_options(&a.layout)?,
         sector_by_sector: a.layout.sector_by_sector,
         file_sector_size: a.layout.sector_size,
+        luks_passphrases: super::prompt::luks_passphrases(&a.luks_key_file)?,
     };
     let plan = clone::plan_clone(&req).with_context(|| format!("planning the clone of {} to {}", src.display(), dst.display()))?;
     if a.system && !g.json {

@@ -2127,6 +2127,7 @@ fn plan_clone(s: &State, w: &mut CloneWiz, cmds: &mut Vec<Command>) {
         layout: layout_options(&w.form, &w.sizes),
         sector_by_sector: w.form.choice(F::SectorBySector) == 1,
         file_sector_size: None,
+        luks_passphrases: Default::default(),
     }));
 }
 
