@@ -22,6 +22,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::Digest as _;
 
+use crate::fs::{be32, be64};
 use crate::read_at::ReadAt;
 
 /// The magic of both versions (`LUKS\xba\xbe`).
@@ -344,6 +345,8 @@ pub struct Header {
     pub label: String,
     /// The data cipher (`aes-xts-plain64`).
     pub cipher: String,
+    /// Length of the volume key (LUKS2: as its keyslots say; 0 when none
+    /// is in use).
     pub key_len: usize,
     /// First byte of the encrypted data.
     pub data_offset: u64,
@@ -359,21 +362,6 @@ pub struct Header {
 fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(x)
-}
-
-/// Whether the bytes at the start of a device are a LUKS header.
-pub fn is_luks(first: &[u8]) -> bool {
-    first.len() >= 8 && &first[..6] == MAGIC && matches!(u16::from_be_bytes([first[6], first[7]]), 1 | 2)
 }
 
 impl Header {
@@ -436,13 +424,7 @@ impl Header {
         // the primary is unreadable). The valid one with the higher seqid wins.
         let mut best: Option<(u64, Vec<u8>)> = None;
         let mut why = Vec::new();
-        let mut offsets = vec![0u64];
         for off in [0u64, 0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000] {
-            if !offsets.contains(&off) {
-                offsets.push(off);
-            }
-        }
-        for off in offsets {
             match read_luks2_copy(dev, off) {
                 Ok(Some((seqid, area))) => {
                     if best.as_ref().is_none_or(|(s, _)| seqid > *s) {
@@ -552,12 +534,6 @@ impl Header {
             });
         }
         keyslots.sort_by_key(|k| k.id);
-        if key_len == 0 {
-            key_len = match cipher.as_str() {
-                c if c.contains("xts") => 64,
-                _ => 32,
-            };
-        }
         Ok(Header { version: 2, uuid, label, cipher, key_len, data_offset, data_size, sector_size, iv_tweak, keyslots, digest })
     }
 
@@ -684,7 +660,7 @@ impl Passphrases {
         let header = Header::read(dev)?;
         for p in &self.0 {
             match header.unlock(dev, p) {
-                Ok(key) => return Volume::with_key(header, &key, dev_len),
+                Ok(key) => return Volume::new(header, &key, dev_len),
                 Err(LuksError::WrongPassphrase(_)) => continue,
                 Err(e) => return Err(e),
             }
@@ -711,7 +687,7 @@ impl Volume {
     pub fn unlock(dev: &dyn ReadAt, dev_len: u64, passphrase: &[u8]) -> Result<Volume, LuksError> {
         let header = Header::read(dev)?;
         let key = header.unlock(dev, passphrase)?;
-        Self::with_key(header, &key, dev_len)
+        Self::new(header, &key, dev_len)
     }
 
     /// The volume with a known key (checked against the header's digest).
@@ -719,6 +695,12 @@ impl Volume {
         if !header.key_matches(key) {
             return Err(LuksError::WrongPassphrase("the volume key given".into()));
         }
+        Self::new(header, key, dev_len)
+    }
+
+    /// The volume with a key `Header::unlock` has already checked (the
+    /// digest is a deliberately slow PBKDF2: not run twice).
+    fn new(header: Header, key: &[u8], dev_len: u64) -> Result<Volume, LuksError> {
         let cipher = SectorCipher::new(&header.cipher, key)?;
         let ss = u64::from(header.sector_size);
         let avail = dev_len.checked_sub(header.data_offset).ok_or_else(|| corrupt(format!("data starts at byte {} beyond the device's end ({dev_len})", header.data_offset)))?;

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{FileAttr, FileType, MountOption, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request};
 
-use crate::luks::Volume;
-use crate::read_at::FileExt;
+use crate::luks::{Plain, Volume};
+use crate::read_at::{FileExt, ReadAt, Window};
 
 const ROOT: u64 = 1;
 const FILE: u64 = 2;
@@ -99,12 +99,10 @@ impl Fs {
         self.offset + self.volume.header.data_offset + pos
     }
 
-    /// Plaintext of the whole sectors `[start, end)`.
-    fn read_sectors(&self, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
-        let mut b = vec![0u8; (end - start) as usize];
-        self.dev.read_exact_at(&mut b, self.at(start))?;
-        self.volume.crypt(&mut b, start, true);
-        Ok(b)
+    /// Plaintext reads (the partition is at `offset` of the device).
+    fn read_plain(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+        let part = Window::new(&self.dev, self.offset, self.volume.header.data_offset + self.volume.size);
+        Plain { volume: &self.volume, dev: &part }.read_exact_at(buf, pos)
     }
 
     fn write_at(&self, data: &[u8], pos: u64) -> std::io::Result<()> {
@@ -116,12 +114,12 @@ impl Fs {
             data.to_vec()
         } else {
             let mut b = vec![0u8; (stop - start) as usize];
+            let n = b.len();
             if pos != start {
-                b[..ss as usize].copy_from_slice(&self.read_sectors(start, start + ss)?);
+                self.read_plain(&mut b[..ss as usize], start)?;
             }
             if end != stop {
-                let n = b.len();
-                b[n - ss as usize..].copy_from_slice(&self.read_sectors(stop - ss, stop)?);
+                self.read_plain(&mut b[n - ss as usize..], stop - ss)?;
             }
             b[(pos - start) as usize..(end - start) as usize].copy_from_slice(data);
             b
@@ -178,10 +176,9 @@ impl fuser::Filesystem for Fs {
         if pos >= end {
             return reply.data(&[]);
         }
-        let ss = u64::from(self.volume.sector_size());
-        let start = pos / ss * ss;
-        match self.read_sectors(start, end.div_ceil(ss) * ss) {
-            Ok(b) => reply.data(&b[(pos - start) as usize..(end - start) as usize]),
+        let mut b = vec![0u8; (end - pos) as usize];
+        match self.read_plain(&mut b, pos) {
+            Ok(()) => reply.data(&b),
             Err(e) => {
                 tracing::error!(pos, error = %e, "reading the encrypted volume");
                 reply.error(errno(&e))

@@ -38,7 +38,7 @@ pub(crate) fn probe_container(
     head: &[u8],
 ) -> Result<Option<FsInfo>, FsError> {
     // LUKS1/LUKS2: "LUKS\xba\xbe", UUID as text at 168.
-    if bytes(head, 0, 6) == b"LUKS\xba\xbe" {
+    if bytes(head, 0, 6) == crate::luks::MAGIC {
         let uuid = label_string(bytes(head, 168, 40), false);
         let label = if be32(head, 4) & 0xFFFF == 2 {
             label_string(bytes(head, 24, 48), false)
