@@ -11,6 +11,8 @@
 //!   (or take a Windows folder that is already reachable, as on WinPE).
 //! - [`pnp`]: this machine's storage controllers from Windows SetupAPI (WinPE).
 //! - [`linux`]: fstab/crypttab/grub UUID rewriting.
+//! - [`linux_luks`]: Linux systems inside LUKS: volumes unlocked without dm-crypt,
+//!   and their crypttab lines made to unlock at boot.
 //! - [`linux_md`]: md RAID1 arrays read without the md driver; their members
 //!   brought into one state after a root in one was fixed.
 //! - [`linux_offline`]: find Linux systems on the target disk; rebuild their
@@ -25,6 +27,7 @@ pub mod hive;
 pub mod inf;
 pub mod inject;
 pub mod linux;
+pub mod linux_luks;
 pub mod linux_md;
 pub mod linux_offline;
 pub mod offline;

@@ -27,7 +27,13 @@
 //! members are brought up to date afterwards ([`crate::linux_md`],
 //! [`sync_arrays`]); `/dev/md/NAME` and `/dev/mdN` resolve too.
 //!
-//! Deliberately not supported: roots on other md RAID levels, LUKS, btrfs subvolumes or
+//! A root (or an LVM physical volume) inside a LUKS volume that a
+//! passphrase given opens is mounted through the volume's plaintext
+//! ([`crate::linux_luks`]: unlocked here, no dm-crypt), and its crypttab
+//! line is made to unlock it at boot.
+//!
+//! Deliberately not supported: roots on other md RAID levels, LUKS inside
+//! md or LVM, btrfs subvolumes or
 //! LVM volumes that are not one linear range of one PV on this disk
 //! (striped, mirrored, RAID, thin, or in pieces after an `lvextend`: named in
 //! [`DiskLayout::skipped`]), separate `/var`, boot
@@ -38,7 +44,8 @@
 //! (`rescue-tui/tests/universal_linux.rs` boots the result in qemu):
 //! initramfs-tools and dracut with GRUB for BIOS; a root on LVM with a
 //! separate `/boot`, fixed in the live system, with GRUB for BIOS and EFI;
-//! a root with `/boot` in an md RAID1 (GRUB's `mdraid1x` in core.img).
+//! a root with `/boot` in an md RAID1 (GRUB's `mdraid1x` in core.img);
+//! a root in LUKS2 with `/boot` on its own partition.
 //! `/boot` inside an LVM volume (GRUB's `lvm` module) and the mkinitcpio
 //! plan (Arch, no Debian package) are covered by unit tests of the plan.
 
@@ -53,6 +60,7 @@ use imaging::part::{PartType, TableKind};
 use imaging::read_at::Window;
 use serde::{Deserialize, Serialize};
 
+use crate::linux_luks::{Crypt, Sources};
 use crate::linux_md::MdArray;
 use crate::windows::Controller;
 
@@ -102,6 +110,8 @@ pub enum LinuxError {
     BootEntry { detail: String, hint: &'static str },
     #[error("bringing the md RAID1 members into one state: {0}")]
     Md(#[from] crate::linux_md::SyncError),
+    #[error("{detail}")]
+    Crypt { detail: String, hint: &'static str },
 }
 
 impl LinuxError {
@@ -122,6 +132,7 @@ impl LinuxError {
                 "the end of its output is shown; fix the cause in the target system (or run the command in a chroot by hand), then run universal-restore again: it is safe to repeat"
             }
             LinuxError::BootEntry { hint, .. } => hint,
+            LinuxError::Crypt { hint, .. } => hint,
             LinuxError::Md(_) => "run universal-restore again (it is safe to repeat); until then boot the array from its first member only (`mdadm --assemble --run` with that partition) and add the others back (`mdadm --add`), which recovers them",
         }
     }
@@ -372,6 +383,10 @@ pub struct Part {
     /// member, on partition `number`), or that holds the LVM volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md: Option<MdArray>,
+    /// The LUKS volume (on partition `number`) this is inside: `start` and
+    /// `len` are then in its plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypt: Option<Crypt>,
 }
 
 /// How a partition or logical volume is named to the user.
@@ -427,8 +442,10 @@ fn is_root_candidate(fstype: &str) -> bool {
 /// Who uses each partition (partition number, users), as the inventory says.
 pub type Users = Vec<(u32, Vec<String>)>;
 
-/// Read the disk's table and filesystems.
-pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
+/// Read the disk's table and filesystems. LUKS partitions that one of
+/// `luks` opens are unlocked (their plaintext served read-write when
+/// `write`) and searched too: the returned [`Sources`] hold them open.
+pub fn layout(disk: &Path, luks: &imaging::luks::Passphrases, write: bool) -> Result<(DiskLayout, Users, Sources), LinuxError> {
     let r = inventory::inspect(disk, None).map_err(|e| LinuxError::Inspect { disk: disk.display().to_string(), detail: e.to_string() })?;
     let table = r.table.as_ref();
     let mut parts = Vec::new();
@@ -454,6 +471,7 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
             },
             lv: None,
             md: None,
+            crypt: None,
         });
         busy.push((p.partition.number, p.busy.clone()));
     }
@@ -469,20 +487,44 @@ pub fn layout(disk: &Path) -> Result<(DiskLayout, Users), LinuxError> {
     parts.extend(arrays.iter().cloned());
     let mut pvs: Vec<Part> = r.partitions.iter().filter(|p| is(p, "LVM2_member")).filter_map(|p| parts.iter().find(|x| x.number == p.partition.number).cloned()).collect();
     pvs.extend(arrays.iter().filter(|a| a.fstype.is_empty() && a.uuid.is_none()).cloned());
-    let (lvs, lvm_skipped) = lvm_parts(disk, &pvs);
+    // LUKS volumes: a filesystem or an LVM physical volume inside each one
+    // unlocked (said in `skipped` for the others, for the message when no
+    // root is found).
+    let mut sources = Sources::new(disk);
+    let luks_parts: Vec<crate::linux_luks::LuksPart> = r.partitions.iter().filter(|p| is(p, "crypto_LUKS")).map(|p| (p.partition.number, p.partition.start, p.partition.len, p.busy.clone())).collect();
+    let (unlocked, luks_skipped) = crate::linux_luks::unlock(&mut sources, &luks_parts, luks, write);
+    skipped.extend(luks_skipped);
+    for u in unlocked {
+        let inner = sources.path(Some(&u.crypt)).ok().and_then(|f| std::fs::File::open(f).ok());
+        let fs = inner.as_ref().and_then(|f| imaging::fs::probe(&Window::new(f, 0, u.size), u.size).ok().flatten());
+        let pv = fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into()));
+        let part = Part {
+            number: u.crypt.partition,
+            start: 0,
+            len: u.size,
+            fstype: fs.as_ref().and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
+            uuid: fs.as_ref().and_then(|f| f.uuid.clone()).filter(|_| !pv),
+            label: fs.as_ref().and_then(|f| f.label.clone()),
+            partuuid: None,
+            gpt_type: None,
+            lv: None,
+            md: None,
+            crypt: Some(u.crypt),
+        };
+        if pv {
+            pvs.push(part.clone());
+        }
+        parts.push(part);
+    }
+    let (lvs, lvm_skipped) = lvm_parts(&sources, &pvs);
     skipped.extend(lvm_skipped);
     parts.extend(lvs);
-    // Containers a root may be in that are not opened here: say so, for
-    // the message when no root is found.
-    for p in r.partitions.iter().filter(|p| is(p, "crypto_LUKS")) {
-        skipped.push(format!("partition {}: it is encrypted (LUKS), and universal restore does not unlock volumes: a system inside it is not fixed", p.partition.number));
-    }
     let table = match table.map(|t| t.kind) {
         Some(TableKind::Gpt) => "gpt",
         Some(TableKind::Mbr) => "mbr",
         None => "none",
     };
-    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped, sector_size: r.disk.logical_sector_size.max(512) }, busy))
+    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped, sector_size: r.disk.logical_sector_size.max(512) }, busy, sources))
 }
 
 /// The md RAID1 arrays with members among `members` (partitions of
@@ -515,6 +557,7 @@ fn md_parts(disk: &Path, members: &[crate::linux_md::Candidate]) -> (Vec<Part>, 
                 gpt_type: None,
                 lv: None,
                 md: Some(a),
+                crypt: None,
             }
         })
         .collect();
@@ -522,24 +565,25 @@ fn md_parts(disk: &Path, members: &[crate::linux_md::Candidate]) -> (Vec<Part>, 
 }
 
 /// The linear logical volumes of the LVM physical volumes `pvs` (partitions
-/// of `disk`) as parts, and what was not searched with the reason.
-fn lvm_parts(disk: &Path, pvs: &[Part]) -> (Vec<Part>, Vec<String>) {
+/// of the disk, or the plaintext of LUKS volumes on it) as parts, and what
+/// was not searched with the reason.
+fn lvm_parts(sources: &Sources, pvs: &[Part]) -> (Vec<Part>, Vec<String>) {
     use imaging::lvm::{self, NotLinear};
     let mut out: Vec<Part> = Vec::new();
     let mut skipped = Vec::new();
     if pvs.is_empty() {
         return (out, skipped);
     }
-    let src = match imaging::blockdev::SourceDisk::open(disk, None) {
-        Ok(s) => s,
-        Err(e) => {
-            skipped.push(format!("LVM volumes: {e}"));
-            return (out, skipped);
-        }
-    };
     // Per volume, why no PV of this disk holds it in one range.
     let mut why_not: Vec<(String, NotLinear)> = Vec::new();
     for p in pvs {
+        let src = match sources.path(p.crypt.as_ref()).map_err(std::io::Error::other).and_then(|f| imaging::blockdev::SourceDisk::open(&f, None).map_err(std::io::Error::other)) {
+            Ok(s) => s,
+            Err(e) => {
+                skipped.push(format!("LVM volumes on partition {}: {e}", p.number));
+                continue;
+            }
+        };
         let w = Window::new(&src.file, p.start, p.len);
         let pv = match lvm::read_pv(&w, p.len) {
             Ok(Some(pv)) => pv,
@@ -570,6 +614,7 @@ fn lvm_parts(disk: &Path, pvs: &[Part]) -> (Vec<Part>, Vec<String>) {
                         gpt_type: None,
                         lv: Some(name),
                         md: p.md.clone(),
+                        crypt: p.crypt.clone(),
                     });
                 }
                 Ok(_) => why_not.push((name, NotLinear::Empty)),
@@ -637,6 +682,9 @@ pub struct LinuxRoot {
     pub os: OsRelease,
     pub fstab: Vec<FstabEntry>,
     pub initramfs: Option<InitramfsTool>,
+    /// The LUKS volume the root is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypt: Option<Crypt>,
 }
 
 /// `Some` when the mounted filesystem at `dir` is a Linux root.
@@ -651,7 +699,7 @@ pub fn inspect_root(dir: &Path, partition: u32) -> Result<Option<LinuxRoot>, Lin
     };
     let os = parse_os_release(&os);
     let initramfs = initramfs_tool(dir, &os);
-    Ok(Some(LinuxRoot { partition, lv: None, os, fstab: parse_fstab(&fstab), initramfs }))
+    Ok(Some(LinuxRoot { partition, lv: None, os, fstab: parse_fstab(&fstab), initramfs, crypt: None }))
 }
 
 // ---------------------------------------------------------------------------
@@ -687,6 +735,20 @@ pub struct PlannedMount {
     /// The md RAID1 array it is in (written through its first member).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md: Option<MdArray>,
+    /// The LUKS volume it is inside (written through its plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypt: Option<Crypt>,
+    /// Its `/dev/mapper` name in the system's crypttab, when it is the
+    /// volume's plaintext itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapper: Option<String>,
+}
+
+impl PlannedMount {
+    /// Mount `p` at `at` (an absolute path in the target) as `fstype`.
+    fn of(p: &Part, at: &str, fstype: String) -> PlannedMount {
+        PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype, at: at.into(), uuid: p.uuid.clone(), md: p.md.clone(), crypt: p.crypt.clone(), mapper: None }
+    }
 }
 
 /// One change, in order.
@@ -738,9 +800,14 @@ impl fmt::Display for SystemPlan {
         let mounts: Vec<String> = self
             .mounts
             .iter()
-            .map(|m| match (&m.md, &m.lv) {
-                (Some(a), None) => format!("{} ({}) at {}", a.describe(), m.fstype, m.at),
-                _ => format!("{} ({}) at {}", place(m.partition, m.lv.as_deref()), m.fstype, m.at),
+            .map(|m| {
+                let what = match (&m.md, &m.lv, &m.crypt) {
+                    (Some(a), None, _) => a.describe(),
+                    (_, None, Some(c)) => c.describe(),
+                    (_, Some(l), Some(c)) => format!("LVM volume {l} (in the {})", c.describe()),
+                    _ => place(m.partition, m.lv.as_deref()),
+                };
+                format!("{what} ({}) at {}", m.fstype, m.at)
             })
             .collect();
         writeln!(f, "  mount {}; a private /dev; bind /proc /sys /run", mounts.join(", "))?;
@@ -926,18 +993,27 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
     }
 
     // The root, and what of /boot, /usr and the ESP is on other partitions.
-    let this = disk.parts.iter().find(|p| p.number == part && p.lv == root.lv).ok_or_else(|| LinuxError::Inspect {
+    let this = disk.parts.iter().find(|p| p.number == part && p.lv == root.lv && p.crypt.is_some() == root.crypt.is_some()).ok_or_else(|| LinuxError::Inspect {
         disk: disk.path.display().to_string(),
         detail: format!("{} vanished", place(part, root.lv.as_deref())),
     })?;
-    let mut mounts = vec![PlannedMount { partition: part, lv: this.lv.clone(), start: this.start, len: this.len, fstype: this.fstype.clone(), at: "/".into(), uuid: this.uuid.clone(), md: this.md.clone() }];
+    let mut mounts = vec![PlannedMount::of(this, "/", this.fstype.clone())];
+    // The system's names for its encrypted volumes (`/dev/mapper/NAME`).
+    let crypttab = read_opt(dir, "etc/crypttab")?.map(|t| crate::linux_luks::parse_crypttab(&t)).unwrap_or_default();
+    let mapper_name = |p: &Part| p.crypt.as_ref().filter(|_| p.lv.is_none()).and_then(|c| crate::linux_luks::entry_for(&crypttab, c, &disk.parts)).map(|e| e.name.clone());
+    let resolve = |spec: &str| {
+        resolve_spec(spec, &disk.parts).or_else(|| {
+            let name = spec.strip_prefix("/dev/mapper/")?;
+            disk.parts.iter().find(|p| mapper_name(p).as_deref() == Some(name))
+        })
+    };
     let mut esp_at = None;
     let mut entries: Vec<&FstabEntry> = root.fstab.iter().filter(|e| matches!(e.mountpoint.as_str(), "/boot" | "/boot/efi" | "/efi" | "/usr")).collect();
     entries.sort_by_key(|e| e.mountpoint.matches('/').count() + usize::from(e.mountpoint.len() > 1));
     for e in entries {
         let mapped = crate::linux::rewrite_references(&e.spec, &opts.uuid_map).0;
         let is_esp_mp = (e.mountpoint != "/boot" && e.mountpoint != "/usr") || e.fstype == "vfat";
-        let Some(p) = resolve_spec(&mapped, &disk.parts) else {
+        let Some(p) = resolve(&mapped) else {
             if is_esp_mp {
                 notes.push(format!("the ESP ({} at {}) is on no partition of this disk: the EFI boot loader is left as is", e.spec, e.mountpoint));
                 continue;
@@ -948,13 +1024,18 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
         if is_esp_mp && fstype == "vfat" {
             esp_at = Some(e.mountpoint.clone());
         }
-        mounts.push(PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype, at: e.mountpoint.clone(), uuid: p.uuid.clone(), md: p.md.clone() });
+        mounts.push(PlannedMount::of(p, &e.mountpoint, fstype));
+    }
+    for m in mounts.iter_mut() {
+        if let Some(p) = disk.parts.iter().find(|p| p.number == m.partition && p.lv == m.lv && p.crypt == m.crypt && p.start == m.start) {
+            m.mapper = mapper_name(p);
+        }
     }
     // Other fstab references to identifiers that are nowhere on this disk.
     for e in &root.fstab {
         if e.spec.contains('=') || e.spec.starts_with("/dev/disk/") {
             let mapped = opts.uuid_map.iter().any(|(old, _)| e.spec.to_ascii_lowercase().contains(&old.to_ascii_lowercase()));
-            if !mapped && resolve_spec(&e.spec, &disk.parts).is_none() && e.mountpoint != "none" && e.fstype != "swap" && !e.options.contains("nofail") {
+            if !mapped && resolve(&e.spec).is_none() && e.mountpoint != "none" && e.fstype != "swap" && !e.options.contains("nofail") {
                 notes.push(format!("/etc/fstab mounts {} at {}, which is on no partition of this disk; if it was recreated, pass --map-uuid OLD=NEW", e.spec, e.mountpoint));
             }
         }
@@ -976,6 +1057,14 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
         steps.push(Step::Run { argv: argv(&["mv", "-f", &format!("/{DEVICES_FILE}"), &format!("/{DEVICES_FILE}.rescue-old")]) });
         notes.push(format!("LVM's devices file names disks by their serial numbers, which differ on the new hardware: it is moved aside to /{DEVICES_FILE}.rescue-old, so LVM uses every disk; on the new machine `vgimportdevices -a` makes a new one"));
     }
+    // Encrypted volumes the initramfs must unlock: the root's and /usr's.
+    let mut crypts: Vec<&Crypt> = Vec::new();
+    for c in mounts.iter().filter(|m| m.at == "/" || m.at == "/usr").filter_map(|m| m.crypt.as_ref()) {
+        if !crypts.iter().any(|x| x.partition == c.partition) {
+            crypts.push(c);
+        }
+    }
+    crate::linux_luks::plan(dir, tool, &crypts, &disk.parts, &mut steps, &mut notes)?;
     steps.extend(initramfs_steps(dir, tool, &modules)?);
     notes.extend(disk.skipped.iter().map(|k| format!("not searched: {k}")));
 
@@ -1007,6 +1096,12 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
     let mut boot = Vec::new();
     match &grub_install {
         None => notes.push("GRUB is not installed in the system: the boot loader is left as is".into()),
+        // GRUB unlocks the volume itself (cryptodisk): its core.img names
+        // the volume, which a reinstall from here would not see.
+        Some(_) if boot_mount.crypt.is_some() => notes.push(format!(
+            "/boot is in the {}: GRUB, which unlocks it itself, is left as is (it does not depend on the storage controller)",
+            boot_mount.crypt.as_ref().map(Crypt::describe).unwrap_or_default()
+        )),
         Some(gi) => {
             if bios_possible && exists(dir, &format!("{grub_lib}/i386-pc")) {
                 // The partition loop device GRUB probes is not a partition of
@@ -1115,9 +1210,11 @@ impl Drop for Mounted {
     }
 }
 
-fn mount_part(disk: &Path, p: &PlannedMount, dir: &Path, write: bool, remove_dir: bool) -> Result<Mounted, LinuxError> {
-    let err = |detail: String| LinuxError::Mount { disk: disk.display().to_string(), part: p.partition, at: p.at.clone(), detail };
-    let lo = LoopDevice::attach(disk, p.start, p.len).map_err(|e| err(e.to_string()))?;
+fn mount_part(sources: &Sources, p: &PlannedMount, dir: &Path, write: bool, remove_dir: bool) -> Result<Mounted, LinuxError> {
+    let err = |detail: String| LinuxError::Mount { disk: sources.disk.display().to_string(), part: p.partition, at: p.at.clone(), detail };
+    // The disk, or the plaintext of the LUKS volume the filesystem is in.
+    let backing = sources.path(p.crypt.as_ref()).map_err(err)?;
+    let lo = LoopDevice::attach(&backing, p.start, p.len).map_err(|e| err(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
     // Mounted from a node of our own name, not `/dev/loopN`: tools in the
     // chroot read the device name from mountinfo (see `private_dev`).
@@ -1153,12 +1250,24 @@ pub struct FoundLinux {
     pub mount: Mounted,
 }
 
+/// What [`find_linux`] found: the systems (roots mounted) and where their
+/// bytes are. Fields drop in order: the mounts before the unlocked volumes
+/// they are made from.
+#[derive(Debug)]
+pub struct Found {
+    pub layout: DiskLayout,
+    pub systems: Vec<FoundLinux>,
+    pub sources: Sources,
+}
+
 /// Mount the Linux filesystems of `disk` (or only partition `part`) and find
 /// installed systems on them. `write`: mount read-write (to apply a plan).
-/// An empty result is not an error: the caller decides (Windows may be there).
-pub fn find_linux(disk: &Path, part: Option<u32>, write: bool) -> Result<(DiskLayout, Vec<FoundLinux>), LinuxError> {
-    let (lay, busy) = layout(disk)?;
-    let mut found = Vec::new();
+/// LUKS volumes that one of `luks` opens are searched too. An empty result
+/// is not an error: the caller decides (Windows may be there).
+pub fn find_linux(disk: &Path, part: Option<u32>, write: bool, luks: &imaging::luks::Passphrases) -> Result<Found, LinuxError> {
+    let (layout, busy, sources) = layout(disk, luks, write)?;
+    let mut out = Found { layout, systems: Vec::new(), sources };
+    let (lay, found, sources) = (&out.layout, &mut out.systems, &out.sources);
     for p in lay.parts.iter().filter(|p| part.is_none_or(|n| n == p.number) && is_root_candidate(&p.fstype)) {
         let numbers: Vec<u32> = match &p.md {
             Some(a) => a.members.iter().map(|m| m.partition).collect(),
@@ -1168,15 +1277,16 @@ pub fn find_linux(disk: &Path, part: Option<u32>, write: bool) -> Result<(DiskLa
             return Err(LinuxError::Busy { disk: disk.display().to_string(), part: *n, why: why.join(", ") });
         }
         let dir = std::env::temp_dir().join(node_name(p.number, p.lv.as_deref()));
-        let pm = PlannedMount { partition: p.number, lv: p.lv.clone(), start: p.start, len: p.len, fstype: p.fstype.clone(), at: "/".into(), uuid: p.uuid.clone(), md: p.md.clone() };
-        let m = mount_part(disk, &pm, &dir, write, true)?;
+        let pm = PlannedMount::of(p, "/", p.fstype.clone());
+        let m = mount_part(sources, &pm, &dir, write, true)?;
         if let Some(mut root) = inspect_root(&m.dir, p.number)? {
             root.lv = p.lv.clone();
+            root.crypt = p.crypt.clone();
             tracing::info!(at = %place(p.number, p.lv.as_deref()), os = %root.os.pretty_name, "found Linux");
             found.push(FoundLinux { root, mount: m });
         }
     }
-    Ok((lay, found))
+    Ok(out)
 }
 
 /// Partitions searched by [`find_linux`] (for a "none found" message).
@@ -1391,7 +1501,7 @@ mod os {
 /// Debian's `grub-mkconfig` makes no menu entry for a root on a loop device
 /// ("can't cope with devices loop-mounted from files"), and without a
 /// by-uuid link `root=` would name a device of this machine.
-fn private_dev(dir: &Path, parts: &[(&Path, Option<&str>, Option<&str>)], disk: Option<&Path>) -> Result<Mounted, LinuxError> {
+fn private_dev(dir: &Path, parts: &[DevNode], disk: Option<&Path>) -> Result<Mounted, LinuxError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     os::mount_tmpfs("rescue-dev", dir, "mode=0755,size=16m").map_err(io(dir))?;
     let m = Mounted { dir: dir.to_path_buf(), remove_dir: false, node: None, _loop: None };
@@ -1407,11 +1517,16 @@ fn private_dev(dir: &Path, parts: &[(&Path, Option<&str>, Option<&str>)], disk: 
     for d in ["pts", "shm", "disk/by-uuid"] {
         std::fs::create_dir_all(dir.join(d)).map_err(io(dir))?;
     }
-    for (dev, uuid, lv) in parts {
+    for DevNode { dev, uuid, lv, mapper } in parts {
         let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         mknod_like(dev, &dir.join(&name))?;
         if let Some(u) = uuid {
             symlink(format!("../../{name}"), &dir.join("disk/by-uuid").join(u))?;
+        }
+        // The plaintext of an encrypted volume under its crypttab name.
+        if let Some(m) = mapper {
+            std::fs::create_dir_all(dir.join("mapper")).map_err(io(dir))?;
+            symlink(format!("../{name}"), &dir.join("mapper").join(m))?;
         }
         // The names fstab uses for an LVM volume (the initramfs hooks look
         // the root up by them, e.g. for its filesystem type).
@@ -1430,6 +1545,16 @@ fn private_dev(dir: &Path, parts: &[(&Path, Option<&str>, Option<&str>)], disk: 
     Ok(m)
 }
 
+/// A filesystem's device node for the chroot's `/dev`, and its names.
+struct DevNode {
+    dev: PathBuf,
+    uuid: Option<String>,
+    /// `VG/LV` of an LVM volume.
+    lv: Option<String>,
+    /// `/dev/mapper` name of an encrypted volume's plaintext.
+    mapper: Option<String>,
+}
+
 /// The device node a partition or LVM volume is mounted from.
 fn node_name(partition: u32, lv: Option<&str>) -> String {
     match lv {
@@ -1445,7 +1570,9 @@ fn disk_node_name() -> String {
 /// Run `plan` on a system found by [`find_linux`] with `write` (its root
 /// mounted read-write): mount its other partitions, give it `/dev`, `/proc`,
 /// `/sys` and `/run`, write the files and run the commands in a chroot.
-pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan) -> Result<Report, LinuxError> {
+/// `sources` are those [`find_linux`] returned.
+pub fn apply(sources: &Sources, disk_size: u64, found: &FoundLinux, plan: &SystemPlan) -> Result<Report, LinuxError> {
+    let disk = sources.disk.as_path();
     let part = plan.partition;
     let root = found.mount.dir.as_path();
     // The whole disk as a device GRUB can install to: a block device as it
@@ -1463,21 +1590,20 @@ pub fn apply(disk: &Path, disk_size: u64, found: &FoundLinux, plan: &SystemPlan)
     };
     let disk_dev: Option<&Path> = if !plan.needs_disk() { None } else { Some(disk_loop.as_ref().map_or(disk, |l| l.path.as_path())) };
     let mut ch = Chroot { mounts: Vec::new() };
-    let mut devs: Vec<(PathBuf, Option<String>, Option<String>)> = Vec::new();
+    let mut devs: Vec<DevNode> = Vec::new();
     let root_mount = plan.mounts.iter().find(|m| m.at == "/");
     if let Some(d) = found.mount.device() {
-        devs.push((d.to_path_buf(), root_mount.and_then(|m| m.uuid.clone()), plan.lv.clone()));
+        devs.push(DevNode { dev: d.to_path_buf(), uuid: root_mount.and_then(|m| m.uuid.clone()), lv: plan.lv.clone(), mapper: root_mount.and_then(|m| m.mapper.clone()) });
     }
     for m in plan.mounts.iter().filter(|m| m.at != "/") {
         let dir = in_root(root, m.at.trim_start_matches('/'));
-        let mounted = mount_part(disk, m, &dir, true, false)?;
+        let mounted = mount_part(sources, m, &dir, true, false)?;
         if let Some(d) = mounted.device() {
-            devs.push((d.to_path_buf(), m.uuid.clone(), m.lv.clone()));
+            devs.push(DevNode { dev: d.to_path_buf(), uuid: m.uuid.clone(), lv: m.lv.clone(), mapper: m.mapper.clone() });
         }
         ch.mounts.push(mounted);
     }
-    let parts: Vec<(&Path, Option<&str>, Option<&str>)> = devs.iter().map(|(d, u, l)| (d.as_path(), u.as_deref(), l.as_deref())).collect();
-    ch.mounts.push(private_dev(&root.join("dev"), &parts, disk_dev)?);
+    ch.mounts.push(private_dev(&root.join("dev"), &devs, disk_dev)?);
     for api in ["proc", "sys", "run"] {
         ch.mounts.push(bind(&format!("/{api}"), &root.join(api))?);
     }
@@ -1623,6 +1749,7 @@ mod tests {
             gpt_type: None,
             lv: None,
             md: None,
+            crypt: None,
         }
     }
 
@@ -1881,5 +2008,89 @@ mod tests {
         std::fs::remove_file(t.path().join("usr/sbin/mdadm")).expect("rm");
         let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert!(p.notes.iter().any(|n| n.contains("mdadm is not installed")), "{:?}", p.notes);
+    }
+
+    /// A root inside LUKS (partition 2 of an MBR disk, `/boot` on partition
+    /// 1): its crypttab line gets `initramfs` before the initramfs is made,
+    /// also on top of a UUID rewrite of the same file; the plaintext gets
+    /// its `/dev/mapper` name; no crypttab line, or no hook, is refused;
+    /// `/boot` inside the volume leaves GRUB alone.
+    #[test]
+    fn root_in_luks() {
+        const LUKS_UUID: &str = "9e8d7c6b-5a49-4837-a625-1403f2e1d0c0";
+        const BOOT_UUID: &str = "b0070000-1111-2222-3333-444455556666";
+        let t = fake_root("update-initramfs");
+        let r = t.path();
+        std::fs::write(r.join("etc/fstab"), format!("/dev/mapper/root_crypt / ext4 defaults 0 1\nUUID={BOOT_UUID} /boot ext4 defaults 0 2\n")).expect("w");
+        let tab = format!("# <target> <source> <key> <options>\nroot_crypt UUID={LUKS_UUID} /etc/keys/root.key luks,discard\nswap_crypt /dev/sda3 /dev/urandom swap\n");
+        std::fs::write(r.join("etc/crypttab"), &tab).expect("w");
+        let crypt = crate::linux_luks::Crypt { partition: 2, uuid: LUKS_UUID.into(), version: 2 };
+        let mut root = inspect_root(r, 2).expect("inspect").expect("is a root");
+        root.crypt = Some(crypt.clone());
+        let mut container = part(2, "", LUKS_UUID);
+        container.start = 512 << 20;
+        let mut inner = part(2, "ext4", ROOT_UUID);
+        inner.start = 0;
+        inner.partuuid = None;
+        inner.crypt = Some(crypt.clone());
+        let d = DiskLayout { path: "/tmp/x.img".into(), size: 8 << 30, table: "mbr".into(), parts: vec![part(1, "ext4", BOOT_UUID), container, inner], skipped: vec![], sector_size: 512 };
+        let opts = Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false };
+
+        // No hook: the initramfs could not unlock the root.
+        let e = plan(r, &root, &d, &opts).expect_err("no cryptsetup-initramfs");
+        assert!(matches!(e, LinuxError::Crypt { .. }) && e.to_string().contains("cryptsetup-initramfs"), "{e}");
+        std::fs::create_dir_all(r.join("usr/share/initramfs-tools/hooks")).expect("mkdir");
+        std::fs::write(r.join("usr/share/initramfs-tools/hooks/cryptroot"), "").expect("w");
+
+        let p = plan(r, &root, &d, &opts).expect("plan");
+        assert_eq!(p.mounts[0].crypt.as_ref(), Some(&crypt));
+        assert_eq!(p.mounts[0].mapper.as_deref(), Some("root_crypt"));
+        assert_eq!((p.mounts[1].partition, p.mounts[1].at.as_str(), p.mounts[1].crypt.is_none()), (1, "/boot", true));
+        let shown = p.to_string();
+        assert!(shown.contains("mount encrypted partition 2 (LUKS2) (ext4) at /, partition 1 (ext4) at /boot"), "{shown}");
+        assert!(shown.contains("write /etc/crypttab: option `initramfs` for root_crypt"), "{shown}");
+        let at = |want: &str| p.steps.iter().position(|s| match s {
+            Step::Write { path, .. } => path == want,
+            Step::Run { argv } => argv[0] == want,
+            _ => false,
+        });
+        let (w, u) = (at("etc/crypttab").expect("crypttab step"), at("update-initramfs").expect("initramfs step"));
+        assert!(w < u, "{shown}");
+        let Step::Write { content, .. } = &p.steps[w] else { unreachable!() };
+        assert_eq!(*content, tab.replace("luks,discard", "luks,discard,initramfs"));
+        assert!(p.steps.iter().any(|s| matches!(s, Step::Run { argv } if argv[0] == "grub-install")), "/boot is not encrypted: {shown}");
+
+        // Renamed UUIDs and the option: one write of crypttab with both.
+        let new_uuid = "11111111-2222-4333-8444-555555555555";
+        let mut d2 = d.clone();
+        d2.parts[1].uuid = Some(new_uuid.into());
+        d2.parts[2].crypt.as_mut().expect("crypt").uuid = new_uuid.into();
+        let opts2 = Options { uuid_map: vec![(LUKS_UUID.into(), new_uuid.into())], ..opts.clone() };
+        let p2 = plan(r, &root, &d2, &opts2).expect("plan");
+        let writes: Vec<&Step> = p2.steps.iter().filter(|s| matches!(s, Step::Write { path, .. } if path == "etc/crypttab")).collect();
+        assert_eq!(writes.len(), 1, "{p2}");
+        let Step::Write { content, summary, .. } = writes[0] else { unreachable!() };
+        assert!(content.contains(&format!("root_crypt UUID={new_uuid} /etc/keys/root.key luks,discard,initramfs")), "{content}");
+        assert!(summary.contains("identifier reference") && summary.contains("initramfs"), "{summary}");
+
+        // Already there: no write.
+        std::fs::write(r.join("etc/crypttab"), tab.replace("luks,discard", "luks,initramfs")).expect("w");
+        let p3 = plan(r, &root, &d, &opts).expect("plan");
+        assert!(!p3.steps.iter().any(|s| matches!(s, Step::Write { path, .. } if path == "etc/crypttab")), "{p3}");
+
+        // No line for the volume: refused, saying which.
+        std::fs::write(r.join("etc/crypttab"), "other UUID=0000 none luks\n").expect("w");
+        let e = plan(r, &root, &d, &opts).expect_err("no crypttab line");
+        assert!(e.to_string().contains(&format!("encrypted partition 2 (LUKS2) (UUID {LUKS_UUID}) has no line")), "{e}");
+
+        // /boot inside the volume too (no /boot line): GRUB is left alone.
+        std::fs::write(r.join("etc/crypttab"), &tab).expect("w");
+        std::fs::write(r.join("etc/fstab"), "/dev/mapper/root_crypt / ext4 defaults 0 1\n").expect("w");
+        let mut root = inspect_root(r, 2).expect("inspect").expect("is a root");
+        root.crypt = Some(crypt.clone());
+        let p4 = plan(r, &root, &d, &opts).expect("plan");
+        assert!(!p4.steps.iter().any(|s| matches!(s, Step::Run { argv } if argv[0].starts_with("grub") || argv[0] == "update-grub")), "{p4}");
+        assert!(p4.notes.iter().any(|n| n.starts_with("/boot is in the encrypted partition 2 (LUKS2): GRUB")), "{p4}");
+        assert_eq!(p4.boot, "none");
     }
 }

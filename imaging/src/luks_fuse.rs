@@ -70,7 +70,33 @@ impl PlainFile {
 impl Drop for PlainFile {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
-            s.join();
+            // fuser's own unmount gives up on a busy mount, and the join
+            // would then wait for ever: a loop device detached just now may
+            // still hold the file for a moment. Unmount here first, retrying,
+            // and lazily as a last resort (the session then ends when the
+            // last user lets go).
+            let mut gone = false;
+            for _ in 0..40 {
+                match crate::mount::sys::unmount(&self.dir, false) {
+                    Ok(()) => {
+                        gone = true;
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(250)),
+                    Err(_) => break,
+                }
+            }
+            if gone {
+                s.join();
+            } else {
+                // Still in use: detached from the tree, the thread goes on
+                // serving (so what is written still lands) until the last
+                // user lets go. Joining could wait for ever on a user this
+                // thread releases later.
+                tracing::warn!(dir = %self.dir.display(), "the LUKS plaintext is still in use; detached lazily");
+                let _ = crate::mount::sys::unmount(&self.dir, true);
+                drop(s);
+            }
         }
         let _ = std::fs::remove_dir(&self.dir);
     }

@@ -749,7 +749,12 @@ pub struct UniversalOpts {
     /// Linux: make no firmware boot entry. Without it one is made for GRUB
     /// when fixing this machine's own disk (no --for) after an EFI boot.
     #[arg(long)]
-    pub no_boot_entry: bool,
+    pub no_boot_entry: bool,    /// Linux: passphrase or key file of an encrypted (LUKS) partition holding
+    /// the system; it is unlocked here (no dm-crypt needed) and its crypttab
+    /// line made to unlock at boot. Repeatable; RESCUE_LUKS_PASSWORD also
+    /// gives one.
+    #[arg(long = "luks-key-file", value_name = "FILE")]
+    pub universal_luks_key_file: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

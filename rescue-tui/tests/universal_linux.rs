@@ -108,6 +108,14 @@ const LVM_ROOTFS: Rootfs = Rootfs { key: "bookworm-lvm-v2", packages: "linux-ima
 /// its udev rules and boot script assemble the array) and GRUB for BIOS.
 const MD_ROOTFS: Rootfs = Rootfs { key: "bookworm-md-v1", packages: "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,e2fsprogs,mdadm", then: None };
 
+/// initramfs-tools with cryptsetup-initramfs (its hook and boot script
+/// unlock the root's LUKS volume) and GRUB for BIOS.
+const LUKS_ROOTFS: Rootfs = Rootfs {
+    key: "bookworm-luks-v1",
+    packages: "linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,grub-pc,e2fsprogs,cryptsetup-initramfs",
+    then: None,
+};
+
 /// The cached root filesystem tarball (built once, under a lock).
 fn rootfs_tarball(fs: &Rootfs) -> PathBuf {
     let key = fs.key;
@@ -343,6 +351,98 @@ fn initramfs_files_lvm(disk: &Path, dir: &Path, root: (u64, u64)) -> String {
     drop(m);
     drop(lo);
     out
+}
+
+const LUKS_UUID: &str = "6c1e4f0a-8b2d-4e5f-9a7c-3d2b1a0f9e8d";
+/// The volume's passphrase: in the key file the system's crypttab names
+/// (copied into its initramfs, KEYFILE_PATTERN) and the one given to
+/// `rescue --luks-key-file`.
+const LUKS_KEY: &str = "rescue-ul: correct horse battery staple";
+/// `make_luks_disk`: the LUKS partition (2) after `/boot` (1, BOOT_LEN).
+const LUKS_START: u64 = PART_START + BOOT_LEN;
+const LUKS_LEN: u64 = DISK_SIZE - LUKS_START;
+
+/// A Debian whose root is in a LUKS2 volume (partition 2 of an MBR disk,
+/// `/boot` on partition 1), as Debian's installer encrypts a system: fstab
+/// names the root `/dev/mapper/root_crypt`, crypttab the volume by its
+/// UUID with a key file that cryptsetup-initramfs copies into the
+/// initramfs (KEYFILE_PATTERN), so it boots unattended. The volume is made
+/// by cryptsetup (no device-mapper here: formatting needs none; PBKDF2
+/// with few iterations, for TCG boots), the root filesystem written into it
+/// through `imaging::luks_fuse` (the boots, with the kernel's dm-crypt,
+/// check that what it wrote is what dm-crypt reads). Its initramfs was made
+/// before the volume existed: it has no crypttab and no NVMe or AHCI
+/// driver, so the first boot that works is after universal restore.
+fn make_luks_disk(dir: &Path) -> PathBuf {
+    let fstab = format!("/dev/mapper/root_crypt / ext4 errors=remount-ro 0 1\nUUID={BOOT_UUID} /boot ext4 defaults 0 2\n");
+    let root = unpack_root(dir, &LUKS_ROOTFS, &fstab, |root| {
+        use std::os::unix::fs::PermissionsExt;
+        put(root, "etc/crypttab", &format!("root_crypt UUID={LUKS_UUID} /etc/keys/root.key luks,discard\n"));
+        put(root, "etc/keys/root.key", LUKS_KEY);
+        std::fs::set_permissions(root.join("etc/keys/root.key"), std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        std::fs::set_permissions(root.join("etc/keys"), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        put(root, "etc/cryptsetup-initramfs/conf-hook", "KEYFILE_PATTERN=\"/etc/keys/*.key\"\n");
+        put(root, "etc/initramfs-tools/conf.d/rescue-test.conf", "MODULES=list\nUMASK=0077\n");
+        // ecb: xts(aes) without AES-NI needs it, and the hook adds it only
+        // when this machine has no AES-NI (the guest CPU may lack it).
+        put(root, "etc/initramfs-tools/modules", "# the test's old hardware had no NVMe and no AHCI\next4\ncrc32c_generic\nvirtio_pci\nvirtio_blk\necb\n");
+    });
+    let boot = dir.join("boot");
+    sh_ok(Command::new("mv").arg(root.join("boot")).arg(&boot));
+    std::fs::create_dir_all(root.join("boot")).expect("mkdir boot");
+    let disk = new_file(dir, "debian-luks.img", DISK_SIZE);
+    put(dir, "layout", &format!("label: dos\nstart=1MiB, size={}MiB, type=83, bootable\nstart={}MiB, type=83\n", BOOT_LEN >> 20, LUKS_START >> 20));
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("layout")).expect("layout")));
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", BOOT_UUID, "-E", &format!("offset={PART_START}"), "-d"]).arg(&boot).arg(&disk).arg(format!("{}k", BOOT_LEN / 1024)));
+    let key = dir.join("root.key");
+    std::fs::write(&key, LUKS_KEY).expect("key file");
+    let lo = Loop::attach(&disk, LUKS_START, LUKS_LEN, false);
+    sh_ok(Command::new("cryptsetup")
+        .args(["luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--hash", "sha256", "--uuid", LUKS_UUID, "--key-file"])
+        .arg(&key)
+        .arg(lo.path()));
+    drop(lo);
+    let plain = LuksPlain::open(&disk, dir, true);
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-U", ROOT_UUID, "-E", "nodiscard", "-d"]).arg(&root).arg(plain.0.path()));
+    drop(plain);
+    std::fs::remove_dir_all(&root).expect("removing the unpacked root");
+    std::fs::remove_dir_all(&boot).expect("removing the unpacked /boot");
+    disk
+}
+
+/// The plaintext of `make_luks_disk`'s volume as a file (`imaging::luks_fuse`).
+struct LuksPlain(imaging::luks_fuse::PlainFile, u64);
+
+impl LuksPlain {
+    fn open(disk: &Path, dir: &Path, write: bool) -> LuksPlain {
+        let f = std::fs::OpenOptions::new().read(true).write(write).open(disk).expect("disk");
+        let vol = imaging::luks::Volume::unlock(&imaging::read_at::Window::new(&f, LUKS_START, LUKS_LEN), LUKS_LEN, LUKS_KEY.as_bytes()).expect("unlocking the test's volume");
+        let size = vol.size;
+        LuksPlain(imaging::luks_fuse::PlainFile::mount(f, LUKS_START, vol, dir, write, "test").expect("serving the plaintext (FUSE)"), size)
+    }
+}
+
+/// Files in the initramfs of `make_luks_disk`'s system.
+fn initramfs_files_luks(disk: &Path, dir: &Path) -> String {
+    let plain = LuksPlain::open(disk, dir, true);
+    let lo = Loop::attach(&plain.0.path(), 0, plain.1, false);
+    let m = Mount::new(lo.path(), &dir.join("inspect"), "ext4", false);
+    let blo = Loop::attach(disk, PART_START, BOOT_LEN, false);
+    let bm = Mount::new(blo.path(), &m.0.join("boot"), "ext4", false);
+    let initrd = std::fs::read_dir(&bm.0).expect("boot dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.starts_with("initrd.img-")).expect("an initrd in /boot");
+    let out = sh_ok(Command::new("chroot").arg(&m.0).args(["lsinitramfs", &format!("/boot/{initrd}")]));
+    drop(bm);
+    drop(blo);
+    drop(m);
+    drop(lo);
+    drop(plain);
+    out
+}
+
+/// No FUSE mount of rescue's LUKS plaintext is left.
+fn assert_no_plaintext_mount() {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!info.contains("rescue-luks"), "a LUKS plaintext mount is left:\n{info}");
 }
 
 /// A qemu process, killed on drop.
@@ -804,6 +904,65 @@ fn debian_on_md_raid1_boots_after_universal_restore() {
     assert!(text.contains("active with 1 out of 2 mirrors"), "the array did not start degraded from member 1:\n{}", tail(&text));
     eprintln!("nvme, degraded: {}", text.lines().find(|l| l.contains("out of 2 mirrors")).unwrap_or_default().trim());
     drop(q);
+    assert_released(&disk);
+    eprintln!("total {:?}", t0.elapsed());
+}
+
+/// A root in LUKS2 (Debian's encrypted layout without LVM: `/boot` on its
+/// own partition, crypttab with a key file in the initramfs), fixed by a
+/// machine without dm-crypt: `rescue` unlocks the volume with the
+/// passphrase given (`--luks-key-file`), mounts the root through its
+/// plaintext, adds the `initramfs` option to the root's crypttab line (the
+/// hook cannot see the volume through that mount), rebuilds the initramfs
+/// with the NVMe and AHCI drivers and installs GRUB. Without the passphrase
+/// the system is not found, and the message says why. The disk then boots
+/// from NVMe and from AHCI: each initramfs unlocks the volume with the
+/// kernel's dm-crypt and mounts the root.
+#[test]
+fn debian_in_luks_boots_after_universal_restore() {
+    require_root();
+    let t0 = Instant::now();
+    let d = tempfile::Builder::new().prefix("rescue-luks-test").tempdir_in("/var/tmp").expect("temp dir");
+    let disk = make_luks_disk(d.path());
+    let disk_s = disk.to_str().expect("UTF-8 path");
+    let key = d.path().join("root.key");
+    let key_s = key.to_str().expect("UTF-8 path");
+    eprintln!("LUKS disk image ready after {:?}", t0.elapsed());
+
+    let out = rescue_fails(&["universal-restore", disk_s, "--for", "nvme", "--dry-run"], 1, "partition 2: it is encrypted (LUKS), and no passphrase was given (--luks-key-file FILE");
+    assert!(!out.contains(LUKS_KEY), "{out}");
+    let before = file_hash(&disk);
+    let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--luks-key-file", key_s, "--dry-run"]);
+    for needle in [
+        "Linux: Debian GNU/Linux 12 (bookworm) on partition 2 (initramfs-tools, boot loader: bios)",
+        "mount encrypted partition 2 (LUKS2) (ext4) at /, partition 1 (ext4) at /boot",
+        "write /etc/crypttab: option `initramfs` for root_crypt",
+        "add nvme nvme_core ahci libahci",
+        "chroot: update-initramfs -u -k all",
+        "grub-install --target=i386-pc",
+        &format!("note: encrypted partition 2 (LUKS2) (UUID {LUKS_UUID}) is unlocked here"),
+    ] {
+        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
+    }
+    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
+    assert_released(&disk);
+    assert_no_plaintext_mount();
+
+    let out = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--luks-key-file", key_s, "--yes"]);
+    assert!(out.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on partition 2: wrote /etc/crypttab, /etc/initramfs-tools/modules"), "{out}");
+    assert_released(&disk);
+    assert_no_plaintext_mount();
+    let files = initramfs_files_luks(&disk, d.path());
+    initramfs_has(&files, &["/nvme.ko", "/ahci.ko", "/dm-crypt.ko", "sbin/cryptsetup", "cryptroot/crypttab", "cryptroot/keyfiles/root_crypt.key"], &[], "after the restore");
+    assert_no_plaintext_mount();
+
+    let mut qs = [boot(&disk, "nvme", d.path()), boot(&disk, "ahci", d.path())];
+    wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "cryptsetup: ERROR", "No key available"]);
+    for q in &qs {
+        let text = log_text(q);
+        assert!(text.contains("root_crypt: set up successfully"), "{}: the initramfs did not unlock the volume:\n{}", q.name, tail(&text));
+    }
+    drop(qs);
     assert_released(&disk);
     eprintln!("total {:?}", t0.elapsed());
 }

@@ -85,7 +85,7 @@ pub fn plan_disk(disk: &Path, part: Option<u32>, o: &UniversalOpts, dry_run: boo
             error: anyhow::anyhow!(
                 "no Windows installation and no Linux system found on {} (Linux filesystems searched: {})",
                 disk.display(),
-                drivers::linux_offline::searched(&linux.layout, part)
+                drivers::linux_offline::searched(&linux.found.layout, part)
             ),
         });
     }
@@ -201,8 +201,7 @@ pub fn run_on(g: &Global, disk: &Path, part: Option<u32>, o: &UniversalOpts, dry
 
 /// The Linux systems found on a disk (roots mounted) and their plans.
 struct LinuxWork {
-    layout: drivers::linux_offline::DiskLayout,
-    found: Vec<drivers::linux_offline::FoundLinux>,
+    found: drivers::linux_offline::Found,
     plans: Vec<drivers::linux_offline::SystemPlan>,
 }
 
@@ -224,10 +223,11 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
     // On Windows (WinPE) Linux filesystems cannot be mounted: only the
     // disk's layout is read, for the message when nothing is found.
     if cfg!(windows) {
-        let (layout, _) = lo::layout(disk).map_err(|e| linux_failed(e, format!("reading the partitions of {}", disk.display())))?;
-        return Ok(LinuxWork { layout, found: Vec::new(), plans: Vec::new() });
+        let (layout, _, sources) = lo::layout(disk, &Default::default(), false).map_err(|e| linux_failed(e, format!("reading the partitions of {}", disk.display())))?;
+        return Ok(LinuxWork { found: lo::Found { layout, systems: Vec::new(), sources }, plans: Vec::new() });
     }
-    let (layout, found) = lo::find_linux(disk, part, !dry_run).map_err(|e| linux_failed(e, format!("looking for Linux on {}", disk.display())))?;
+    let luks = prompt::luks_passphrases(&o.universal_luks_key_file)?;
+    let found = lo::find_linux(disk, part, !dry_run, &luks).map_err(|e| linux_failed(e, format!("looking for Linux on {}", disk.display())))?;
     // The firmware entry is for this machine: only when the disk is one of
     // its own, the target hardware is its own (no --for), and it booted by
     // EFI.
@@ -235,18 +235,18 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
     let boot_entry = here && !o.no_boot_entry && drivers::efi_boot::Efivars::here().is_some();
     let opts = lo::Options { controllers: controllers.to_vec(), uuid_map, boot_entry };
     let mut plans = Vec::new();
-    for f in &found {
-        plans.push(lo::plan(&f.mount.dir, &f.root, &layout, &opts).map_err(|e| linux_failed(e, format!("planning the Linux fix-ups on {}", lo::place(f.root.partition, f.root.lv.as_deref()))))?);
+    for f in &found.systems {
+        plans.push(lo::plan(&f.mount.dir, &f.root, &found.layout, &opts).map_err(|e| linux_failed(e, format!("planning the Linux fix-ups on {}", lo::place(f.root.partition, f.root.lv.as_deref()))))?);
     }
-    Ok(LinuxWork { layout, found, plans })
+    Ok(LinuxWork { found, plans })
 }
 
 /// Apply the Linux plans; every mount is released before this returns.
 fn linux_apply(disk: &Path, w: LinuxWork, note: &dyn Fn(String)) -> Result<Vec<drivers::linux_offline::Report>, CliError> {
     let mut out = Vec::new();
-    for (f, pl) in w.found.iter().zip(&w.plans) {
+    for (f, pl) in w.found.systems.iter().zip(&w.plans) {
         note(format!("Rebuilding the initramfs of {} on {} (this takes a minute)", pl.name, pl.place()));
-        let r = drivers::linux_offline::apply(disk, w.layout.size, f, pl)
+        let r = drivers::linux_offline::apply(&w.found.sources, w.found.layout.size, f, pl)
             .map_err(|e| linux_failed(e, format!("applying the Linux fix-ups on {}", pl.place())))?;
         out.push(r);
     }
