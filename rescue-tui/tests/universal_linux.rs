@@ -966,3 +966,59 @@ fn debian_in_luks_boots_after_universal_restore() {
     assert_released(&disk);
     eprintln!("total {:?}", t0.elapsed());
 }
+
+/// Debian's installer default "encrypted LVM": `/boot` on partition 1, a
+/// LUKS1 volume on partition 2 holding the volume group with the root.
+/// The system is a stand-in (the files the plan reads), so only the plan is
+/// checked: the volume group is found inside the plaintext without
+/// device-mapper, the root's volume is named with the encrypted partition
+/// it is in, and the crypttab line of that partition gets `initramfs`;
+/// the disk is unchanged and nothing stays mounted.
+#[test]
+fn a_root_on_lvm_inside_luks_is_planned() {
+    require_root();
+    let d = tempfile::Builder::new().prefix("rescue-luks-lvm-test").tempdir_in("/var/tmp").expect("temp dir");
+    let dir = d.path();
+    let uuid = "2f3e4d5c-6b7a-4988-a766-554433221100";
+    let root = dir.join("root");
+    put(&root, "etc/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n");
+    put(&root, "etc/fstab", &format!("/dev/mapper/debian--vg-root / ext4 errors=remount-ro 0 1\nUUID={BOOT_UUID} /boot ext4 defaults 0 2\n"));
+    put(&root, "etc/crypttab", &format!("sda2_crypt UUID={uuid} none luks,discard\n"));
+    for f in ["usr/sbin/update-initramfs", "usr/sbin/grub-install", "usr/sbin/update-grub", "usr/share/initramfs-tools/hooks/cryptroot", "usr/lib/grub/i386-pc/modinfo.sh"] {
+        put(&root, f, "");
+    }
+    put(&root, "usr/lib/modules/6.1.0-13-amd64/modules.dep", "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\nkernel/drivers/nvme/host/nvme-core.ko:\n");
+    let disk = new_file(dir, "luks-lvm.img", 320 << 20);
+    put(dir, "layout", "label: dos\nstart=1MiB, size=32MiB, type=83, bootable\nstart=33MiB, type=83\n");
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(dir.join("layout")).expect("layout")));
+    sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", BOOT_UUID, "-E", &format!("offset={PART_START}")]).arg(&disk).arg("32M"));
+    let (start, len) = (33u64 << 20, (320u64 - 34) << 20);
+    let key = dir.join("key");
+    std::fs::write(&key, "lvm in luks").expect("key file");
+    let lo = Loop::attach(&disk, start, len, false);
+    sh_ok(Command::new("cryptsetup").args(["luksFormat", "--batch-mode", "--type", "luks1", "--pbkdf-force-iterations", "1000", "--uuid", uuid, "--key-file"]).arg(&key).arg(lo.path()));
+    drop(lo);
+    {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&disk).expect("disk");
+        let vol = imaging::luks::Volume::unlock(&imaging::read_at::Window::new(&f, start, len), len, b"lvm in luks").expect("unlocking");
+        let size = vol.size;
+        let plain = imaging::luks_fuse::PlainFile::mount(f, start, vol, dir, true, "test").expect("FUSE");
+        let lvs = lvm_layout(&plain.path(), 0, size, "debian-vg", &[("root", 128), ("swap_1", 16)], |_| {});
+        let (s, l) = lvs["root"];
+        sh_ok(Command::new("mkfs.ext4").args(["-q", "-U", ROOT_UUID, "-E", &format!("offset={s},nodiscard"), "-d"]).arg(&root).arg(plain.path()).arg(format!("{}k", l / 1024)));
+    }
+    let before = file_hash(&disk);
+    let plan = rescue_ok(&["universal-restore", disk.to_str().expect("UTF-8"), "--for", "nvme", "--luks-key-file", key.to_str().expect("UTF-8"), "--dry-run"]);
+    for needle in [
+        "Linux: Debian GNU/Linux 12 (bookworm) on LVM volume debian-vg/root (partition 2) (initramfs-tools, boot loader: bios)",
+        "mount LVM volume debian-vg/root (in the encrypted partition 2 (LUKS1)) (ext4) at /, partition 1 (ext4) at /boot",
+        "write /etc/crypttab: option `initramfs` for sda2_crypt",
+        "chroot: update-initramfs -u -k all",
+        "grub-install --target=i386-pc '--modules=part_gpt part_msdos' <disk>",
+    ] {
+        assert!(plan.contains(needle), "plan lacks {needle:?}:\n{plan}");
+    }
+    assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
+    assert_released(&disk);
+    assert_no_plaintext_mount();
+}
