@@ -168,8 +168,17 @@ fn names_encrypted_and_raid_partitions_it_cannot_search() {
     rescue_fails(
         &["universal-restore", disk.to_str().unwrap(), "--for", "nvme", "--dry-run"],
         1,
-        "not searched: partition 1: it is encrypted (LUKS), and universal restore does not unlock volumes",
+        "not searched: partition 1: it is encrypted (LUKS), and no passphrase was given (--luks-key-file FILE, or RESCUE_LUKS_PASSWORD): a system inside it is not fixed",
     );
+    // A passphrase that opens no keyslot: said, and the passphrase is not.
+    let key = d.path().join("wrong.key");
+    std::fs::write(&key, "not the passphrase 4711").unwrap();
+    let out = rescue_fails(
+        &["universal-restore", disk.to_str().unwrap(), "--for", "nvme", "--luks-key-file", key.to_str().unwrap(), "--dry-run"],
+        1,
+        "not searched: partition 1: it is encrypted (LUKS), and it could not be opened: no keyslot opens with this passphrase (tried the passphrase given)",
+    );
+    assert!(!out.contains("4711"), "{out}");
     rescue_fails(
         &["universal-restore", disk.to_str().unwrap(), "--for", "nvme", "--dry-run"],
         1,
