@@ -755,6 +755,9 @@ pub struct UniversalOpts {
     /// gives one.
     #[arg(long = "luks-key-file", value_name = "FILE")]
     pub universal_luks_key_file: Vec<PathBuf>,
+    /// Passphrases given otherwise (typed in the TUI).
+    #[arg(skip)]
+    pub luks_passphrases: imaging::luks::Passphrases,
 }
 
 #[derive(Debug, Args)]

@@ -226,7 +226,8 @@ fn linux_plans(disk: &Path, part: Option<u32>, o: &UniversalOpts, controllers: &
         let (layout, _, sources) = lo::layout(disk, &Default::default(), false).map_err(|e| linux_failed(e, format!("reading the partitions of {}", disk.display())))?;
         return Ok(LinuxWork { found: lo::Found { layout, systems: Vec::new(), sources }, plans: Vec::new() });
     }
-    let luks = prompt::luks_passphrases(&o.universal_luks_key_file)?;
+    let mut luks = prompt::luks_passphrases(&o.universal_luks_key_file)?;
+    luks.0.extend(o.luks_passphrases.0.iter().cloned());
     let found = lo::find_linux(disk, part, !dry_run, &luks).map_err(|e| linux_failed(e, format!("looking for Linux on {}", disk.display())))?;
     // The firmware entry is for this machine: only when the disk is one of
     // its own, the target hardware is its own (no --for), and it booted by

@@ -144,6 +144,8 @@ pub struct UniversalJob {
     /// Profiles (`ahci`, `nvme`, ...) or hardware IDs; empty: this machine's
     /// storage controllers.
     pub for_hw: Vec<String>,
+    /// Passphrases for LUKS partitions holding a Linux system.
+    pub luks: imaging::luks::Passphrases,
 }
 
 /// A universal-restore plan: what it touches, and every key, file and

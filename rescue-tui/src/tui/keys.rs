@@ -96,6 +96,12 @@ pub static TEXT: &[Binding] = &[
     b(&[Esc], "Esc", Action::Back, "back one step", "back"),
 ];
 
+/// A passphrase asked for (the text is hidden).
+pub static SECRET: &[Binding] = &[
+    b(&[Enter], "Enter", Action::Enter, "go on with this passphrase (empty: none)", "go on"),
+    b(&[Esc], "Esc", Action::Back, "back one step", "back"),
+];
+
 /// The backup destination's list of partitions to save on.
 pub static DEST_LIST: &[Binding] = &[
     b(&[Tab, BackTab], "Tab", Action::NextField, "back to the path", "path"),
@@ -216,7 +222,7 @@ mod tests {
 
     #[test]
     fn bar_fits() {
-        for t in [HOME, LIST, MULTI, FORM, TEXT, DEST_LIST, SIZES, SUMMARY, PLAN, CONFIRM, PROGRESS, RESULT, VIEW] {
+        for t in [HOME, LIST, MULTI, FORM, TEXT, SECRET, DEST_LIST, SIZES, SUMMARY, PLAN, CONFIRM, PROGRESS, RESULT, VIEW] {
             for ascii in [false, true] {
                 let bar = help_bar_items(t, 78, ascii).into_iter().map(|(t, _)| t).collect::<Vec<_>>().join(" | ");
                 assert!(bar.chars().count() <= 78 && !bar.is_empty());

@@ -647,6 +647,8 @@ pub enum TStep {
     Disk,
     /// Universal restore: for which hardware.
     Hardware,
+    /// Universal restore: the passphrase of the disk's LUKS partitions.
+    LuksPassword,
     View,
 }
 
@@ -667,6 +669,8 @@ pub struct ToolsWiz {
     /// hardware (index into [`UNIVERSAL_CHOICES`] without "no").
     pub disk_sel: usize,
     pub hw_sel: usize,
+    /// Universal restore: the passphrase typed for the disk's LUKS partitions.
+    pub luks: String,
 }
 
 /// A destructive step: the plan in words and the word to type.
@@ -792,6 +796,7 @@ impl State {
             Screen::Tools(w) => match w.step {
                 TStep::Menu | TStep::PickPoint | TStep::Disk | TStep::Hardware => keys::LIST,
                 TStep::Path | TStep::Password => keys::TEXT,
+                TStep::LuksPassword => keys::SECRET,
                 TStep::MergeOut => keys::FORM,
                 TStep::View => keys::VIEW,
             },
@@ -806,7 +811,7 @@ impl State {
         match &self.screen {
             Screen::Backup(w) => (w.step == BStep::Dest && w.dest_focus == 0) || (w.step == BStep::Options && w.active_form().typing()),
             Screen::Restore(w) => (w.step == RStep::Image && w.focus < 2) || w.step == RStep::Password,
-            Screen::Tools(w) => matches!(w.step, TStep::Path | TStep::Password) || (w.step == TStep::MergeOut && w.form.typing()),
+            Screen::Tools(w) => matches!(w.step, TStep::Path | TStep::Password | TStep::LuksPassword) || (w.step == TStep::MergeOut && w.form.typing()),
             Screen::Confirm(_) => true,
             _ => false,
         }
@@ -1476,6 +1481,7 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 scroll: 0,
                 disk_sel: 0,
                 hw_sel: 0,
+                luks: String::new(),
             };
             return (Screen::Tools(w), vec![]);
         }
@@ -1936,6 +1942,7 @@ fn restore(s: &mut State, mut w: RestoreWiz, action: Option<Action>, k: &KeyEven
                     // The restored partition; a new one is found by searching the disk.
                     part: if plan.whole_disk { None } else { w.tpart },
                     for_hw,
+                    luks: Default::default(),
                 });
                 let mut lines = write_plan_words(plan);
                 if universal.is_some() {
@@ -2083,6 +2090,7 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
                     // The partition written; a new one is found by searching the disk.
                     part: if plan.write.whole_disk { None } else { s.disk(w.dst).and_then(|d| target_parts(d).get(w.dst_part).copied().flatten()) },
                     for_hw,
+                    luks: Default::default(),
                 });
                 let mut lines = write_plan_words(&plan.write);
                 if w.kind == 1 {
@@ -2143,6 +2151,11 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
             w.error = None;
             w.busy = false;
             w.step = TStep::Disk;
+        }
+        (TStep::LuksPassword, Some(Action::Back)) => {
+            w.error = None;
+            w.busy = false;
+            w.step = TStep::Hardware;
         }
         (_, Some(Action::Back)) => {
             w.error = None;
@@ -2264,11 +2277,25 @@ fn tools(s: &mut State, mut w: ToolsWiz, action: Option<Action>, k: &KeyEvent) -
         (TStep::Hardware, Some(a @ (Action::Up | Action::Down))) if !w.busy => step_sel(&mut w.hw_sel, UNIVERSAL_CHOICES.len() - 1, a),
         (TStep::Hardware, Some(Action::Enter)) if !w.busy => {
             if let (Some(d), Some(for_hw)) = (s.disk(w.disk_sel), universal_for(w.hw_sel + 1)) {
-                w.busy = true;
                 w.error = None;
-                cmds.push(Command::PlanUniversal(UniversalJob { disk: d.disk.path.clone(), part: None, for_hw }));
+                if luks_partitions(d).is_empty() {
+                    w.busy = true;
+                    w.luks.clear();
+                    cmds.push(Command::PlanUniversal(UniversalJob { disk: d.disk.path.clone(), part: None, for_hw, luks: Default::default() }));
+                } else {
+                    // A Linux inside is searched only when it is unlocked.
+                    w.step = TStep::LuksPassword;
+                }
             }
         }
+        (TStep::LuksPassword, Some(Action::Enter)) if !w.busy => {
+            if let (Some(d), Some(for_hw)) = (s.disk(w.disk_sel), universal_for(w.hw_sel + 1)) {
+                w.busy = true;
+                w.error = None;
+                cmds.push(Command::PlanUniversal(UniversalJob { disk: d.disk.path.clone(), part: None, for_hw, luks: luks_passphrases(&w.luks) }));
+            }
+        }
+        (TStep::LuksPassword, None) if !w.busy => edit_text(&mut w.luks, k),
         (TStep::View, Some(a)) => scroll(&mut w.scroll, a),
         _ => {}
     }
@@ -2316,14 +2343,24 @@ pub fn tools_menu(s: &State) -> Vec<(Tool, &'static str)> {
     TOOLS.iter().copied().filter(|(t, _)| *t != Tool::Shell || s.shell.is_some()).collect()
 }
 
+/// The numbers of the disk's LUKS partitions.
+pub fn luks_partitions(d: &imaging::inventory::DiskReport) -> Vec<u32> {
+    d.partitions.iter().filter(|p| p.fs.as_ref().is_some_and(|f| f.kind == imaging::fs::FsKind::Other("crypto_LUKS".into()))).map(|p| p.partition.number).collect()
+}
+
+/// The passphrase typed (none when empty).
+fn luks_passphrases(typed: &str) -> imaging::luks::Passphrases {
+    imaging::luks::Passphrases(if typed.is_empty() { Vec::new() } else { vec![typed.as_bytes().to_vec()] })
+}
+
 /// A universal-restore plan arrived: confirm it with the disk's short name.
 fn universal_planned(s: &mut State, r: Result<UniversalPlan, Failure>) -> Vec<Command> {
     let Screen::Tools(w) = &mut s.screen else { return vec![] };
-    if w.step != TStep::Hardware || !w.busy {
+    if !matches!(w.step, TStep::Hardware | TStep::LuksPassword) || !w.busy {
         return vec![];
     }
     w.busy = false;
-    let (disk_sel, hw_sel) = (w.disk_sel, w.hw_sel);
+    let (disk_sel, hw_sel, luks) = (w.disk_sel, w.hw_sel, luks_passphrases(&w.luks));
     let plan = match r {
         Ok(p) => p,
         Err(f) => {
@@ -2340,7 +2377,7 @@ fn universal_planned(s: &mut State, r: Result<UniversalPlan, Failure>) -> Vec<Co
         String::new(),
     ];
     lines.extend(plan.lines);
-    let then = Command::RunUniversal(UniversalJob { disk: d.disk.path.clone(), part: None, for_hw });
+    let then = Command::RunUniversal(UniversalJob { disk: d.disk.path.clone(), part: None, for_hw, luks });
     let back = std::mem::replace(&mut s.screen, Screen::Home);
     s.screen = Screen::Confirm(Box::new(Confirm {
         title: format!("Universal restore on {name}"),

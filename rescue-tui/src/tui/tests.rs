@@ -437,7 +437,7 @@ fn clone_with_universal_restore() {
     typed(&mut s, "sdb");
     let c = press(&mut s, Enter);
     let [Command::RunClone { universal: Some(job), .. }] = &c[..] else { panic!("expected a clone with universal restore, got {c:?}") };
-    assert_eq!(job, &super::event::UniversalJob { disk: PathBuf::from("/dev/sdb"), part: None, for_hw: vec![] });
+    assert_eq!(job, &super::event::UniversalJob { disk: PathBuf::from("/dev/sdb"), part: None, for_hw: vec![], luks: Default::default() });
 }
 
 #[test]
@@ -740,7 +740,7 @@ fn universal_restore_in_the_restore_summary_and_in_tools() {
     typed(&mut s, "sdb");
     let c = press(&mut s, Enter);
     let [Command::RunRestore { universal: Some(job), .. }] = &c[..] else { panic!("expected a restore with universal restore, got {c:?}") };
-    assert_eq!(job, &UniversalJob { disk: PathBuf::from("/dev/sdb"), part: None, for_hw: vec!["ahci".into()] });
+    assert_eq!(job, &UniversalJob { disk: PathBuf::from("/dev/sdb"), part: None, for_hw: vec!["ahci".into()], luks: Default::default() });
 
     // Tools > Universal restore: disk, hardware, plan, typed name, run.
     let mut s = state();
@@ -751,7 +751,7 @@ fn universal_restore_in_the_restore_summary_and_in_tools() {
     press(&mut s, Down);
     snap("tools_universal_hardware", &s);
     let c = press(&mut s, Enter);
-    let job = UniversalJob { disk: PathBuf::from("/dev/sda"), part: None, for_hw: vec!["ahci".into()] };
+    let job = UniversalJob { disk: PathBuf::from("/dev/sda"), part: None, for_hw: vec!["ahci".into()], luks: Default::default() };
     assert!(matches!(&c[..], [Command::PlanUniversal(j)] if j == &job), "{c:?}");
     assert!(press(&mut s, Enter).is_empty(), "one plan at a time");
     update(
@@ -784,6 +784,49 @@ fn universal_restore_in_the_restore_summary_and_in_tools() {
     update(&mut s, Event::Phase { name: "universal restore".into(), total: 0 });
     update(&mut s, Event::Finished(Ok(vec!["Universal restore on partition 3: 4 registry changes, 0 files copied; the old hive is kept as SYSTEM.rescue-bak-1".into()])));
     assert!(matches!(&s.screen, Screen::Result(r) if r.status == "OK" && r.title == "Universal restore finished"));
+}
+
+/// Tools > Universal restore on a disk with a LUKS partition asks for its
+/// passphrase (masked), Esc goes back to the hardware, and the passphrase
+/// rides on the plan and on the run; left empty, none is given.
+#[test]
+fn universal_restore_asks_the_passphrase_of_luks_partitions() {
+    use super::event::{UniversalJob, UniversalPlan};
+    let mut s = State::new(PathBuf::from("/mnt/usb"));
+    let mut list = disks();
+    let p = list[0].partitions.last_mut().expect("sda has partitions");
+    p.fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
+    let n = p.partition.number;
+    update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
+    press(&mut s, KeyCode::Char('t'));
+    keys(&mut s, &[Down, Down, Down, Down, Enter, Enter, Down]);
+    assert!(press(&mut s, Enter).is_empty(), "the passphrase comes first");
+    typed(&mut s, "s3cret pass");
+    snap("tools_universal_luks", &s);
+    let text = draw(&s, 80, 24);
+    assert!(text.contains(&format!("encrypted (LUKS) partitions: {n}.")) && !text.contains("s3cret"), "{text}");
+    // Esc: back to the hardware, and Enter there asks again.
+    press(&mut s, KeyCode::Esc);
+    assert!(matches!(&s.screen, Screen::Tools(w) if w.step == super::state::TStep::Hardware));
+    assert!(press(&mut s, Enter).is_empty());
+    let c = press(&mut s, Enter);
+    let job = UniversalJob { disk: PathBuf::from("/dev/sda"), part: None, for_hw: vec!["ahci".into()], luks: imaging::luks::Passphrases(vec![b"s3cret pass".to_vec()]) };
+    assert!(matches!(&c[..], [Command::PlanUniversal(j)] if j == &job), "{c:?}");
+    assert!(!format!("{c:?}").contains("s3cret"), "the passphrase is never printed: {c:?}");
+    update(&mut s, Event::UniversalPlanned(Ok(UniversalPlan { what: "the Linux initramfs and boot loader".into(), lines: vec!["partition 3:".into()] })));
+    typed(&mut s, "sda");
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::RunUniversal(j)] if j == &job), "{c:?}");
+
+    // Empty: no passphrase (the partition is then named as not searched).
+    let mut s = State::new(PathBuf::from("/mnt/usb"));
+    let mut list = disks();
+    list[0].partitions.last_mut().expect("partition").fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
+    update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
+    press(&mut s, KeyCode::Char('t'));
+    keys(&mut s, &[Down, Down, Down, Down, Enter, Enter, Down, Enter]);
+    let c = press(&mut s, Enter);
+    assert!(matches!(&c[..], [Command::PlanUniversal(j)] if j.luks.is_empty()), "{c:?}");
 }
 
 /// A shell is offered only where the system has one; it comes back to Tools.

@@ -805,6 +805,23 @@ fn tools(s: &State, w: &ToolsWiz, f: &mut Frame, area: Rect) {
             }
             list(f, area, &format!("Make the system on {} boot on:", d.disk.name), &items, w.hw_sel, &e)
         }
+        TStep::LuksPassword => {
+            let Some(d) = s.readable().get(w.disk_sel).copied() else { return };
+            let parts: Vec<String> = super::state::luks_partitions(d).iter().map(u32::to_string).collect();
+            let mut lines = vec![
+                Line::from(format!("{} has encrypted (LUKS) partitions: {}.", d.disk.name, parts.join(", "))),
+                Line::from("A Linux system inside one is fixed only when it is unlocked: type its"),
+                Line::from("passphrase (it is unlocked here, nothing is written until you confirm),"),
+                Line::from("or leave it empty to pass them over."),
+                Line::from(""),
+                text_box("Passphrase", &w.luks, true, true),
+            ];
+            if w.busy {
+                lines.push(Line::from("looking for Windows and Linux on the disk (nothing is written yet)..."));
+            }
+            lines.extend(e.into_iter().map(Line::from));
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+        }
         TStep::Path | TStep::Password => {
             let mut lines = vec![Line::from("Which image? (a single file, or the .001 volume of a split one)"), Line::from("")];
             lines.push(text_box("Image file", &w.path, w.step == TStep::Path, false));

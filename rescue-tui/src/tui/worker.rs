@@ -400,7 +400,7 @@ fn run_point(job: PointJob, task: &Task) -> Result<Vec<String>, Failure> {
 }
 
 fn universal_opts(job: &UniversalJob) -> crate::cli::UniversalOpts {
-    crate::cli::UniversalOpts { for_hw: job.for_hw.clone(), ..Default::default() }
+    crate::cli::UniversalOpts { for_hw: job.for_hw.clone(), luks_passphrases: job.luks.clone(), ..Default::default() }
 }
 
 fn cli_failure(context: &str, e: crate::cli::CliError) -> Failure {
