@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::backup::{self, BackupOutcome, BackupPlan, BackupRequest, Selection};
 use crate::blockdev::{self, DiskInfo, DiskKind};
 use crate::error::Error;
-use crate::image::format::{hex, BackupKind, Catalog, ChainInfo, ChainLink, PointKind, RegionKind};
+use crate::image::format::{hex, BackupKind, Catalog, ChainInfo, ChainLink, CopyMode, PointKind, RegionKind};
 use crate::image::volume::{self, Output};
 use crate::image::{Compression, ImageError, ImageReader, ImageWriter, WriterOptions};
 use crate::task::Task;
@@ -425,6 +425,9 @@ pub struct PointRequest {
     pub source: Option<PathBuf>,
     /// Default: the task's setting.
     pub compression: Option<Compression>,
+    /// Passphrases for the source's LUKS partitions (see
+    /// [`BackupRequest::luks_passphrases`]).
+    pub luks_passphrases: crate::luks::Passphrases,
 }
 
 /// Plan a new point of the task `req.from` belongs to (reads the chain and
@@ -468,7 +471,7 @@ pub fn plan_point(req: &PointRequest, password: Option<&[u8]>) -> Result<PointPl
         sector_by_sector: cat.options.sector_by_sector,
         file_sector_size: file_sector,
         output: Some(output.clone()),
-        luks_passphrases: Default::default(),
+        luks_passphrases: req.luks_passphrases.clone(),
     };
     let bplan = backup::plan_backup(&breq)?;
     // What changed in the layout: each point records its own layout, so any
@@ -479,6 +482,11 @@ pub fn plan_point(req: &PointRequest, password: Option<&[u8]>) -> Result<PointPl
             let Some(n) = pr.partition else { continue };
             match base_cat.partition_region(n) {
                 None => notes.push(format!("partition {n} is new since the base point: stored in full")),
+                // An encrypted partition the base point stored by its used
+                // sectors, now without its passphrase: every sector is new.
+                Some(r) if r.mode == CopyMode::Used && pr.mode == CopyMode::Full && pr.mode_reason.as_deref().is_some_and(|m| m.starts_with("encrypted (LUKS)")) => notes.push(format!(
+                    "partition {n} is encrypted (LUKS) and the base point stored only its used sectors: give its passphrase (--luks-key-file) as for that point, or every sector of it is stored again"
+                )),
                 Some(r) if r.disk_offset != pr.disk_offset || r.len != pr.len => notes.push(format!(
                     "partition {n} moved or changed size since the base point ({} at byte {} → {} at byte {}): compared by position inside the partition",
                     blockdev::human_size(r.len),

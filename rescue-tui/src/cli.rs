@@ -395,6 +395,11 @@ pub struct PointOpts {
     /// Check the new point right after writing it.
     #[arg(long)]
     pub verify: bool,
+    /// Passphrase or key file of the source's encrypted (LUKS) partitions,
+    /// as for `backup disk`: one it opens keeps only the used sectors.
+    /// Repeatable; RESCUE_LUKS_PASSWORD also gives one.
+    #[arg(long, value_name = "FILE")]
+    pub luks_key_file: Vec<PathBuf>,
     /// A comment stored in the point.
     #[arg(long)]
     pub comment: Option<String>,

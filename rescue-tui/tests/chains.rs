@@ -373,3 +373,95 @@ fn fast_incremental_reads_only_changed_files_and_read_all_sees_writes_around_the
     std::fs::File::open(&t_dirty).expect("open").read_exact_at(&mut got, at).expect("read");
     assert_eq!(got, [0xA5; 512], "an unclean ext4 was not read in full");
 }
+
+/// A LUKS2 partition in a chain: the full and the incremental, both given
+/// the passphrase, keep only the used sectors (still encrypted), the
+/// incremental only those that changed inside; without the passphrase the
+/// incremental's plan says every sector would be stored again. The
+/// incremental restores onto a disk of other bytes to a volume the
+/// passphrase opens, with a clean ext4 holding the changed files.
+#[test]
+fn luks_partition_chain_keeps_used_sectors() {
+    require_root();
+    let d = tempfile::tempdir().expect("tempdir");
+    let (size, part_start, part_len) = (144u64 << 20, 1u64 << 20, 128u64 << 20);
+    let layout = d.path().join("layout");
+    std::fs::write(&layout, "label: gpt\nstart=1MiB, size=128MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n").expect("layout");
+    let src = new_file(d.path(), "src.img", size);
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&src).stdin(std::fs::File::open(&layout).expect("layout")));
+    // The partition's free space is random, as on a wiped disk.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&src).expect("src");
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut buf = vec![0u8; 1 << 20];
+        for i in 0..part_len >> 20 {
+            for c in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all_at(&buf, part_start + (i << 20)).expect("fill");
+        }
+    }
+    let pw = d.path().join("pw");
+    std::fs::write(&pw, "chain sesame").expect("pw");
+    let lo = Loop::attach(&src, part_start, part_len, false);
+    sh_ok(Command::new("cryptsetup").args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file"]).arg(&pw).arg(lo.path()));
+    drop(lo);
+    let files = d.path().join("files");
+    std::fs::create_dir(&files).expect("mkdir");
+    std::fs::write(files.join("big.bin"), (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>()).expect("w");
+    std::fs::write(files.join("notes.txt"), "first state\n").expect("w");
+    // Work inside the volume through imaging's unlocked view.
+    let inside = |f: &dyn Fn(&Path)| {
+        let dev = std::fs::OpenOptions::new().read(true).write(true).open(&src).expect("src");
+        let v = imaging::luks::Volume::unlock(&imaging::read_at::Window::new(&dev, part_start, part_len), part_len, b"chain sesame").expect("unlock");
+        let plain = imaging::luks_fuse::PlainFile::mount(dev, part_start, v, d.path(), true, "chain").expect("FUSE");
+        f(&plain.path());
+    };
+    inside(&|p| {
+        sh_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard", "-d"]).arg(&files).arg(p));
+    });
+    let spec = format!("{}:1", s(&src));
+    let full = d.path().join("lk.img");
+    rescue_ok(&["backup", "part", &spec, "-o", s(&full), "--luks-key-file", s(&pw)]);
+    // Change the files: 2 MiB more, one rewritten.
+    inside(&|p| {
+        let lo = Loop::attach(p, 0, part_len - (16 << 20), false);
+        let m = Mount::new(lo.path(), &d.path().join("mnt"), "ext4", false);
+        std::fs::write(m.0.join("new.bin"), (0..2u32 << 20).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect::<Vec<u8>>()).expect("w");
+        std::fs::write(m.0.join("notes.txt"), "second state\n").expect("w");
+        sh_ok(Command::new("cp").arg("-a").arg(format!("{}/.", m.0.display())).arg(d.path().join("want")));
+        drop(m);
+        drop(lo);
+    });
+    let out = rescue_ok(&["backup", "incr", s(&full), "--dry-run"]);
+    assert!(out.contains("partition 1 is encrypted (LUKS) and the base point stored only its used sectors: give its passphrase (--luks-key-file)"), "{out}");
+    let out = rescue_ok(&["backup", "incr", s(&full), "--luks-key-file", s(&pw), "--verify"]);
+    let incr = d.path().join("lk.p002-incr.img");
+    assert!(out.contains("lk.p002-incr.img"), "{out}");
+    let (full_len, incr_len) = (std::fs::metadata(&full).expect("full").len(), std::fs::metadata(&incr).expect("incr").len());
+    eprintln!("LUKS chain: full {full_len} bytes, incremental {incr_len} bytes");
+    assert!(full_len < part_len / 2, "the full holds more than the used sectors: {full_len}");
+    assert!(incr_len < full_len / 3 && incr_len > 2 << 20, "the incremental holds {incr_len} bytes, the full {full_len}");
+    let raw = std::fs::read(&incr).expect("read");
+    assert!(!raw.windows(12).any(|w| w == b"second state"), "the incremental holds plaintext");
+    // Restore the incremental onto a disk of 0xA5 bytes.
+    let tgt = d.path().join("tgt.img");
+    std::fs::write(&tgt, vec![0xA5u8; size as usize]).expect("tgt");
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&tgt).stdin(std::fs::File::open(&layout).expect("layout")));
+    rescue_ok(&["restore", s(&incr), "--part", "1", "--to", &format!("{}:1", s(&tgt)), "--yes"]);
+    let f = std::fs::File::open(&tgt).expect("tgt");
+    let v = imaging::luks::Volume::unlock(&imaging::read_at::Window::new(&f, part_start, part_len), part_len, b"chain sesame").expect("the restored volume opens");
+    let plain = imaging::luks_fuse::PlainFile::mount(f, part_start, v, d.path(), false, "restored").expect("FUSE");
+    sh_ok(Command::new("e2fsck").arg("-fn").arg(plain.path()));
+    let lo = Loop::attach(&plain.path(), 0, part_len - (16 << 20), true);
+    let m = Mount::new(lo.path(), &d.path().join("restored"), "ext4", true);
+    let (got, want) = (files_of(&m.0), files_of(&d.path().join("want")));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (k, v) in &want {
+        assert_eq!((got[k].0, &got[k].2), (v.0, &v.2), "{k}");
+    }
+}

@@ -62,6 +62,7 @@ pub fn backup_point(g: &Global, kind: PointKind, o: PointOpts) -> Result<(), Cli
             CompressArg::Normal => Compression::Normal,
             CompressArg::High => Compression::High,
         }),
+        luks_passphrases: super::prompt::luks_passphrases(&o.luks_key_file)?,
     };
     let mut plan = chain::plan_point(&req, password.as_deref()).with_context(|| format!("planning the {} backup from {}", kind.name(), o.image.display()))?;
     plan.read_all = o.read_all;

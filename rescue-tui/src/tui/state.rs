@@ -1658,7 +1658,7 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                 w.step = BStep::Summary;
                 // The source is named so the engine checks that this disk
                 // is the task's (serial, WWN, size, partition-table id).
-                let req = PointRequest { from: from.clone(), kind: Some(*kind), output: None, source: Some(d.disk.path.clone()), compression: None };
+                let req = PointRequest { from: from.clone(), kind: Some(*kind), output: None, source: Some(d.disk.path.clone()), compression: None, luks_passphrases: Default::default() };
                 cmds.push(Command::PlanPoint { req, password: None });
             }
         }
