@@ -85,6 +85,8 @@ pub enum F {
     MergeOutput,
     DeleteMerged,
     Universal,
+    /// The passphrase of the source's LUKS partitions (shown when it has one).
+    LuksPassphrase,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,9 +205,16 @@ fn backup_form() -> Form {
         choice(F::Copy, "Copy", &["used blocks", "sector by sector"], 0),
         choice(F::Verify, "Verify after", &["no", "yes"], 1),
         text(F::Comment, "Comment", false),
+        luks_field(),
     ]);
     backup_form_visibility(&mut f);
     f
+}
+
+/// The passphrase of the source's LUKS partitions: with it they keep only
+/// their used sectors (still encrypted). Hidden until the source has one.
+fn luks_field() -> Field {
+    Field { hidden: true, ..text(F::LuksPassphrase, "LUKS passphrase", true) }
 }
 
 fn backup_form_visibility(f: &mut Form) {
@@ -281,7 +290,7 @@ fn universal_line(choice: usize) -> String {
 /// Options of a new point of an existing task: the task fixes the rest
 /// (compression, encryption, split size, what is backed up).
 fn point_form() -> Form {
-    Form::new(vec![choice(F::Verify, "Verify after", &["no", "yes"], 1), text(F::Comment, "Comment", false)])
+    Form::new(vec![choice(F::Verify, "Verify after", &["no", "yes"], 1), text(F::Comment, "Comment", false), luks_field()])
 }
 
 fn merge_form(output: String) -> Form {
@@ -1058,7 +1067,14 @@ pub fn update(s: &mut State, ev: Event) -> Vec<Command> {
             vec![]
         }
         Event::TasksFound(tasks) => {
+            // The passphrase field is offered when the source has a LUKS partition.
+            let luks = match &s.screen {
+                Screen::Backup(w) => s.disk(w.disk).is_some_and(|d| !luks_partitions(d).is_empty()),
+                _ => false,
+            };
             if let Screen::Backup(w) = &mut s.screen {
+                w.form.set_hidden(F::LuksPassphrase, !luks);
+                w.point_form.set_hidden(F::LuksPassphrase, !luks);
                 if w.step == BStep::Dest && w.busy {
                     w.busy = false;
                     w.chain_sel = 0;
@@ -1658,7 +1674,14 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                 w.step = BStep::Summary;
                 // The source is named so the engine checks that this disk
                 // is the task's (serial, WWN, size, partition-table id).
-                let req = PointRequest { from: from.clone(), kind: Some(*kind), output: None, source: Some(d.disk.path.clone()), compression: None, luks_passphrases: Default::default() };
+                let req = PointRequest {
+                    from: from.clone(),
+                    kind: Some(*kind),
+                    output: None,
+                    source: Some(d.disk.path.clone()),
+                    compression: None,
+                    luks_passphrases: luks_passphrases(w.point_form.text(F::LuksPassphrase)),
+                };
                 cmds.push(Command::PlanPoint { req, password: None });
             }
         }
@@ -1681,7 +1704,7 @@ fn backup(s: &mut State, mut w: BackupWiz, action: Option<Action>, k: &KeyEvent)
                         sector_by_sector: w.form.choice(F::Copy) == 1,
                         file_sector_size: None,
                         output: Some(PathBuf::from(w.dest.trim())),
-                        luks_passphrases: Default::default(),
+                        luks_passphrases: luks_passphrases(w.form.text(F::LuksPassphrase)),
                     }));
                 }
             }

@@ -655,6 +655,49 @@ fn backup_a_new_point_of_a_task() {
     assert!(matches!(&c[..], [Command::PlanBackup(_)]), "{c:?}");
 }
 
+/// A source with a LUKS partition: the backup options offer its
+/// passphrase (masked), and it rides on the plan of a new task and of a
+/// new point; other disks do not show the field.
+#[test]
+fn backup_offers_the_passphrase_of_luks_partitions() {
+    let luks_state = || {
+        let mut s = State::new(PathBuf::from("/mnt/usb"));
+        let mut list = disks();
+        list[0].partitions.last_mut().expect("sda has partitions").fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
+        update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
+        s
+    };
+    let pass = imaging::luks::Passphrases(vec![b"luks pw".to_vec()]);
+    let mut s = luks_state();
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter, Enter]);
+    update(&mut s, Event::TasksFound(vec![]));
+    for _ in 0..6 {
+        press(&mut s, Tab);
+    }
+    typed(&mut s, "luks pw");
+    snap("backup_options_luks", &s);
+    assert!(!draw(&s, 80, 24).contains("luks pw"), "the passphrase is masked");
+    let c = press(&mut s, Enter);
+    let [Command::PlanBackup(req)] = &c[..] else { panic!("expected a plan request, got {c:?}") };
+    assert_eq!(req.luks_passphrases, pass);
+
+    // A new point of a task.
+    let mut s = luks_state();
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter, Enter]);
+    update(&mut s, Event::TasksFound(chain()));
+    keys(&mut s, &[Enter, Tab, Tab]);
+    typed(&mut s, "luks pw");
+    let c = press(&mut s, Enter);
+    let [Command::PlanPoint { req, .. }] = &c[..] else { panic!("expected a point plan request, got {c:?}") };
+    assert_eq!(req.luks_passphrases, pass);
+
+    // Without a LUKS partition there is no such field.
+    let mut s = state();
+    keys(&mut s, &[KeyCode::Char('b'), Enter, Enter, Enter]);
+    update(&mut s, Event::TasksFound(vec![]));
+    assert!(!draw(&s, 160, 50).contains("LUKS passphrase"));
+}
+
 #[test]
 fn tools_merge_and_points() {
     let mut s = state();
