@@ -537,13 +537,16 @@ fn md_parts(disk: &Path, members: &[crate::linux_md::Candidate]) -> (Vec<Part>, 
         Ok(s) => s,
         Err(e) => return (Vec::new(), vec![format!("md RAID members: {e}")]),
     };
-    let (arrays, skipped) = crate::linux_md::arrays(&src.file, members);
+    let (arrays, mut skipped) = crate::linux_md::arrays(&src.file, members);
     let parts = arrays
         .into_iter()
         .map(|a| {
             let m = &a.members[0];
             let (start, len) = (m.start + m.data_offset, a.data_size);
             let fs = imaging::fs::probe(&Window::new(&src.file, start, len), len).ok().flatten();
+            if fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("crypto_LUKS".into())) {
+                skipped.push(format!("{}: it holds an encrypted (LUKS) volume, which universal restore opens only on a partition: a system inside it is not fixed", a.describe()));
+            }
             // An LVM physical volume inside: its volumes are looked for.
             let pv = fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into()));
             Part {
@@ -603,6 +606,9 @@ fn lvm_parts(sources: &Sources, pvs: &[Part]) -> (Vec<Part>, Vec<String>) {
                 Ok((off, len)) if off.checked_add(len).is_some_and(|e| e <= p.len) => {
                     let w = Window::new(&src.file, p.start + off, len);
                     let fs = imaging::fs::probe(&w, len).ok().flatten();
+                    if fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("crypto_LUKS".into())) {
+                        skipped.push(format!("LVM volume {name}: it holds an encrypted (LUKS) volume, which universal restore opens only on a partition: a system inside it is not fixed"));
+                    }
                     out.push(Part {
                         number: p.number,
                         start: p.start + off,

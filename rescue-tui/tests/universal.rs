@@ -185,3 +185,32 @@ fn names_encrypted_and_raid_partitions_it_cannot_search() {
         "not searched: partition 2: a member of md RAID5 array debian:0, which needs the array assembled by the kernel's md driver (only RAID1 is read without it): a system inside it is not fixed",
     );
 }
+
+/// A LUKS volume inside an LVM volume or an md RAID1 array is not opened
+/// (only LUKS on a partition is): the message names each.
+#[test]
+fn names_luks_inside_lvm_and_md() {
+    require_root();
+    use std::os::unix::fs::FileExt;
+    use std::process::Command;
+    let d = tempfile::tempdir().unwrap();
+    let disk = new_file(d.path(), "stack.img", 200 << 20);
+    std::fs::write(d.path().join("t.sfdisk"), "label: gpt\nstart=1MiB, size=40MiB\nstart=41MiB, size=40MiB\nstart=81MiB, size=100MiB\n").unwrap();
+    sh_ok(Command::new("sfdisk").arg("-q").arg(&disk).stdin(std::fs::File::open(d.path().join("t.sfdisk")).unwrap()));
+    let luks = Command::new("zstd").arg("-dc").arg(repo().join("imaging/tests/fixtures/fs/luks.img.zst")).output().unwrap();
+    assert!(luks.status.success(), "zstd failed");
+    let (p3, p3_len) = part(&disk, 3);
+    let lvs = lvm_layout(&disk, p3, p3_len, "vg0", &[("crypt", 16)], |_| {});
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.write_all_at(&luks.stdout, lvs["crypt"].0).unwrap();
+    // An md RAID1 of partitions 1 and 2 (data 1 MiB in) holding the volume.
+    let (_, p1_len) = part(&disk, 1);
+    for (slot, n) in [(0u16, 1), (1, 2)] {
+        let (start, _) = part(&disk, n);
+        f.write_all_at(&md_superblock(1, 2, slot, "box:0", [0x5c; 16], p1_len / 512 - 2048, 3), start + 4096).unwrap();
+        f.write_all_at(&luks.stdout, start + (1 << 20)).unwrap();
+    }
+    drop(f);
+    let out = rescue_fails(&["universal-restore", disk.to_str().unwrap(), "--for", "nvme", "--dry-run"], 1, "not searched: LVM volume vg0/crypt: it holds an encrypted (LUKS) volume, which universal restore opens only on a partition");
+    assert!(out.contains("not searched: md RAID1 box:0 (partitions 1, 2): it holds an encrypted (LUKS) volume"), "{out}");
+}
