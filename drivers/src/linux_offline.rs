@@ -389,6 +389,35 @@ pub struct Part {
     pub crypt: Option<Crypt>,
 }
 
+impl Part {
+    /// The byte range (`start`, `len`) of partition `number`'s data holding
+    /// `fs` (as probed), in no container yet. An LVM physical volume's
+    /// UUID is not a filesystem's: not kept.
+    fn probed(number: u32, start: u64, len: u64, fs: Option<&imaging::fs::FsInfo>) -> Part {
+        Part {
+            number,
+            start,
+            len,
+            fstype: fs.and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
+            uuid: fs.and_then(|f| f.uuid.clone()).filter(|_| !is_pv(fs)),
+            label: fs.and_then(|f| f.label.clone()),
+            partuuid: None,
+            gpt_type: None,
+            lv: None,
+            md: None,
+            crypt: None,
+        }
+    }
+}
+
+fn is_pv(fs: Option<&imaging::fs::FsInfo>) -> bool {
+    fs.is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into()))
+}
+
+fn is_luks(fs: Option<&imaging::fs::FsInfo>) -> bool {
+    fs.is_some_and(|f| f.kind == FsKind::Other("crypto_LUKS".into()))
+}
+
 /// How a partition or logical volume is named to the user.
 pub fn place(partition: u32, lv: Option<&str>) -> String {
     match lv {
@@ -497,21 +526,8 @@ pub fn layout(disk: &Path, luks: &imaging::luks::Passphrases, write: bool) -> Re
     for u in unlocked {
         let inner = sources.path(Some(&u.crypt)).ok().and_then(|f| std::fs::File::open(f).ok());
         let fs = inner.as_ref().and_then(|f| imaging::fs::probe(&Window::new(f, 0, u.size), u.size).ok().flatten());
-        let pv = fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into()));
-        let part = Part {
-            number: u.crypt.partition,
-            start: 0,
-            len: u.size,
-            fstype: fs.as_ref().and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
-            uuid: fs.as_ref().and_then(|f| f.uuid.clone()).filter(|_| !pv),
-            label: fs.as_ref().and_then(|f| f.label.clone()),
-            partuuid: None,
-            gpt_type: None,
-            lv: None,
-            md: None,
-            crypt: Some(u.crypt),
-        };
-        if pv {
+        let part = Part { crypt: Some(u.crypt.clone()), ..Part::probed(u.crypt.partition, 0, u.size, fs.as_ref()) };
+        if is_pv(fs.as_ref()) {
             pvs.push(part.clone());
         }
         parts.push(part);
@@ -544,24 +560,12 @@ fn md_parts(disk: &Path, members: &[crate::linux_md::Candidate]) -> (Vec<Part>, 
             let m = &a.members[0];
             let (start, len) = (m.start + m.data_offset, a.data_size);
             let fs = imaging::fs::probe(&Window::new(&src.file, start, len), len).ok().flatten();
-            if fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("crypto_LUKS".into())) {
+            if is_luks(fs.as_ref()) {
                 skipped.push(format!("{}: it holds an encrypted (LUKS) volume, which universal restore opens only on a partition: a system inside it is not fixed", a.describe()));
             }
             // An LVM physical volume inside: its volumes are looked for.
-            let pv = fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("LVM2_member".into()));
-            Part {
-                number: m.partition,
-                start,
-                len,
-                fstype: fs.as_ref().and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
-                uuid: fs.as_ref().and_then(|f| f.uuid.clone()).filter(|_| !pv),
-                label: fs.as_ref().and_then(|f| f.label.clone()),
-                partuuid: None,
-                gpt_type: None,
-                lv: None,
-                md: Some(a),
-                crypt: None,
-            }
+            let number = m.partition;
+            Part { md: Some(a), ..Part::probed(number, start, len, fs.as_ref()) }
         })
         .collect();
     (parts, skipped)
@@ -606,22 +610,10 @@ fn lvm_parts(sources: &Sources, pvs: &[Part]) -> (Vec<Part>, Vec<String>) {
                 Ok((off, len)) if off.checked_add(len).is_some_and(|e| e <= p.len) => {
                     let w = Window::new(&src.file, p.start + off, len);
                     let fs = imaging::fs::probe(&w, len).ok().flatten();
-                    if fs.as_ref().is_some_and(|f| f.kind == FsKind::Other("crypto_LUKS".into())) {
+                    if is_luks(fs.as_ref()) {
                         skipped.push(format!("LVM volume {name}: it holds an encrypted (LUKS) volume, which universal restore opens only on a partition: a system inside it is not fixed"));
                     }
-                    out.push(Part {
-                        number: p.number,
-                        start: p.start + off,
-                        len,
-                        fstype: fs.as_ref().and_then(|f| mount_type(&f.kind)).unwrap_or("").to_owned(),
-                        uuid: fs.as_ref().and_then(|f| f.uuid.clone()),
-                        label: fs.as_ref().and_then(|f| f.label.clone()),
-                        partuuid: None,
-                        gpt_type: None,
-                        lv: Some(name),
-                        md: p.md.clone(),
-                        crypt: p.crypt.clone(),
-                    });
+                    out.push(Part { lv: Some(name), md: p.md.clone(), crypt: p.crypt.clone(), ..Part::probed(p.number, p.start + off, len, fs.as_ref()) });
                 }
                 Ok(_) => why_not.push((name, NotLinear::Empty)),
                 Err(e) => why_not.push((name, e)),

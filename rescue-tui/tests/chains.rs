@@ -390,21 +390,7 @@ fn luks_partition_chain_keeps_used_sectors() {
     let src = new_file(d.path(), "src.img", size);
     sh_ok(Command::new("sfdisk").arg("-q").arg(&src).stdin(std::fs::File::open(&layout).expect("layout")));
     // The partition's free space is random, as on a wiped disk.
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(&src).expect("src");
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut buf = vec![0u8; 1 << 20];
-        for i in 0..part_len >> 20 {
-            for c in buf.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes());
-            }
-            f.write_all_at(&buf, part_start + (i << 20)).expect("fill");
-        }
-    }
+    fill_random(&std::fs::OpenOptions::new().write(true).open(&src).expect("src"), part_start, part_len, 0x2545_f491_4f6c_dd1d);
     let pw = d.path().join("pw");
     std::fs::write(&pw, "chain sesame").expect("pw");
     let lo = Loop::attach(&src, part_start, part_len, false);

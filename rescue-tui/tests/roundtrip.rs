@@ -411,7 +411,6 @@ fn system_backup_selects_boot_partitions() {
 /// passphrase the plan says how to get that.
 #[test]
 fn luks_partition_keeps_only_used_sectors_encrypted() {
-    use std::os::unix::fs::FileExt;
     require_root();
     let d = tempfile::tempdir().unwrap();
     let size = 160u64 << 20;
@@ -419,20 +418,7 @@ fn luks_partition_keeps_only_used_sectors_encrypted() {
     // The volume: random bytes, then cryptsetup's header, then an ext4 with
     // files made inside through imaging's unlocked view.
     let vol = d.path().join("vol.img");
-    {
-        let f = std::fs::File::create(&vol).unwrap();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut buf = vec![0u8; 1 << 20];
-        for i in 0..part_len >> 20 {
-            for c in buf.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes());
-            }
-            f.write_all_at(&buf, i << 20).unwrap();
-        }
-    }
+    fill_random(&std::fs::File::create(&vol).unwrap(), 0, part_len, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(d.path().join("pw"), "open sesame").unwrap();
     sh_ok(Command::new("cryptsetup").args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file"]).arg(d.path().join("pw")).arg(&vol));
     let files = d.path().join("files");

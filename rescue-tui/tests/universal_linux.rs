@@ -340,9 +340,15 @@ fn initramfs_files_in(disk: &Path, dir: &Path, start: u64, len: u64, tool: &str)
 /// Files in the initramfs of the system whose root is at `root` of `disk`
 /// and whose /boot is at `BOOT_START`.
 fn initramfs_files_lvm(disk: &Path, dir: &Path, root: (u64, u64)) -> String {
-    let lo = Loop::attach(disk, root.0, root.1, false);
+    initramfs_files_with_boot(disk, root, disk, BOOT_START, dir)
+}
+
+/// Files in the initramfs of the system whose root is at (`start`, `len`)
+/// of `root_file` and whose /boot is at `boot_start` of `disk` (BOOT_LEN).
+fn initramfs_files_with_boot(root_file: &Path, (start, len): (u64, u64), disk: &Path, boot_start: u64, dir: &Path) -> String {
+    let lo = Loop::attach(root_file, start, len, false);
     let m = Mount::new(lo.path(), &dir.join("inspect"), "ext4", false);
-    let blo = Loop::attach(disk, BOOT_START, BOOT_LEN, false);
+    let blo = Loop::attach(disk, boot_start, BOOT_LEN, false);
     let bm = Mount::new(blo.path(), &m.0.join("boot"), "ext4", false);
     let initrd = std::fs::read_dir(&bm.0).expect("boot dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.starts_with("initrd.img-")).expect("an initrd in /boot");
     let out = sh_ok(Command::new("chroot").arg(&m.0).args(["lsinitramfs", &format!("/boot/{initrd}")]));
@@ -425,16 +431,7 @@ impl LuksPlain {
 /// Files in the initramfs of `make_luks_disk`'s system.
 fn initramfs_files_luks(disk: &Path, dir: &Path) -> String {
     let plain = LuksPlain::open(disk, dir, true);
-    let lo = Loop::attach(&plain.0.path(), 0, plain.1, false);
-    let m = Mount::new(lo.path(), &dir.join("inspect"), "ext4", false);
-    let blo = Loop::attach(disk, PART_START, BOOT_LEN, false);
-    let bm = Mount::new(blo.path(), &m.0.join("boot"), "ext4", false);
-    let initrd = std::fs::read_dir(&bm.0).expect("boot dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.starts_with("initrd.img-")).expect("an initrd in /boot");
-    let out = sh_ok(Command::new("chroot").arg(&m.0).args(["lsinitramfs", &format!("/boot/{initrd}")]));
-    drop(bm);
-    drop(blo);
-    drop(m);
-    drop(lo);
+    let out = initramfs_files_with_boot(&plain.0.path(), (0, plain.1), disk, PART_START, dir);
     drop(plain);
     out
 }

@@ -510,3 +510,23 @@ pub fn without_cargo_test_env(cmd: &mut Command) -> &mut Command {
     }
     cmd
 }
+
+/// Fill `len` bytes of `f` from `offset` with xorshift64 noise from `seed`
+/// (as a wiped or encrypted disk looks), a MiB at a time.
+pub fn fill_random(f: &std::fs::File, offset: u64, len: u64, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    let mut x = seed;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        for c in buf[..n].chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+        }
+        f.write_all_at(&buf[..n], offset + done).expect("writing noise");
+        done += n as u64;
+    }
+}
