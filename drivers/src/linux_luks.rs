@@ -94,35 +94,64 @@ pub struct Unlocked {
 /// it (from the inventory: a volume opened here has dm holders).
 pub type LuksPart = (u32, u64, u64, Vec<String>);
 
+/// What [`unlock`] did.
+#[derive(Debug, Default)]
+pub struct Unlocking {
+    pub opened: Vec<Unlocked>,
+    /// Why each other one was not opened.
+    pub skipped: Vec<String>,
+    /// The partitions no passphrase given opened (none given, or wrong).
+    pub locked: Vec<u32>,
+}
+
 /// Unlock the LUKS partitions `parts` of the disk with the first of `pass`
 /// that opens each, and serve their plaintext (read-write when `write`) for
-/// `sources`. Returns what was opened, and for the others why not.
-pub fn unlock(sources: &mut Sources, parts: &[LuksPart], pass: &Passphrases, write: bool) -> (Vec<Unlocked>, Vec<String>) {
-    let mut done = Vec::new();
-    let mut skipped = Vec::new();
+/// `sources`.
+pub fn unlock(sources: &mut Sources, parts: &[LuksPart], pass: &Passphrases, write: bool) -> Unlocking {
+    let mut out = Unlocking::default();
     for (number, start, len, users) in parts {
         let not = |why: String| format!("partition {number}: it is encrypted (LUKS), {why}: a system inside it is not fixed");
         if !users.is_empty() {
-            skipped.push(not(format!("and open on this machine ({}); close it first (`cryptsetup close NAME`)", users.join(", "))));
+            out.skipped.push(not(format!("and open on this machine ({}); close it first (`cryptsetup close NAME`)", users.join(", "))));
             continue;
         }
         if pass.is_empty() {
-            skipped.push(not("and no passphrase was given (--luks-key-file FILE, or RESCUE_LUKS_PASSWORD)".into()));
+            out.skipped.push(not("and no passphrase was given (--luks-key-file FILE, or RESCUE_LUKS_PASSWORD)".into()));
+            out.locked.push(*number);
             continue;
         }
         match open_one(sources, *number, *start, *len, pass, write) {
-            Ok(u) => done.push(u),
-            Err(why) => skipped.push(not(why)),
+            Ok(u) => out.opened.push(u),
+            Err(OpenError { why, wrong }) => {
+                out.skipped.push(not(why));
+                if wrong {
+                    out.locked.push(*number);
+                }
+            }
         }
     }
-    (done, skipped)
+    out
+}
+
+/// Why a volume was not opened; `wrong`: no passphrase given opens it.
+struct OpenError {
+    why: String,
+    wrong: bool,
+}
+
+impl From<String> for OpenError {
+    fn from(why: String) -> OpenError {
+        OpenError { why, wrong: false }
+    }
 }
 
 #[cfg(unix)]
-fn open_one(sources: &mut Sources, number: u32, start: u64, len: u64, pass: &Passphrases, write: bool) -> Result<Unlocked, String> {
+fn open_one(sources: &mut Sources, number: u32, start: u64, len: u64, pass: &Passphrases, write: bool) -> Result<Unlocked, OpenError> {
     use imaging::read_at::Window;
     let dev = std::fs::OpenOptions::new().read(true).write(write).open(&sources.disk).map_err(|e| format!("and opening {} failed: {e}", sources.disk.display()))?;
-    let volume = pass.open(&Window::new(&dev, start, len), len).map_err(|e| format!("and it could not be opened: {e}"))?;
+    let volume = pass
+        .open(&Window::new(&dev, start, len), len)
+        .map_err(|e| OpenError { wrong: matches!(e, imaging::luks::LuksError::WrongPassphrase(_)), why: format!("and it could not be opened: {e}") })?;
     let crypt = Crypt { partition: number, uuid: volume.header.uuid.to_ascii_lowercase(), version: volume.header.version };
     let size = volume.size;
     let plain = imaging::luks_fuse::PlainFile::mount(dev, start, volume, &std::env::temp_dir(), write, &format!("p{number}")).map_err(|e| format!("and its plaintext could not be served: {e}"))?;
@@ -132,8 +161,8 @@ fn open_one(sources: &mut Sources, number: u32, start: u64, len: u64, pass: &Pas
 }
 
 #[cfg(not(unix))]
-fn open_one(_: &mut Sources, _: u32, _: u64, _: u64, _: &Passphrases, _: bool) -> Result<Unlocked, String> {
-    Err("which only the Linux rescue system unlocks".into())
+fn open_one(_: &mut Sources, _: u32, _: u64, _: u64, _: &Passphrases, _: bool) -> Result<Unlocked, OpenError> {
+    Err(String::from("which only the Linux rescue system unlocks").into())
 }
 
 // ---------------------------------------------------------------------------

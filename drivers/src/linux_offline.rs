@@ -447,6 +447,9 @@ pub struct DiskLayout {
     /// Logical sector size in bytes (firmware boot entries count in it).
     #[serde(default = "default_sector_size")]
     pub sector_size: u32,
+    /// LUKS partitions no passphrase given opened (none given, or wrong).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locked: Vec<u32>,
 }
 
 fn default_sector_size() -> u32 {
@@ -521,9 +524,9 @@ pub fn layout(disk: &Path, luks: &imaging::luks::Passphrases, write: bool) -> Re
     // root is found).
     let mut sources = Sources::new(disk);
     let luks_parts: Vec<crate::linux_luks::LuksPart> = r.partitions.iter().filter(|p| is(p, "crypto_LUKS")).map(|p| (p.partition.number, p.partition.start, p.partition.len, p.busy.clone())).collect();
-    let (unlocked, luks_skipped) = crate::linux_luks::unlock(&mut sources, &luks_parts, luks, write);
-    skipped.extend(luks_skipped);
-    for u in unlocked {
+    let unlocking = crate::linux_luks::unlock(&mut sources, &luks_parts, luks, write);
+    skipped.extend(unlocking.skipped);
+    for u in unlocking.opened {
         let inner = sources.path(Some(&u.crypt)).ok().and_then(|f| std::fs::File::open(f).ok());
         let fs = inner.as_ref().and_then(|f| imaging::fs::probe(&Window::new(f, 0, u.size), u.size).ok().flatten());
         let part = Part { crypt: Some(u.crypt.clone()), ..Part::probed(u.crypt.partition, 0, u.size, fs.as_ref()) };
@@ -540,7 +543,8 @@ pub fn layout(disk: &Path, luks: &imaging::luks::Passphrases, write: bool) -> Re
         Some(TableKind::Mbr) => "mbr",
         None => "none",
     };
-    Ok((DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped, sector_size: r.disk.logical_sector_size.max(512) }, busy, sources))
+    let lay = DiskLayout { path: disk.to_path_buf(), size: r.disk.size, table: table.into(), parts, skipped, sector_size: r.disk.logical_sector_size.max(512), locked: unlocking.locked };
+    Ok((lay, busy, sources))
 }
 
 /// The md RAID1 arrays with members among `members` (partitions of
@@ -1779,7 +1783,7 @@ mod tests {
     fn disk(table: &str) -> DiskLayout {
         let mut esp = part(2, "vfat", "ABCD-1234");
         esp.gpt_type = Some(ESP.into());
-        DiskLayout { path: "/tmp/x.img".into(), size: 8 << 20, table: table.into(), parts: vec![part(1, "ext4", ROOT_UUID), esp], skipped: vec![], sector_size: 512 }
+        DiskLayout { path: "/tmp/x.img".into(), size: 8 << 20, table: table.into(), parts: vec![part(1, "ext4", ROOT_UUID), esp], skipped: vec![], sector_size: 512, locked: vec![] }
     }
 
     #[test]
@@ -1925,6 +1929,7 @@ mod tests {
             parts: vec![part(2, "", "pv"), lv_part("my-vg/root", "ext4", ROOT_UUID), lv_part("my-vg/boot", "ext4", boot)],
             skipped: vec!["LVM volume my-vg/data: it is a thin volume; ...".into()],
             sector_size: 512,
+            locked: vec![],
         };
         let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         assert_eq!(p.place(), "LVM volume my-vg/root (partition 2)");
@@ -1991,6 +1996,7 @@ mod tests {
             parts: vec![md_part(1, "host:boot", "ext4", boot), md_part(3, "host:0", "ext4", ROOT_UUID)],
             skipped: vec![],
             sector_size: 512,
+            locked: vec![],
         };
         let p = plan(t.path(), &root, &d, &Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false }).expect("plan");
         let shown = p.to_string();
@@ -2031,7 +2037,7 @@ mod tests {
         inner.start = 0;
         inner.partuuid = None;
         inner.crypt = Some(crypt.clone());
-        let d = DiskLayout { path: "/tmp/x.img".into(), size: 8 << 30, table: "mbr".into(), parts: vec![part(1, "ext4", BOOT_UUID), container, inner], skipped: vec![], sector_size: 512 };
+        let d = DiskLayout { path: "/tmp/x.img".into(), size: 8 << 30, table: "mbr".into(), parts: vec![part(1, "ext4", BOOT_UUID), container, inner], skipped: vec![], sector_size: 512, locked: vec![] };
         let opts = Options { controllers: ctl("nvme"), uuid_map: vec![], boot_entry: false };
 
         // No hook: the initramfs could not unlock the root.

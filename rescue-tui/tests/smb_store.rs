@@ -79,13 +79,38 @@ impl Samba {
             assert!(t0.elapsed() < Duration::from_secs(30), "smbd did not listen on port {} in 30 s:\n{}", self.port, self.log_tail());
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Listening is not serving yet (after a restart its helpers still
+        // clean up after the killed server): wait until a session and a
+        // tree connect work, as a client's would.
+        let mut last = String::new();
+        while t0.elapsed() < Duration::from_secs(30) {
+            let out = Command::new("smbclient")
+                .args(["-p", &self.port.to_string(), "//127.0.0.1/images", "-U", &format!("tech%{PASSWORD}"), "-m", "SMB3", "-c", "ls"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("smbclient (run scripts/setup)");
+            if out.status.success() {
+                return;
+            }
+            last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("smbd on port {} did not serve the share in 30 s: {last}\n{}", self.port, self.log_tail());
     }
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
+            let group = c.id().to_string();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
             let _ = c.kill();
             let _ = c.wait();
+            // Every smbd of the group gone: one still exiting keeps the
+            // server's tdb files open, and a restarted server would not
+            // clear them (their records name the dead processes).
+            let t0 = Instant::now();
+            while Command::new("pgrep").args(["-g", &group]).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) && t0.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 

@@ -179,6 +179,7 @@ fn names_encrypted_and_raid_partitions_it_cannot_search() {
         "not searched: partition 1: it is encrypted (LUKS), and it could not be opened: no keyslot opens with this passphrase (tried the passphrase given)",
     );
     assert!(!out.contains("4711"), "{out}");
+    assert!(out.contains("hint: give the passphrase of encrypted partition 1"), "{out}");
     rescue_fails(
         &["universal-restore", disk.to_str().unwrap(), "--for", "nvme", "--dry-run"],
         1,

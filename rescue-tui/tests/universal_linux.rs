@@ -927,6 +927,7 @@ fn debian_in_luks_boots_after_universal_restore() {
     eprintln!("LUKS disk image ready after {:?}", t0.elapsed());
 
     let out = rescue_fails(&["universal-restore", disk_s, "--for", "nvme", "--dry-run"], 1, "partition 2: it is encrypted (LUKS), and no passphrase was given (--luks-key-file FILE");
+    assert!(out.contains("hint: give the passphrase of encrypted partition 2: --luks-key-file FILE"), "{out}");
     assert!(!out.contains(LUKS_KEY), "{out}");
     let before = file_hash(&disk);
     let plan = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--luks-key-file", key_s, "--dry-run"]);

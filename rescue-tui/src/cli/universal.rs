@@ -79,9 +79,19 @@ pub fn plan_disk(disk: &Path, part: Option<u32>, o: &UniversalOpts, dry_run: boo
     };
     let linux = linux_plans(disk, part, o, &opts.controllers, dry_run)?;
     if found.is_empty() && linux.plans.is_empty() {
+        let locked = &linux.found.layout.locked;
+        let hint = if locked.is_empty() {
+            "restore the Windows or Linux system first, or name the partition that holds it with --part N".to_string()
+        } else {
+            let n: Vec<String> = locked.iter().map(u32::to_string).collect();
+            format!(
+                "give the passphrase of encrypted partition {}: --luks-key-file FILE or RESCUE_LUKS_PASSWORD (in the menus: Tools > Universal restore asks for it)",
+                n.join(", ")
+            )
+        };
         return Err(CliError {
             exit: super::Exit::Failed,
-            hint: Some("restore the Windows or Linux system first, or name the partition that holds it with --part N".into()),
+            hint: Some(hint),
             error: anyhow::anyhow!(
                 "no Windows installation and no Linux system found on {} (Linux filesystems searched: {})",
                 disk.display(),
