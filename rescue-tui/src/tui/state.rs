@@ -590,6 +590,8 @@ pub enum CStep {
     SourcePart,
     Target,
     TargetPart,
+    /// The passphrase of the source's LUKS partitions (when it has any).
+    LuksPassword,
     Summary,
 }
 
@@ -614,6 +616,21 @@ pub struct CloneWiz {
     pub busy: bool,
     pub error: Option<String>,
     pub scroll: u16,
+    /// The passphrase typed for the source's LUKS partitions.
+    pub luks: String,
+}
+
+impl CloneWiz {
+    /// The source's LUKS partitions that this clone copies.
+    pub fn luks_sources(&self, s: &State) -> Vec<u32> {
+        let Some(d) = s.disk(self.src) else { return Vec::new() };
+        let all = luks_partitions(d);
+        if self.kind == 2 {
+            source_parts(d).get(self.src_part).filter(|n| all.contains(n)).map(|n| vec![*n]).unwrap_or_default()
+        } else {
+            all
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -800,6 +817,7 @@ impl State {
             Screen::Clone(w) => match w.step {
                 CStep::Summary if w.edit.is_some() => keys::SIZES,
                 CStep::Summary => keys::SUMMARY,
+                CStep::LuksPassword => keys::SECRET,
                 _ => keys::LIST,
             },
             Screen::Tools(w) => match w.step {
@@ -821,6 +839,7 @@ impl State {
             Screen::Backup(w) => (w.step == BStep::Dest && w.dest_focus == 0) || (w.step == BStep::Options && w.active_form().typing()),
             Screen::Restore(w) => (w.step == RStep::Image && w.focus < 2) || w.step == RStep::Password,
             Screen::Tools(w) => matches!(w.step, TStep::Path | TStep::Password | TStep::LuksPassword) || (w.step == TStep::MergeOut && w.form.typing()),
+            Screen::Clone(w) => w.step == CStep::LuksPassword,
             Screen::Confirm(_) => true,
             _ => false,
         }
@@ -1378,7 +1397,7 @@ fn key(s: &mut State, k: KeyEvent) -> Vec<Command> {
         Screen::Home => home(s, action),
         Screen::Backup(w) => backup(s, w, action, &k),
         Screen::Restore(w) => restore(s, w, action, &k),
-        Screen::Clone(w) => clone(s, w, action),
+        Screen::Clone(w) => clone(s, w, action, &k),
         Screen::Tools(w) => tools(s, w, action, &k),
         Screen::Confirm(c) => confirm(*c, action, &k),
         Screen::Progress(p) => progress(p, action),
@@ -1478,6 +1497,7 @@ fn home(s: &mut State, action: Option<Action>) -> (Screen, Vec<Command>) {
                 busy: false,
                 error: None,
                 scroll: 0,
+                luks: String::new(),
             };
             return (Screen::Clone(w), vec![]);
         }
@@ -2027,7 +2047,7 @@ fn plan_restore(s: &State, w: &mut RestoreWiz, cmds: &mut Vec<Command>) {
     });
 }
 
-fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec<Command>) {
+fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>, k: &KeyEvent) -> (Screen, Vec<Command>) {
     let mut cmds = vec![];
     let ndisks = s.readable().len();
     let part = w.kind == 2;
@@ -2056,6 +2076,9 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
                 CStep::Target if part => CStep::SourcePart,
                 CStep::Target => CStep::Source,
                 CStep::TargetPart => CStep::Target,
+                CStep::LuksPassword if part => CStep::TargetPart,
+                CStep::LuksPassword => CStep::Target,
+                CStep::Summary if !w.luks_sources(s).is_empty() => CStep::LuksPassword,
                 CStep::Summary if part => CStep::TargetPart,
                 CStep::Summary => CStep::Target,
             };
@@ -2080,6 +2103,8 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
             if part {
                 w.dst_part = 0;
                 w.step = CStep::TargetPart;
+            } else if !w.luks_sources(s).is_empty() {
+                w.step = CStep::LuksPassword;
             } else {
                 w.step = CStep::Summary;
                 plan_clone(s, &mut w, &mut cmds);
@@ -2089,10 +2114,12 @@ fn clone(s: &mut State, mut w: CloneWiz, action: Option<Action>) -> (Screen, Vec
             let n = s.disk(w.dst).map(|d| target_parts(d).len()).unwrap_or(0);
             step_sel(&mut w.dst_part, n, a);
         }
-        (CStep::TargetPart, Some(Action::Enter)) => {
+        (CStep::TargetPart, Some(Action::Enter)) if !w.luks_sources(s).is_empty() => w.step = CStep::LuksPassword,
+        (CStep::TargetPart | CStep::LuksPassword, Some(Action::Enter)) => {
             w.step = CStep::Summary;
             plan_clone(s, &mut w, &mut cmds);
         }
+        (CStep::LuksPassword, None) => edit_text(&mut w.luks, k),
         (CStep::Summary, Some(a @ (Action::NextField | Action::PrevField))) => w.form.move_focus(if a == Action::NextField { 1 } else { -1 }),
         (CStep::Summary, Some(a @ (Action::Left | Action::Right))) => {
             w.form.change(if a == Action::Right { 1 } else { -1 });
@@ -2158,7 +2185,7 @@ fn plan_clone(s: &State, w: &mut CloneWiz, cmds: &mut Vec<Command>) {
         layout: layout_options(&w.form, &w.sizes),
         sector_by_sector: w.form.choice(F::SectorBySector) == 1,
         file_sector_size: None,
-        luks_passphrases: Default::default(),
+        luks_passphrases: luks_passphrases(&w.luks),
     }));
 }
 

@@ -421,6 +421,43 @@ fn clone_wizard() {
 
 /// The clone summary offers universal restore too: it follows the clone
 /// under the same confirmation, and changing it plans nothing again.
+/// A clone from a disk with a LUKS partition asks for its passphrase
+/// before the plan (masked; Esc goes back to the target, Esc from the
+/// summary back to it); a partition clone asks only when that partition is
+/// the encrypted one.
+#[test]
+fn clone_asks_the_passphrase_of_luks_partitions() {
+    let luks_state = || {
+        let mut s = State::new(PathBuf::from("/mnt/usb"));
+        let mut list = disks();
+        list[0].partitions.last_mut().expect("sda has partitions").fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
+        update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
+        s
+    };
+    let mut s = luks_state();
+    press(&mut s, KeyCode::Char('c'));
+    assert!(keys(&mut s, &[Enter, Enter, Enter]).is_empty(), "the passphrase comes before the plan");
+    typed(&mut s, "clone pw");
+    snap("clone_luks", &s);
+    assert!(!draw(&s, 80, 24).contains("clone pw"));
+    press(&mut s, Esc);
+    assert!(matches!(&s.screen, Screen::Clone(w) if w.step == super::state::CStep::Target));
+    press(&mut s, Enter);
+    let c = press(&mut s, Enter);
+    let [Command::PlanClone(req)] = &c[..] else { panic!("expected a clone plan request, got {c:?}") };
+    assert_eq!(req.luks_passphrases, imaging::luks::Passphrases(vec![b"clone pw".to_vec()]));
+    assert!(!format!("{c:?}").contains("clone pw"));
+    press(&mut s, Esc);
+    assert!(matches!(&s.screen, Screen::Clone(w) if w.step == super::state::CStep::LuksPassword));
+
+    // A partition clone of a partition that is not encrypted: no question.
+    let mut s = luks_state();
+    press(&mut s, KeyCode::Char('c'));
+    let c = keys(&mut s, &[Down, Down, Enter, Enter, Enter, Down, Enter, Enter]);
+    let [Command::PlanClone(req)] = &c[..] else { panic!("expected a clone plan request, got {c:?}") };
+    assert!(req.luks_passphrases.is_empty() && req.source_partition == Some(1), "{req:?}");
+}
+
 #[test]
 fn clone_with_universal_restore() {
     let mut s = state();

@@ -381,6 +381,7 @@ fn clone_step_name(s: CStep) -> &'static str {
         CStep::SourcePart => "2b Source partition",
         CStep::Target => "3 Target disk",
         CStep::TargetPart => "3b Target partition",
+        CStep::LuksPassword => "3c Passphrase",
         CStep::Summary => "4 Operation summary",
     }
 }
@@ -772,6 +773,19 @@ fn clone(s: &State, w: &CloneWiz, f: &mut Frame, area: Rect) {
             let Some(d) = r.get(w.dst).copied() else { return };
             let items = part_items(d, &target_parts(d), "Free space on the disk (a new partition)");
             list(f, area, &format!("Where on {}?", d.disk.name), &items, w.dst_part, &e)
+        }
+        CStep::LuksPassword => {
+            let Some(d) = r.get(w.src).copied() else { return };
+            let parts: Vec<String> = w.luks_sources(s).iter().map(u32::to_string).collect();
+            let mut lines = vec![
+                Line::from(format!("{} has encrypted (LUKS) partitions: {}.", d.disk.name, parts.join(", "))),
+                Line::from("With the passphrase only the sectors their filesystems use are copied"),
+                Line::from("(still encrypted); without it, every sector. Leave it empty for that."),
+                Line::from(""),
+                text_box("Passphrase", &w.luks, true, true),
+            ];
+            lines.extend(e.into_iter().map(Line::from));
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
         }
         CStep::Summary => match &w.edit {
             Some(ed) => size_editor(s, f, area, ed),
