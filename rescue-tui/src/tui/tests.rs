@@ -115,6 +115,15 @@ fn state() -> State {
     s
 }
 
+/// The state with sda's last partition (3) a LUKS volume.
+fn luks_state() -> State {
+    let mut s = State::new(PathBuf::from("/mnt/usb"));
+    let mut list = disks();
+    list[0].partitions.last_mut().expect("sda has partitions").fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
+    update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
+    s
+}
+
 fn press(s: &mut State, code: KeyCode) -> Vec<Command> {
     update(s, Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
@@ -427,13 +436,6 @@ fn clone_wizard() {
 /// the encrypted one.
 #[test]
 fn clone_asks_the_passphrase_of_luks_partitions() {
-    let luks_state = || {
-        let mut s = State::new(PathBuf::from("/mnt/usb"));
-        let mut list = disks();
-        list[0].partitions.last_mut().expect("sda has partitions").fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
-        update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
-        s
-    };
     let mut s = luks_state();
     press(&mut s, KeyCode::Char('c'));
     assert!(keys(&mut s, &[Enter, Enter, Enter]).is_empty(), "the passphrase comes before the plan");
@@ -697,13 +699,6 @@ fn backup_a_new_point_of_a_task() {
 /// new point; other disks do not show the field.
 #[test]
 fn backup_offers_the_passphrase_of_luks_partitions() {
-    let luks_state = || {
-        let mut s = State::new(PathBuf::from("/mnt/usb"));
-        let mut list = disks();
-        list[0].partitions.last_mut().expect("sda has partitions").fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
-        update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
-        s
-    };
     let pass = imaging::luks::Passphrases(vec![b"luks pw".to_vec()]);
     let mut s = luks_state();
     keys(&mut s, &[KeyCode::Char('b'), Enter, Enter, Enter]);
@@ -872,12 +867,8 @@ fn universal_restore_in_the_restore_summary_and_in_tools() {
 #[test]
 fn universal_restore_asks_the_passphrase_of_luks_partitions() {
     use super::event::{UniversalJob, UniversalPlan};
-    let mut s = State::new(PathBuf::from("/mnt/usb"));
-    let mut list = disks();
-    let p = list[0].partitions.last_mut().expect("sda has partitions");
-    p.fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
-    let n = p.partition.number;
-    update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
+    let mut s = luks_state();
+    let n = disks()[0].partitions.last().expect("sda has partitions").partition.number;
     press(&mut s, KeyCode::Char('t'));
     keys(&mut s, &[Down, Down, Down, Down, Enter, Enter, Down]);
     assert!(press(&mut s, Enter).is_empty(), "the passphrase comes first");
@@ -899,10 +890,7 @@ fn universal_restore_asks_the_passphrase_of_luks_partitions() {
     assert!(matches!(&c[..], [Command::RunUniversal(j)] if j == &job), "{c:?}");
 
     // Empty: no passphrase (the partition is then named as not searched).
-    let mut s = State::new(PathBuf::from("/mnt/usb"));
-    let mut list = disks();
-    list[0].partitions.last_mut().expect("partition").fs.as_mut().expect("probed").kind = imaging::fs::FsKind::Other("crypto_LUKS".into());
-    update(&mut s, Event::Disks(list.into_iter().map(Ok).collect()));
+    let mut s = luks_state();
     press(&mut s, KeyCode::Char('t'));
     keys(&mut s, &[Down, Down, Down, Down, Enter, Enter, Down, Enter]);
     let c = press(&mut s, Enter);
