@@ -261,8 +261,9 @@ pub fn entry_for<'a>(entries: &'a [CrypttabEntry], c: &Crypt, parts: &[Part]) ->
 /// What the plan does for the encrypted volumes `crypts` that hold the root
 /// (and `/usr`): for initramfs-tools, each volume's crypttab line gets the
 /// `initramfs` option (added to a crypttab `steps` already rewrites, or as
-/// a new step); for every tool, notes on how the boot unlocks them.
-pub(crate) fn plan(root: &Path, tool: InitramfsTool, crypts: &[&Crypt], parts: &[Part], steps: &mut Vec<Step>, notes: &mut Vec<String>) -> Result<(), LinuxError> {
+/// a new step; `crypttab` is the system's file as read); for every tool,
+/// notes on how the boot unlocks them.
+pub(crate) fn plan(root: &Path, crypttab: &str, tool: InitramfsTool, crypts: &[&Crypt], parts: &[Part], steps: &mut Vec<Step>, notes: &mut Vec<String>) -> Result<(), LinuxError> {
     if crypts.is_empty() {
         return Ok(());
     }
@@ -285,7 +286,7 @@ pub(crate) fn plan(root: &Path, tool: InitramfsTool, crypts: &[&Crypt], parts: &
                     Step::Write { content, .. } => content.clone(),
                     _ => unreachable!("position matched a Write"),
                 },
-                None => std::fs::read_to_string(crate::linux_offline::in_root(root, rel)).unwrap_or_default(),
+                None => crypttab.to_string(),
             };
             let mut added = Vec::new();
             for c in crypts {

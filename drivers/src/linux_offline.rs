@@ -415,7 +415,7 @@ fn is_pv(fs: Option<&imaging::fs::FsInfo>) -> bool {
 }
 
 fn is_luks(fs: Option<&imaging::fs::FsInfo>) -> bool {
-    fs.is_some_and(|f| f.kind == FsKind::Other("crypto_LUKS".into()))
+    fs.is_some_and(|f| f.kind == FsKind::Other(imaging::luks::FS_KIND.into()))
 }
 
 /// How a partition or logical volume is named to the user.
@@ -523,7 +523,7 @@ pub fn layout(disk: &Path, luks: &imaging::luks::Passphrases, write: bool) -> Re
     // unlocked (said in `skipped` for the others, for the message when no
     // root is found).
     let mut sources = Sources::new(disk);
-    let luks_parts: Vec<crate::linux_luks::LuksPart> = r.partitions.iter().filter(|p| is(p, "crypto_LUKS")).map(|p| (p.partition.number, p.partition.start, p.partition.len, p.busy.clone())).collect();
+    let luks_parts: Vec<crate::linux_luks::LuksPart> = r.partitions.iter().filter(|p| is_luks(p.fs.as_ref())).map(|p| (p.partition.number, p.partition.start, p.partition.len, p.busy.clone())).collect();
     let unlocking = crate::linux_luks::unlock(&mut sources, &luks_parts, luks, write);
     skipped.extend(unlocking.skipped);
     for u in unlocking.opened {
@@ -1001,7 +1001,8 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
     })?;
     let mut mounts = vec![PlannedMount::of(this, "/", this.fstype.clone())];
     // The system's names for its encrypted volumes (`/dev/mapper/NAME`).
-    let crypttab = read_opt(dir, "etc/crypttab")?.map(|t| crate::linux_luks::parse_crypttab(&t)).unwrap_or_default();
+    let crypttab_text = read_opt(dir, "etc/crypttab")?.unwrap_or_default();
+    let crypttab = crate::linux_luks::parse_crypttab(&crypttab_text);
     let mapper_name = |p: &Part| p.crypt.as_ref().filter(|_| p.lv.is_none()).and_then(|c| crate::linux_luks::entry_for(&crypttab, c, &disk.parts)).map(|e| e.name.clone());
     let resolve = |spec: &str| {
         resolve_spec(spec, &disk.parts).or_else(|| {
@@ -1066,7 +1067,7 @@ pub fn plan(dir: &Path, root: &LinuxRoot, disk: &DiskLayout, opts: &Options) -> 
             crypts.push(c);
         }
     }
-    crate::linux_luks::plan(dir, tool, &crypts, &disk.parts, &mut steps, &mut notes)?;
+    crate::linux_luks::plan(dir, &crypttab_text, tool, &crypts, &disk.parts, &mut steps, &mut notes)?;
     steps.extend(initramfs_steps(dir, tool, &modules)?);
     notes.extend(disk.skipped.iter().map(|k| format!("not searched: {k}")));
 

@@ -27,6 +27,9 @@ use crate::read_at::ReadAt;
 
 /// The magic of both versions (`LUKS\xba\xbe`).
 pub const MAGIC: &[u8; 6] = b"LUKS\xba\xbe";
+/// The filesystem kind a LUKS volume probes as ([`crate::fs::FsKind::Other`],
+/// blkid's name).
+pub const FS_KIND: &str = "crypto_LUKS";
 /// LUKS1 keyslot states.
 const LUKS1_ACTIVE: u32 = 0x00AC_71F3;
 /// Argon2 memory above this is refused rather than allocated (cryptsetup's

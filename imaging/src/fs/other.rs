@@ -45,7 +45,7 @@ pub(crate) fn probe_container(
         } else {
             None
         };
-        return Ok(Some(info("crypto_LUKS", 512, len, label, uuid)));
+        return Ok(Some(info(crate::luks::FS_KIND, 512, len, label, uuid)));
     }
     // BitLocker: "-FVE-FS-" OEM ID (Windows 7+; Vista's differs, but also has it at 3).
     if bytes(head, 3, 8) == b"-FVE-FS-"
