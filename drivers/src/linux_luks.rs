@@ -154,7 +154,9 @@ fn open_one(sources: &mut Sources, number: u32, start: u64, len: u64, pass: &Pas
         .map_err(|e| OpenError { wrong: matches!(e, imaging::luks::LuksError::WrongPassphrase(_)), why: format!("and it could not be opened: {e}") })?;
     let crypt = Crypt { partition: number, uuid: volume.header.uuid.to_ascii_lowercase(), version: volume.header.version };
     let size = volume.size;
-    let plain = imaging::luks_fuse::PlainFile::mount(dev, start, volume, &std::env::temp_dir(), write, &format!("p{number}")).map_err(|e| format!("and its plaintext could not be served: {e}"))?;
+    // Named after the disk and partition (the mount's source in mountinfo).
+    let name = format!("{}:p{number}", sources.disk.display());
+    let plain = imaging::luks_fuse::PlainFile::mount(dev, start, volume, &std::env::temp_dir(), write, &name).map_err(|e| format!("and its plaintext could not be served: {e}"))?;
     tracing::info!(partition = number, uuid = %crypt.uuid, file = %plain.path().display(), "unlocked LUKS volume");
     sources.open.push((number, plain));
     Ok(Unlocked { crypt, size })

@@ -229,6 +229,9 @@ fn plaintext_file_over_fuse_carries_a_kernel_mounted_ext4() {
         {
             let vol = Volume::unlock(&open(&img), size, b"pw").expect("unlock");
             let plain = imaging::luks_fuse::PlainFile::mount(open(&img), 0, vol, t.path(), true, name).expect("fuse");
+            // The mount's source names it (what tests look for to find their own).
+            let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+            assert!(info.lines().any(|l| l.contains(&format!(" rescue-luks:{name} "))), "no mount with source rescue-luks:{name}:\n{info}");
             run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", name]).arg(plain.path()));
             let lo = Loop::new(&plain.path());
             let dir = t.path().join(format!("{name}-mnt"));

@@ -436,10 +436,12 @@ fn initramfs_files_luks(disk: &Path, dir: &Path) -> String {
     out
 }
 
-/// No FUSE mount of rescue's LUKS plaintext is left.
-fn assert_no_plaintext_mount() {
+/// No FUSE mount of rescue's LUKS plaintext of `disk` is left (rescue
+/// names each after its disk; another test's mounts are not seen).
+fn assert_no_plaintext_mount(disk: &Path) {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    assert!(!info.contains("rescue-luks"), "a LUKS plaintext mount is left:\n{info}");
+    let mine = format!("rescue-luks:{}:", disk.display());
+    assert!(!info.contains(&mine), "a LUKS plaintext mount of {} is left:\n{info}", disk.display());
 }
 
 /// A qemu process, killed on drop.
@@ -944,15 +946,15 @@ fn debian_in_luks_boots_after_universal_restore() {
     }
     assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
     assert_released(&disk);
-    assert_no_plaintext_mount();
+    assert_no_plaintext_mount(&disk);
 
     let out = rescue_ok(&["universal-restore", disk_s, "--for", "nvme", "--for", "ahci", "--luks-key-file", key_s, "--yes"]);
     assert!(out.contains("Universal restore of Debian GNU/Linux 12 (bookworm) on partition 2: wrote /etc/crypttab, /etc/initramfs-tools/modules"), "{out}");
     assert_released(&disk);
-    assert_no_plaintext_mount();
+    assert_no_plaintext_mount(&disk);
     let files = initramfs_files_luks(&disk, d.path());
     initramfs_has(&files, &["/nvme.ko", "/ahci.ko", "/dm-crypt.ko", "sbin/cryptsetup", "cryptroot/crypttab", "cryptroot/keyfiles/root_crypt.key"], &[], "after the restore");
-    assert_no_plaintext_mount();
+    assert_no_plaintext_mount(&disk);
 
     let mut qs = [boot(&disk, "nvme", d.path()), boot(&disk, "ahci", d.path())];
     wait_for(&mut qs, &[" login:"], &["Gave up waiting for root", "ALERT!", "Kernel panic", "cryptsetup: ERROR", "No key available"]);
@@ -1018,5 +1020,5 @@ fn a_root_on_lvm_inside_luks_is_planned() {
     }
     assert_eq!(before, file_hash(&disk), "--dry-run changed the disk");
     assert_released(&disk);
-    assert_no_plaintext_mount();
+    assert_no_plaintext_mount(&disk);
 }
