@@ -21,6 +21,8 @@ pub mod aligned;
 
 pub use aligned::{AlignedBuf, AlignedIo, Alignment};
 pub use sys::advise_sequential;
+#[cfg(unix)]
+pub use sys::resident_fraction;
 #[cfg(windows)]
 pub use sys::{disk_number, volumes_on_disk, Volume};
 
@@ -503,6 +505,18 @@ pub const DIRECT_IO_ENV: &str = "RESCUE_DIRECT_IO";
 pub fn direct_io_requested() -> bool {
     std::env::var_os(DIRECT_IO_ENV).is_some_and(|v| v == "1")
 }
+
+/// Open a regular file for reading past the page cache (O_DIRECT): offsets,
+/// lengths and buffer addresses must then be multiples of the filesystem's
+/// block size ([`UNCACHED_ALIGN`] covers every common one). Fails where the
+/// filesystem does not support it (e.g. older tmpfs, some FUSE mounts).
+#[cfg(target_os = "linux")]
+pub fn open_uncached(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)
+}
+
+/// Alignment used for reads through [`open_uncached`] handles.
+pub const UNCACHED_ALIGN: u64 = 4096;
 
 /// The rules every request on `info` must follow once it is open.
 fn alignment_for(info: &DiskInfo) -> Alignment {

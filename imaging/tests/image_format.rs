@@ -82,6 +82,33 @@ fn every_flipped_byte_is_detected() {
     }
 }
 
+/// The same damage found when the stored bytes are read past the page cache
+/// (what `rescue check` does on a cold image), and through it.
+#[test]
+fn every_flipped_byte_is_detected_reading_past_the_cache_or_through_it() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let orig = std::fs::read(fixture()).expect("read");
+    let p = copy_fixture(d.path());
+    let check = |uncached: bool| -> Result<(), String> {
+        let mut r = ImageReader::open(&p, None).map_err(|e| e.to_string())?;
+        r.set_uncached_reads(Some(uncached));
+        imaging::check::check_reader(&r, false, &Task::default()).map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    for uncached in [true, false] {
+        check(uncached).unwrap_or_else(|e| panic!("intact image (uncached {uncached}): {e}"));
+    }
+    let step = (orig.len() / 1500).max(1);
+    for i in (0..orig.len()).step_by(step) {
+        let mut b = orig.clone();
+        b[i] ^= 0x01;
+        std::fs::write(&p, &b).expect("write");
+        for uncached in [true, false] {
+            assert!(check(uncached).is_err(), "flipped byte {i} of {} not detected (uncached {uncached})", orig.len());
+        }
+    }
+}
+
 #[test]
 fn truncation_is_reported_as_incomplete() {
     let d = tempfile::tempdir().expect("tempdir");

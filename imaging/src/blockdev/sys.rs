@@ -2,6 +2,7 @@
 //! device ioctls and advisory locks. Every `unsafe` block of the crate is here.
 #![allow(unsafe_code)]
 
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
@@ -67,4 +68,39 @@ pub fn advise_will_need(f: &impl AsRawFd, offset: u64, len: u64) {
     unsafe {
         libc::posix_fadvise(f.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED);
     }
+}
+
+/// How much of `[offset, offset + len)` of a file is in the page cache, as a
+/// fraction (mincore(2) over a read-only mapping, which reads nothing).
+/// Errors when the kernel does not say (e.g. a file the caller cannot write
+/// and did not map reports no pages; then the answer is 0).
+pub fn resident_fraction(f: &File, offset: u64, len: u64) -> io::Result<f64> {
+    let page = 4096u64;
+    let start = offset / page * page;
+    let end = offset.saturating_add(len).min(f.metadata()?.len());
+    if end <= start {
+        return Ok(0.0);
+    }
+    let map_len = usize::try_from(end - start).map_err(|_| io::Error::other("range too large"))?;
+    let off = libc::off_t::try_from(start).map_err(|_| io::Error::other("offset too large"))?;
+    // SAFETY: a fresh read-only shared mapping of a file we hold open; we never
+    // dereference it (mincore only looks at the page tables and page cache),
+    // and it is unmapped before returning.
+    let addr = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), off) };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let pages = map_len.div_ceil(page as usize);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `addr` is the page-aligned start of a mapping of `map_len`
+    // bytes, and `vec` has one byte per page of it.
+    let r = unsafe { libc::mincore(addr, map_len, vec.as_mut_ptr()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: unmaps exactly the mapping made above, which nothing references.
+    unsafe { libc::munmap(addr, map_len) };
+    if r < 0 {
+        return Err(err);
+    }
+    let resident = vec.iter().filter(|&&b| b & 1 == 1).count();
+    Ok(resident as f64 / pages as f64)
 }

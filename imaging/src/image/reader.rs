@@ -56,6 +56,10 @@ pub struct ImageReader {
     catalog: Catalog,
     footer: Footer,
     threads: usize,
+    /// How [`verify_stored`](Self::verify_stored) reads: past the page
+    /// cache (`Some(true)`), through it (`Some(false)`), or as the cache
+    /// and `RESCUE_DIRECT_IO` say (`None`).
+    uncached: Option<bool>,
 }
 
 impl std::fmt::Debug for ImageReader {
@@ -230,7 +234,7 @@ impl ImageReader {
         }
         let links = Vec::new();
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Self { vols, links, header, keys, catalog, footer, threads })
+        Ok(Self { vols, links, header, keys, catalog, footer, threads, uncached: None })
     }
 
     /// The volume set that holds frame `f` (this image or a chain link).
@@ -321,6 +325,12 @@ impl ImageReader {
         self.threads = n.max(1);
     }
 
+    /// Make the stored-bytes check read past the page cache, or through it,
+    /// whatever the cache holds (`None`: decide by what it holds).
+    pub fn set_uncached_reads(&mut self, v: Option<bool>) {
+        self.uncached = v;
+    }
+
     /// Read, authenticate and decode one index segment.
     pub fn segment(&self, region: &Region, r: &SegmentRef) -> Result<Segment, ImageError> {
         let stored = read_range(&self.vols, r.offset, r.stored_len, MAX_SEGMENT, "index segment")?;
@@ -361,9 +371,15 @@ impl ImageReader {
         // frame, so the copies out of the page cache (the larger part of the
         // work when the image is cached) and the waits for the disk are spread
         // over all cores, with a read in flight per worker.
+        //
+        // An image that is not in the page cache is read past it (O_DIRECT)
+        // in requests of 2 MiB, at least four in flight: the disk then
+        // streams faster than through the kernel's read-ahead, and no copy
+        // out of the cache is made. `RESCUE_DIRECT_IO=1` always reads so.
         type Batch = (Vec<FrameRef>, u64, u64);
-        const BATCH: u64 = 8 << 20;
-        let (tx, rx) = bounded::<Result<Batch, ImageError>>(self.threads * 2);
+        let uncached = self.uncached.unwrap_or_else(|| crate::blockdev::direct_io_requested() || self.vols.mostly_uncached());
+        let (batch_max, workers) = if uncached { (2u64 << 20, self.threads.max(4)) } else { (8u64 << 20, self.threads) };
+        let (tx, rx) = bounded::<Result<Batch, ImageError>>(workers * 2);
         std::thread::scope(|s| -> Result<(), ImageError> {
             let task_r = task.clone();
             let list = &list;
@@ -375,7 +391,7 @@ impl ImageReader {
                     let end = batch.last().map_or(start, |f| f.offset + u64::from(f.stored_len));
                     let len = end - start;
                     let r = self.vols_of(first).and_then(|vols| {
-                        if len > BATCH + MAX_FRAME || start.checked_add(len).is_none_or(|e| e > vols.len()) {
+                        if len > batch_max + MAX_FRAME || start.checked_add(len).is_none_or(|e| e > vols.len()) {
                             Err(corrupt(vols, start, format!("frames of {len} bytes lie outside the image")))
                         } else {
                             Ok((std::mem::take(batch), start, len))
@@ -415,7 +431,7 @@ impl ImageReader {
                                 Some(b) if contiguous => f.offset + u64::from(f.stored_len) - b.offset,
                                 _ => 0,
                             };
-                            if !batch.is_empty() && (!contiguous || size > BATCH) && !flush(&mut batch) {
+                            if !batch.is_empty() && (!contiguous || size > batch_max) && !flush(&mut batch) {
                                 return;
                             }
                             batch.push(*f);
@@ -424,25 +440,33 @@ impl ImageReader {
                 }
                 flush(&mut batch);
             });
-            let workers: Vec<_> = (0..self.threads)
+            let workers: Vec<_> = (0..workers)
                 .map(|_| {
                     let rx = rx.clone();
                     s.spawn(move || -> Result<(), ImageError> {
-                        // One buffer per worker, reused for every batch.
+                        // Buffers per worker, reused for every batch.
                         let mut b: Vec<u8> = Vec::new();
+                        let mut aligned = AlignedBuf::new(0, BUFFER_ALIGN);
                         for msg in rx.iter() {
                             let (frames, start, len) = msg?;
                             let Some(first) = frames.first() else { continue };
                             let vols = self.vols_of(first)?;
-                            b.resize(len as usize, 0);
-                            vols.read_exact_at(&mut b, start).map_err(|e| {
+                            let io_err = |e| {
                                 let (v, vo) = vols.locate(start);
                                 let file = vols.paths().first().map(|p| p.display().to_string()).unwrap_or_default();
                                 ImageError::Io { path: PathBuf::from(format!("{file}: volume {v} at byte {vo}")), source: e }
-                            })?;
+                            };
+                            let data: &[u8] = match uncached.then(|| vols.read_uncached(start, len as usize, &mut aligned)).flatten() {
+                                Some(r) => r.map_err(io_err)?,
+                                None => {
+                                    b.resize(len as usize, 0);
+                                    vols.read_exact_at(&mut b, start).map_err(io_err)?;
+                                    &b
+                                }
+                            };
                             for f in &frames {
                                 let at = (f.offset - start) as usize;
-                                let bytes = &b[at..at + f.stored_len as usize];
+                                let bytes = &data[at..at + f.stored_len as usize];
                                 if blake3::hash(bytes).as_bytes() != &f.hash {
                                     return Err(corrupt(vols, f.offset, "frame is damaged (hash mismatch)"));
                                 }

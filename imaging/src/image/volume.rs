@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use super::format::{VolumeHeader, VOLUME_HEADER_LEN};
 use super::ImageError;
 use crate::read_at::{FileExt, ReadAt};
+use crate::blockdev::AlignedBuf;
 use crate::store::{self, StoreFile};
 
 /// Smallest split size accepted: smaller volumes make thousands of files.
@@ -326,6 +327,27 @@ struct Vol {
     /// Logical offset of this volume's first payload byte.
     start: u64,
     len: u64,
+    /// A second handle that reads past the page cache, opened on first use
+    /// (`None` when the store or filesystem has none).
+    uncached: std::sync::OnceLock<Option<File>>,
+}
+
+impl Vol {
+    fn new(path: PathBuf, file: StoreFile, start: u64, len: u64) -> Vol {
+        Vol { path, file, start, len, uncached: std::sync::OnceLock::new() }
+    }
+
+    fn uncached(&self) -> Option<&File> {
+        self.uncached
+            .get_or_init(|| {
+                self.file.local()?;
+                #[cfg(target_os = "linux")]
+                return crate::blockdev::open_uncached(&self.path).ok();
+                #[cfg(not(target_os = "linux"))]
+                None
+            })
+            .as_ref()
+    }
 }
 
 /// The volumes of an image, read as one logical stream.
@@ -413,7 +435,7 @@ impl VolumeSet {
             }
             let payload = len - VOLUME_HEADER_LEN as u64;
             return Ok(VolumeSet {
-                vols: vec![Vol { path: first, file, start: 0, len: payload }],
+                vols: vec![Vol::new(first, file, 0, payload)],
                 total: payload,
                 image_id: h.image_id,
                 split_size: 0,
@@ -446,7 +468,7 @@ impl VolumeSet {
                 return Err(ImageError::WrongVolume { path: p, expected: index + 1, what: "its split size differs".into() });
             }
             let payload = len - VOLUME_HEADER_LEN as u64;
-            vols.push(Vol { path: p, file, start, len: payload });
+            vols.push(Vol::new(p, file, start, payload));
             start += payload;
             index += 1;
             if index >= MAX_VOLUMES {
@@ -509,6 +531,80 @@ impl VolumeSet {
     pub fn stored_bytes(&self) -> u64 {
         self.vols.iter().map(|v| v.len + VOLUME_HEADER_LEN as u64).sum()
     }
+
+    /// Whether reading the whole image would mostly wait for the disk: the
+    /// page cache is sampled (4 MiB at up to 8 places spread over the
+    /// volumes) without reading anything. False for remote stores, and where
+    /// the kernel does not say.
+    pub fn mostly_uncached(&self) -> bool {
+        #[cfg(unix)]
+        {
+            const WINDOW: u64 = 4 << 20;
+            let samples = 8u64;
+            let (mut cached, mut seen) = (0.0, 0u32);
+            for k in 0..samples {
+                let at = self.total / samples * k;
+                let i = self.vols.partition_point(|v| v.start + v.len <= at).min(self.vols.len().saturating_sub(1));
+                let Some(v) = self.vols.get(i) else { break };
+                let Some(f) = v.file.local() else { return false };
+                match crate::blockdev::resident_fraction(f, at - v.start + VOLUME_HEADER_LEN as u64, WINDOW) {
+                    Ok(x) => {
+                        cached += x;
+                        seen += 1;
+                    }
+                    Err(_) => return false,
+                }
+            }
+            seen > 0 && cached / f64::from(seen) < 0.5
+        }
+        #[cfg(not(unix))]
+        false
+    }
+
+    /// Read `len` bytes at logical `offset` past the page cache (O_DIRECT),
+    /// into `buf` (replaced by a larger one when too small), and return the
+    /// part of `buf` that holds them. Whole aligned blocks around the range
+    /// are read, so the requests go to the disk as they are, several in
+    /// flight when several threads call this. `None` when it cannot be done
+    /// that way (a remote store, a filesystem without O_DIRECT, a range that
+    /// spans two volumes): the caller reads the usual way then.
+    pub fn read_uncached<'b>(&self, offset: u64, len: usize, buf: &'b mut AlignedBuf) -> Option<io::Result<&'b [u8]>> {
+        use crate::blockdev::UNCACHED_ALIGN as A;
+        let end = offset.checked_add(len as u64).filter(|&e| e <= self.total)?;
+        let i = self.vols.partition_point(|v| v.start + v.len <= offset);
+        let v = self.vols.get(i).filter(|v| end <= v.start + v.len)?;
+        let f = v.uncached()?;
+        let from = offset - v.start + VOLUME_HEADER_LEN as u64;
+        let first = from / A * A;
+        let last = (from + len as u64).div_ceil(A) * A;
+        let span = usize::try_from(last - first).ok()?;
+        if buf.len() < span {
+            *buf = AlignedBuf::new(span.next_power_of_two(), A as usize);
+        }
+        let need = (from - first) as usize + len;
+        let mut got = 0usize;
+        while got < need {
+            // The last block may lie past the end of the file: a short read.
+            match read_some(f, &mut buf[got..span], first + got as u64) {
+                Ok(0) => return Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the image"))),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Refused by the filesystem: read the usual way.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput && got == 0 => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let at = (from - first) as usize;
+        Some(Ok(&buf[at..at + len]))
+    }
+}
+
+/// One positional read, which may return fewer bytes than asked.
+fn read_some(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_at(f, buf, offset);
+    #[cfg(windows)]
+    return std::os::windows::fs::FileExt::seek_read(f, buf, offset);
 }
 
 impl ReadAt for VolumeSet {
@@ -530,5 +626,55 @@ impl ReadAt for VolumeSet {
             i += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Reads past the page cache give the bytes buffered reads give, at
+    /// unaligned offsets, up to the very end of each volume (a short last
+    /// block), and decline a range that spans two volumes.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn uncached_reads_match_buffered_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern((MIN_SPLIT + (3 << 20) + 12345) as usize);
+        let base = dir.path().join("img");
+        let mut w = VolumeWriter::create(Output::Path(base.clone()), Some(MIN_SPLIT), [7; 16]).unwrap();
+        w.write_all(&data).unwrap();
+        w.finish().unwrap();
+        let set = VolumeSet::open(&split_name(&base, 0)).unwrap();
+        assert_eq!(set.volume_count(), 2);
+        assert_eq!(set.len(), data.len() as u64);
+        let first_len = MIN_SPLIT - VOLUME_HEADER_LEN as u64;
+        let direct_works = crate::blockdev::open_uncached(&split_name(&base, 0)).is_ok();
+        let mut buf = AlignedBuf::new(0, 4096);
+        let cases: [(u64, usize); 6] = [(0, 1), (1, 4096), (4031, 2 << 20), (first_len - 100, 100), (first_len, 70_000), (data.len() as u64 - 5000, 5000)];
+        for (off, len) in cases {
+            let got = set.read_uncached(off, len, &mut buf);
+            if !direct_works {
+                assert!(got.is_none(), "no O_DIRECT here, yet a read at {off} claimed one");
+                continue;
+            }
+            let got = got.unwrap_or_else(|| panic!("read of {len} at {off} declined")).unwrap();
+            assert!(got == &data[off as usize..off as usize + len], "bytes differ at {off} (+{len})");
+        }
+        // Spanning the two volumes, or past the end: not this way.
+        assert!(set.read_uncached(first_len - 10, 20, &mut buf).is_none());
+        assert!(set.read_uncached(data.len() as u64 - 10, 11, &mut buf).is_none());
     }
 }
