@@ -520,6 +520,9 @@ pub fn run_backup_into(
             segments: Vec::new(),
         };
         let win = Window::new(&src.file, pr.disk_offset, pr.len);
+        // The used blocks through the bulk reader (past the page cache when
+        // the source is cold); the records compared below through the cache.
+        let data = Window::new(src.data(), pr.disk_offset, pr.len);
         let base_region = base.and_then(|b| {
             b.catalog()
                 .regions
@@ -550,7 +553,7 @@ pub fn run_backup_into(
             }
             _ => Vec::new(),
         };
-        w.add_region_on(&win, region, &pr.extents, base_region, &unchanged, task).map_err(|e| cut_off(e, share.as_deref()))?;
+        w.add_region_on(&data, region, &pr.extents, base_region, &unchanged, task).map_err(|e| cut_off(e, share.as_deref()))?;
     }
     let catalog = Catalog {
         format_version: 0,

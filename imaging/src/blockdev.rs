@@ -21,8 +21,6 @@ pub mod aligned;
 
 pub use aligned::{AlignedBuf, AlignedIo, Alignment};
 pub use sys::advise_sequential;
-#[cfg(unix)]
-pub use sys::resident_fraction;
 #[cfg(windows)]
 pub use sys::{disk_number, volumes_on_disk, Volume};
 
@@ -518,6 +516,21 @@ pub fn open_uncached(path: &Path) -> io::Result<File> {
 /// Alignment used for reads through [`open_uncached`] handles.
 pub const UNCACHED_ALIGN: u64 = 4096;
 
+/// What fraction of `[start, start + len)` of a file or block device is in
+/// the page cache, sampled (4 MiB at 8 places) without reading anything.
+/// `None` when the kernel does not say.
+#[cfg(unix)]
+pub fn cached_fraction(f: &File, start: u64, len: u64) -> Option<f64> {
+    const WINDOW: u64 = 4 << 20;
+    const SAMPLES: u64 = 8;
+    let mut sum = 0.0;
+    for k in 0..SAMPLES {
+        let at = start + (len / SAMPLES) * k;
+        sum += sys::resident_fraction(f, at, WINDOW.min(start + len - at)).ok()?;
+    }
+    Some(sum / SAMPLES as f64)
+}
+
 /// The rules every request on `info` must follow once it is open.
 fn alignment_for(info: &DiskInfo) -> Alignment {
     if info.kind != DiskKind::Block {
@@ -555,6 +568,8 @@ fn open_options(info: &DiskInfo, write: bool) -> OpenOptions {
 pub struct SourceDisk {
     pub info: DiskInfo,
     pub file: DiskFile,
+    /// Opened on the first call of [`data`](Self::data).
+    bulk: std::sync::OnceLock<Bulk>,
 }
 
 impl SourceDisk {
@@ -562,7 +577,89 @@ impl SourceDisk {
         let info = probe_disk(path, file_sector_size)?;
         let file = open_options(&info, false).open(path).map_err(io_err(path))?;
         let file = AlignedIo::new(file, alignment_for(&info));
-        Ok(Self { info, file })
+        Ok(Self { info, file, bulk: std::sync::OnceLock::new() })
+    }
+
+    /// The reader for the bulk of the data (the used blocks of a backup);
+    /// `file` stays the one for metadata, which the page cache serves well.
+    /// See [`DataReader`].
+    pub fn data(&self) -> DataReader<'_> {
+        let bulk = self.bulk.get_or_init(|| Bulk::open(&self.info.path, &self.info, self.file.inner()));
+        DataReader { main: &self.file, bulk }
+    }
+}
+
+/// A second handle on a disk for the bulk of its data, read past the page
+/// cache (O_DIRECT), when the disk is mostly not in the cache (the usual
+/// case in a rescue system) or `RESCUE_DIRECT_IO=1` asks for it on a disk
+/// image file. Block devices already opened with O_DIRECT need none.
+#[derive(Debug, Default)]
+struct Bulk {
+    handle: Option<DiskFile>,
+    /// Set when the handle refused a read (a filesystem without O_DIRECT):
+    /// from then on everything goes through the main handle.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Bulk {
+    #[cfg(target_os = "linux")]
+    fn open(path: &Path, info: &DiskInfo, file: &File) -> Bulk {
+        let forced = direct_io_requested();
+        let wanted = match (info.kind, forced) {
+            (DiskKind::Block, true) => false,
+            (_, true) => true,
+            _ => cached_fraction(file, 0, info.size).is_some_and(|x| x < 0.5),
+        };
+        let sector = match info.kind {
+            DiskKind::Block => info.logical_sector_size,
+            DiskKind::File => UNCACHED_ALIGN as u32,
+        };
+        let handle = wanted.then(|| open_uncached(path).ok()).flatten().map(|f| AlignedIo::new(f, Alignment::sectors(sector)));
+        Bulk { handle, failed: Default::default() }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open(_path: &Path, _info: &DiskInfo, _file: &File) -> Bulk {
+        Bulk::default()
+    }
+}
+
+/// Reads a disk's bulk data past the page cache when it has a [`Bulk`]
+/// handle, with several reads in flight (see `ReadAt::reads_in_flight`):
+/// on a cold disk that is faster than the kernel's read-ahead and makes no
+/// copy out of the cache. Otherwise, or when the filesystem refuses such a
+/// read, through the main handle.
+pub struct DataReader<'a> {
+    main: &'a DiskFile,
+    bulk: &'a Bulk,
+}
+
+impl DataReader<'_> {
+    fn bulk(&self) -> Option<&DiskFile> {
+        self.bulk.handle.as_ref().filter(|_| !self.bulk.failed.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl crate::read_at::ReadAt for DataReader<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(b) = self.bulk() {
+            match b.read_exact_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    tracing::info!(error = %e, "reads past the page cache refused; reading through it");
+                    self.bulk.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        self.main.read_exact_at(buf, offset)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        crate::read_at::ReadAt::prefetch(self.bulk().unwrap_or(self.main), offset, len)
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        crate::read_at::ReadAt::reads_in_flight(self.bulk().unwrap_or(self.main))
     }
 }
 
@@ -571,6 +668,8 @@ impl SourceDisk {
 pub struct TargetDisk {
     pub info: DiskInfo,
     pub file: DiskFile,
+    /// Opened on the first call of [`data`](Self::data).
+    bulk: std::sync::OnceLock<Bulk>,
     /// Windows: handles holding the volumes of the disk locked and dismounted
     /// until the target is dropped.
     #[cfg(windows)]
@@ -618,9 +717,18 @@ impl TargetDisk {
         Ok(Self {
             info,
             file,
+            bulk: std::sync::OnceLock::new(),
             #[cfg(windows)]
             locks,
         })
+    }
+
+    /// The reader for what a changed-block restore compares: the target's
+    /// data past the page cache when it is cold (see [`DataReader`]). Its
+    /// writes still go through `file`.
+    pub fn data(&self) -> DataReader<'_> {
+        let bulk = self.bulk.get_or_init(|| Bulk::open(&self.info.path, &self.info, self.file.inner()));
+        DataReader { main: &self.file, bulk }
     }
 
     /// Check that the device is still the one the plan was made for.

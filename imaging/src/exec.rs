@@ -276,13 +276,15 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
     let ids: Vec<u32> = plan.layout.moves.iter().map(|m| m.region).collect();
     if plan.only_changed {
         // Only what differs on the target will be read: check just that.
-        let windows: Vec<(u32, Window<&blockdev::DiskFile>)> = plan
+        // Read past the page cache when the target is cold, several reads
+        // in flight (`TargetDisk::data`).
+        let windows: Vec<(u32, Window<blockdev::DataReader>)> = plan
             .layout
             .moves
             .iter()
             .map(|m| {
                 let rel = m.target_offset.saturating_sub(base);
-                (m.region, Window::new(&target.file, rel, m.len.min(tsize.saturating_sub(rel))))
+                (m.region, Window::new(target.data(), rel, m.len.min(tsize.saturating_sub(rel))))
             })
             .collect();
         let items: Vec<(u32, &dyn ReadAt)> = windows.iter().map(|(r, w)| (*r, w as &dyn ReadAt)).collect();
@@ -361,7 +363,7 @@ pub fn execute(plan: &WritePlan, src: &dyn RegionSource, task: &Task) -> Result<
             }
             None if plan.only_changed => {
                 let rel = to.checked_sub(base).ok_or_else(|| Error::refused("the region lies before the target partition", "this is a bug: report it"))?;
-                let window = Window::new(f, rel, limit.min(tsize.saturating_sub(rel)));
+                let window = Window::new(target.data(), rel, limit.min(tsize.saturating_sub(rel)));
                 let overwritten: Vec<(u64, u64)> = blanked
                     .iter()
                     .filter_map(|&(off, len)| {

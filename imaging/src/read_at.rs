@@ -19,6 +19,14 @@ pub trait ReadAt: Sync {
     fn prefetch(&self, offset: u64, len: u64) {
         let _ = (offset, len);
     }
+
+    /// How many reads a caller should keep in flight to keep this source's
+    /// disk busy: sources read past the page cache (O_DIRECT, Windows raw
+    /// disks) get no read-ahead, so their readers must overlap. 0: no
+    /// wish (the kernel's read-ahead and [`prefetch`](Self::prefetch) do it).
+    fn reads_in_flight(&self) -> usize {
+        0
+    }
 }
 
 /// Positional reads and writes on a [`File`] on every platform: `pread` /
@@ -112,6 +120,10 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn prefetch(&self, offset: u64, len: u64) {
         (**self).prefetch(offset, len)
     }
+
+    fn reads_in_flight(&self) -> usize {
+        (**self).reads_in_flight()
+    }
 }
 
 impl<T: ReadAt + ?Sized + Send> ReadAt for std::sync::Arc<T> {
@@ -121,6 +133,10 @@ impl<T: ReadAt + ?Sized + Send> ReadAt for std::sync::Arc<T> {
 
     fn prefetch(&self, offset: u64, len: u64) {
         (**self).prefetch(offset, len)
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        (**self).reads_in_flight()
     }
 }
 
@@ -159,6 +175,10 @@ impl<R: ReadAt> ReadAt for Window<R> {
         if offset < self.len {
             self.inner.prefetch(self.start + offset, len.min(self.len - offset));
         }
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        self.inner.reads_in_flight()
     }
 }
 

@@ -341,6 +341,17 @@ impl<B: PositionalIo> crate::read_at::ReadAt for AlignedIo<B> {
             self.inner.prefetch(offset, len);
         }
     }
+
+    /// Eight without read-ahead (with alignment rules): measured on a
+    /// virtio disk, eight 256 KiB reads in flight read a cold source about
+    /// 1.3x as fast as two, and faster than the page cache's read-ahead.
+    fn reads_in_flight(&self) -> usize {
+        if self.align == Alignment::NONE {
+            0
+        } else {
+            8
+        }
+    }
 }
 
 impl<B: PositionalIo> crate::read_at::FileExt for AlignedIo<B> {

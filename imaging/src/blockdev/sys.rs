@@ -72,12 +72,14 @@ pub fn advise_will_need(f: &impl AsRawFd, offset: u64, len: u64) {
 
 /// How much of `[offset, offset + len)` of a file is in the page cache, as a
 /// fraction (mincore(2) over a read-only mapping, which reads nothing).
-/// Errors when the kernel does not say (e.g. a file the caller cannot write
-/// and did not map reports no pages; then the answer is 0).
+/// Errors when the kernel does not say. (A file the caller could not write
+/// reports no pages on some kernels: the answer is then 0.)
 pub fn resident_fraction(f: &File, offset: u64, len: u64) -> io::Result<f64> {
     let page = 4096u64;
     let start = offset / page * page;
-    let end = offset.saturating_add(len).min(f.metadata()?.len());
+    // The caller keeps the range inside the file or device (a block
+    // device's metadata says length 0).
+    let end = offset.saturating_add(len);
     if end <= start {
         return Ok(0.0);
     }

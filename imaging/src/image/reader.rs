@@ -589,7 +589,9 @@ impl ImageReader {
             Filter::Target(_) => None,
         };
         let cs = self.header.chunk_size as usize;
-        let threads = self.threads;
+        // Comparing with a target read past the page cache: as many workers
+        // as it wants reads in flight (they mostly wait for the disk).
+        let threads = self.threads.max(target.map_or(0, |t| t.reads_in_flight()));
         let keys = self.keys.clone().map(Arc::new);
         let expected = if fill_unstored { region.len } else { region.chunks * cs as u64 };
         let what = match (collect.is_some(), target.is_some() || only.is_some()) {

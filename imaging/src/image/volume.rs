@@ -533,29 +533,21 @@ impl VolumeSet {
     }
 
     /// Whether reading the whole image would mostly wait for the disk: the
-    /// page cache is sampled (4 MiB at up to 8 places spread over the
-    /// volumes) without reading anything. False for remote stores, and where
-    /// the kernel does not say.
+    /// page cache is sampled over (up to 8 of) the volumes without reading
+    /// anything. False for remote stores, and where the kernel does not say.
     pub fn mostly_uncached(&self) -> bool {
         #[cfg(unix)]
         {
-            const WINDOW: u64 = 4 << 20;
-            let samples = 8u64;
-            let (mut cached, mut seen) = (0.0, 0u32);
-            for k in 0..samples {
-                let at = self.total / samples * k;
-                let i = self.vols.partition_point(|v| v.start + v.len <= at).min(self.vols.len().saturating_sub(1));
-                let Some(v) = self.vols.get(i) else { break };
+            let mut sum = 0.0;
+            let vols = &self.vols[..self.vols.len().min(8)];
+            for v in vols {
                 let Some(f) = v.file.local() else { return false };
-                match crate::blockdev::resident_fraction(f, at - v.start + VOLUME_HEADER_LEN as u64, WINDOW) {
-                    Ok(x) => {
-                        cached += x;
-                        seen += 1;
-                    }
-                    Err(_) => return false,
+                match crate::blockdev::cached_fraction(f, VOLUME_HEADER_LEN as u64, v.len) {
+                    Some(x) => sum += x,
+                    None => return false,
                 }
             }
-            seen > 0 && cached / f64::from(seen) < 0.5
+            !vols.is_empty() && sum / (vols.len() as f64) < 0.5
         }
         #[cfg(not(unix))]
         false

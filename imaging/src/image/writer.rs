@@ -625,9 +625,12 @@ impl ImageWriter {
                 }
             });
             // Hashers: read, test for zeros and hash on all cores; while one
-            // waits for the disk the others hash.
-            let (hashed_tx, hashed_rx) = bounded::<Result<Hashed, ImageError>>(threads * 4);
-            for _ in 0..threads {
+            // waits for the disk the others hash. A source read past the
+            // page cache has no read-ahead: as many hashers as it wants
+            // reads in flight then (they wait for the disk, not the CPU).
+            let readers = threads.max(src.reads_in_flight());
+            let (hashed_tx, hashed_rx) = bounded::<Result<Hashed, ImageError>>(readers * 4);
+            for _ in 0..readers {
                 let plan_rx = plan_rx.clone();
                 let hashed_tx = hashed_tx.clone();
                 let keys = keys.clone();
