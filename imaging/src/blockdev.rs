@@ -504,12 +504,21 @@ pub fn direct_io_requested() -> bool {
     std::env::var_os(DIRECT_IO_ENV).is_some_and(|v| v == "1")
 }
 
-/// Open a regular file for reading past the page cache (O_DIRECT): offsets,
-/// lengths and buffer addresses must then be multiples of the filesystem's
-/// block size ([`UNCACHED_ALIGN`] covers every common one). Fails where the
-/// filesystem does not support it (e.g. older tmpfs, some FUSE mounts).
+/// Open a block device, or a regular file on a filesystem that lives on
+/// one, for reading past the page cache (O_DIRECT): offsets, lengths and
+/// buffer addresses must then be multiples of the device's block size
+/// ([`UNCACHED_ALIGN`] covers every common one). Files elsewhere (network
+/// filesystems, FUSE, tmpfs: device numbers with major 0) are refused,
+/// since there the page cache's read-ahead is what makes reading fast; so
+/// is whatever refuses O_DIRECT itself.
 #[cfg(target_os = "linux")]
 pub fn open_uncached(path: &Path) -> io::Result<File> {
+    let meta = std::fs::metadata(path)?;
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    if !meta.file_type().is_block_device() && major == 0 {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "not on a block device"));
+    }
     OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)
 }
 
@@ -849,6 +858,27 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files on a filesystem without a block device (tmpfs here) keep the
+    /// page cache; files on one may be read past it.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn uncached_reads_only_for_block_backed_files() {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            let f = tempfile::NamedTempFile::new_in(shm).unwrap();
+            std::fs::write(f.path(), vec![1u8; 8192]).unwrap();
+            let e = open_uncached(f.path()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+        }
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, vec![1u8; 8192]).unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        if (meta.dev() >> 8) & 0xfff != 0 {
+            open_uncached(&p).unwrap();
+        }
+    }
 
     #[test]
     fn sizes() {
