@@ -373,12 +373,12 @@ impl ImageReader {
         // over all cores, with a read in flight per worker.
         //
         // An image that is not in the page cache is read past it (O_DIRECT)
-        // in requests of 2 MiB, at least four in flight: the disk then
+        // in requests of 1 MiB, at least eight in flight: the disk then
         // streams faster than through the kernel's read-ahead, and no copy
         // out of the cache is made. `RESCUE_DIRECT_IO=1` always reads so.
         type Batch = (Vec<FrameRef>, u64, u64);
         let uncached = self.uncached.unwrap_or_else(|| crate::blockdev::direct_io_requested() || self.vols.mostly_uncached());
-        let (batch_max, workers) = if uncached { (2u64 << 20, self.threads.max(4)) } else { (8u64 << 20, self.threads) };
+        let (batch_max, workers) = if uncached { (1u64 << 20, self.threads.max(8)) } else { (8u64 << 20, self.threads) };
         let (tx, rx) = bounded::<Result<Batch, ImageError>>(workers * 2);
         std::thread::scope(|s| -> Result<(), ImageError> {
             let task_r = task.clone();
