@@ -514,9 +514,7 @@ pub fn direct_io_requested() -> bool {
 #[cfg(target_os = "linux")]
 pub fn open_uncached(path: &Path) -> io::Result<File> {
     let meta = std::fs::metadata(path)?;
-    let dev = meta.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    if !meta.file_type().is_block_device() && major == 0 {
+    if !meta.file_type().is_block_device() && libc::major(meta.dev()) == 0 {
         return Err(io::Error::new(io::ErrorKind::Unsupported, "not on a block device"));
     }
     OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)
@@ -875,7 +873,7 @@ mod tests {
         let p = dir.path().join("x");
         std::fs::write(&p, vec![1u8; 8192]).unwrap();
         let meta = std::fs::metadata(&p).unwrap();
-        if (meta.dev() >> 8) & 0xfff != 0 {
+        if libc::major(meta.dev()) != 0 {
             open_uncached(&p).unwrap();
         }
     }

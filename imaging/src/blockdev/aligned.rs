@@ -367,7 +367,7 @@ impl<B: PositionalIo> crate::read_at::FileExt for AlignedIo<B> {
 /// Read until `buf` is full or the backend reports the end; returns the bytes
 /// read. A read that stops inside a sector of `sector` bytes has met the end
 /// (asking again at that unaligned offset would be refused).
-fn read_full(b: &impl PositionalIo, buf: &mut [u8], offset: u64, sector: usize) -> io::Result<usize> {
+pub(crate) fn read_full(b: &impl PositionalIo, buf: &mut [u8], offset: u64, sector: usize) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match b.read_at(&mut buf[got..], offset + got as u64) {

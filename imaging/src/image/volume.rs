@@ -574,29 +574,19 @@ impl VolumeSet {
             *buf = AlignedBuf::new(span.next_power_of_two(), A as usize);
         }
         let need = (from - first) as usize + len;
-        let mut got = 0usize;
-        while got < need {
-            // The last block may lie past the end of the file: a short read.
-            match read_some(f, &mut buf[got..span], first + got as u64) {
-                Ok(0) => return Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the image"))),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Refused by the filesystem: read the usual way.
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput && got == 0 => return None,
-                Err(e) => return Some(Err(e)),
-            }
+        // The last block may lie past the end of the file: a short read.
+        let got = match crate::blockdev::aligned::read_full(f, &mut buf[..span], first, A as usize) {
+            Ok(n) => n,
+            // Refused by the filesystem: read the usual way.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        if got < need {
+            return Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the image")));
         }
         let at = (from - first) as usize;
         Some(Ok(&buf[at..at + len]))
     }
-}
-
-/// One positional read, which may return fewer bytes than asked.
-fn read_some(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    #[cfg(unix)]
-    return std::os::unix::fs::FileExt::read_at(f, buf, offset);
-    #[cfg(windows)]
-    return std::os::windows::fs::FileExt::seek_read(f, buf, offset);
 }
 
 impl ReadAt for VolumeSet {
