@@ -415,7 +415,7 @@ fn is_pv(fs: Option<&imaging::fs::FsInfo>) -> bool {
 }
 
 fn is_luks(fs: Option<&imaging::fs::FsInfo>) -> bool {
-    fs.is_some_and(|f| f.kind == FsKind::Other(imaging::luks::FS_KIND.into()))
+    fs.is_some_and(imaging::fs::FsInfo::is_luks)
 }
 
 /// How a partition or logical volume is named to the user.

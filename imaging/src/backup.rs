@@ -189,7 +189,7 @@ fn region_for_partition(dev: &dyn ReadAt, p: &Partition, fsi: Option<&FsInfo>, s
     } else {
         match fsi {
             None => full("no filesystem recognised: copied sector by sector".into()),
-            Some(f) if f.kind == FsKind::Other(crate::luks::FS_KIND.into()) => {
+            Some(f) if f.is_luks() => {
                 if luks.is_empty() {
                     full("encrypted (LUKS): copied sector by sector; with its passphrase (--luks-key-file) only the sectors its filesystem uses are stored".into())
                 } else {

@@ -107,6 +107,13 @@ pub struct FsInfo {
     pub sector_size: Option<u32>,
 }
 
+impl FsInfo {
+    /// Whether this is a LUKS volume ([`crate::luks::FS_KIND`]).
+    pub fn is_luks(&self) -> bool {
+        matches!(&self.kind, FsKind::Other(k) if k == crate::luks::FS_KIND)
+    }
+}
+
 /// Why a filesystem could not be probed or mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {

@@ -2395,7 +2395,7 @@ pub fn tools_menu(s: &State) -> Vec<(Tool, &'static str)> {
 
 /// The numbers of the disk's LUKS partitions.
 pub fn luks_partitions(d: &imaging::inventory::DiskReport) -> Vec<u32> {
-    d.partitions.iter().filter(|p| p.fs.as_ref().is_some_and(|f| f.kind == imaging::fs::FsKind::Other(imaging::luks::FS_KIND.into()))).map(|p| p.partition.number).collect()
+    d.partitions.iter().filter(|p| p.fs.as_ref().is_some_and(imaging::fs::FsInfo::is_luks)).map(|p| p.partition.number).collect()
 }
 
 /// The passphrase typed (none when empty).
