@@ -428,8 +428,6 @@ fn clone_wizard() {
     snap("result_clone_failed", &s);
 }
 
-/// The clone summary offers universal restore too: it follows the clone
-/// under the same confirmation, and changing it plans nothing again.
 /// A clone from a disk with a LUKS partition asks for its passphrase
 /// before the plan (masked; Esc goes back to the target, Esc from the
 /// summary back to it); a partition clone asks only when that partition is
@@ -460,6 +458,8 @@ fn clone_asks_the_passphrase_of_luks_partitions() {
     assert!(req.luks_passphrases.is_empty() && req.source_partition == Some(1), "{req:?}");
 }
 
+/// The clone summary offers universal restore too: it follows the clone
+/// under the same confirmation, and changing it plans nothing again.
 #[test]
 fn clone_with_universal_restore() {
     let mut s = state();
