@@ -145,6 +145,10 @@ pub fn init_logging(verbose: u8) {
 /// image file. Results go to stdout (--json for machines); progress, messages
 /// and questions to stderr. Exit codes: 0 ok, 1 failed, 2 usage, 3 refused by
 /// a safety check, 4 verification failed, 130 cancelled.
+///
+/// A disk or image that is mostly not in the page cache has its bulk data
+/// read past it (O_DIRECT, eight reads in flight); RESCUE_DIRECT_IO=1 reads
+/// every disk and image that way.
 #[derive(Debug, Parser)]
 #[command(name = "rescue", version, max_term_width = 80)]
 pub struct Cli {
